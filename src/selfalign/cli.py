@@ -1,0 +1,127 @@
+"""The ``selfalign`` command line. Each command builds a config and calls the same ``run()``
+as the Python API; nothing here holds logic of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import selfalign
+from selfalign.config import ConfigError, config_from_yaml, load_config
+from selfalign.data.io import DataError
+from selfalign.models.base import ModelError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Align a language model with as little human labelling as possible.")
+console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"selfalign {selfalign.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
+    pass
+
+
+@app.command()
+def generate(
+    input: str = typer.Argument(..., help="prompts JSONL: rows with 'prompt' (string or messages) or 'messages'"),
+    output: str = typer.Option("completions.jsonl", "--output", "-o"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="model spec (see `selfalign models`)"),
+    n: int = typer.Option(1, "--n", help="samples per prompt"),
+    temperature: float = typer.Option(0.0, help="0 = greedy"),
+    top_p: float = typer.Option(1.0),
+    max_tokens: int = typer.Option(128),
+    stop: List[str] = typer.Option([], help="stop string (repeatable)"),
+    seed: int = typer.Option(0),
+    batch_size: int = typer.Option(64),
+    store: str = typer.Option("", help="store path (default: the user cache dir, or $SELFALIGN_STORE)"),
+    show: int = typer.Option(10, help="print this many completions"),
+) -> None:
+    """Sample completions for a prompts JSONL, through the cached store."""
+    from selfalign.generate import GenerateConfig, run
+
+    cfg = load_config(GenerateConfig, dict(input=input, output=output, model=model, n=n, temperature=temperature,
+                                           top_p=top_p, max_tokens=max_tokens, stop=list(stop), seed=seed,
+                                           batch_size=batch_size, store=store))
+    rows = run(cfg)
+    table = Table("prompt", "i", "completion", "cached")
+    for r in rows[:show]:
+        table.add_row(r["prompt"][-1]["content"][:60], str(r["meta"]["index"]), r["completion"][0]["content"][:100],
+                      "yes" if r["meta"]["cached"] else "")
+    Console().print(table)
+    fresh = sum(not r["meta"]["cached"] for r in rows)
+    console.print(f"{len(rows)} completions -> {cfg.output} ({fresh} generated, {len(rows) - fresh} from the store)")
+
+
+@app.command()
+def models() -> None:
+    """List the backends, the embedded model and where its cache and the store live."""
+    from selfalign.models import embedded
+    from selfalign.models.registry import BACKENDS, DEFAULT_MODEL
+    from selfalign.store.cache import default_store_path
+
+    table = Table("backend", "how to name it")
+    for k, v in BACKENDS.items():
+        table.add_row(k, v)
+    Console().print(table)
+    try:
+        gguf = str(embedded.gguf_path())
+    except ModelError as e:
+        gguf = f"not installed ({e})"
+    conv = embedded.model_dir()
+    print(f"default model: {DEFAULT_MODEL}")
+    print(f"embedded GGUF: {gguf}")
+    print(f"converted cache: {conv} ({'present' if (conv / 'model.safetensors').exists() else 'not yet converted'})")
+    print(f"store: {default_store_path()}")
+
+
+@app.command()
+def serve(
+    model: str = typer.Option("smollm2-135m", "--model", "-m"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (chat and text completions)."""
+    from selfalign.models.registry import load_model
+    from selfalign.models.serve import OpenAIServer
+
+    srv = OpenAIServer(load_model(model), host=host, port=port)
+    console.print(f"serving {model} at {srv.base_url}")
+    try:
+        srv.httpd.serve_forever()
+    except KeyboardInterrupt:
+        srv.stop()
+
+
+def _register_subcommands() -> None:
+    try:
+        from selfalign.honesty.cli import app as honesty_app
+    except ImportError as e:  # a broken optional piece never breaks the CLI
+        console.print(f"[yellow]honesty commands unavailable: {e}[/yellow]")
+        return
+    app.add_typer(honesty_app, name="honesty")
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    try:
+        app()
+    except (DataError, ConfigError, ModelError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""JSONL in and out, with errors that name the file, the line and the field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+
+class DataError(ValueError):
+    pass
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = (), any_of: Sequence[Sequence[str]] = ()) -> list[dict[str, Any]]:
+    """Read every row of a JSONL file.
+
+    ``required``: columns each row must have; ``any_of``: groups of which each row needs one.
+    A broken line or a missing column raises :class:`DataError` naming file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            missing = [c for c in required if c not in row]
+            if missing:
+                raise DataError(f"{path}:{n}: missing column(s) {', '.join(map(repr, missing))}; "
+                                f"expected columns: {', '.join(required)}; found: {', '.join(row) or 'none'}")
+            for group in any_of:
+                if not any(c in row for c in group):
+                    raise DataError(f"{path}:{n}: needs one of the columns {', '.join(map(repr, group))}; "
+                                    f"found: {', '.join(row) or 'none'}")
+            rows.append(row)
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
+    """Write atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,76 @@
+"""The ``generate`` stage: a prompts JSONL -> a completions JSONL, through the store.
+
+Input rows need ``prompt`` (a string, or a list of ``{role, content}`` messages) or
+``messages`` (a chat whose last turn is the user's). Output rows are TRL prompt-completion
+rows: ``prompt`` (as a message list), ``completion`` (one assistant message), and ``meta``
+(sample index, seed, finish reason, tokens, model, and the input row's own ``meta``/``id``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfalign.data.io import DataError, read_jsonl, write_jsonl
+from selfalign.store.cache import CachedModel, Store
+from selfalign.types import GenParams, GenRequest, as_prompt, prompt_to_json
+
+
+@dataclass
+class GenerateConfig:
+    input: str = ""
+    output: str = "completions.jsonl"
+    model: str = "smollm2-135m"
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 128
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+    batch_size: int = 64
+    store: str = ""
+
+
+def _row_prompt(row: dict[str, Any], path: str, line: int):
+    value = row.get("prompt", row.get("messages"))
+    if isinstance(value, str):
+        return (as_prompt([{"role": "user", "content": value}]))
+    if isinstance(value, list) and value:
+        try:
+            return as_prompt(value)
+        except TypeError as e:
+            raise DataError(f"{path}:{line}: field 'prompt': {e}") from None
+    raise DataError(f"{path}:{line}: field 'prompt' must be a non-empty string or list of messages, got {value!r}")
+
+
+def load_prompts(path: str | Path) -> list[tuple[Any, dict[str, Any]]]:
+    rows = read_jsonl(path, any_of=[("prompt", "messages")])
+    return [(_row_prompt(r, str(path), i + 1), r) for i, r in enumerate(rows)]
+
+
+def run(cfg: GenerateConfig, model: Any = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Generate ``cfg.n`` completions per prompt; returns the rows it wrote to ``cfg.output``."""
+    if not cfg.input:
+        raise DataError("generate: no input file given")
+    prompts = load_prompts(cfg.input)  # validate everything before loading a model
+    if model is None:
+        from selfalign.models.registry import load_model
+
+        model = load_model(cfg.model, batch_size=cfg.batch_size)
+    cached = model if isinstance(model, CachedModel) else CachedModel(model, Store(cfg.store or None), progress=progress)
+    params = GenParams(cfg.temperature, cfg.top_p, cfg.max_tokens, tuple(cfg.stop))
+    reqs = [GenRequest(p, params, n=cfg.n, seed=cfg.seed) for p, _ in prompts]
+    results = cached.generate(reqs)
+    out = []
+    for (p, row), res in zip(prompts, results):
+        for c in res.completions:
+            meta = {"index": c.index, "seed": cfg.seed, "finish_reason": c.finish_reason, "n_tokens": c.n_tokens,
+                    "model": cached.model_id, "cached": c.cached}
+            if "meta" in row:
+                meta["input"] = row["meta"]
+            if "id" in row:
+                meta["id"] = row["id"]
+            out.append({"prompt": prompt_to_json(p), "completion": [{"role": "assistant", "content": c.text}], "meta": meta})
+    write_jsonl(cfg.output, out)
+    return out

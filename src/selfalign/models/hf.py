@@ -1,0 +1,321 @@
+"""The ``hf`` backend: any transformers causal LM, by hub id or local path.
+
+Sampling is our own short decode loop over the model's forward pass rather than
+``model.generate``, for three reasons measured in ``bench/generate.py``:
+
+* **shared-prefix reuse**: the prompts of a batch usually share a long head (system prompt,
+  instruction); it is prefilled once, then each distinct prompt's tail once, and the KV cache
+  is fanned out to the ``n`` samples of each prompt. ``generate`` would prefill every row.
+* **finished rows leave the batch**: rows that hit EOS or a stop string are pruned from the
+  KV cache, so short answers stop costing compute.
+* **per-sample seeds**: every sample draws from its own ``torch.Generator`` seeded by
+  :func:`selfalign.types.sample_seed`, so sample ``i`` of a prompt is the same whatever batch
+  it is generated in (which the store's resume relies on).
+
+Padding sits between the shared head and each prompt's tail, masked out, with position ids
+counted over real tokens only, so every row sees exactly its own prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from selfalign.models.base import ModelError, ProgressFn
+from selfalign.types import (
+    Completion,
+    GenParams,
+    GenRequest,
+    GenResult,
+    Prompt,
+    ScoreRequest,
+    ScoreResult,
+    sample_seed,
+)
+
+
+def _local_revision(path: Path) -> str:
+    """path + size + mtime of the weight and config files: cheap and changes when they do."""
+    h = hashlib.sha256()
+    for f in sorted(path.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".json", ".gguf", ".model"):
+            st = f.stat()
+            h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class _Row:
+    prompt_idx: int
+    req_idx: int
+    sample_index: int
+    seed: int
+
+
+class HFModel:
+    """A transformers causal LM behind the Generator and Scorer protocols."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        *,
+        revision: str | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int = 64,
+        quantize: str | None = None,
+        model: Any = None,
+        tokenizer: Any = None,
+        model_id: str | None = None,
+    ):
+        import torch
+
+        self.torch = torch
+        self.name = str(name_or_path)
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if model is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            torch_dtype = {"auto": torch.float32 if self.device == "cpu" else torch.bfloat16,
+                           "float32": torch.float32, "bfloat16": torch.bfloat16,
+                           "float16": torch.float16}[dtype]
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(self.name, revision=revision)
+                model = AutoModelForCausalLM.from_pretrained(self.name, revision=revision, dtype=torch_dtype)
+            except OSError as e:
+                raise ModelError(f"could not load hf model '{self.name}': {e}") from None
+            model.to(self.device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if quantize == "int8":
+            if self.device != "cpu":
+                raise ModelError("quantize='int8' is the CPU dynamic int8 path; on a GPU use vllm")
+            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif quantize not in (None, "", "none"):
+            raise ModelError(f"unknown quantize={quantize!r}; known: int8")
+        if model_id is None:
+            p = Path(self.name)
+            rev = _local_revision(p) if p.is_dir() else (revision or getattr(self.model.config, "_commit_hash", None) or "main")
+            model_id = f"hf:{self.name}@{rev}"
+        self.model_id = model_id + (f"+{quantize}" if quantize else "")
+        eos = set()
+        for src in (getattr(self.model, "generation_config", None), self.model.config):
+            e = getattr(src, "eos_token_id", None) if src is not None else None
+            if e is not None:
+                eos.update(e if isinstance(e, (list, tuple)) else [e])
+        if self.tokenizer.eos_token_id is not None:
+            eos.add(self.tokenizer.eos_token_id)
+        self.eos_ids = sorted(eos)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else (self.eos_ids[0] if self.eos_ids else 0)
+
+    # ------------------------------------------------------------------ prompts
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        msgs = [m.to_dict() for m in prompt]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        # a model without a chat template: a plain transcript
+        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        text = self.render(prompt)
+        # a chat template already carries its special tokens; raw text gets the tokenizer's defaults
+        return self.tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+    # --------------------------------------------------------------- generation
+    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
+        torch = self.torch
+        encoded = [self.encode_prompt(r.prompt) for r in requests]
+        out: list[dict[int, Completion]] = [{} for _ in requests]
+        groups: dict[GenParams, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.params, []).append(i)
+        with torch.inference_mode():
+            for params, idxs in groups.items():
+                rows = []
+                for i in sorted(idxs, key=lambda i: len(encoded[i])):
+                    indices = requests[i].sample_indices()
+                    if params.greedy:
+                        # every greedy sample is the same: decode once, copy afterwards
+                        rows.append((i, indices[0] if indices else 0))
+                    else:
+                        rows.extend((i, s) for s in indices)
+                for start in range(0, len(rows), self.batch_size):
+                    chunk = rows[start:start + self.batch_size]
+                    for (i, s), comp in zip(chunk, self._decode(chunk, encoded, requests, params)):
+                        out[i][s] = comp
+                        if progress:
+                            progress(1, comp.n_tokens)
+        results = []
+        for i, r in enumerate(requests):
+            comps = []
+            for s in r.sample_indices():
+                c = out[i].get(s)
+                if c is None:  # greedy copies
+                    first = next(iter(out[i].values()))
+                    c = Completion(first.text, first.finish_reason, first.n_tokens, s, first.token_logprobs)
+                    if progress:
+                        progress(1, 0)
+                comps.append(c)
+            results.append(GenResult(r, tuple(comps), prompt_tokens=len(encoded[i])))
+        return results
+
+    def _prefill(self, prompt_ids: list[list[int]]):
+        """Prefill distinct prompts, sharing their common head. Returns (last logits, cache, mask, next pos)."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        head = 0
+        first = prompt_ids[0]
+        shortest = min(len(p) for p in prompt_ids)
+        while head < shortest - 1 and all(p[head] == first[head] for p in prompt_ids):
+            head += 1
+        tails = [p[head:] for p in prompt_ids]
+        width = max(len(t) for t in tails)
+        k = len(prompt_ids)
+        cache = DynamicCache()
+        dev = self.device
+        if head:
+            ids = torch.tensor([first[:head]], device=dev)
+            self.model(input_ids=ids, past_key_values=cache, use_cache=True,
+                       position_ids=torch.arange(head, device=dev)[None])
+            cache.batch_select_indices(torch.zeros(k, dtype=torch.long, device=dev))
+        ids = torch.full((k, width), self.pad_id, dtype=torch.long)
+        tail_mask = torch.zeros((k, width), dtype=torch.long)
+        for j, t in enumerate(tails):  # pad between the shared head and the tail
+            ids[j, width - len(t):] = torch.tensor(t)
+            tail_mask[j, width - len(t):] = 1
+        mask = torch.cat([torch.ones((k, head), dtype=torch.long), tail_mask], dim=1).to(dev)
+        pos = (mask.cumsum(1) - 1).clamp(min=0)[:, head:]
+        logits = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos,
+                            past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+        return logits, cache, mask, pos[:, -1] + 1
+
+    def _decode(self, chunk, encoded, requests, params: GenParams) -> list[Completion]:
+        torch = self.torch
+        dev = self.device
+        prompt_of = {}
+        rows: list[_Row] = []
+        for i, s in chunk:
+            key = tuple(encoded[i])
+            if key not in prompt_of:
+                prompt_of[key] = len(prompt_of)
+            rows.append(_Row(prompt_of[key], i, s, sample_seed(requests[i].seed, s)))
+        distinct = [list(k) for k in prompt_of]
+        logits, cache, mask, next_pos = self._prefill(distinct)
+        sel = torch.tensor([r.prompt_idx for r in rows], device=dev)
+        cache.batch_select_indices(sel)
+        logits, mask, next_pos = logits[sel], mask[sel], next_pos[sel]
+        gens = [torch.Generator(device="cpu").manual_seed(r.seed) for r in rows]
+        n = len(rows)
+        tokens: list[list[int]] = [[] for _ in range(n)]
+        lps: list[list[float]] = [[] for _ in range(n)]
+        done: list[Completion | None] = [None] * n
+        active = list(range(n))  # positions in `rows` of the rows still in the batch
+        eos = torch.tensor(self.eos_ids or [-1], device=dev)
+        for step in range(params.max_tokens):
+            if params.greedy:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits / params.temperature, dim=-1)
+                if params.top_p < 1.0:
+                    sp, si = probs.sort(dim=-1, descending=True)
+                    cut = sp.cumsum(-1) - sp > params.top_p
+                    sp[cut] = 0.0
+                    probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+                probs = probs.cpu()
+                nxt = torch.stack([torch.multinomial(probs[j], 1, generator=gens[a])[0]
+                                   for j, a in enumerate(active)]).to(dev)
+            lp = torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None])[:, 0] if params.logprobs else None
+            is_eos = torch.isin(nxt, eos).tolist()
+            nxt_l = nxt.tolist()
+            keep = []
+            for j, a in enumerate(active):
+                if is_eos[j]:
+                    done[a] = self._finish(tokens[a], lps[a], "stop", params, rows[a].sample_index, eos_count=1)
+                    continue
+                tokens[a].append(nxt_l[j])
+                if lp is not None:
+                    lps[a].append(float(lp[j]))
+                if params.stop and self._hit_stop(tokens[a], params.stop):
+                    done[a] = self._finish(tokens[a], lps[a], "stop", params, rows[a].sample_index)
+                    continue
+                keep.append(j)
+            if len(keep) < len(active):
+                active = [active[j] for j in keep]
+                if not active:
+                    break
+                kt = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(kt)
+                nxt, mask, next_pos = nxt[kt], mask[kt], next_pos[kt]
+            if step == params.max_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], dim=1)
+            logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                                past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        for a in active:
+            if done[a] is None:
+                done[a] = self._finish(tokens[a], lps[a], "length", params, rows[a].sample_index)
+        return [d for d in done]  # type: ignore[misc]
+
+    def _hit_stop(self, toks: list[int], stop: tuple[str, ...]) -> bool:
+        tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
+        return any(s in tail for s in stop)
+
+    def _finish(self, toks, lps, reason, params: GenParams, index: int, eos_count: int = 0) -> Completion:
+        text = self.tokenizer.decode(toks, skip_special_tokens=True)
+        n_tokens = len(toks) + eos_count
+        if params.stop:
+            cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+            if cut >= 0:
+                text = text[:cut]
+        return Completion(text=text, finish_reason=reason, n_tokens=n_tokens, index=index,
+                          token_logprobs=tuple(lps) if params.logprobs else None)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        torch = self.torch
+        pairs = []
+        for r in requests:
+            p = self.encode_prompt(r.prompt)
+            if not p:  # scoring a text "alone": condition on a start token
+                bos = self.tokenizer.bos_token_id
+                p = [bos if bos is not None else self.pad_id]
+            c = self.tokenizer(r.completion, add_special_tokens=False)["input_ids"]
+            if not c:
+                raise ModelError(f"cannot score an empty completion (prompt {r.prompt!r})")
+            pairs.append((p, c))
+        results: list[ScoreResult | None] = [None] * len(requests)
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start:start + self.batch_size]
+                seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+                width = max(len(s) for s in seqs)
+                ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+                att = torch.zeros((len(seqs), width), dtype=torch.long)
+                for j, s in enumerate(seqs):
+                    ids[j, : len(s)] = torch.tensor(s)
+                    att[j, : len(s)] = 1
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits.float()
+                logp = torch.log_softmax(logits[:, :-1], dim=-1)
+                tok_lp = logp.gather(-1, ids[:, 1:, None].to(self.device))[..., 0].cpu()
+                for j, i in enumerate(idx):
+                    p, c = pairs[i]
+                    start_pos = len(p) - 1  # logit at position t predicts token t+1
+                    results[i] = ScoreResult(requests[i], tuple(tok_lp[j, start_pos:start_pos + len(c)].tolist()))
+        return results  # type: ignore[return-value]
+
+
+def default_threads() -> None:
+    """Use every core for intra-op parallelism unless the user set OMP_NUM_THREADS."""
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)

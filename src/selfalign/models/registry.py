@@ -1,0 +1,75 @@
+"""Model names -> backends, loaded lazily (an optional backend's import error never breaks the CLI).
+
+Spec grammar:
+
+* ``smollm2-135m`` (or ``embedded``, or nothing): the embedded default model
+* ``hf:<hub id or local path>`` or an existing local directory: the ``hf`` backend
+* ``openai:<model>`` with ``base_url`` (option or ``$SELFALIGN_OPENAI_BASE_URL``)
+* ``vllm:<hub id or path>`` (extra ``selfalign[vllm]``)
+* ``scripted`` or ``scripted:<path.json>`` (a JSON of ``{"rules": {...}, "default": ...}``)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from selfalign.models.base import ModelError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+BACKENDS = {
+    "embedded": "the embedded SmolLM2-135M-Instruct (default), via the hf backend",
+    "hf": "any transformers causal LM: hf:<hub id or local path>",
+    "openai": "any OpenAI-compatible server: openai:<model> --base-url http://host:port/v1",
+    "vllm": "vLLM engine on a GPU: vllm:<hub id or path> (pip install 'selfalign[vllm]')",
+    "scripted": "deterministic test double: scripted or scripted:<rules.json>",
+}
+
+
+def known_models() -> list[str]:
+    return [DEFAULT_MODEL, "hf:<id or path>", "openai:<model>", "vllm:<id or path>", "scripted[:rules.json]"]
+
+
+def load_model(spec: str | None = None, **options: Any):
+    """Build a Generator (and Scorer, where the backend can score) from a model spec."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in (DEFAULT_MODEL, "embedded", "smollm2"):
+        from selfalign.models import embedded
+
+        return embedded.load(**_hf_options(options))
+    backend, _, rest = spec.partition(":")
+    if backend == "hf" and rest:
+        from selfalign.models.hf import HFModel
+
+        return HFModel(rest, **_hf_options(options))
+    if backend == "openai" and rest:
+        from selfalign.models.openai_compat import OpenAICompatModel
+
+        keep = {k: v for k, v in options.items() if k in ("base_url", "api_key_env", "concurrency", "timeout", "max_retries")}
+        return OpenAICompatModel(rest, **keep)
+    if backend == "vllm" and rest:
+        from selfalign.models.vllm import VLLMModel
+
+        return VLLMModel(rest)
+    if backend == "scripted":
+        from selfalign.models.scripted import ScriptedModel
+
+        if not rest:
+            return ScriptedModel(default="I don't know.")
+        path = Path(rest)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelError(f"{path}: cannot read scripted rules: {e}") from None
+        return ScriptedModel(rules=data.get("rules", {}), default=data.get("default", ""), model_id=f"scripted:{path.name}")
+    if Path(spec).is_dir():
+        from selfalign.models.hf import HFModel
+
+        return HFModel(spec, **_hf_options(options))
+    raise ModelError(f"unknown model '{spec}'. Known: {', '.join(known_models())}")
+
+
+def _hf_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items() if k in ("revision", "dtype", "device", "batch_size", "quantize") and v is not None}

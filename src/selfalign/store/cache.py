@@ -1,0 +1,297 @@
+"""One content-addressed store for every model call: cache, audit log and resume at once.
+
+A sample's key is the sha256 of (model id + revision, prompt, the semantic generation
+parameters, seed, sample index). ``CachedModel`` wraps any backend: it looks every sample up,
+sends only the missing ones to the backend in chunks, and commits each chunk as soon as it is
+back. Kill a run anywhere, re-run it, and only the missing samples are generated; because each
+sample has its own seed, the result equals an uninterrupted run.
+
+SQLite in WAL mode with a busy timeout, ``INSERT OR IGNORE`` and a read-back after each write:
+two processes may write at once, and both then return the first stored answer.
+Schema changes are named migrations, applied once each, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from selfalign.models.base import ProgressFn
+from selfalign.types import (
+    Completion,
+    GenRequest,
+    GenResult,
+    ScoreRequest,
+    ScoreResult,
+    prompt_to_json,
+    stable_hash,
+)
+
+MIGRATIONS: list[tuple[str, str]] = [
+    (
+        "0001_generations",
+        """
+        CREATE TABLE generations (
+            key TEXT PRIMARY KEY,
+            model_id TEXT NOT NULL,
+            request TEXT NOT NULL,
+            completion TEXT NOT NULL,
+            n_tokens INTEGER NOT NULL,
+            latency_s REAL NOT NULL,
+            created_at REAL NOT NULL
+        );
+        CREATE INDEX generations_model ON generations(model_id);
+        """,
+    ),
+    (
+        "0002_scores",
+        """
+        CREATE TABLE scores (
+            key TEXT PRIMARY KEY,
+            model_id TEXT NOT NULL,
+            request TEXT NOT NULL,
+            token_logprobs TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
+    (
+        "0003_calls",
+        """
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            model_id TEXT NOT NULL,
+            n_items INTEGER NOT NULL,
+            n_cached INTEGER NOT NULL,
+            n_tokens INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
+]
+
+
+def default_store_path() -> Path:
+    env = os.environ.get("SELFALIGN_STORE")
+    if env:
+        return Path(env).expanduser()
+    from selfalign.models.embedded import cache_root
+
+    return cache_root() / "store.sqlite"
+
+
+class Store:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else default_store_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=60000")
+        self._migrate()
+
+    def _migrate(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        for name, sql in MIGRATIONS:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                done = self.db.execute("SELECT 1 FROM migrations WHERE name=?", (name,)).fetchone()
+                if not done:
+                    for stmt in filter(str.strip, sql.split(";")):
+                        self.db.execute(stmt)
+                    self.db.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM migrations ORDER BY name")]
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ access
+    def _get(self, table: str, col: str, keys: Sequence[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(keys), 500):
+            part = list(keys[i:i + 500])
+            q = f"SELECT key, {col} FROM {table} WHERE key IN ({','.join('?' * len(part))})"
+            out.update(self.db.execute(q, part).fetchall())
+        return out
+
+    def get_completions(self, keys: Sequence[str]) -> dict[str, Completion]:
+        return {k: Completion.from_dict(json.loads(v), cached=True) for k, v in self._get("generations", "completion", keys).items()}
+
+    def put_completions(self, rows: list[tuple[str, str, dict, Completion, float]]) -> None:
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(k, m, json.dumps(req, ensure_ascii=False), json.dumps(c.to_dict(), ensure_ascii=False),
+                  c.n_tokens, lat, now) for k, m, req, c, lat in rows],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def get_scores(self, keys: Sequence[str]) -> dict[str, tuple[float, ...]]:
+        return {k: tuple(json.loads(v)) for k, v in self._get("scores", "token_logprobs", keys).items()}
+
+    def put_scores(self, rows: list[tuple[str, str, dict, tuple[float, ...]]]) -> None:
+        now = time.time()
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)",
+                [(k, m, json.dumps(req, ensure_ascii=False), json.dumps(list(lp)), now) for k, m, req, lp in rows],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def log_call(self, kind: str, model_id: str, n_items: int, n_cached: int, n_tokens: int, seconds: float) -> None:
+        self.db.execute(
+            "INSERT INTO calls (kind, model_id, n_items, n_cached, n_tokens, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (kind, model_id, n_items, n_cached, n_tokens, seconds, time.time()),
+        )
+
+    def stats(self) -> dict[str, Any]:
+        gens = self.db.execute("SELECT model_id, COUNT(*), SUM(n_tokens) FROM generations GROUP BY model_id").fetchall()
+        return {"path": str(self.path), "generations": {m: {"samples": n, "tokens": t} for m, n, t in gens},
+                "scores": self.db.execute("SELECT COUNT(*) FROM scores").fetchone()[0],
+                "calls": self.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]}
+
+
+def request_json(req: GenRequest) -> dict[str, Any]:
+    params = asdict(req.params)
+    params["stop"] = list(params["stop"])
+    return {"prompt": prompt_to_json(req.prompt), "params": params, "seed": req.seed}
+
+
+def sample_key(model_id: str, req: GenRequest, index: int) -> str:
+    return stable_hash({"model": model_id, **request_json(req), "index": index})
+
+
+def score_key(model_id: str, req: ScoreRequest) -> str:
+    return stable_hash({"model": model_id, "prompt": prompt_to_json(req.prompt), "completion": req.completion})
+
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class CachedModel:
+    """Wraps a backend with the store. Same protocols as the backend.
+
+    ``chunk_size`` samples are sent to the backend at a time and committed when they return,
+    so an interruption loses at most one chunk.
+    """
+
+    def __init__(self, backend: Any, store: Store | None = None, chunk_size: int = 64, progress: bool = True,
+                 description: str = "generating"):
+        self.backend = backend
+        self.store = store or Store()
+        self.model_id = backend.model_id
+        self.chunk_size = chunk_size
+        self.show_progress = progress
+        self.description = description
+
+    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None,
+                 description: str | None = None) -> list[GenResult]:
+        t0 = time.time()
+        units = [(ri, s, sample_key(self.model_id, r, s)) for ri, r in enumerate(requests) for s in r.sample_indices()]
+        found = self.store.get_completions([k for _, _, k in units])
+        missing = [(ri, s, k) for ri, s, k in units if k not in found]
+        new_tokens = 0
+        with _progress(self.show_progress, description or self.description, len(units), len(units) - len(missing)) as bar:
+            for chunk in _chunks(missing, self.chunk_size):
+                by_req: dict[int, list[int]] = {}
+                for ri, s, _ in chunk:
+                    by_req.setdefault(ri, []).append(s)
+                sub = [GenRequest(requests[ri].prompt, requests[ri].params, requests[ri].n, requests[ri].seed, tuple(ss))
+                       for ri, ss in by_req.items()]
+                c0 = time.time()
+
+                def tick(n_samples: int, n_tokens: int) -> None:
+                    bar(n_samples, n_tokens)
+                    if progress:
+                        progress(n_samples, n_tokens)
+
+                results = self.backend.generate(sub, progress=tick)
+                latency = (time.time() - c0) / max(1, len(chunk))
+                rows = []
+                for ri, res in zip(by_req, results):
+                    for c in res.completions:
+                        rows.append((sample_key(self.model_id, requests[ri], c.index), self.model_id,
+                                     {**request_json(requests[ri]), "index": c.index}, c, latency))
+                        new_tokens += c.n_tokens
+                self.store.put_completions(rows)
+                # read back: if another process stored a sample first, everyone returns that one
+                found.update(self.store.get_completions([r[0] for r in rows]))
+                for r in rows:
+                    found[r[0]] = Completion.from_dict(found[r[0]].to_dict(), cached=False)
+        self.store.log_call("generate", self.model_id, len(units), len(units) - len(missing), new_tokens, time.time() - t0)
+        out = []
+        for ri, r in enumerate(requests):
+            comps = tuple(found[sample_key(self.model_id, r, s)] for s in r.sample_indices())
+            out.append(GenResult(r, comps))
+        return out
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        t0 = time.time()
+        keys = [score_key(self.model_id, r) for r in requests]
+        found = self.store.get_scores(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        for chunk in _chunks(missing, self.chunk_size):
+            res = self.backend.score([requests[i] for i in chunk])
+            rows = [(keys[i], self.model_id, {"prompt": prompt_to_json(requests[i].prompt),
+                                              "completion": requests[i].completion}, r.token_logprobs)
+                    for i, r in zip(chunk, res)]
+            self.store.put_scores(rows)
+            found.update(self.store.get_scores([r[0] for r in rows]))
+        self.store.log_call("score", self.model_id, len(requests), len(requests) - len(missing), 0, time.time() - t0)
+        return [ScoreResult(r, found[k]) for r, k in zip(requests, keys)]
+
+
+class _progress:
+    """A rich progress bar with samples and new tokens/s; a no-op when disabled or not a TTY."""
+
+    def __init__(self, enabled: bool, description: str, total: int, done: int):
+        self.enabled = enabled and total > 0
+        self.description, self.total, self.done = description, total, done
+        self.tokens = 0
+        self.t0 = time.time()
+
+    def __enter__(self) -> Callable[[int, int], None]:
+        if not self.enabled:
+            return lambda n, t: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), transient=False)
+        self.bar.start()
+        cached = f" ({self.done} cached)" if self.done else ""
+        self.task = self.bar.add_task(self.description + cached, total=self.total, completed=self.done, rate="")
+
+        def tick(n: int, t: int) -> None:
+            self.tokens += t
+            rate = self.tokens / max(1e-6, time.time() - self.t0)
+            self.bar.update(self.task, advance=n, rate=f"{rate:.0f} tok/s")
+
+        return tick
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self.bar.stop()

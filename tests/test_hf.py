@@ -1,0 +1,93 @@
+"""The hf backend on a tiny random-init Llama: exactness against transformers' own generate,
+per-sample seeds independent of batching, stop strings, scoring."""
+
+import math
+
+import torch
+
+from selfalign.types import GenParams, GenRequest, ScoreRequest, user
+
+QS = ["What is the capital of France?", "Name a fruit.", "What is the atomic number of Gold?"]
+
+
+def test_greedy_matches_transformers_generate(tiny_model):
+    reqs = [GenRequest(user(q), GenParams(max_tokens=12)) for q in QS]
+    ours = [r.texts[0] for r in tiny_model.generate(reqs)]
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    for q, text in zip(QS, ours):
+        ids = tok(tiny_model.render(user(q)), add_special_tokens=False, return_tensors="pt")
+        out = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.pad_token_id)
+        ref = tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert text == ref
+
+
+def test_sample_i_is_the_same_whatever_the_batch(tiny_model):
+    p = GenParams(temperature=1.0, max_tokens=10)
+    alone = tiny_model.generate([GenRequest(user(QS[0]), p, n=6, seed=3)])[0].texts
+    mixed = tiny_model.generate([GenRequest(user(QS[1]), p, n=5, seed=9),
+                                 GenRequest(user(QS[0]), p, n=6, seed=3)])[1].texts
+    subset = tiny_model.generate([GenRequest(user(QS[0]), p, n=6, seed=3, indices=(4, 1))])[0].texts
+    assert alone == mixed
+    assert subset == [alone[4], alone[1]]
+    assert len(set(alone)) > 1  # a random-init model at T=1 does vary
+    other_seed = tiny_model.generate([GenRequest(user(QS[0]), p, n=6, seed=4)])[0].texts
+    assert other_seed != alone
+
+
+def test_shared_prefix_changes_nothing(tiny_model):
+    """Prompts sharing a long head (prefilled once) give what each gives alone."""
+    p = GenParams(max_tokens=8)
+    head = "Answer the question. If you don't know the answer to the question, it is appropriate to say so.\n"
+    reqs = [GenRequest(user(head + q), p) for q in QS]
+    together = [r.texts[0] for r in tiny_model.generate(reqs)]
+    alone = [tiny_model.generate([r])[0].texts[0] for r in reqs]
+    assert together == alone
+
+
+def test_logprobs_and_score_agree(tiny_model):
+    res = tiny_model.generate([GenRequest(user(QS[0]), GenParams(max_tokens=6, logprobs=True))])[0]
+    c = res.completions[0]
+    assert c.token_logprobs is not None and len(c.token_logprobs) == c.n_tokens - (1 if c.finish_reason == "stop" else 0)
+    sc = tiny_model.score([ScoreRequest(user(QS[0]), c.text)])[0]
+    # same tokens (when the text round-trips through the tokenizer), same log-probabilities
+    ids = tiny_model.tokenizer(c.text, add_special_tokens=False)["input_ids"]
+    if len(ids) == len(c.token_logprobs):
+        assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(sc.token_logprobs, c.token_logprobs))
+    assert all(x <= 0 for x in sc.token_logprobs)
+
+
+def test_score_matches_a_manual_forward_pass(tiny_model):
+    tok, model = tiny_model.tokenizer, tiny_model.model
+    req = ScoreRequest(user("Name a fruit."), "Apples are fruits")
+    got = tiny_model.score([req, ScoreRequest("", "hello world")])
+    p = tok(tiny_model.render(req.prompt), add_special_tokens=False)["input_ids"]
+    c = tok(req.completion, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([p + c])).logits[0]
+    lp = torch.log_softmax(logits, -1)
+    manual = [lp[len(p) - 1 + i, t].item() for i, t in enumerate(c)]
+    assert all(math.isclose(a, b, abs_tol=1e-4) for a, b in zip(got[0].token_logprobs, manual))
+    assert len(got[1].token_logprobs) == len(tok("hello world", add_special_tokens=False)["input_ids"])
+
+
+def test_stop_strings_cut_the_text(tiny_model):
+    p = GenParams(temperature=1.0, max_tokens=20)
+    texts = tiny_model.generate([GenRequest(user(QS[1]), p, n=4, seed=1)])[0].texts
+    stop = next((t[len(t) // 2] for t in texts if len(t) > 3 and t[len(t) // 2].strip()), None)
+    if stop is None:
+        return
+    cut = tiny_model.generate([GenRequest(user(QS[1]), GenParams(temperature=1.0, max_tokens=20, stop=(stop,)), n=4, seed=1)])[0]
+    for full, c in zip(texts, cut.completions):
+        assert stop not in c.text
+        if stop in full:
+            assert full.startswith(c.text) and c.finish_reason == "stop"
+
+
+def test_local_path_model_id_tracks_the_weights(tiny_model_dir, tmp_path):
+    from selfalign.models.hf import HFModel
+    from conftest import build_tiny_model
+
+    a = HFModel(str(tiny_model_dir)).model_id
+    assert a == HFModel(str(tiny_model_dir)).model_id
+    other = build_tiny_model(tmp_path / "m2", seed=1)
+    assert HFModel(str(other)).model_id != a

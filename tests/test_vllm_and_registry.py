@@ -1,0 +1,44 @@
+import importlib.util
+
+import pytest
+
+from selfalign.models.base import MissingExtra, ModelError
+from selfalign.models.registry import load_model
+from selfalign.models.vllm import sampling_kwargs
+from selfalign.types import GenParams, GenRequest, sample_seed, user
+
+
+def test_vllm_sampling_kwargs():
+    req = GenRequest(user("q"), GenParams(temperature=0.8, top_p=0.95, max_tokens=12, stop=("END",), logprobs=True),
+                     n=4, seed=5)
+    kw = sampling_kwargs(req, 3)
+    assert kw == {"n": 1, "temperature": 0.8, "top_p": 0.95, "max_tokens": 12, "seed": sample_seed(5, 3) % (2**31),
+                  "stop": ["END"], "logprobs": 0}
+    assert "stop" not in sampling_kwargs(GenRequest(user("q")), 0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
+def test_vllm_missing_names_the_extra():
+    with pytest.raises(MissingExtra, match=r"selfalign\[vllm\]"):
+        load_model("vllm:some/model")
+
+
+def test_unknown_model_lists_the_known_ones():
+    with pytest.raises(ModelError, match="Known: smollm2-135m, hf:"):
+        load_model("gpt-17")
+
+
+def test_scripted_rules_from_a_file(tmp_path):
+    p = tmp_path / "rules.json"
+    p.write_text('{"rules": {"France": "Paris"}, "default": "no idea"}')
+    m = load_model(f"scripted:{p}")
+    assert m.generate([GenRequest(user("capital of France"))])[0].texts == ["Paris"]
+    (tmp_path / "bad.json").write_text("{oops")
+    with pytest.raises(ModelError, match="bad.json"):
+        load_model(f"scripted:{tmp_path / 'bad.json'}")
+
+
+def test_hf_by_local_path(tiny_model_dir):
+    m = load_model(f"hf:{tiny_model_dir}")
+    assert m.model_id.startswith(f"hf:{tiny_model_dir}@")
+    assert load_model(str(tiny_model_dir)).model_id == m.model_id
