@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 import selfalign
@@ -45,6 +46,7 @@ def generate(
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(64),
     store: str = typer.Option("", help="store path (default: the user cache dir, or $SELFALIGN_STORE)"),
+    base_url: str = typer.Option("", help="for openai:<model>: the server's base URL (or $SELFALIGN_OPENAI_BASE_URL)"),
     show: int = typer.Option(10, help="print this many completions"),
 ) -> None:
     """Sample completions for a prompts JSONL, through the cached store."""
@@ -52,15 +54,16 @@ def generate(
 
     cfg = load_config(GenerateConfig, dict(input=input, output=output, model=model, n=n, temperature=temperature,
                                            top_p=top_p, max_tokens=max_tokens, stop=list(stop), seed=seed,
-                                           batch_size=batch_size, store=store))
+                                           batch_size=batch_size, store=store, base_url=base_url))
     rows = run(cfg)
     table = Table("prompt", "i", "completion", "cached")
     for r in rows[:show]:
-        table.add_row(r["prompt"][-1]["content"][:60], str(r["meta"]["index"]), r["completion"][0]["content"][:100],
+        table.add_row(escape(r["prompt"][-1]["content"][:60]), str(r["meta"]["index"]), escape(r["completion"][0]["content"][:100]),
                       "yes" if r["meta"]["cached"] else "")
     Console().print(table)
     fresh = sum(not r["meta"]["cached"] for r in rows)
-    console.print(f"{len(rows)} completions -> {cfg.output} ({fresh} generated, {len(rows) - fresh} from the store)")
+    console.print(f"{len(rows)} completions -> {cfg.output} ({fresh} generated, {len(rows) - fresh} from the store)",
+                  soft_wrap=True, markup=False)
 
 
 @app.command()
@@ -72,7 +75,7 @@ def models() -> None:
 
     table = Table("backend", "how to name it")
     for k, v in BACKENDS.items():
-        table.add_row(k, v)
+        table.add_row(k, escape(v))
     Console().print(table)
     try:
         gguf = str(embedded.gguf_path())
@@ -119,7 +122,7 @@ def main() -> None:
     try:
         app()
     except (DataError, ConfigError, ModelError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
 
 

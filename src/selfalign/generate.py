@@ -30,6 +30,7 @@ class GenerateConfig:
     seed: int = 0
     batch_size: int = 64
     store: str = ""
+    base_url: str = ""  # for openai:<model>
 
 
 def _row_prompt(row: dict[str, Any], path: str, line: int):
@@ -57,7 +58,7 @@ def run(cfg: GenerateConfig, model: Any = None, progress: bool = True) -> list[d
     if model is None:
         from selfalign.models.registry import load_model
 
-        model = load_model(cfg.model, batch_size=cfg.batch_size)
+        model = load_model(cfg.model, batch_size=cfg.batch_size, base_url=cfg.base_url or None)
     cached = model if isinstance(model, CachedModel) else CachedModel(model, Store(cfg.store or None), progress=progress)
     params = GenParams(cfg.temperature, cfg.top_p, cfg.max_tokens, tuple(cfg.stop))
     reqs = [GenRequest(p, params, n=cfg.n, seed=cfg.seed) for p, _ in prompts]

@@ -1,0 +1,112 @@
+"""Sampling speed of the hf backend against plain transformers ``generate``, in one process.
+
+N questions of the bundled QA set x M samples at temperature 1, up to T new tokens, from the
+embedded model. Prints new tokens/s for each way and the ratio to batched ``generate``, plus
+the share of samples that contain the gold answer (same sampling distribution -> same
+quality; the int8 row shows what quantisation costs).
+
+    .venv/bin/python bench/generate.py            # 64 x 10, 32 new tokens
+    .venv/bin/python bench/generate.py --n 16 --m 4 --tokens 16   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import torch
+
+from selfalign.data.formats import load_qa
+from selfalign.honesty.prompts import plain_prompt
+from selfalign.judges.correctness import contains_answer
+from selfalign.models import embedded
+from selfalign.models.hf import HFModel
+from selfalign.types import GenParams, GenRequest
+
+
+def count_new_tokens(seqs: torch.Tensor, start: int, eos_ids: list[int]) -> tuple[int, list[list[int]]]:
+    total, outs = 0, []
+    for row in seqs[:, start:].tolist():
+        toks = []
+        for t in row:
+            toks.append(t)
+            if t in eos_ids:
+                break
+        total += len(toks)
+        outs.append(toks)
+    return total, outs
+
+
+def hf_generate(model: HFModel, prompts: list[list[int]], m: int, tokens: int, rows_per_batch: int):
+    """Plain transformers generate: each prompt repeated m times, left-padded batches of rows_per_batch rows."""
+    tok = model.tokenizer
+    rows = [p for p in prompts for _ in range(m)]
+    texts, n_tok = [], 0
+    for i in range(0, len(rows), rows_per_batch):
+        chunk = rows[i:i + rows_per_batch]
+        width = max(len(r) for r in chunk)
+        ids = torch.full((len(chunk), width), model.pad_id)
+        att = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, r in enumerate(chunk):
+            ids[j, width - len(r):] = torch.tensor(r)
+            att[j, width - len(r):] = 1
+        with torch.inference_mode():
+            out = model.model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=1.0, top_k=0,
+                                       top_p=1.0, max_new_tokens=tokens, pad_token_id=model.pad_id)
+        n, toks = count_new_tokens(out, width, model.eos_ids)
+        n_tok += n
+        texts += [tok.decode(t, skip_special_tokens=True) for t in toks]
+    return n_tok, texts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=64, help="questions")
+    ap.add_argument("--m", type=int, default=10, help="samples per question")
+    ap.add_argument("--tokens", type=int, default=32, help="max new tokens")
+    ap.add_argument("--one-at-a-time", type=int, default=8, help="questions for the one-prompt-at-a-time baseline")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    items = random.Random(args.seed).sample(load_qa("bundled"), args.n)
+    path = str(embedded.ensure_converted())
+    fp32 = HFModel(path, batch_size=64)
+    prompts = [fp32.encode_prompt(plain_prompt(it.question)) for it in items]
+    answers = [it.answers for it in items]
+
+    def quality(texts: list[str], n_items: int) -> float:
+        per = len(texts) // n_items
+        return sum(contains_answer(t, answers[i // per]) for i, t in enumerate(texts)) / max(1, len(texts))
+
+    rows = []
+    torch.manual_seed(args.seed)
+    k = args.one_at_a_time
+    t = time.perf_counter()
+    n_tok, texts = hf_generate(fp32, prompts[:k], args.m, args.tokens, rows_per_batch=args.m)
+    rows.append(("generate, one prompt at a time", f"{k}x{args.m}", n_tok, time.perf_counter() - t, quality(texts, k)))
+
+    t = time.perf_counter()
+    n_tok, texts = hf_generate(fp32, prompts, args.m, args.tokens, rows_per_batch=64)
+    base = (n_tok, time.perf_counter() - t)
+    rows.append(("generate, batches of 64 rows", f"{args.n}x{args.m}", n_tok, base[1], quality(texts, args.n)))
+
+    params = GenParams(temperature=1.0, max_tokens=args.tokens)
+    reqs = [GenRequest(plain_prompt(it.question), params, n=args.m, seed=args.seed) for it in items]
+    for name, model in (("selfalign hf (fp32)", fp32), ("selfalign hf (int8 dynamic)", HFModel(path, batch_size=64, quantize="int8"))):
+        t = time.perf_counter()
+        res = model.generate(reqs)
+        dt = time.perf_counter() - t
+        texts = [x for r in res for x in r.texts]
+        rows.append((name, f"{args.n}x{args.m}", sum(c.n_tokens for r in res for c in r.completions), dt, quality(texts, args.n)))
+
+    base_rate = base[0] / base[1]
+    print(f"\n{args.n} questions x {args.m} samples, T=1.0, <= {args.tokens} new tokens, torch threads {torch.get_num_threads()}\n")
+    print(f"| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate | samples with gold answer |")
+    print("|---|---|---|---|---|---|---|")
+    for name, shape, n, dt, q in rows:
+        print(f"| {name} | {shape} | {n} | {dt:.1f} | {n / dt:.0f} | {n / dt / base_rate:.2f}x | {100 * q:.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The training sets of Alignment for Honesty (Yang et al. 2023, Sec. 3.3 and 4.1), as TRL
+conversational prompt-completion rows with provenance in ``meta``.
+
+* ABSOLUTE(tau): known when expected accuracy >= tau -> a correct response (the greedy one if
+  correct, else the first correct sample); otherwise the idk response.
+* CONFIDENCE-NUM / CONFIDENCE-VERB: the same split; the correct response is prefixed with the
+  paper's confidence expression for k correct of 10 (k = 0 -> idk).
+* MULTISAMPLE: each of the M samples is a row; wrong (and idk) samples become the idk response.
+* FINE-TUNED: known as in ABSOLUTE; unknown questions answered with the gold answer.
+* PROMPT-BASED: no training set (the honesty prompt on the unaligned model).
+
+``balance=True`` subsamples the larger of {greedy correct, greedy not correct} to the size of the
+smaller, as the paper balanced its TriviaQA training questions 50/50 by the greedy answer.
+
+Deviation: the paper fixes M = 10 and counts k of 10; for other M we use k = round(10 * correct / M).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+from selfalign.honesty.knowing import KnowledgeRecord
+from selfalign.honesty.prompts import confidence_num_prefix, confidence_verb_prefix, honesty_prompt
+from selfalign.judges.idk import IDK_RESPONSE
+
+METHODS = ("absolute", "confidence-num", "confidence-verb", "multisample", "finetuned", "prompt")
+TRAINED_METHODS = METHODS[:-1]
+
+
+def _row(rec: KnowledgeRecord, completion: str, method: str, **meta: Any) -> dict[str, Any]:
+    return {
+        "prompt": [m.to_dict() for m in honesty_prompt(rec.question)],
+        "completion": [{"role": "assistant", "content": completion}],
+        "meta": {"id": rec.id, "method": method, "expected_accuracy": rec.expected_accuracy, **meta},
+    }
+
+
+def correct_response(rec: KnowledgeRecord) -> str | None:
+    """The greedy answer if it is correct, else the first correct sample, else None."""
+    if rec.greedy_label == "correct":
+        return rec.greedy
+    for text, label in zip(rec.samples, rec.labels):
+        if label == "correct":
+            return text
+    return None
+
+
+def balance_records(records: Sequence[KnowledgeRecord], seed: int = 0) -> list[KnowledgeRecord]:
+    known = [r for r in records if r.greedy_label == "correct"]
+    unknown = [r for r in records if r.greedy_label != "correct"]
+    n = min(len(known), len(unknown))
+    rng = random.Random(seed)
+    keep = {r.id for r in rng.sample(known, n)} | {r.id for r in rng.sample(unknown, n)}
+    return [r for r in records if r.id in keep]
+
+
+def _known(rec: KnowledgeRecord, tau: float) -> tuple[bool, str | None]:
+    resp = correct_response(rec)
+    return (rec.expected_accuracy >= tau and resp is not None), resp
+
+
+def build_absolute(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        known, resp = _known(rec, tau)
+        rows.append(_row(rec, resp if known else IDK_RESPONSE, "absolute", known=known))
+    return rows
+
+
+def _build_confidence(records: Sequence[KnowledgeRecord], tau: float, kind: str) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        known, resp = _known(rec, tau)
+        k = rec.k10()
+        if known and k >= 1:
+            prefix = confidence_num_prefix(k) if kind == "num" else confidence_verb_prefix(k)
+            body = resp if kind == "num" else _lower_first(resp)
+            rows.append(_row(rec, f"{prefix} {body}", f"confidence-{kind}", known=True, k=k))
+        else:
+            rows.append(_row(rec, IDK_RESPONSE, f"confidence-{kind}", known=False, k=k))
+    return rows
+
+
+def _lower_first(text: str) -> str:
+    """'The capital ...' -> 'the capital ...' so that it reads on after "I'm fairly confident that"."""
+    if len(text) > 1 and text[0].isupper() and not text[1].isupper():
+        return text[0].lower() + text[1:]
+    return text
+
+
+def build_confidence_num(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+    return _build_confidence(records, tau, "num")
+
+
+def build_confidence_verb(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+    return _build_confidence(records, tau, "verb")
+
+
+def build_multisample(records: Sequence[KnowledgeRecord]) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        for i, (text, label) in enumerate(zip(rec.samples, rec.labels)):
+            ok = label == "correct"
+            rows.append(_row(rec, text if ok else IDK_RESPONSE, "multisample", known=ok, sample=i))
+    return rows
+
+
+def build_finetuned(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+    rows = []
+    for rec in records:
+        known, resp = _known(rec, tau)
+        rows.append(_row(rec, resp if known else rec.answers[0], "finetuned", known=known))
+    return rows
+
+
+def build(method: str, records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+    if method == "absolute":
+        return build_absolute(records, tau)
+    if method == "confidence-num":
+        return build_confidence_num(records, tau)
+    if method == "confidence-verb":
+        return build_confidence_verb(records, tau)
+    if method == "multisample":
+        return build_multisample(records)
+    if method == "finetuned":
+        return build_finetuned(records, tau)
+    if method == "prompt":
+        return []
+    raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")

@@ -1,0 +1,1 @@
+"""Judges: string-matching correctness, idk detection, and an LLM judge for either."""

