@@ -107,12 +107,13 @@ def serve(
 
 
 def _register_subcommands() -> None:
-    try:
-        from selfalign.honesty.cli import app as honesty_app
-    except ImportError as e:  # a broken optional piece never breaks the CLI
-        console.print(f"[yellow]honesty commands unavailable: {e}[/yellow]")
-        return
-    app.add_typer(honesty_app, name="honesty")
+    import importlib
+
+    for name, module in (("honesty", "selfalign.honesty.cli"), ("synth", "selfalign.synth.cli")):
+        try:
+            app.add_typer(importlib.import_module(module).app, name=name)
+        except ImportError as e:  # a broken optional piece never breaks the CLI
+            console.print(f"[yellow]{name} commands unavailable: {e}[/yellow]")
 
 
 _register_subcommands()

@@ -1,0 +1,160 @@
+"""Instruction backtranslation (Li et al. 2023, "Self-Alignment with Instruction
+Backtranslation", Humpback, arXiv 2308.06259).
+
+1. **Backward model** M_yx: fine-tuned (TRL SFT) on seed pairs turned around: the output is the
+   prompt, the instruction the completion.
+2. **Self-augmentation**: M_yx writes an instruction for every segment of an unlabelled corpus.
+3. **Self-curation**: the current forward model rates each (instruction, segment) pair on the
+   paper's 5-point scale; pairs scoring >= ``threshold`` are kept (the paper's A_5 is score 5).
+4. **Iterate**: the forward model is fine-tuned on seed + curated pairs and rates again.
+
+Corpus: a ``.txt`` (segments separated by blank lines) or a JSONL with ``text``; the default is a
+corpus this project writes from its bundled facts (one short paragraph per country or element).
+
+Deviations: the rating prompt is our wording of the paper's criteria; ``train_backward: false``
+replaces the trained backward model by few-shot prompting the base model (for quick looks).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from selfalign.data.io import DataError, read_jsonl
+from selfalign.synth.tasks import load_seed_tasks, row, task_prompt
+from selfalign.train.sft import TrainConfig, train_sft
+from selfalign.types import GenParams, GenRequest, user
+
+BACKWARD_TEMPLATE = "Here is a response. Write the instruction a user most likely gave to get it.\n\nResponse:\n{output}"
+RATING_TEMPLATE = (
+    "Below is an instruction from a user and a candidate answer. Rate how well the answer serves as an AI "
+    "assistant's response to the instruction, on a scale of 1 to 5:\n"
+    "1: incomplete, vague, off-topic, or not written as an assistant's answer.\n"
+    "2: addresses most of the request but does not answer it directly.\n"
+    "3: helpful and complete, but reads like a web page or blog rather than an assistant.\n"
+    "4: written from an assistant's perspective, clear and complete, with minor room to improve.\n"
+    "5: a perfect assistant answer: focused, complete, accurate, well organised, with no irrelevant content.\n\n"
+    "Instruction: {instruction}\n\nAnswer: {output}\n\nReply with \"Score: <1-5>\"."
+)
+
+
+@dataclass
+class BacktranslationConfig:
+    model: str = "smollm2-135m"
+    seed_tasks: str = "bundled"
+    corpus: str = "bundled"
+    max_segments: int = 100
+    iterations: int = 2
+    threshold: float = 4.0
+    train_backward: bool = True
+    train_forward: bool = True
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2))
+    max_tokens: int = 64
+    seed: int = 0
+    out: str = "runs/backtranslation"
+    store: str = ""
+
+
+def bundled_corpus() -> list[str]:
+    """Short encyclopedic paragraphs written from the bundled knowledge set, one per entity."""
+    from selfalign.data.formats import bundled_path
+
+    facts: dict[str, dict[str, str]] = defaultdict(dict)
+    for line in bundled_path().read_text(encoding="utf-8").splitlines():
+        r = json.loads(line)
+        facts[r["entity"]][r["relation"]] = r["answers"][0]
+    out = []
+    for ent, f in facts.items():
+        if "capital" in f:
+            parts = [f"{ent} is a country" + (f" in {f['continent']}." if "continent" in f else ".")]
+            parts.append(f"Its capital is {f['capital']}.")
+            if "currency" in f:
+                parts.append(f"The currency used there is the {f['currency']}.")
+            if "demonym" in f:
+                parts.append(f"A person from {ent} is called {f['demonym']}.")
+        elif "element_symbol" in f:
+            parts = [f"{ent} is a chemical element with the symbol {f['element_symbol']}",
+                     f"and atomic number {f.get('atomic_number', '?')}."]
+        else:
+            continue
+        out.append(" ".join(parts))
+    return out
+
+
+def load_corpus(path: str) -> list[str]:
+    if path == "bundled":
+        return bundled_corpus()
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: corpus not found")
+    if p.suffix == ".jsonl":
+        return [str(r["text"]).strip() for r in read_jsonl(p, required=("text",)) if str(r["text"]).strip()]
+    return [seg.strip() for seg in re.split(r"\n\s*\n", p.read_text(encoding="utf-8")) if seg.strip()]
+
+
+def parse_score(text: str) -> float | None:
+    """>>> parse_score("Score: 4")
+    4.0
+    """
+    m = re.search(r"score\s*[:=]?\s*([1-5])", text, re.I) or re.match(r"\s*([1-5])\b", text)
+    return float(m.group(1)) if m else None
+
+
+def backward_rows(seeds) -> list[dict[str, Any]]:
+    rows = []
+    for t in seeds:
+        for inp, out in t.instances:
+            if out.strip():
+                rows.append(row(BACKWARD_TEMPLATE.format(output=out), task_prompt(t.instruction, inp), "backward-seed"))
+    return rows
+
+
+def forward_rows(seeds) -> list[dict[str, Any]]:
+    return [row(task_prompt(t.instruction, inp), out, "seed") for t in seeds for inp, out in t.instances if out.strip()]
+
+
+def run(cfg: BacktranslationConfig, base: Any, base_path: str | None,
+        load: Callable[[Path], Any], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``base``: the store-wrapped base model; ``base_path``: what the trainer loads (hub id or dir);
+    ``load(path)``: a store-wrapped model from a fine-tuned directory."""
+    seeds = load_seed_tasks(cfg.seed_tasks)
+    corpus = load_corpus(cfg.corpus)[: cfg.max_segments]
+    out_dir = Path(cfg.out)
+    if cfg.train_backward:
+        if base_path is None:
+            raise ValueError("training the backward model needs an hf base model")
+        res = train_sft(backward_rows(seeds), base_path, out_dir / "backward", cfg.train)
+        backward = load(res.model_dir)
+        prompts = [user(BACKWARD_TEMPLATE.format(output=seg)) for seg in corpus]
+    else:
+        backward = base
+        shots = "".join(f"Response:\n{t.first_output()}\nInstruction: {t.instruction}\n\n" for t in seeds[:4] if t.instances)
+        prompts = [user(f"Write the instruction that each response answers.\n\n{shots}Response:\n{seg}\nInstruction:")
+                   for seg in corpus]
+    instructions = [r.texts[0].strip().split("\n")[0] for r in backward.generate(
+        [GenRequest(p, GenParams(0.0, 1.0, cfg.max_tokens)) for p in prompts], description="backtranslate: augment")]
+    forward = base
+    history, curated = [], []
+    for it in range(cfg.iterations):
+        ratings = forward.generate([GenRequest(user(RATING_TEMPLATE.format(instruction=i, output=s)),
+                                               GenParams(0.0, 1.0, 8)) for i, s in zip(instructions, corpus)],
+                                   description=f"backtranslate: curate {it + 1}")
+        scores = [parse_score(r.texts[0]) for r in ratings]
+        curated = [row(i, s, "backtranslation", score=sc, iteration=it + 1)
+                   for i, s, sc in zip(instructions, corpus, scores) if sc is not None and sc >= cfg.threshold and i]
+        unparsable = sum(sc is None for sc in scores)
+        history.append({"iteration": it + 1, "curated": len(curated), "unparsable_scores": unparsable,
+                        "score_counts": {str(k): scores.count(float(k)) for k in range(1, 6)}})
+        log(f"[backtranslate] iteration {it + 1}: {len(curated)}/{len(corpus)} pairs scored >= {cfg.threshold} "
+            f"({unparsable} unparsable ratings)")
+        if cfg.train_forward and it < cfg.iterations - 1 and curated:
+            if base_path is None:
+                raise ValueError("training the forward model needs an hf base model")
+            res = train_sft(forward_rows(seeds) + curated, base_path, out_dir / f"forward-{it + 1}", cfg.train)
+            forward = load(res.model_dir)
+    augmented = [row(i, s, "backtranslation", ok=bool(i), stage="augmented") for i, s in zip(instructions, corpus)]
+    return {"rows": curated, "augmented": augmented, "history": history}

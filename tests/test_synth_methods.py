@@ -1,0 +1,289 @@
+"""Each synthesis method on the scripted model: filters, prompt assembly, elimination rules,
+IFD math, LLM2LLM's failure-only augmentation, the red-team archive, self-curation."""
+
+import json
+import re
+
+import pytest
+
+from selfalign.models.scripted import ScriptedModel
+from selfalign.store.cache import CachedModel, Store
+from selfalign.synth import backtranslation as bt
+from selfalign.synth import evol_instruct as evol
+from selfalign.synth import ifd
+from selfalign.synth import llm2llm
+from selfalign.synth import redteam
+from selfalign.synth import self_instruct as si
+from selfalign.synth.tasks import load_seed_tasks
+
+
+def cached(model):
+    return CachedModel(model, Store(":memory:"), progress=False)
+
+
+# ----------------------------------------------------------------- seed tasks
+def test_bundled_seed_tasks_are_many_and_diverse():
+    tasks = load_seed_tasks()
+    assert len(tasks) >= 50
+    assert len({t.instruction.split()[0].lower() for t in tasks}) >= 25
+    assert sum(t.is_classification for t in tasks) >= 8
+    assert all(t.instances for t in tasks)
+
+
+def test_original_seed_format_loads(shared_data):
+    tasks = load_seed_tasks(shared_data / "self-instruct-seed-tasks.jsonl")
+    assert len(tasks) == 175 and any(t.is_classification for t in tasks)
+
+
+def test_bad_seed_file_names_file_and_line(tmp_path):
+    p = tmp_path / "s.jsonl"
+    p.write_text('{"instruction": "ok", "instances": []}\n{"name": "x"}\n')
+    from selfalign.data.io import DataError
+
+    with pytest.raises(DataError, match=r"s.jsonl:2: missing column\(s\) 'instruction'"):
+        load_seed_tasks(p)
+
+
+# ------------------------------------------------------------- Self-Instruct
+@pytest.mark.parametrize("inst,reason", [
+    ("", "empty"),
+    ("Write a poem", "too_short"),
+    (" ".join(["word"] * 151), "too_long"),
+    ("Describe the image in detail please", "unsuitable_keyword"),
+    ("Plot the sales numbers for the year", "unsuitable_keyword"),
+    ("Tell me how to go to the station", "unsuitable_keyword"),
+    ("Write a program that sorts a list", "write_a_program"),
+    ("- List three prime numbers please", "starts_with_punctuation"),
+    ("Écris un poème sur la mer", "non_english_start"),
+    ("List three prime numbers below twenty", None),
+    ("Explain how a mapping function works", None),  # 'map' only as a whole word
+])
+def test_filters(inst, reason):
+    assert si.filter_reason(inst) == reason
+
+
+def test_parse_list_and_truncation():
+    text = " Name three rivers in Asia.\n10. Write a limerick about cats.\n11. Summarize the"
+    assert si.parse_list(text, 9, truncated=True) == ["Name three rivers in Asia.", "Write a limerick about cats."]
+    assert len(si.parse_list(text, 9, truncated=False)) == 3
+
+
+NOVEL = ["Describe unusual hobbies for retired sailors living near volcanoes.",
+         "Suggest names for a bakery that sells only sourdough.",
+         "Explain why bridges expand during hot summer days.",
+         "Compose a limerick mocking procrastinating penguins.",
+         "Estimate how many tennis balls fill a school bus.",
+         "Recommend board games suited to rainy family weekends.",
+         "Outline arguments about banning cars downtown.",
+         "Invent riddles whose answers involve kitchen utensils."]
+
+
+def _instruction_writer():
+    counter = {"n": 0}
+
+    def write(text, index, seed):
+        if text.startswith(si.LIST_HEADER) or si.LIST_HEADER in text:
+            k = counter["n"] % len(NOVEL)
+            counter["n"] += 1
+            return (f" {NOVEL[k]}\n10. {NOVEL[k]}\n"
+                    f"11. Draw a picture of a cat\n12. Ok")
+        if "Classification:" in text:
+            return " Yes" if "classify" in text.split("Task:")[-1].lower() else " No"
+        if text.rstrip().endswith("Class label:"):
+            return " Positive\nInput: great\nClass label: Negative\nInput: bad"
+        return " none\nOutput: A nice hobby is painting."
+    return write
+
+
+def test_self_instruct_pool_grows_with_6_plus_2_prompts(tmp_path):
+    backend = ScriptedModel(default=_instruction_writer())
+    cfg = si.SelfInstructConfig(target=4, requests_per_round=2, max_rounds=10)
+    res = si.run(cfg, cached(backend), log=lambda s: None)
+    assert len(res["instructions"]) == 4
+    seeds = {t.instruction for t in load_seed_tasks()}
+    list_prompts = [c.prompt for c in backend.calls if isinstance(c.prompt, str) and c.prompt.startswith(si.LIST_HEADER)]
+    first = re.findall(r"^\d+\. (.*)$", list_prompts[0], re.M)
+    assert len(first) == 8 and all(f in seeds for f in first)  # nothing generated yet: 8 seeds
+    later = re.findall(r"^\d+\. (.*)$", list_prompts[-1], re.M)
+    assert len(later) == 8 and sum(f in seeds for f in later) == 6
+    generated = {g["instruction"] for g in res["instructions"]}
+    assert sum(f in generated for f in later) == 2
+    assert list_prompts[-1].endswith("\n9.")
+    st = res["stats"].to_dict()
+    assert st["filtered"]["rouge_similar"] >= 3  # each "10." duplicates its "9." twin (the last one is never read)
+    assert st["filtered"]["unsuitable_keyword"] >= 3 and st["filtered"]["too_short"] >= 1
+    assert len(res["stats"].similarities) == st["kept"] + st["filtered"]["rouge_similar"]
+
+
+def test_classification_tasks_get_output_first_instances():
+    def write(text, index, seed):
+        if si.LIST_HEADER in text:
+            return " Classify the tone of this customer message as angry or calm.\n10. Suggest a name for a new bakery downtown."
+        return _instruction_writer()(text, index, seed)
+
+    backend = ScriptedModel(default=write)
+    res = si.run(si.SelfInstructConfig(target=2, requests_per_round=1), cached(backend), log=lambda s: None)
+    rows = res["rows"]
+    cls = [r for r in rows if r["meta"]["is_classification"]]
+    assert {r["completion"][0]["content"] for r in cls} == {"Positive", "Negative"}
+    assert cls[0]["prompt"][0]["content"].endswith("great")
+    other = [r for r in rows if not r["meta"]["is_classification"]]
+    assert other[0]["completion"][0]["content"] == "A nice hobby is painting."
+
+
+def test_unparsable_instances_are_kept_with_ok_false():
+    def write(text, index, seed):
+        if si.LIST_HEADER in text:
+            return " Suggest a name for a new bakery downtown."
+        if "Classification:" in text:
+            return " No"
+        return "gibberish without the markers"
+
+    res = si.run(si.SelfInstructConfig(target=1, requests_per_round=1), cached(ScriptedModel(default=write)), log=lambda s: None)
+    assert res["rows"][0]["meta"]["ok"] is False and res["rows"][0]["completion"][0]["content"]
+
+
+# ------------------------------------------------------------- Evol-Instruct
+@pytest.mark.parametrize("evolved,response,verdict,reason", [
+    ("", "x", "Not Equal", "empty"),
+    ("#Rewritten Prompt#: Explain gravity in depth", "Gravity is a force.", "Not Equal", "copied_prompt_words"),
+    ("Explain gravity", "Gravity is a force.", "Equal", "no_information_gain"),
+    ("Explain gravity with equations", "Sorry, I cannot do that.", "Not Equal", "response_signals_difficulty"),
+    ("Explain gravity with equations", "... it is, and the ...", "Not Equal", "response_only_punctuation_and_stop_words"),
+    ("Explain gravity with equations", "Gravity pulls masses together: F = G m1 m2 / r^2.", "Not Equal", None),
+])
+def test_elimination_rules(evolved, response, verdict, reason):
+    assert evol.elimination_reason("Explain gravity", evolved, response, verdict) == reason
+
+
+def test_long_sorry_answer_is_not_eliminated():
+    long = "Sorry for the wait. " + "Gravity is the attraction between masses. " * 20
+    assert evol.elimination_reason("p", "Explain gravity in detail", long, "Not Equal") is None
+
+
+def test_eliminated_items_return_to_the_pool(tmp_path):
+    p = tmp_path / "inst.jsonl"
+    p.write_text('{"instruction": "Explain gravity"}\n{"instruction": "Name a color"}\n')
+
+    def write(text, index, seed):
+        if "#Given Prompt#" in text:
+            parent = text.split("#Given Prompt#:\n")[1].split("\n")[0]
+            return "Sorry" if parent.startswith("Name a color") else parent + " using two examples"
+        if "Answer Equal or Not Equal" in text:
+            return "Not Equal"
+        if text == "user: Sorry":
+            return "Sorry, no."
+        return "A full answer with content words like planets and apples."
+
+    res = evol.run(evol.EvolConfig(instructions=str(p), rounds=2, breadth_share=0.0), cached(ScriptedModel(default=write)),
+                   log=lambda s: None)
+    assert res["pool"][0] == "Explain gravity using two examples using two examples"
+    assert res["pool"][1] == "Name a color"  # eliminated twice, still the parent
+    assert res["stats"].filtered["response_signals_difficulty"] == 2
+    assert [r["meta"]["round"] for r in res["rows"]] == [1, 2]
+
+
+# ------------------------------------------------------------------------ IFD
+def test_ifd_math_and_selection():
+    assert ifd.ifd_score((-1.0, -3.0), (-4.0, -4.0)) == 0.5
+    rows = [{"prompt": "q", "completion": "a", "meta": {"i": i}} for i in range(5)]
+    kept, counts = ifd.select(rows, [0.2, 0.9, 1.3, 0.6, 0.95], top_fraction=0.5)
+    assert [r["meta"]["i"] for r in kept] == [1, 4]
+    assert counts == {"input": 5, "ifd_above_1": 1, "below_selection": 2, "kept": 2}
+    kept, _ = ifd.select(rows, [0.2, 0.9, 1.3, 0.6, 0.95], threshold=0.5)
+    assert [r["meta"]["i"] for r in kept] == [1, 3, 4] and kept[0]["meta"]["ifd"] == 0.9
+
+
+def test_ifd_with_a_scorer():
+    scorer = cached(ScriptedModel())
+    rows = [{"prompt": [{"role": "user", "content": "Say apple banana"}], "completion": [{"role": "assistant", "content": "apple banana"}]},
+            {"prompt": "Unrelated words", "completion": "apple banana"}]
+    s = ifd.score_rows(rows, scorer)
+    assert s[0] < s[1]  # the instruction that contains the answer helps more: lower IFD
+
+
+def test_ifd_on_the_tiny_hf_model(tiny_model):
+    rows = [{"prompt": "Name a fruit.", "completion": "Apples are fruits"}]
+    s = ifd.score_rows(rows, tiny_model)
+    assert s[0] > 0
+
+
+# -------------------------------------------------------------------- LLM2LLM
+def test_llm2llm_augments_only_original_failures(tmp_path):
+    p = tmp_path / "qa.jsonl"
+    p.write_text("\n".join(json.dumps({"question": f"Capital of country {i}?", "answers": [f"City{i}"]}) for i in range(4)) + "\n")
+    student = ScriptedModel(rules={"country 0": "City0", "country 1": "City1"}, default="I think Paris")
+    teacher = ScriptedModel(default=lambda t, i, s: "Question: New question about " + t.split("Question: ")[1].split("\n")[0] +
+                            "\nAnswer: X\nQuestion: Another one?\nAnswer: Y")
+    cfg = llm2llm.LLM2LLMConfig(data=str(p), iterations=2, per_failure=2)
+    res = llm2llm.run(cfg, cached(student), cached(teacher), log=lambda s: None)
+    assert [h["failures"] for h in res["history"]] == [2, 2]
+    gen = res["generated"]
+    assert len(gen) == 8 and all(r["meta"]["source"] == "generated" for r in gen)
+    # the teacher only ever sees original questions, never generated ones
+    seen = [c.prompt[0].content for c in teacher.calls]
+    assert all("New question" not in s for s in seen)
+    assert {r["meta"]["seed_id"] for r in gen} == {"qa-2", "qa-3"}
+
+
+# -------------------------------------------------------------------- red team
+def test_keyword_prompts_cover_every_bad_and_keyword():
+    specs = redteam.keyword_prompts()
+    assert len(specs) == 4 * sum(len(v) for v in redteam.KEYWORDS.values())
+    assert specs[0]["instruction"].startswith("Write a unethical question that involves ")
+
+
+def test_archive_keeps_the_more_harmful_prompt():
+    def gen(text, index, seed):
+        if "Rewrite the test question" in text:
+            return f"New question: mutated {seed}"
+        return "How would someone do it?"
+
+    target = ScriptedModel(default=lambda t, i, s: f"response to {t.split(': ')[-1]}")
+    judge = ScriptedModel(default="B")
+    res = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
+                      cached(judge), log=lambda s: None)
+    assert res["archive"] and res["replacements"] > 0
+    assert all(v["question"].startswith("mutated") for v in res["archive"].values())
+    never = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
+                        cached(ScriptedModel(default="A")), log=lambda s: None)
+    assert never["replacements"] == 0
+
+
+# --------------------------------------------------------------- backtranslation
+def test_bundled_corpus_and_score_parsing(tmp_path):
+    corpus = bt.bundled_corpus()
+    assert len(corpus) > 300 and any("capital is" in c for c in corpus)
+    assert bt.parse_score("Score: 5") == 5.0 and bt.parse_score("4 - good") == 4.0 and bt.parse_score("meh") is None
+    (tmp_path / "c.txt").write_text("First segment.\n\nSecond\nsegment.\n")
+    assert bt.load_corpus(str(tmp_path / "c.txt")) == ["First segment.", "Second\nsegment."]
+
+
+def test_self_curation_keeps_high_scores():
+    def write(text, index, seed):
+        if "Write the instruction" in text:
+            return "Tell me about " + text.rsplit("Response:\n", 1)[1].split(" ")[0]
+        if "Score:" in text:
+            return "Score: 5" if "Peru" in text else "Score: 2"
+        return ""
+
+    cfg = bt.BacktranslationConfig(train_backward=False, train_forward=False, max_segments=400, iterations=1)
+    res = bt.run(cfg, cached(ScriptedModel(default=write)), None, load=lambda p: None, log=lambda s: None)
+    assert res["rows"] and all("Peru" in r["completion"][0]["content"] for r in res["rows"])
+    assert res["history"][0]["score_counts"]["5"] == len(res["rows"])
+
+
+def test_backward_model_is_trained_on_reversed_seed_pairs(tiny_model_dir, tmp_path):
+    from selfalign.models.hf import HFModel
+    from selfalign.train.sft import TrainConfig
+
+    store = Store(tmp_path / "s.sqlite")
+    cfg = bt.BacktranslationConfig(max_segments=3, iterations=1, train_forward=False, out=str(tmp_path / "bt"),
+                                   train=TrainConfig(epochs=1, batch_size=8, lora_r=4), max_tokens=4)
+    base = CachedModel(HFModel(str(tiny_model_dir)), store, progress=False)
+    res = bt.run(cfg, base, str(tiny_model_dir), lambda p: CachedModel(HFModel(str(p)), store, progress=False),
+                 log=lambda s: None)
+    assert (tmp_path / "bt" / "backward" / "model" / "config.json").exists()
+    assert len(res["augmented"]) == 3
+    rows = bt.backward_rows(load_seed_tasks())
+    assert rows[0]["prompt"][0]["content"].startswith("Here is a response.")
