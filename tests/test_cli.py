@@ -59,3 +59,45 @@ def test_version_and_models():
     assert r.exit_code == 0 and r.output.startswith("selfalign ")
     r = runner.invoke(app, ["models"])
     assert r.exit_code == 0 and "smollm2-135m" in r.output and "store:" in r.output
+
+
+def test_kill_9_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
+    """SIGKILL a running `selfalign generate`, re-run it: only the missing samples are generated
+    and the output equals a run that was never interrupted."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    rules = tmp_path / "slow.json"
+    rules.write_text(json.dumps({"default": "answer {index}", "delay": 0.02}))
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"question {i}"}) + "\n" for i in range(50)))
+    env = {**os.environ, "SELFALIGN_STORE": str(tmp_path / "killed.sqlite")}
+    args = [sys.executable, "-m", "selfalign.cli", "generate", str(prompts), "--model", f"scripted:{rules}",
+            "--n", "4", "--temperature", "1", "--chunk-size", "10", "-o", str(tmp_path / "out.jsonl")]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "killed.sqlite"
+    done = 0
+    for _ in range(400):
+        time.sleep(0.05)
+        if db.exists():
+            try:
+                done = sqlite3.connect(db).execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if done >= 40:
+                break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = sqlite3.connect(db).execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+    assert 0 < saved < 200 and not (tmp_path / "out.jsonl").exists()
+    r = _cli(*args[3:], env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"{200 - saved} generated, {saved} from the store" in r.stderr.replace("\n", " ")
+    ref_env = {**os.environ, "SELFALIGN_STORE": str(tmp_path / "ref.sqlite")}
+    ref = _cli(*[a if a != str(tmp_path / "out.jsonl") else str(tmp_path / "ref.jsonl") for a in args[3:]], env=ref_env)
+    assert ref.returncode == 0
+    strip = lambda p: [{k: v for k, v in json.loads(line).items() if k != "meta"} for line in p.read_text().splitlines()]
+    assert strip(tmp_path / "out.jsonl") == strip(tmp_path / "ref.jsonl")
+    assert len({json.loads(line)["completion"][0]["content"] for line in (tmp_path / "out.jsonl").read_text().splitlines()}) == 4

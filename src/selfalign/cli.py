@@ -45,6 +45,7 @@ def generate(
     stop: List[str] = typer.Option([], help="stop string (repeatable)"),
     seed: int = typer.Option(0),
     batch_size: int = typer.Option(64),
+    chunk_size: int = typer.Option(64, help="samples committed to the store at a time"),
     store: str = typer.Option("", help="store path (default: the user cache dir, or $SELFALIGN_STORE)"),
     base_url: str = typer.Option("", help="for openai:<model>: the server's base URL (or $SELFALIGN_OPENAI_BASE_URL)"),
     show: int = typer.Option(10, help="print this many completions"),
@@ -54,7 +55,8 @@ def generate(
 
     cfg = load_config(GenerateConfig, dict(input=input, output=output, model=model, n=n, temperature=temperature,
                                            top_p=top_p, max_tokens=max_tokens, stop=list(stop), seed=seed,
-                                           batch_size=batch_size, store=store, base_url=base_url))
+                                           batch_size=batch_size, chunk_size=chunk_size, store=store,
+                                           base_url=base_url))
     rows = run(cfg)
     table = Table("prompt", "i", "completion", "cached")
     for r in rows[:show]:

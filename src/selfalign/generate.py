@@ -29,6 +29,7 @@ class GenerateConfig:
     stop: list[str] = field(default_factory=list)
     seed: int = 0
     batch_size: int = 64
+    chunk_size: int = 64  # samples committed to the store at a time
     store: str = ""
     base_url: str = ""  # for openai:<model>
 
@@ -59,7 +60,8 @@ def run(cfg: GenerateConfig, model: Any = None, progress: bool = True) -> list[d
         from selfalign.models.registry import load_model
 
         model = load_model(cfg.model, batch_size=cfg.batch_size, base_url=cfg.base_url or None)
-    cached = model if isinstance(model, CachedModel) else CachedModel(model, Store(cfg.store or None), progress=progress)
+    cached = model if isinstance(model, CachedModel) else CachedModel(model, Store(cfg.store or None), progress=progress,
+                                                                               chunk_size=cfg.chunk_size)
     params = GenParams(cfg.temperature, cfg.top_p, cfg.max_tokens, tuple(cfg.stop))
     reqs = [GenRequest(p, params, n=cfg.n, seed=cfg.seed) for p, _ in prompts]
     results = cached.generate(reqs)

@@ -63,7 +63,8 @@ def load_model(spec: str | None = None, **options: Any):
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise ModelError(f"{path}: cannot read scripted rules: {e}") from None
-        return ScriptedModel(rules=data.get("rules", {}), default=data.get("default", ""), model_id=f"scripted:{path.name}")
+        return ScriptedModel(rules=data.get("rules", {}), default=data.get("default", ""), model_id=f"scripted:{path.name}",
+                             delay=float(data.get("delay", 0.0)))
     if Path(spec).is_dir():
         from selfalign.models.hf import HFModel
 

@@ -5,13 +5,14 @@
 >>> m.generate([GenRequest(user("What is the capital of France?"))])[0].texts
 ['Paris.']
 
-A rule's value may be a string, a list (sample ``i`` gets item ``i % len``) or a callable
-``(prompt_text, sample_index, seed) -> str``. Queued outputs (``queue``) are served first.
+A rule's value may be a string (``{index}`` and ``{seed}`` are filled in), a list (sample ``i``
+gets item ``i % len``) or a callable ``(prompt_text, sample_index, seed) -> str``. Queued outputs (``queue``) are served first.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import deque
 from typing import Any, Callable, Sequence
 
@@ -33,6 +34,7 @@ class ScriptedModel:
         queue: Sequence[str] = (),
         model_id: str = "scripted",
         fail_after: int | None = None,
+        delay: float = 0.0,
     ):
         self.rules = dict(rules or {})
         self.default = default
@@ -41,12 +43,15 @@ class ScriptedModel:
         self.calls: list[Any] = []  # every request, in order
         self.fail_after = fail_after  # raise KeyboardInterrupt after this many samples (resume tests)
         self._served = 0
+        self.delay = delay  # seconds per sample: makes a run slow enough to kill in tests
 
     def _pick(self, rule: Rule, text: str, index: int, seed: int) -> str:
         if callable(rule):
             return rule(text, index, seed)
         if isinstance(rule, list):
-            return rule[index % len(rule)]
+            rule = rule[index % len(rule)]
+        if "{index}" in rule or "{seed}" in rule:  # lets a JSON rules file vary samples
+            return rule.replace("{index}", str(index)).replace("{seed}", str(seed))
         return rule
 
     def _answer(self, prompt: Prompt, index: int, seed: int) -> str:
@@ -66,6 +71,8 @@ class ScriptedModel:
             for i in r.sample_indices():
                 if self.fail_after is not None and self._served >= self.fail_after:
                     raise KeyboardInterrupt("scripted interruption")
+                if self.delay:
+                    time.sleep(self.delay)
                 text = self._answer(r.prompt, i, r.seed)
                 for s in r.params.stop:
                     if s in text:
