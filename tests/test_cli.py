@@ -101,3 +101,22 @@ def test_kill_9_midway_then_rerun_equals_an_uninterrupted_run(tmp_path):
     strip = lambda p: [{k: v for k, v in json.loads(line).items() if k != "meta"} for line in p.read_text().splitlines()]
     assert strip(tmp_path / "out.jsonl") == strip(tmp_path / "ref.jsonl")
     assert len({json.loads(line)["completion"][0]["content"] for line in (tmp_path / "out.jsonl").read_text().splitlines()}) == 4
+
+
+def test_honesty_steps_from_the_cli(tmp_path):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Capital of land {i}?", "answers": [f"C{i}"],
+                                      "split": "test" if i < 3 else "train"}) + "\n" for i in range(10)))
+    rules = tmp_path / "r.json"
+    rules.write_text(json.dumps({"rules": {"land 4": "C4", "land 5": ["C5", "no"]}, "default": "no idea"}))
+    out = tmp_path / "run"
+    base = ["--model", f"scripted:{rules}", "--set", f"data={qa}", "--set", "samples=4", "--out", str(out)]
+    r = runner.invoke(app, ["honesty", "sample", *base])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["honesty", "build", *base, "--method", "absolute", "--method", "multisample"])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (out / "datasets" / "absolute.jsonl").read_text().splitlines()]
+    assert {r["completion"][0]["content"] for r in rows} >= {"C4"}
+    assert len((out / "datasets" / "multisample.jsonl").read_text().splitlines()) == 4 * len(rows)
+    bad = runner.invoke(app, ["honesty", "sample", *base, "--set", "samplez=3"])
+    assert bad.exit_code != 0 and "did you mean 'samples'" in str(bad.exception)

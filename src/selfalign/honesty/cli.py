@@ -1,8 +1,9 @@
-"""``selfalign honesty sample | build | train | eval | report | run``."""
+"""``selfalign honesty sample | build | train | eval | report | run``: one command per step of
+:class:`~selfalign.honesty.pipeline.HonestyRun`, all with the same options."""
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import typer
 
@@ -10,15 +11,18 @@ from selfalign.config import config_from_yaml
 
 app = typer.Typer(no_args_is_help=True, help="Alignment for Honesty: k(x), training sets, fine-tuning, metrics.")
 
-CONFIG = typer.Option(None, "--config", "-c", help="YAML config (keys of HonestyConfig)")
-SET = typer.Option([], "--set", help="override a config key: --set train.epochs=1 (repeatable)")
-MODEL = typer.Option(None, "--model", "-m", help="unaligned model spec (default: the embedded smollm2-135m)")
-METHOD = typer.Option([], "--method", help="absolute|confidence-num|confidence-verb|multisample|finetuned|prompt (repeatable)")
-OUT = typer.Option(None, "--out", "-o", help="run directory")
+STEP_HELP = {
+    "sample": "k(x): greedy + M samples of the unaligned model on the training questions.",
+    "build": "Build the training set of each method.",
+    "train": "Fine-tune one model per trained method (LoRA by default).",
+    "eval": "Evaluate every method against the unaligned model: transition table and scores.",
+    "report": "Write report.html and report.json.",
+    "run": "Every step, in order; each is resumable.",
+}
 
 
-def _run(step: str | None, config: Optional[str], overrides: List[str], model: Optional[str], method: List[str],
-         out: Optional[str]):
+def _execute(step: str, config: Optional[str], overrides: List[str], model: Optional[str], method: List[str],
+             out: Optional[str]) -> None:
     from selfalign.honesty.pipeline import STEPS, HonestyConfig, HonestyRun
 
     ovs = list(overrides)
@@ -28,54 +32,29 @@ def _run(step: str | None, config: Optional[str], overrides: List[str], model: O
         ovs.append("methods=[" + ",".join(method) + "]")
     if out:
         ovs.append(f"out={out}")
-    cfg = config_from_yaml(HonestyConfig, config, ovs)
-    run = HonestyRun(cfg)
-    if step is None:
-        report = run.run(STEPS)
-        typer.echo(f"report: {report}")
+    run = HonestyRun(config_from_yaml(HonestyConfig, config, ovs))
+    if step == "run":
+        typer.echo(f"report: {run.run(STEPS)}")
     elif step == "report":
         typer.echo(f"report: {run.report()}")
     else:
         run.run((step,))
 
 
-@app.command()
-def sample(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional[str] = MODEL,
-           method: List[str] = METHOD, out: Optional[str] = OUT) -> None:
-    """k(x): greedy + M samples of the unaligned model on the training questions."""
-    _run("sample", config, set, model, method, out)
+def _command(step: str) -> Callable[..., None]:
+    def command(
+        config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config (keys of HonestyConfig)"),
+        set: List[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=1 (repeatable)"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="unaligned model (default: smollm2-135m)"),
+        method: List[str] = typer.Option([], "--method", help="absolute|confidence-num|confidence-verb|multisample|"
+                                                               "finetuned|prompt (repeatable)"),
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="run directory"),
+    ) -> None:
+        _execute(step, config, set, model, method, out)
+
+    command.__doc__ = STEP_HELP[step]
+    return command
 
 
-@app.command()
-def build(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional[str] = MODEL,
-          method: List[str] = METHOD, out: Optional[str] = OUT) -> None:
-    """Build the training set of each method."""
-    _run("build", config, set, model, method, out)
-
-
-@app.command()
-def train(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional[str] = MODEL,
-          method: List[str] = METHOD, out: Optional[str] = OUT) -> None:
-    """Fine-tune one model per trained method (LoRA by default)."""
-    _run("train", config, set, model, method, out)
-
-
-@app.command("eval")
-def evaluate(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional[str] = MODEL,
-             method: List[str] = METHOD, out: Optional[str] = OUT) -> None:
-    """Evaluate every method against the unaligned model: transition table and scores."""
-    _run("eval", config, set, model, method, out)
-
-
-@app.command()
-def report(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional[str] = MODEL,
-           method: List[str] = METHOD, out: Optional[str] = OUT) -> None:
-    """Write report.html and report.json."""
-    _run("report", config, set, model, method, out)
-
-
-@app.command()
-def run(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional[str] = MODEL,
-        method: List[str] = METHOD, out: Optional[str] = OUT) -> None:
-    """Every step, in order; each is resumable."""
-    _run(None, config, set, model, method, out)
+for _step in STEP_HELP:
+    app.command(_step)(_command(_step))

@@ -149,17 +149,13 @@ class HonestyRun:
 
     def base_path(self) -> str:
         """What the trainer loads: a local directory or a hub id."""
-        spec = self.cfg.model
-        if spec in ("smollm2-135m", "embedded", "smollm2"):
-            from selfalign.models import embedded
+        from selfalign.models.registry import trainable_path
 
-            return str(embedded.ensure_converted())
-        backend, _, rest = spec.partition(":")
-        if backend == "hf" and rest:
-            return rest
-        if Path(spec).is_dir():
-            return spec
-        raise DataError(f"model '{spec}' cannot be fine-tuned here: training needs an hf model (a hub id or a path)")
+        path = trainable_path(self.cfg.model)
+        if path is None:
+            raise DataError(f"model '{self.cfg.model}' cannot be fine-tuned here: training needs an hf model "
+                            "(a hub id or a path)")
+        return path
 
     # ------------------------------------------------------------------- steps
     def sample(self) -> dict[str, list[KnowledgeRecord]]:

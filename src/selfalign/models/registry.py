@@ -72,5 +72,19 @@ def load_model(spec: str | None = None, **options: Any):
     raise ModelError(f"unknown model '{spec}'. Known: {', '.join(known_models())}")
 
 
+def trainable_path(spec: str | None) -> str | None:
+    """What a trainer loads for a model spec (a local directory or a hub id), or None when the
+    backend cannot be fine-tuned here (openai, vllm, scripted)."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in (DEFAULT_MODEL, "embedded", "smollm2"):
+        from selfalign.models import embedded
+
+        return str(embedded.ensure_converted())
+    backend, _, rest = spec.partition(":")
+    if backend == "hf" and rest:
+        return rest
+    return spec if Path(spec).is_dir() else None
+
+
 def _hf_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in ("revision", "dtype", "device", "batch_size", "quantize") and v is not None}

@@ -13,6 +13,7 @@ from typing import Any, List, Optional
 import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
+from selfalign.models.registry import trainable_path
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -33,17 +34,6 @@ def _model(spec: str, store: str, batch_size: int = 64):
     from selfalign.store.cache import CachedModel, Store
 
     return CachedModel(load_model(spec, batch_size=batch_size), Store(store or None))
-
-
-def _hf_path(spec: str) -> str | None:
-    if spec in ("smollm2-135m", "embedded", "smollm2"):
-        from selfalign.models import embedded
-
-        return str(embedded.ensure_converted())
-    backend, _, rest = spec.partition(":")
-    if backend == "hf" and rest:
-        return rest
-    return spec if Path(spec).is_dir() else None
 
 
 def _finish(out: str, title: str, rows: list[dict[str, Any]], cfg: Any, stats: Any = None,
@@ -95,7 +85,7 @@ def backtranslate(config: Optional[str] = CONFIG, set: List[str] = SET, model: O
 
     cfg = _cfg(BacktranslationConfig, config, set, model=model, seed=seed, out=out, corpus=corpus, threshold=threshold)
     store = Store(cfg.store or None)
-    res = run(cfg, _model(cfg.model, cfg.store), _hf_path(cfg.model), lambda p: CachedModel(HFModel(str(p)), store))
+    res = run(cfg, _model(cfg.model, cfg.store), trainable_path(cfg.model), lambda p: CachedModel(HFModel(str(p)), store))
     _finish(cfg.out, "Instruction backtranslation", res["rows"], cfg, extra={"history": res["history"]})
 
 
