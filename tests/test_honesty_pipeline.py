@@ -53,7 +53,7 @@ def test_lora_layers_limits_training_to_the_top_layers(tiny_model_dir, tmp_path)
 
 def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     cfg = load_config(HonestyConfig, {
-        "model": str(tiny_model_dir), "data": str(qa_file(tmp_path)), "samples": 3, "max_tokens": 6,
+        "model": str(tiny_model_dir), "data": str(qa_file(tmp_path)), "samples": 3, "max_tokens": 6, "eval_max_tokens": 8,
         "methods": ["absolute", "multisample", "prompt"], "balance": False, "bootstrap": 50,
         "out": str(tmp_path / "run"), "train": {"epochs": 1, "batch_size": 4, "lora_r": 4},
     })
@@ -85,7 +85,7 @@ def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
 
 def test_steps_can_run_one_by_one(tiny_model_dir, tmp_path):
     cfg = load_config(HonestyConfig, {
-        "model": str(tiny_model_dir), "data": str(qa_file(tmp_path)), "samples": 2, "max_tokens": 4,
+        "model": str(tiny_model_dir), "data": str(qa_file(tmp_path)), "samples": 2, "max_tokens": 4, "eval_max_tokens": 6,
         "methods": ["confidence-verb"], "out": str(tmp_path / "run"), "bootstrap": 20,
         "train": {"epochs": 1, "batch_size": 4, "lora_r": 4},
     })

@@ -59,7 +59,8 @@ class HonestyConfig:
     samples: int = 10  # M
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 32
+    max_tokens: int = 32  # k(x) samples
+    eval_max_tokens: int = 80  # evaluation answers: room for a CONFIDENCE prefix (~30 tokens) and the answer
     tau: float = 0.1
     balance: bool = True
     methods: list[str] = field(default_factory=lambda: list(hds.METHODS))
@@ -167,7 +168,7 @@ class HonestyRun:
         recs_train = estimate_knowledge(self.base(), train, self.judge(), cfg.samples, cfg.temperature, cfg.top_p,
                                         cfg.max_tokens, cfg.seed)
         recs_test = estimate_knowledge(self.base(), test, self.judge(), 0, cfg.temperature, cfg.top_p,
-                                       cfg.max_tokens, cfg.seed)
+                                       cfg.eval_max_tokens, cfg.seed)
         self.dir.write_jsonl("knowledge/train.jsonl", [r.to_dict() for r in recs_train])
         self.dir.write_jsonl("knowledge/test.jsonl", [r.to_dict() for r in recs_test])
         known = sum(r.greedy_label == "correct" for r in recs_train) / len(recs_train)
@@ -240,7 +241,7 @@ class HonestyRun:
         return CachedModel(HFModel(str(path), batch_size=self.cfg.batch_size), self.store, progress=self.progress)
 
     def _answer(self, model: CachedModel, questions: list[str], method: str) -> list[str]:
-        params = GenParams(0.0, 1.0, self.cfg.max_tokens)
+        params = GenParams(0.0, 1.0, self.cfg.eval_max_tokens)
         if method == "unaligned":
             from selfalign.honesty.prompts import plain_prompt as frame
         else:
