@@ -312,10 +312,3 @@ class HFModel:
                     results[i] = ScoreResult(requests[i], tuple(tok_lp[j, start_pos:start_pos + len(c)].tolist()))
         return results  # type: ignore[return-value]
 
-
-def default_threads() -> None:
-    """Use every core for intra-op parallelism unless the user set OMP_NUM_THREADS."""
-    import torch
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
