@@ -36,6 +36,15 @@ def _model(spec: str, store: str, batch_size: int = 64):
     return CachedModel(load_model(spec, batch_size=batch_size), Store(store or None))
 
 
+def _trained_loader(store: str):
+    """Load a model directory a stage has just trained, through the same store as the others."""
+    from selfalign.models.hf import HFModel
+    from selfalign.store.cache import CachedModel, Store
+
+    shared = Store(store or None)
+    return lambda path: CachedModel(HFModel(str(path)), shared)
+
+
 def _finish(out: str, title: str, rows: list[dict[str, Any]], cfg: Any, stats: Any = None,
             similarities=(), extra: dict[str, Any] | None = None) -> None:
     from selfalign.report.synth import write_report
@@ -79,13 +88,10 @@ def backtranslate(config: Optional[str] = CONFIG, set: List[str] = SET, model: O
                   seed: Optional[int] = SEED, out: Optional[str] = OUT,
                   corpus: Optional[str] = typer.Option(None), threshold: Optional[float] = typer.Option(None)) -> None:
     """Instruction backtranslation: backward model, self-augmentation, self-curation, iterations."""
-    from selfalign.models.hf import HFModel
-    from selfalign.store.cache import CachedModel, Store
     from selfalign.synth.backtranslation import BacktranslationConfig, run
 
     cfg = _cfg(BacktranslationConfig, config, set, model=model, seed=seed, out=out, corpus=corpus, threshold=threshold)
-    store = Store(cfg.store or None)
-    res = run(cfg, _model(cfg.model, cfg.store), trainable_path(cfg.model), lambda p: CachedModel(HFModel(str(p)), store))
+    res = run(cfg, _model(cfg.model, cfg.store), trainable_path(cfg.model), _trained_loader(cfg.store))
     _finish(cfg.out, "Instruction backtranslation", res["rows"], cfg, extra={"history": res["history"]})
 
 
@@ -94,15 +100,12 @@ def llm2llm(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optiona
             seed: Optional[int] = SEED, out: Optional[str] = OUT,
             teacher: Optional[str] = typer.Option(None), data: Optional[str] = typer.Option(None)) -> None:
     """LLM2LLM: a teacher writes new pairs from the student's failures on the original data."""
-    from selfalign.models.hf import HFModel
-    from selfalign.store.cache import CachedModel, Store
     from selfalign.synth.llm2llm import LLM2LLMConfig, run
 
     cfg = _cfg(LLM2LLMConfig, config, set, student=model, seed=seed, out=out, teacher=teacher, data=data)
-    store = Store(cfg.store or None)
     student = _model(cfg.student, cfg.store)
     teacher_m = student if cfg.teacher == cfg.student else _model(cfg.teacher, cfg.store)
-    res = run(cfg, student, teacher_m, load_student=lambda p: CachedModel(HFModel(str(p)), store))
+    res = run(cfg, student, teacher_m, load_student=_trained_loader(cfg.store))
     _finish(cfg.out, "LLM2LLM", res["rows"], cfg, extra={"history": res["history"]})
 
 
