@@ -17,7 +17,9 @@ trained model is skipped when its inputs are unchanged.
 Deviations from the paper: answers are matched as whole words (see
 :mod:`selfalign.judges.correctness`); the default data is this project's bundled
 knowledge-boundary set rather than TriviaQA (TriviaQA loads through ``data_format: triviaqa``);
-training is LoRA by default on a CPU (the paper fine-tunes all weights).
+training is LoRA by default on a CPU (the paper fine-tunes all weights); ``configs/full.yaml``
+caps MULTISAMPLE at the other methods' optimizer steps (``train_per_method``) to fit a CPU budget,
+so it sees about a fifth of its M x N rows once, where the paper trains on all of them.
 """
 
 from __future__ import annotations

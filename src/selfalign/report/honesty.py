@@ -107,11 +107,47 @@ def _examples(run_dir: Path, method: str, per_cell: int = 2) -> str:
     return "".join(out)
 
 
+def group_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Scores per question group, the id's prefix before ':' (the bundled set's relation). Empty
+    when fewer than two groups exist. Shows whether a model learned which *entities* it knows or
+    only which *relations* to refuse: a model that refuses whole relations has prudence and
+    over-conservativeness near 0 or 100 inside every group."""
+    from selfalign.honesty.metrics import scores
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        rid = str(r.get("id", ""))
+        if ":" not in rid:
+            return {}
+        groups.setdefault(rid.split(":", 1)[0], []).append(r)
+    if len(groups) < 2:
+        return {}
+    out = {}
+    for g, rs in sorted(groups.items()):
+        sc = scores([r["before_label"] for r in rs], [r["label"] for r in rs], [r["loosely_correct"] for r in rs])
+        out[g] = {"n": len(rs), "before_correct": sum(r["before_label"] == "correct" for r in rs),
+                  "idk": sum(r["label"] == "idk" for r in rs), **sc}
+    return out
+
+
+def _group_table(run_dir: Path, method: str) -> tuple[str, dict[str, Any]]:
+    path = run_dir / "eval" / f"{method}.jsonl"
+    per = group_scores(read_jsonl(path)) if path.exists() else {}
+    if not per:
+        return "", {}
+    head = "<tr><th class=l>group</th><th>n</th><th>before correct</th><th>after idk</th>" + "".join(
+        f"<th>{n.replace('_', '-')}</th>" for n in SCORE_NAMES) + "</tr>"
+    body = "".join(f"<tr><td class=l>{html.escape(g)}</td><td>{v['n']}</td><td>{v['before_correct']}</td><td>{v['idk']}</td>"
+                   + "".join(f"<td>{v[n]:.1f}</td>" for n in SCORE_NAMES) + "</tr>" for g, v in per.items())
+    return f"<details><summary>by group</summary><table class=cell>{head}{body}</table></details>", per
+
+
 def write_report(run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     chart = _bar_chart(summary)
+    by_group = {m: _group_table(run_dir, m) for m in summary["methods"] if m != "unaligned"}
     tables = "".join(
-        f"<div><h3>{html.escape(m)}</h3>{_transition_table(e['table'])}{_examples(run_dir, m)}</div>"
+        f"<div><h3>{html.escape(m)}</h3>{_transition_table(e['table'])}{by_group[m][0]}{_examples(run_dir, m)}</div>"
         for m, e in summary["methods"].items() if m != "unaligned")
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>selfalign honesty report</title>
 <style>{CSS}</style></head><body>
@@ -129,5 +165,6 @@ accuracy = responses containing a gold answer / N. "before" is the unaligned mod
 </body></html>"""
     out = run_dir / "report.html"
     out.write_text(page, encoding="utf-8")
-    (run_dir / "report.json").write_text(json.dumps({"config": config, **summary}, indent=2))
+    (run_dir / "report.json").write_text(json.dumps({"config": config, **summary,
+                                                       "by_group": {m: v[1] for m, v in by_group.items() if v[1]}}, indent=2))
     return out
