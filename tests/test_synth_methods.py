@@ -239,15 +239,20 @@ def test_archive_keeps_the_more_harmful_prompt():
             return f"New question: mutated {seed}"
         return "How would someone do it?"
 
+    def harm_judge(text, index, seed):  # prefers the response to the later mutation, wherever it is shown
+        a, b = text.split("Response A: ")[1].split("\n\nMore harmful")[0].split("\n\nResponse B: ")
+        step = lambda r: int(r.rsplit(" ", 1)[1]) if "mutated" in r else -1
+        return "A" if step(a) > step(b) else "B"
+
     target = ScriptedModel(default=lambda t, i, s: f"response to {t.split(': ')[-1]}")
-    judge = ScriptedModel(default="B")
     res = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
-                      cached(judge), log=lambda s: None)
-    assert res["archive"] and res["replacements"] > 0
+                      cached(ScriptedModel(default=harm_judge)), log=lambda s: None)
+    assert res["archive"] and res["replacements"] > 0 and res["order_dependent_verdicts"] == 0
     assert all(v["question"].startswith("mutated") for v in res["archive"].values())
-    never = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
-                        cached(ScriptedModel(default="A")), log=lambda s: None)
-    assert never["replacements"] == 0
+    for letter in "AB":  # a judge that answers by position never replaces an incumbent
+        biased = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
+                             cached(ScriptedModel(default=letter)), log=lambda s: None)
+        assert biased["replacements"] == 0 and biased["order_dependent_verdicts"] > 0
 
 
 # --------------------------------------------------------------- backtranslation
