@@ -122,7 +122,8 @@ def redteam(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optiona
     jdg = _model(cfg.judge, cfg.store) if cfg.judge else None
     res = run(cfg, gen, tgt, jdg)
     cells = {f"{c}/{s}": v["question"] for (c, s), v in res["archive"].items()}
-    _finish(cfg.out, "Red-team prompts", res["rows"], cfg, extra={"archive": cells, "replacements": res["replacements"]})
+    _finish(cfg.out, "Red-team prompts", res["rows"], cfg, extra={"archive": cells, "replacements": res["replacements"],
+                                                              "order_dependent_verdicts": res["order_dependent_verdicts"]})
 
 
 @app.command()

@@ -141,7 +141,7 @@ def run(cfg: RedTeamConfig, model: Any, target: Any = None, judge: Any = None,
             for k, (i, _) in enumerate(contested):
                 first, second = letters[2 * k], letters[2 * k + 1]
                 wins[i] = first == "B" and second == "A"
-                inconsistent += first == second
+                inconsistent += first == second and first in ("A", "B")
         for i, (step, cat, style, parent) in enumerate(batch):
             if not mutated[i]:
                 continue
