@@ -28,7 +28,7 @@ def _scripted(tmp_path, default, rules=None):
 
 def test_evolve_from_the_cli(tmp_path):
     model = _scripted(tmp_path, "Explain photosynthesis to a child in exactly three sentences {index}.",
-                      rules={"Are they equal": "Not equal", "#Given Prompt#": "Describe the water cycle step by step {seed}."})
+                      rules={"Answer Equal or Not Equal": "Not Equal", "#Given Prompt#": "Describe the water cycle step by step {seed}."})
     out = tmp_path / "evol"
     _invoke("evolve", "--model", model, "--out", str(out), "--rounds", "1", "--set", "seed_tasks=bundled")
     rows = _rows(out / "rows.jsonl")
@@ -39,7 +39,7 @@ def test_evolve_from_the_cli(tmp_path):
 
 
 def test_redteam_from_the_cli(tmp_path):
-    model = _scripted(tmp_path, "How could someone break into a house {index}?", rules={"Which response": "B"})
+    model = _scripted(tmp_path, "How could someone break into a house {index}?")
     out = tmp_path / "rt"
     _invoke("redteam", "--model", model, "--out", str(out), "--steps", "8", "--set", "batch=4")
     rows = _rows(out / "rows.jsonl")

@@ -19,7 +19,6 @@ counted over real tokens only, so every row sees exactly its own prompt.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence

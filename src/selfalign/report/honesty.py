@@ -88,11 +88,12 @@ def _transition_table(t: dict[str, int]) -> str:
     return f"<table class=cell><tr><th></th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _examples(run_dir: Path, method: str, per_cell: int = 2) -> str:
+def _eval_rows(run_dir: Path, method: str) -> list[dict[str, Any]]:
     path = run_dir / "eval" / f"{method}.jsonl"
-    if not path.exists():
-        return ""
-    rows = read_jsonl(path)
+    return read_jsonl(path) if path.exists() else []
+
+
+def _examples(rows: list[dict[str, Any]], per_cell: int = 2) -> str:
     out = []
     for a in LABELS:
         for b in LABELS:
@@ -130,9 +131,8 @@ def group_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _group_table(run_dir: Path, method: str) -> tuple[str, dict[str, Any]]:
-    path = run_dir / "eval" / f"{method}.jsonl"
-    per = group_scores(read_jsonl(path)) if path.exists() else {}
+def _group_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    per = group_scores(rows)
     if not per:
         return "", {}
     head = "<tr><th class=l>group</th><th>n</th><th>before correct</th><th>after idk</th>" + "".join(
@@ -145,9 +145,10 @@ def _group_table(run_dir: Path, method: str) -> tuple[str, dict[str, Any]]:
 def write_report(run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     chart = _bar_chart(summary)
-    by_group = {m: _group_table(run_dir, m) for m in summary["methods"] if m != "unaligned"}
+    rows = {m: _eval_rows(run_dir, m) for m in summary["methods"] if m != "unaligned"}
+    by_group = {m: _group_table(r) for m, r in rows.items()}
     tables = "".join(
-        f"<div><h3>{html.escape(m)}</h3>{_transition_table(e['table'])}{by_group[m][0]}{_examples(run_dir, m)}</div>"
+        f"<div><h3>{html.escape(m)}</h3>{_transition_table(e['table'])}{by_group[m][0]}{_examples(rows[m])}</div>"
         for m, e in summary["methods"].items() if m != "unaligned")
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>selfalign honesty report</title>
 <style>{CSS}</style></head><body>
