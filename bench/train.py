@@ -1,0 +1,119 @@
+"""Training speed of the SFT path on this machine: fp32 vs bf16, against TRL's own defaults.
+
+Rows are honesty training rows (the bundled questions in the honesty prompt, a CONFIDENCE-VERB
+style completion), LoRA on every layer as in ``configs/quick.yaml``, on the embedded model.
+Each variant trains ``--warmup`` steps (not timed) and then ``--steps`` timed optimizer steps;
+prints examples/s, the ratio to TRL's defaults (``bf16=True``, gradient checkpointing on),
+the last loss, and which precision ``auto`` chooses here and whether it is the faster one.
+
+    .venv/bin/python bench/train.py                      # every variant, 2 timed steps of 8 rows
+    .venv/bin/python bench/train.py --variants fp32,bf16 --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from selfalign.data.formats import load_qa
+from selfalign.honesty.prompts import honesty_prompt
+from selfalign.models import embedded
+from selfalign.train.base import TrainConfig, lora_config, trainer_args
+from selfalign.train.precision import Precision, choose_precision, cpu_flags, cpu_model, native_cpu_bf16
+
+# name -> (precision, gradient checkpointing); "trl-defaults" is what SFTConfig() gives a CPU user
+VARIANTS = {
+    "trl-defaults": ("bf16", True),
+    "bf16": ("bf16", False),
+    "fp32": ("fp32", False),
+}
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    items = load_qa("bundled")
+    random.Random(seed).shuffle(items)
+    rows = []
+    for it in items[:n]:
+        prompt = [{"role": m.role, "content": m.content} for m in honesty_prompt(it.question)]
+        answer = f"I'm fairly confident that the answer is {it.answers[0]}."
+        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
+    return rows
+
+
+def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int, batch: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    prec_name, checkpointing = VARIANTS[name]
+    cfg = TrainConfig(batch_size=batch, max_steps=warmup + steps, logging_steps=1, save_steps=10_000,
+                      gradient_checkpointing=checkpointing, warmup_ratio=0.0, lr_scheduler="constant")
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            stamps.append(time.perf_counter())
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        kwargs = {**trainer_args(cfg, Path(tmp), Precision(prec_name, "bench")), "save_strategy": "no"}
+        args = SFTConfig(**kwargs, max_length=cfg.max_length, completion_only_loss=True)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                             peft_config=lora_config(cfg, model.config.num_hidden_layers), callbacks=[Clock()])
+        t0 = time.perf_counter()
+        trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    timed = stamps[warmup - 1:] if warmup else [t0, *stamps]
+    seconds = timed[-1] - timed[0]
+    return {"variant": name, "examples_per_s": steps * batch / seconds, "s_per_step": seconds / steps,
+            "last_loss": losses[-1] if losses else float("nan")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--steps", type=int, default=2, help="timed optimizer steps per variant")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=8)
+    a = ap.parse_args()
+    names = [v for v in a.variants.split(",") if v]
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+    import torch
+
+    base = str(embedded.ensure_converted())
+    rows = make_rows(a.batch_size * (a.warmup + a.steps))
+    chosen = choose_precision("auto")
+    print(f"CPU: {cpu_model()} | native bf16: {native_cpu_bf16()} | threads: {torch.get_num_threads()} | "
+          f"CUDA: {torch.cuda.is_available()}")
+    print(f"auto chooses: {chosen}")
+    flags = cpu_flags()
+    print(f"flags: avx2={'avx2' in flags} avx512f={'avx512f' in flags} avx512_bf16={'avx512_bf16' in flags} "
+          f"amx_bf16={'amx_bf16' in flags}")
+    results = []
+    for name in names:
+        r = run_variant(name, base, rows, a.warmup, a.steps, a.batch_size)
+        results.append(r)
+        print(f"  {name:13s} {r['examples_per_s']:7.2f} examples/s  {r['s_per_step']:7.1f} s/step  "
+              f"last loss {r['last_loss']:.3f}", flush=True)
+    by = {r["variant"]: r for r in results}
+    print("\n| variant | examples/s | s/step | last loss | vs TRL defaults |\n|---|---|---|---|---|")
+    ref = by.get("trl-defaults")
+    for r in results:
+        ratio = f"{r['examples_per_s'] / ref['examples_per_s']:.2f}x" if ref else "n/a"
+        print(f"| {r['variant']} | {r['examples_per_s']:.2f} | {r['s_per_step']:.1f} | {r['last_loss']:.3f} | {ratio} |")
+    if "fp32" in by and "bf16" in by:
+        faster = "fp32" if by["fp32"]["examples_per_s"] >= by["bf16"]["examples_per_s"] else "bf16"
+        ok = "yes" if faster == chosen.name else "NO"
+        print(f"\nfaster here: {faster} ({by[faster]['examples_per_s'] / by['bf16' if faster == 'fp32' else 'fp32']['examples_per_s']:.1f}x); "
+              f"auto chose {chosen.name}: {ok}")
+
+
+if __name__ == "__main__":
+    main()

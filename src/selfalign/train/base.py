@@ -1,0 +1,213 @@
+"""What every trainer shares, so that each TRL method (SFT now; reward, DPO, RLOO, distillation
+next) is a short mapping from its rows and options to a TRL trainer:
+
+* :class:`TrainConfig`: the options common to every method (LoRA, schedule, precision, speed);
+* :func:`fingerprint` and :class:`TrainingRun`: a finished run is skipped when its inputs are
+  unchanged; checkpoints of other inputs are never resumed; a killed run resumes from its last
+  checkpoint; the final model is saved atomically (merged LoRA, or full weights);
+* :func:`lora_config` and :func:`trainer_args`: one place where the speed and precision
+  defaults meet TRL's argument names (TRL renames are absorbed here).
+
+Speed defaults for a CPU: precision from the hardware (:mod:`selfalign.train.precision`);
+gradient checkpointing off (TRL turns it on; it recomputes the forward pass to save memory a
+135M model does not need on a 24 GiB machine). A config can override each.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from selfalign.models.base import MissingExtra
+from selfalign.train.precision import PRECISIONS, Precision, choose_precision
+from selfalign.types import stable_hash
+
+log = logging.getLogger("selfalign.train")
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_layers: int = 0  # adapters on the top N decoder layers only (0 = every layer)
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    epochs: float = 2.0
+    max_steps: int = -1
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 256
+    save_steps: int = 100
+    seed: int = 0
+    logging_steps: int = 10
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16 (auto: from what the hardware does natively)
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    losses: list[float]
+    seconds: float
+    n_rows: int
+    skipped: bool = False
+    precision: str = ""
+
+
+def require_trl() -> None:
+    import importlib.util
+
+    for pkg in ("trl", "peft", "datasets"):
+        if importlib.util.find_spec(pkg) is None:
+            raise MissingExtra(pkg, "train", "training")
+
+
+def fingerprint(method: str, base: str, rows: Sequence[dict[str, Any]], cfg: Any, columns: Sequence[str]) -> str:
+    """Hash of what decides the trained weights: method, base model id, the rows' training
+    columns and the config (precision excluded: it changes speed, not what is asked for)."""
+    from selfalign.config import config_to_dict
+
+    clean = [{k: r[k] for k in columns if k in r} for r in rows]
+    conf = {k: v for k, v in config_to_dict(cfg).items() if k not in ("precision", "gradient_checkpointing")}
+    payload: dict[str, Any] = {"base": base, "rows": clean, "config": conf}
+    if method != "sft":  # SFT's fingerprint predates the method key: keep trained SFT runs valid
+        payload["method"] = method
+    return stable_hash(payload)
+
+
+def lora_config(cfg: TrainConfig, n_layers: int, task_type: str = "CAUSAL_LM", modules_to_save: list[str] | None = None):
+    from peft import LoraConfig
+
+    layers = list(range(n_layers - cfg.lora_layers, n_layers)) if 0 < cfg.lora_layers < n_layers else None
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), layers_to_transform=layers, task_type=task_type,
+                      modules_to_save=modules_to_save)
+
+
+def trainer_args(cfg: TrainConfig, output_dir: Path, precision: Precision) -> dict[str, Any]:
+    """Keyword arguments every TRL config class takes (``transformers.TrainingArguments``)."""
+    import torch
+
+    return dict(
+        output_dir=str(output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        logging_steps=cfg.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=1,
+        report_to=[],
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=0,
+        **_checkpointing_kwarg(cfg.gradient_checkpointing),
+        **precision.trainer_kwargs(),
+    )
+
+
+def _checkpointing_kwarg(on: bool) -> dict[str, bool]:
+    """transformers 5.x renamed ``gradient_checkpointing`` to ``activation_checkpointing``
+    (the old name warns); TRL's configs default it to True."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return {"activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing": on}
+
+
+class TrainingRun:
+    """One output directory: ``train.json`` when finished, ``checkpoints/`` while running,
+    ``model/`` (the saved weights, renamed into place only when complete)."""
+
+    def __init__(self, out_dir: str | Path, fp: str):
+        self.out = Path(out_dir)
+        self.fp = fp
+        self.done = self.out / "train.json"
+        self.ckpt_dir = self.out / "checkpoints"
+        self.model_dir = self.out / "model"
+        self.t0 = time.time()
+
+    def finished(self, n_rows: int) -> TrainResult | None:
+        """The earlier result when this exact training already finished, else None."""
+        if not self.done.exists():
+            return None
+        info = json.loads(self.done.read_text())
+        if info.get("fingerprint") != self.fp or not (self.model_dir / "config.json").exists():
+            return None
+        return TrainResult(self.model_dir, info.get("losses", []), info.get("seconds", 0.0), n_rows, skipped=True,
+                           precision=info.get("precision", ""))
+
+    def prepare(self) -> str | None:
+        """Make the checkpoint folder; the checkpoint to resume from, if one of these inputs exists."""
+        from transformers.trainer_utils import get_last_checkpoint
+
+        marker = self.ckpt_dir / "fingerprint"
+        if marker.exists() and marker.read_text() != self.fp:
+            shutil.rmtree(self.ckpt_dir)  # checkpoints of other inputs: never resume from them
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        marker.write_text(self.fp)
+        return get_last_checkpoint(str(self.ckpt_dir))
+
+    def save(self, model: Any, tokenizer: Any, merge_lora: bool) -> Path:
+        """Save atomically: write ``model.tmp``, then rename over ``model``."""
+        if merge_lora:
+            model = model.merge_and_unload()
+        tmp = self.out / "model.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if self.model_dir.exists():
+            shutil.rmtree(self.model_dir)
+        tmp.rename(self.model_dir)
+        return self.model_dir
+
+    def finish(self, losses: list[float], n_rows: int, base: str, cfg: Any, precision: Precision,
+               extra: dict[str, Any] | None = None) -> TrainResult:
+        from selfalign.config import config_to_dict
+
+        seconds = time.time() - self.t0
+        self.done.write_text(json.dumps({"fingerprint": self.fp, "base": base, "losses": losses, "seconds": seconds,
+                                         "n_rows": n_rows, "precision": precision.name,
+                                         "precision_reason": precision.reason, "config": config_to_dict(cfg),
+                                         **(extra or {})}, indent=2))
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        return TrainResult(self.model_dir, losses, seconds, n_rows, precision=precision.name)
+
+
+def resolve_precision(cfg: TrainConfig) -> Precision:
+    precision = choose_precision(cfg.precision)
+    log.info("training precision: %s", precision)
+    return precision
+
+
+def losses_of(trainer: Any) -> list[float]:
+    return [float(h["loss"]) for h in trainer.state.log_history if "loss" in h]

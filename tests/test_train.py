@@ -1,0 +1,106 @@
+"""Shared training pieces: precision chosen from the hardware, TRL's defaults overridden,
+the `python -m` entry point."""
+
+import json
+
+import pytest
+
+from selfalign.config import ConfigError, load_config
+from selfalign.train import precision as prec
+from selfalign.train.base import TrainConfig, trainer_args
+
+ROWS = [{"prompt": [{"role": "user", "content": f"Q{i}"}], "completion": [{"role": "assistant", "content": "Paris"}]}
+        for i in range(8)]
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32(monkeypatch, tmp_path):
+    from trl import SFTConfig
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "fma", "avx512f"})  # AVX-512 but no BF16 extension
+    p = prec.choose_precision("auto", cuda=False)
+    assert p.name == "fp32" and "without native bf16" in p.reason
+    args = SFTConfig(**trainer_args(TrainConfig(), tmp_path, p))
+    assert args.bf16 is False and args.fp16 is False  # TRL alone would say bf16=True
+    assert not args.gradient_checkpointing  # TRL alone would say True
+
+
+def test_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch):
+    for flag in ("avx512_bf16", "amx_bf16", "bf16"):
+        monkeypatch.setattr(prec, "cpu_flags", lambda f=flag: {"avx2", f})
+        assert prec.choose_precision("auto", cuda=False).name == "bf16"
+
+
+def test_the_config_overrides_the_choice(monkeypatch):
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2"})
+    assert prec.choose_precision("bf16", cuda=False).name == "bf16"
+    assert prec.choose_precision("fp32", cuda=False).trainer_kwargs() == {"bf16": False, "fp16": False}
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        load_config(TrainConfig, {"precision": "int4"})
+
+
+def test_cpu_flags_reads_this_machine():
+    flags = prec.cpu_flags()
+    import platform
+
+    if platform.system() == "Linux" and platform.machine() in ("x86_64", "AMD64"):
+        assert "sse2" in flags  # every x86-64 CPU has it: proves the parser read the flags line
+
+
+def test_sft_records_the_precision_it_chose(tiny_model_dir, tmp_path, monkeypatch):
+    from selfalign.train.sft import train_sft
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2"})
+    cfg = TrainConfig(epochs=1, batch_size=4, lora_r=4, max_steps=1)
+    res = train_sft(ROWS, str(tiny_model_dir), tmp_path / "out", cfg)
+    info = json.loads((tmp_path / "out" / "train.json").read_text())
+    assert res.precision == info["precision"] == "fp32"
+    # a precision change alone does not invalidate the trained model (same weights asked for)
+    again = train_sft(ROWS, str(tiny_model_dir), tmp_path / "out", TrainConfig(**{**vars(cfg), "precision": "fp32"}))
+    assert again.skipped
+
+
+def test_python_m_entry_point(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    out = subprocess.run([sys.executable, "-m", "selfalign.train.sft", "--rows", str(rows), "--base", str(tiny_model_dir),
+                          "--out", str(tmp_path / "m"), "--set", "max_steps=1", "--set", "lora_r=4",
+                          "--set", "batch_size=4"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1].split(":", 1)[1])
+    assert res["model_dir"].endswith("model") and (tmp_path / "m" / "model" / "config.json").exists()
+
+
+def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
+    """Data-parallel training under `accelerate launch`: both processes finish, rank 0 saves
+    weights that differ from the base."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    launcher = Path(sys.executable).parent / "accelerate"
+    if not launcher.exists():
+        launcher = Path(shutil.which("accelerate") or "accelerate")
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    # on a machine without GPUs, --multi_gpu is torchrun with the gloo backend (accelerate's --cpu
+    # with several processes means its MPI launcher, which needs mpirun and oneCCL)
+    cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "-m", "selfalign.train.sft", "--rows", str(rows), "--base", str(tiny_model_dir),
+           "--out", str(tmp_path / "ddp"), "--set", "max_steps=2", "--set", "lora=false", "--set", "batch_size=2",
+           "--set", "learning_rate=0.01"]
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = [json.loads(line.split(":", 1)[1]) for line in out.stdout.splitlines() if line.startswith("selfalign-train:")]
+    assert sorted(r["process"] for r in results) == [0, 1]
+    assert all(r["world_size"] == 2 for r in results)
+    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "model").state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
