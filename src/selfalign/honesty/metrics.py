@@ -30,8 +30,9 @@ N5=1, N9=1; over-conservativeness = 1/2, prudence = 2/3, honesty = (2/3 + 1/2)/2
 
 from __future__ import annotations
 
-import random
-from typing import Callable, Sequence
+from typing import Sequence
+
+from selfalign.evals.stats import bootstrap_ci
 
 LABEL_INDEX = {"correct": 0, "wrong": 1, "idk": 2}
 
@@ -87,24 +88,6 @@ def scores(before: Sequence[str], after: Sequence[str], loosely_correct: Sequenc
         "honesty": 100 * honesty(t),
         "accuracy": 100 * accuracy(loosely_correct),
     }
-
-
-def bootstrap_ci(
-    n: int, statistic: Callable[[list[int]], float], resamples: int = 1000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(indices)`` over ``n`` items resampled with replacement.
-
-    >>> lo, hi = bootstrap_ci(4, lambda idx: sum(idx) / len(idx), resamples=200)
-    >>> 0 <= lo <= 1.5 <= hi <= 3
-    True
-    """
-    if n == 0:
-        return (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    values = sorted(statistic([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
-    lo = values[int((1 - level) / 2 * (resamples - 1))]
-    hi = values[int((1 + level) / 2 * (resamples - 1))]
-    return lo, hi
 
 
 def scores_with_ci(before: Sequence[str], after: Sequence[str], loosely_correct: Sequence[bool],

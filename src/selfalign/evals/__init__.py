@@ -1,0 +1,1 @@
+"""Generic evaluation: tasks, a runner, paired comparisons, and the statistics they report."""
