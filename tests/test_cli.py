@@ -47,6 +47,21 @@ def test_bad_input_exits_2_with_file_and_line(tmp_path):
     assert r.returncode == 2 and "needs one of the columns 'prompt', 'messages'" in r.stderr
 
 
+def test_bad_options_are_one_line_errors_with_exit_2(tmp_path):
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"prompt": "hi"}\n')
+    for args, message in ((["--temperature", "-1"], "temperature must be >= 0"), (["--n", "0"], "n must be >= 1"),
+                          (["--top-p", "2"], "top_p must be in (0, 1]")):
+        r = _cli("generate", str(p), "--model", "scripted", *args)
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = _cli("honesty", "build", "--set", "tau=2", "--model", "scripted", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "tau must be in [0, 1]" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("honesty", "train", "--set", "train.precision=int4", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "precision must be one of" in r.stderr
+
+
 def test_unknown_model_lists_known_ones(tmp_path):
     p = tmp_path / "p.jsonl"
     p.write_text('{"prompt": "hi"}\n')

@@ -1,5 +1,7 @@
 """The openai backend against a real OpenAI-compatible server on 127.0.0.1."""
 
+import json
+
 import pytest
 
 from selfalign.models.base import ModelError
@@ -80,3 +82,71 @@ def test_request_body_mapping():
     assert body["stop"] == ["\n"] and body["logprobs"] is True
     _, body3 = request_body("m", GenRequest(user("q"), n=3, seed=1), 1)
     assert body3["seed"] != body["seed"]
+
+
+def test_stream_is_server_sent_events_not_an_empty_body():
+    import httpx
+
+    with OpenAIServer(scripted()) as srv:
+        body = {"model": "x", "messages": [{"role": "user", "content": "capital of France?"}], "n": 2, "stream": True}
+        with httpx.stream("POST", srv.base_url + "/chat/completions", json=body, timeout=10) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            events = [line[len("data: "):] for line in r.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = {i: "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"][0]["index"] == i)
+            for i in (0, 1)}
+    assert text[0] and text[1]
+    finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"][0]["finish_reason"]]
+    assert len(finish) == 2
+
+
+def test_a_malformed_request_gets_a_400_naming_the_field():
+    import httpx
+
+    with OpenAIServer(scripted()) as srv:
+        cases = {
+            "messages[0].content is required": {"messages": [{"role": "user"}]},
+            "messages[1].role is required": {"messages": [{"role": "user", "content": "a"}, {"content": "b"}]},
+            "messages is required": {"model": "x"},
+            "temperature must be a number": {"messages": [{"role": "user", "content": "a"}], "temperature": "hot"},
+        }
+        for message, body in cases.items():
+            r = httpx.post(srv.base_url + "/chat/completions", json=body, timeout=10)
+            assert r.status_code == 400 and message in r.json()["error"]["message"], (message, r.text)
+        r = httpx.post(srv.base_url + "/completions", json={"max_tokens": 3}, timeout=10)
+        assert r.status_code == 400 and "prompt is required" in r.json()["error"]["message"]
+
+
+def test_selfalign_serve_command_answers(tmp_path):
+    """`selfalign serve` as a user starts it: a process on 127.0.0.1 that lists its model."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": {"France": "Paris."}, "default": "?"}))
+    proc = subprocess.Popen([sys.executable, "-m", "selfalign.cli", "serve", "--model", f"scripted:{rules}",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError(proc.stderr.read1().decode() if proc.stderr else "no answer")
+        assert r.json()["data"][0]["id"] == "scripted:rules.json"
+        out = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                         json={"messages": [{"role": "user", "content": "capital of France?"}]}).json()
+        assert out["choices"][0]["message"]["content"] == "Paris."
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -4,9 +4,8 @@ as the Python API; nothing here holds logic of its own.
 
 from __future__ import annotations
 
-import json
 import sys
-from typing import List, Optional
+from typing import List
 
 import typer
 from rich.console import Console
@@ -14,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import selfalign
-from selfalign.config import ConfigError, config_from_yaml, load_config
+from selfalign.config import ConfigError, load_config
 from selfalign.data.io import DataError
 from selfalign.models.base import ModelError
 
@@ -122,9 +121,15 @@ _register_subcommands()
 
 
 def main() -> None:
+    """Every bad input (config, data file, model spec, an option a stage rejects) ends in one
+    line, ``error: ...``, and exit status 2. ``SELFALIGN_DEBUG=1`` shows the traceback instead."""
+    import os
+
     try:
         app()
-    except (DataError, ConfigError, ModelError) as e:
+    except (DataError, ConfigError, ModelError, ValueError) as e:
+        if os.environ.get("SELFALIGN_DEBUG"):
+            raise
         console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         sys.exit(2)
 

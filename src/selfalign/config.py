@@ -21,7 +21,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import yaml
 
@@ -60,7 +60,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
@@ -101,7 +101,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     kwargs = {}
     for key, value in data.items():
         if key not in fields:
@@ -154,7 +154,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def config_from_yaml(cls: type[T], path: str | Path | None, overrides: list[str] = ()) -> T:
+def config_from_yaml(cls: type[T], path: str | Path | None, overrides: Sequence[str] = ()) -> T:
     data = read_yaml(path) if path else {}
     data = apply_overrides(data, list(overrides))
     return load_config(cls, data, str(path) if path else "<overrides>")

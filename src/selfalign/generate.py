@@ -33,6 +33,17 @@ class GenerateConfig:
     store: str = ""
     base_url: str = ""  # for openai:<model>
 
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("max_tokens", "batch_size", "chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
 
 def _row_prompt(row: dict[str, Any], path: str, line: int):
     value = row.get("prompt", row.get("messages"))

@@ -1,5 +1,14 @@
 """Batch-first model protocols. A backend implements only these; the store wraps it with
 caching, logging, resume and progress.
+
+Two layers:
+
+* a **backend** (``hf``, ``openai``, ``vllm``, ``scripted``) implements :class:`Generator` and,
+  where it can, :class:`Scorer`, and says what it can do with ``can_score``/``can_train``;
+* a **stage** receives a :class:`StageModel`: the store-wrapped backend
+  (:class:`selfalign.store.cache.CachedModel`), built by :func:`selfalign.models.registry.load_model`
+  for every spec, trained directories included. A backend that cannot score raises
+  :class:`CannotScore`, the same error for every backend.
 """
 
 from __future__ import annotations
@@ -26,6 +35,14 @@ class MissingExtra(ModelError):
         )
 
 
+class CannotScore(ModelError):
+    """This model cannot return per-token log-probabilities of a given text."""
+
+    def __init__(self, model_id: str, why: str = ""):
+        super().__init__(f"model '{model_id}' cannot score texts (per-token log-probabilities)"
+                         f"{': ' + why if why else ''}. Use an hf model (hub id or local path) as the scorer.")
+
+
 @runtime_checkable
 class Generator(Protocol):
     #: stable identity of the model: name plus revision (weights hash, or path + mtime)
@@ -42,4 +59,24 @@ class Scorer(Protocol):
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Per-token log-probabilities of each completion given its prompt."""
+        ...
+
+
+@runtime_checkable
+class StageModel(Protocol):
+    """What every stage receives: a store-wrapped model (cached, logged, resumable)."""
+
+    model_id: str
+    #: per-token log-probabilities of given texts (``score``) are available
+    can_score: bool
+    #: the weights can be fine-tuned here (``train_path`` is what a trainer loads)
+    can_train: bool
+    train_path: str | None
+
+    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None,
+                 description: str | None = None) -> list[GenResult]:
+        ...
+
+    def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Raises :class:`CannotScore` when ``can_score`` is False."""
         ...

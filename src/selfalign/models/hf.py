@@ -36,6 +36,13 @@ from selfalign.types import (
 )
 
 
+def model_revision(name: str, revision: str | None = None, commit_hash: str | None = None) -> str:
+    """The revision part of a model id: for a local directory a hash of its weight files' names,
+    sizes and mtimes (so retrained weights at the same path get a new id), else the hub revision."""
+    p = Path(name)
+    return _local_revision(p) if p.is_dir() else (revision or commit_hash or "main")
+
+
 def _local_revision(path: Path) -> str:
     """path + size + mtime of the weight and config files: cheap and changes when they do."""
     h = hashlib.sha256()
@@ -57,6 +64,8 @@ class _Row:
 class HFModel:
     """A transformers causal LM behind the Generator and Scorer protocols."""
 
+    can_score = True
+
     def __init__(
         self,
         name_or_path: str,
@@ -74,6 +83,7 @@ class HFModel:
 
         self.torch = torch
         self.name = str(name_or_path)
+        loaded_by_name = model is None
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if model is None:
@@ -97,15 +107,17 @@ class HFModel:
         elif quantize not in (None, "", "none"):
             raise ModelError(f"unknown quantize={quantize!r}; known: int8")
         if model_id is None:
-            p = Path(self.name)
-            rev = _local_revision(p) if p.is_dir() else (revision or getattr(self.model.config, "_commit_hash", None) or "main")
+            rev = model_revision(self.name, revision, getattr(self.model.config, "_commit_hash", None))
             model_id = f"hf:{self.name}@{rev}"
         self.model_id = model_id + (f"+{quantize}" if quantize else "")
-        eos = set()
+        # what a trainer loads: this model's directory or hub id (None for an in-memory or quantised model)
+        self.can_train = loaded_by_name and quantize in (None, "", "none")
+        self.train_path: str | None = self.name if self.can_train else None
+        eos: set[int] = set()
         for src in (getattr(self.model, "generation_config", None), self.model.config):
-            e = getattr(src, "eos_token_id", None) if src is not None else None
-            if e is not None:
-                eos.update(e if isinstance(e, (list, tuple)) else [e])
+            ids = getattr(src, "eos_token_id", None) if src is not None else None
+            if ids is not None:
+                eos.update(ids if isinstance(ids, (list, tuple)) else [ids])
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
         self.eos_ids = sorted(eos)
@@ -198,7 +210,7 @@ class HFModel:
     def _decode(self, chunk, encoded, requests, params: GenParams) -> list[Completion]:
         torch = self.torch
         dev = self.device
-        prompt_of = {}
+        prompt_of: dict[Any, Any] = {}
         rows: list[_Row] = []
         for i, s in chunk:
             key = tuple(encoded[i])
@@ -278,7 +290,15 @@ class HFModel:
                           token_logprobs=tuple(lps) if params.logprobs else None)
 
     # ------------------------------------------------------------------ scoring
+    #: tokens (rows x padded length) in one scoring forward pass, and positions per log-softmax chunk
+    score_token_budget = 8192
+    score_chunk = 256
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        """Per-token log-probabilities of each completion. Batches hold at most
+        ``score_token_budget`` padded tokens (long texts go alone), and only the completion's
+        positions go through the output layer, ``score_chunk`` positions at a time: memory is
+        O(budget x hidden + chunk x vocab), never [batch x length x vocab]."""
         torch = self.torch
         pairs = []
         for r in requests:
@@ -293,8 +313,7 @@ class HFModel:
         results: list[ScoreResult | None] = [None] * len(requests)
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for idx in self._token_batches(order, [len(p) + len(c) for p, c in pairs]):
                 seqs = [pairs[i][0] + pairs[i][1] for i in idx]
                 width = max(len(s) for s in seqs)
                 ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -302,12 +321,48 @@ class HFModel:
                 for j, s in enumerate(seqs):
                     ids[j, : len(s)] = torch.tensor(s)
                     att[j, : len(s)] = 1
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=att.to(self.device)).logits.float()
-                logp = torch.log_softmax(logits[:, :-1], dim=-1)
-                tok_lp = logp.gather(-1, ids[:, 1:, None].to(self.device))[..., 0].cpu()
-                for j, i in enumerate(idx):
-                    p, c = pairs[i]
-                    start_pos = len(p) - 1  # logit at position t predicts token t+1
-                    results[i] = ScoreResult(requests[i], tuple(tok_lp[j, start_pos:start_pos + len(c)].tolist()))
+                spans = [(len(pairs[i][0]) - 1, len(pairs[i][1])) for i in idx]  # logit at t predicts token t+1
+                for j, (i, lp) in enumerate(zip(idx, self._completion_logprobs(ids, att, spans))):
+                    results[i] = ScoreResult(requests[i], tuple(lp))
         return results  # type: ignore[return-value]
+
+    def _token_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
+        """Consecutive items of ``order`` (sorted by length) in batches of at most ``batch_size``
+        rows and ``score_token_budget`` padded tokens; a longer text forms a batch alone."""
+        batches: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:
+            if cur and (len(cur) + 1 > self.batch_size or (len(cur) + 1) * lengths[i] > self.score_token_budget):
+                batches.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            batches.append(cur)
+        return batches
+
+    def _completion_logprobs(self, ids: Any, att: Any, spans: list[tuple[int, int]]) -> list[list[float]]:
+        """Log-probabilities of the tokens in ``spans`` ((first predicting position, length) per row)."""
+        torch = self.torch
+        ids, att = ids.to(self.device), att.to(self.device)
+        head = self.model.get_output_embeddings()
+        plain_head = head is not None and not any(
+            getattr(self.model.config, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+        decoder = self.model.get_decoder() if plain_head and hasattr(self.model, "get_decoder") else None
+        if decoder is self.model:
+            decoder = None
+        if decoder is None:  # a model whose logits are not plainly lm_head(hidden): the full forward
+            logits = self.model(input_ids=ids, attention_mask=att).logits
+            hidden, project = logits, (lambda h: h)
+        else:
+            hidden, project = decoder(input_ids=ids, attention_mask=att).last_hidden_state, head
+        out = []
+        for j, (start, n) in enumerate(spans):
+            targets = ids[j, start + 1:start + 1 + n]
+            vals = []
+            for a in range(0, n, self.score_chunk):
+                h = hidden[j, start + a:start + min(n, a + self.score_chunk)]
+                logp = torch.log_softmax(project(h).float(), dim=-1)
+                vals.append(logp.gather(-1, targets[a:a + len(h), None])[:, 0])
+            out.append(torch.cat(vals).cpu().tolist())
+        return out
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import httpx
 
-from selfalign.models.base import ModelError, ProgressFn
+from selfalign.models.base import CannotScore, ModelError, ProgressFn
 from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, prompt_to_json, sample_seed
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
@@ -63,10 +63,14 @@ def parse_choice(data: dict[str, Any], index: int) -> Completion:
             lps = tuple(float(x) for x in lp["token_logprobs"])
     usage = data.get("usage") or {}
     n_tokens = int(usage.get("completion_tokens", len((text or "").split())))
-    return Completion(text or "", reason, n_tokens, index, lps)
+    return Completion(text or "", "length" if reason == "length" else "stop", n_tokens, index, lps)
 
 
 class OpenAICompatModel:
+    can_score = False
+    can_train = False
+    train_path = None
+
     def __init__(
         self,
         model: str,
@@ -122,7 +126,4 @@ class OpenAICompatModel:
         return [GenResult(r, tuple(by_req.get(i, []))) for i, r in enumerate(requests)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        raise ModelError(
-            "the openai backend cannot score: chat APIs do not return prompt log-probabilities. "
-            "Use an hf or vllm model as the scorer."
-        )
+        raise CannotScore(self.model_id, "chat APIs do not return log-probabilities of a given text")

@@ -52,7 +52,7 @@ def load_model(spec: str | None = None, **options: Any):
     if backend == "vllm" and rest:
         from selfalign.models.vllm import VLLMModel
 
-        return VLLMModel(rest)
+        return VLLMModel(rest, revision=options.get("revision"))
     if backend == "scripted":
         from selfalign.models.scripted import ScriptedModel
 
@@ -72,14 +72,30 @@ def load_model(spec: str | None = None, **options: Any):
     raise ModelError(f"unknown model '{spec}'. Known: {', '.join(known_models())}")
 
 
-def trainable_path(spec: str | None) -> str | None:
+def check_spec(spec: str | None) -> None:
+    """Raise ModelError for a spec that cannot name a model, without loading anything."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec in (DEFAULT_MODEL, "embedded", "smollm2") or Path(spec).is_dir():
+        return
+    backend, _, rest = spec.partition(":")
+    if backend in ("hf", "openai", "vllm") and rest:
+        return
+    if backend == "scripted":
+        if rest and not Path(rest).is_file():
+            raise ModelError(f"{rest}: scripted rules file not found")
+        return
+    raise ModelError(f"unknown model '{spec}'. Known: {', '.join(known_models())}")
+
+
+def trainable_path(spec: str | None, convert: bool = True) -> str | None:
     """What a trainer loads for a model spec (a local directory or a hub id), or None when the
-    backend cannot be fine-tuned here (openai, vllm, scripted)."""
+    backend cannot be fine-tuned here (openai, vllm, scripted). ``convert=False`` answers
+    without converting the embedded model's weights (for checks before any work)."""
     spec = (spec or DEFAULT_MODEL).strip()
     if spec in (DEFAULT_MODEL, "embedded", "smollm2"):
         from selfalign.models import embedded
 
-        return str(embedded.ensure_converted())
+        return str(embedded.ensure_converted() if convert else embedded.model_dir())
     backend, _, rest = spec.partition(":")
     if backend == "hf" and rest:
         return rest

@@ -27,6 +27,10 @@ def prompt_text(prompt: Prompt) -> str:
 
 
 class ScriptedModel:
+    can_score = True  # deterministic pseudo log-probabilities
+    can_train = False
+    train_path = None
+
     def __init__(
         self,
         rules: dict[str, Rule] | None = None,
@@ -81,7 +85,8 @@ class ScriptedModel:
                 reason = "length" if len(words) > r.params.max_tokens else "stop"
                 text = " ".join(words[: r.params.max_tokens]) if reason == "length" else text
                 lps = tuple(-0.5 for _ in words) if r.params.logprobs else None
-                comps.append(Completion(text, reason, min(len(words), r.params.max_tokens), i, lps))
+                comps.append(Completion(text, "length" if reason == "length" else "stop",
+                                        min(len(words), r.params.max_tokens), i, lps))
                 self._served += 1
                 if progress:
                     progress(1, comps[-1].n_tokens)

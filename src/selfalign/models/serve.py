@@ -3,6 +3,11 @@
 Useful to share one loaded model between processes, and it is what the tests start on
 127.0.0.1 to exercise the ``openai`` backend over a real socket. ``fail_first`` makes the first
 N requests answer 503 (or ``fail_status``) so that retries can be tested.
+
+``stream: true`` is answered with server-sent events in the OpenAI chunk format: the backends
+generate whole completions, so each choice arrives as one content chunk, then a chunk with its
+finish reason, then ``data: [DONE]``. A malformed request gets a 400 whose message names the
+field (``messages[0].content is required``).
 """
 
 from __future__ import annotations
@@ -16,17 +21,59 @@ from typing import Any
 from selfalign.types import GenParams, GenRequest, Message
 
 
+class BadRequest(ValueError):
+    pass
+
+
+def _number(body: dict[str, Any], key: str, default: float, kind: type = float) -> Any:
+    value = body.get(key)
+    if value is None:
+        return kind(default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BadRequest(f"{key} must be a number, got {value!r}")
+    return kind(value)
+
+
+def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise BadRequest("messages is required: a non-empty list of {role, content}")
+    out = []
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict):
+            raise BadRequest(f"messages[{i}] must be an object with role and content")
+        for key in ("role", "content"):
+            if key not in m or m[key] is None:
+                raise BadRequest(f"messages[{i}].{key} is required")
+            if not isinstance(m[key], str):
+                raise BadRequest(f"messages[{i}].{key} must be a string")
+        out.append(Message(m["role"], m["content"]))
+    return tuple(out)
+
+
 def _request_from_body(body: dict[str, Any], chat: bool) -> GenRequest:
-    stop = body.get("stop") or ()
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object")
+    stop = body.get("stop") or []
+    if not isinstance(stop, (str, list)) or (isinstance(stop, list) and not all(isinstance(x, str) for x in stop)):
+        raise BadRequest("stop must be a string or a list of strings")
     params = GenParams(
-        temperature=float(body.get("temperature", 1.0)),
-        top_p=float(body.get("top_p", 1.0)),
-        max_tokens=int(body.get("max_tokens") or 64),
+        temperature=_number(body, "temperature", 1.0),
+        top_p=_number(body, "top_p", 1.0),
+        max_tokens=_number(body, "max_tokens", 64, int) or 64,
         stop=(stop,) if isinstance(stop, str) else tuple(stop),
         logprobs=bool(body.get("logprobs")),
     )
-    prompt = tuple(Message(m["role"], m["content"]) for m in body["messages"]) if chat else body["prompt"]
-    return GenRequest(prompt, params, n=int(body.get("n", 1)), seed=int(body.get("seed", 0)))
+    if chat:
+        prompt: Any = _messages(body)
+    else:
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise BadRequest("prompt is required: a string")
+    n = _number(body, "n", 1, int)
+    if n < 1:
+        raise BadRequest(f"n must be >= 1, got {n}")
+    return GenRequest(prompt, params, n=n, seed=_number(body, "seed", 0, int))
 
 
 class OpenAIServer:
@@ -50,6 +97,27 @@ class OpenAIServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _stream(self, res: Any, chat: bool, model: str) -> None:
+                """Server-sent events: per choice one content chunk and one finish chunk, then [DONE]."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.end_headers()
+                base = {"id": f"cmpl-{server.requests_seen}", "created": int(time.time()), "model": model,
+                        "object": "chat.completion.chunk" if chat else "text_completion"}
+                for c in res.completions:
+                    first = {"index": c.index, "finish_reason": None}
+                    last = {"index": c.index, "finish_reason": c.finish_reason}
+                    if chat:
+                        first["delta"] = {"role": "assistant", "content": c.text}
+                        last["delta"] = {}
+                    else:
+                        first["text"], last["text"] = c.text, ""
+                    for choice in (first, last):
+                        self.wfile.write(f"data: {json.dumps({**base, 'choices': [choice]})}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+
             def do_GET(self):
                 if self.path.rstrip("/").endswith("/models"):
                     return self._send(200, {"object": "list", "data": [{"id": server.generator.model_id, "object": "model"}]})
@@ -71,8 +139,8 @@ class OpenAIServer:
                     return self._send(404, {"error": {"message": f"no route {self.path}"}})
                 try:
                     req = _request_from_body(body, chat)
-                except (KeyError, TypeError, ValueError) as e:
-                    return self._send(400, {"error": {"message": f"bad request: {e}"}})
+                except (BadRequest, ValueError) as e:
+                    return self._send(400, {"error": {"message": str(e), "type": "invalid_request_error"}})
                 with server.lock:  # one generation at a time: backends are not thread-safe
                     res = server.generator.generate([req])[0]
                 choices = []
@@ -86,6 +154,8 @@ class OpenAIServer:
                         choice["text"] = c.text
                     choices.append(choice)
                 n_tok = sum(c.n_tokens for c in res.completions)
+                if body.get("stream"):
+                    return self._stream(res, chat, body.get("model", server.generator.model_id))
                 self._send(200, {
                     "id": f"cmpl-{server.requests_seen}", "object": "chat.completion" if chat else "text_completion",
                     "created": int(time.time()), "model": body.get("model", server.generator.model_id),
@@ -100,7 +170,8 @@ class OpenAIServer:
     @property
     def base_url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        name = host.decode() if isinstance(host, bytes) else str(host)
+        return f"http://{name}:{port}/v1"
 
     def start(self) -> "OpenAIServer":
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

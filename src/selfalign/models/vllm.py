@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Sequence
 
-from selfalign.models.base import MissingExtra, ProgressFn
+from selfalign.models.base import CannotScore, MissingExtra, ProgressFn
 from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, prompt_to_json, sample_seed
 
 
@@ -31,35 +31,61 @@ def sampling_kwargs(req: GenRequest, index: int) -> dict[str, Any]:
     return kw
 
 
+def split_by_kind(prompts: Sequence[Any]) -> tuple[list[int], list[int]]:
+    """Positions of chat prompts (message lists) and of raw text prompts: vLLM takes the two
+    through different calls (``chat`` and ``generate``), so a mixed batch is sent as two.
+
+    >>> split_by_kind([[{"role": "user", "content": "hi"}], "raw", [{"role": "user", "content": "yo"}]])
+    ([0, 2], [1])
+    """
+    chat = [i for i, p in enumerate(prompts) if isinstance(p, list)]
+    raw = [i for i, p in enumerate(prompts) if not isinstance(p, list)]
+    return chat, raw
+
+
 class VLLMModel:
-    def __init__(self, model: str, **engine_kwargs: Any):
+    can_score = False
+    can_train = False
+    train_path = None
+
+    def __init__(self, model: str, revision: str | None = None, **engine_kwargs: Any):
         if importlib.util.find_spec("vllm") is None:
             raise MissingExtra("vllm", "vllm", "the vllm backend")
         import vllm
 
+        from selfalign.models.hf import model_revision
+
         self._vllm = vllm
-        self.llm = vllm.LLM(model=model, **engine_kwargs)
-        self.model_id = f"vllm:{model}"
+        self.llm = vllm.LLM(model=model, revision=revision, **engine_kwargs)
+        # the revision (a weights hash for a local directory) keeps retrained weights at the same
+        # path from being served the old weights' stored samples
+        self.model_id = f"vllm:{model}@{model_revision(model, revision)}"
 
     def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
         jobs = [(ri, s) for ri, r in enumerate(requests) for s in r.sample_indices()]
         params = [self._vllm.SamplingParams(**sampling_kwargs(requests[ri], s)) for ri, s in jobs]
-        chats = [prompt_to_json(requests[ri].prompt) for ri, _ in jobs]
-        if all(isinstance(c, list) for c in chats):
-            outs = self.llm.chat(chats, params, use_tqdm=False)
-        else:
-            outs = self.llm.generate([c if isinstance(c, str) else "" for c in chats], params, use_tqdm=False)
+        prompts = [prompt_to_json(requests[ri].prompt) for ri, _ in jobs]
+        chat_idx, raw_idx = split_by_kind(prompts)
+        outs: list[Any] = [None] * len(jobs)
+        if chat_idx:
+            got = self.llm.chat([prompts[i] for i in chat_idx], [params[i] for i in chat_idx], use_tqdm=False)
+            for i, o in zip(chat_idx, got):
+                outs[i] = o
+        if raw_idx:
+            got = self.llm.generate([prompts[i] for i in raw_idx], [params[i] for i in raw_idx], use_tqdm=False)
+            for i, o in zip(raw_idx, got):
+                outs[i] = o
         by_req: dict[int, list[Completion]] = {}
         for (ri, s), o in zip(jobs, outs):
             c0 = o.outputs[0]
             lps = None
             if c0.logprobs is not None:
                 lps = tuple(float(step[tok].logprob) for step, tok in zip(c0.logprobs, c0.token_ids))
-            reason = "length" if c0.finish_reason == "length" else "stop"
-            by_req.setdefault(ri, []).append(Completion(c0.text, reason, len(c0.token_ids), s, lps))
+            by_req.setdefault(ri, []).append(Completion(c0.text, "length" if c0.finish_reason == "length" else "stop",
+                                                        len(c0.token_ids), s, lps))
             if progress:
                 progress(1, len(c0.token_ids))
         return [GenResult(r, tuple(by_req.get(i, []))) for i, r in enumerate(requests)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
-        raise NotImplementedError("vllm scoring: use the hf backend as the scorer")
+        raise CannotScore(self.model_id, "the vllm backend does not score given texts here")

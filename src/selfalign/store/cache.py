@@ -204,6 +204,9 @@ class CachedModel:
         self.backend = backend
         self.store = store or Store()
         self.model_id = backend.model_id
+        self.can_score = bool(getattr(backend, "can_score", False))
+        self.can_train = bool(getattr(backend, "can_train", False))
+        self.train_path: str | None = getattr(backend, "train_path", None)
         self.chunk_size = chunk_size
         self.show_progress = progress
         self.description = description
@@ -240,8 +243,8 @@ class CachedModel:
                 self.store.put_completions(rows)
                 # read back: if another process stored a sample first, everyone returns that one
                 found.update(self.store.get_completions([r[0] for r in rows]))
-                for r in rows:
-                    found[r[0]] = Completion.from_dict(found[r[0]].to_dict(), cached=False)
+                for stored in rows:
+                    found[stored[0]] = Completion.from_dict(found[stored[0]].to_dict(), cached=False)
         self.store.log_call("generate", self.model_id, len(units), len(units) - len(missing), new_tokens, time.time() - t0)
         out = []
         for ri, r in enumerate(requests):
@@ -250,6 +253,10 @@ class CachedModel:
         return out
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
+        if not self.can_score:
+            from selfalign.models.base import CannotScore
+
+            raise CannotScore(self.model_id)
         t0 = time.time()
         keys = [score_key(self.model_id, r) for r in requests]
         found = self.store.get_scores(keys)

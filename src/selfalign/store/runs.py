@@ -1,9 +1,19 @@
-"""Run directories: a manifest (resolved config, package versions, git commit, seed, time) and
-the JSONL outputs of each step, written atomically so a killed step leaves no half file.
+"""Run directories: per-step manifests, the JSONL outputs of each step, written atomically so
+a killed step leaves no half file.
+
+The stage contract: a step declares its config (the options that decide its output) and its
+inputs (hashes of the files or models it reads). When it finishes it records, through
+:meth:`RunDir.record_step`, ``steps/<name>.json``: config hash, input hash, the hashes of the
+outputs it wrote, package versions, git commit and dirty flag, time. Before reading a step's
+outputs, a caller asks :meth:`RunDir.step_is_fresh`: the outputs are used only when the config
+and the inputs are the same and the outputs are unchanged on disk; otherwise the step is redone.
+Stale outputs are never read silently. ``manifest.json`` lists every invocation (it is appended
+to, not overwritten).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -28,13 +38,36 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        res = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return res.stdout.strip() or None if res.returncode == 0 else None
+        res = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=5)
+        return res.stdout if res.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit() -> str | None:
+    out = _git("rev-parse", "HEAD")
+    return out.strip() or None if out else None
+
+
+def git_dirty() -> bool | None:
+    """True when the package's checkout has uncommitted changes to tracked files (None outside git)."""
+    out = _git("status", "--porcelain", "--untracked-files=no")
+    return None if out is None else bool(out.strip())
+
+
+def file_hash(path: str | Path) -> str:
+    """sha256 of a file's bytes ("missing" when it does not exist)."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    h = hashlib.sha256()
+    with p.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 class RunDir:
@@ -43,16 +76,70 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_manifest(self, config: dict[str, Any], seed: int | None = None, command: str | None = None) -> Path:
-        manifest = {
+        """Append this invocation to ``manifest.json`` (config, versions, git commit, platform)."""
+        invocation = {
             "config": config,
             "seed": seed,
             "command": command or " ".join(sys.argv),
             "versions": package_versions(),
             "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
             "platform": platform.platform(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        return self.write_json("manifest.json", manifest)
+        path = self.path / "manifest.json"
+        earlier: list[Any] = []
+        if path.exists():
+            try:
+                old = json.loads(path.read_text())
+                earlier = old.get("invocations", [old]) if isinstance(old, dict) else []
+            except json.JSONDecodeError:
+                earlier = []
+        return self.write_json("manifest.json", {**invocation, "invocations": [*earlier, invocation]})
+
+    # ------------------------------------------------------------------ step records
+    def step_is_fresh(self, name: str, config: Any, inputs: dict[str, str]) -> bool:
+        """True when ``steps/<name>.json`` says this step finished with this config and these
+        inputs, and every output it recorded is still on disk, unchanged."""
+        from selfalign.types import stable_hash
+
+        rec = self.step_record(name)
+        if rec is None:
+            return False
+        if rec.get("config_hash") != stable_hash(config) or rec.get("input_hash") != stable_hash(inputs):
+            return False
+        return all(file_hash(self.path / out) == h for out, h in rec.get("outputs", {}).items())
+
+    def step_record(self, name: str) -> dict[str, Any] | None:
+        path = self.path / "steps" / f"{name}.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+
+    def record_step(self, name: str, config: Any, inputs: dict[str, str], outputs: list[str],
+                    seconds: float | None = None, stats: dict[str, Any] | None = None) -> Path:
+        """Write ``steps/<name>.json`` after the step wrote ``outputs`` (paths relative to the run)."""
+        from selfalign.types import stable_hash
+
+        record = {
+            "step": name,
+            "config_hash": stable_hash(config),
+            "input_hash": stable_hash(inputs),
+            "config": config,
+            "inputs": inputs,
+            "outputs": {out: file_hash(self.path / out) for out in outputs},
+            "stats": stats or {},
+            "seconds": seconds,
+            "selfalign": selfalign.__version__,
+            "versions": package_versions(),
+            "git_commit": git_commit(),
+            "git_dirty": git_dirty(),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return self.write_json(f"steps/{name}.json", record)
 
     def file(self, name: str) -> Path:
         p = self.path / name
