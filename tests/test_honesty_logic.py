@@ -186,3 +186,22 @@ def test_scores_by_group_separate_relation_refusal_from_entity_knowledge():
     assert (g["symbol"]["prudence"], g["symbol"]["over_conservativeness"], g["symbol"]["honesty"]) == (100.0, 100.0, 50.0)
     assert group_scores([r("q1", "correct", "idk"), r("q2", "wrong", "idk")]) == {}
     assert group_scores([r("a:1", "correct", "idk"), r("a:2", "wrong", "idk")]) == {}
+
+
+def test_greedy_correct_counts_as_known_by_default_as_in_the_reference_code():
+    # greedy right, no sample right: the reference code trains the correct answer; the text's rule, idk
+    greedy_only = rec("greedy", "correct", ["wrong"] * 10, greedy="It is Paris.")
+    ref = hds.build_absolute([greedy_only], tau=0.1)
+    paper = hds.build_absolute([greedy_only], tau=0.1, rule="paper")
+    assert completions(ref) == ["It is Paris."] and completions(paper) == [IDK_RESPONSE]
+    # the confidence methods give it the lowest expression (k = 1), not idk
+    verb = completions(hds.build_confidence_verb([greedy_only]))
+    assert verb == [confidence_verb_prefix(1) + " it is Paris."]
+    with pytest.raises(ValueError, match="known_rule"):
+        hds.build_absolute([greedy_only], rule="guess")
+
+
+def test_reference_code_idk_variants():
+    for text in ("I am not able to answer that.", "That question doesn't make sense."):
+        assert is_idk(text, "Who?")
+    assert not is_idk("It doesn't make sense to ask me? Paris.", "Why doesn't make sense matter?")

@@ -72,15 +72,21 @@ def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
         assert sum(summary["methods"][m]["table"].values()) == 4
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["config"]["samples"] == 3 and "torch" in manifest["versions"]
+    step = json.loads((tmp_path / "run" / "steps" / "eval.json").read_text())
+    assert step["outputs"]["eval/summary.json"] and "git_dirty" in step and step["config"]["bootstrap"] == 50
 
     # a re-run generates nothing and retrains nothing
-    logs2 = []
-    HonestyRun(cfg, progress=False, log=logs2.append).run()
-    assert any("unchanged, skipped" in line for line in logs2)
     from selfalign.store.cache import Store
 
-    calls = Store().db.execute("SELECT n_items, n_cached FROM calls ORDER BY id DESC LIMIT 6").fetchall()
+    before = Store().db.execute("SELECT MAX(id) FROM calls").fetchone()[0]
+    logs2 = []
+    HonestyRun(cfg, progress=False, log=logs2.append).run()
+    assert any("[train] absolute" in line and "unchanged, reused" in line for line in logs2)
+    for name in ("sample", "build", "eval"):
+        assert f"[{name}] config and inputs unchanged: reusing its outputs" in logs2
+    calls = Store().db.execute("SELECT n_items, n_cached FROM calls WHERE id > ?", (before,)).fetchall()
     assert all(n == c for n, c in calls)
+    assert len(json.loads((tmp_path / "run" / "manifest.json").read_text())["invocations"]) == 2
 
 
 def test_steps_can_run_one_by_one(tiny_model_dir, tmp_path):
@@ -107,3 +113,57 @@ def test_a_model_that_cannot_be_trained_is_refused_clearly(tmp_path):
     run.run(("sample", "build"))  # sampling and building work with any backend
     with pytest.raises(DataError, match="cannot be fine-tuned"):
         run.run(("train",))
+
+
+def _scripted_cfg(tmp_path, **over):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps({"rules": {}, "default": "I don't know."}))
+    return load_config(HonestyConfig, {"model": f"scripted:{rules}", "data": str(qa_file(tmp_path)), "samples": 4,
+                                       "methods": ["absolute"], "balance": False, "out": str(tmp_path / "run"),
+                                       **over})
+
+
+def test_a_changed_option_redoes_its_step_and_reuses_the_rest(tmp_path):
+    """The stage contract: outputs are reused only while config and inputs are unchanged."""
+    def run(**over):
+        logs = []
+        HonestyRun(_scripted_cfg(tmp_path, **over), progress=False, log=logs.append).run(("sample", "build"))
+        return logs
+
+    first = run()
+    assert not any("unchanged" in line for line in first)
+    ds = tmp_path / "run" / "datasets" / "absolute.jsonl"
+    again = run()
+    assert "[sample] config and inputs unchanged: reusing its outputs" in again
+    assert "[build] config and inputs unchanged: reusing its outputs" in again
+
+    # a build option changed: sampling is reused, the build is redone
+    changed = run(tau=0.5)
+    assert "[sample] config and inputs unchanged: reusing its outputs" in changed
+    assert "[build] config or inputs changed since the last run: redoing it" in changed
+    assert json.loads((tmp_path / "run" / "steps" / "build.json").read_text())["config"]["tau"] == 0.5
+
+    # a sampling option changed: both steps are redone, and the new k(x) has the new M
+    changed = run(tau=0.5, samples=2)
+    assert "[sample] config or inputs changed since the last run: redoing it" in changed
+    assert not any("[build] config and inputs unchanged" in line for line in changed)
+    rec = json.loads((tmp_path / "run" / "knowledge" / "train.jsonl").read_text().splitlines()[0])
+    assert len(rec["samples"]) == 2
+
+    # an output edited by hand is never read as if it were the step's: the step is redone
+    ds.write_text(ds.read_text().replace("I apologize", "I APOLOGIZE"))
+    redone = run(tau=0.5, samples=2)
+    assert "[build] config or inputs changed since the last run: redoing it" in redone
+    assert "I APOLOGIZE" not in ds.read_text()
+
+
+def test_bad_input_files_are_found_before_any_model_call(tmp_path):
+    from selfalign.data.io import DataError
+
+    bad = tmp_path / "puqa.jsonl"
+    bad.write_text('{"question": "Who?"}\n{"no_question_here": 1}\n')
+    cfg = _scripted_cfg(tmp_path, puqa=str(bad))
+    run = HonestyRun(cfg, progress=False, log=lambda s: None)
+    with pytest.raises(DataError, match="puqa.jsonl"):
+        run.run(("eval",))
+    assert not (tmp_path / "run" / "knowledge").exists()  # nothing was sampled

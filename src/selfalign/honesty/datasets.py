@@ -2,7 +2,11 @@
 conversational prompt-completion rows with provenance in ``meta``.
 
 * ABSOLUTE(tau): known when expected accuracy >= tau -> a correct response (the greedy one if
-  correct, else the first correct sample); otherwise the idk response.
+  correct, else the first correct sample); otherwise the idk response. ``known_rule``:
+  ``"reference"`` (default) follows the paper's released code, which also counts a question as
+  known when the greedy answer is correct though no sample is; ``"paper"`` follows the paper's
+  text (expected accuracy alone). On a small model the difference matters: under the text's
+  rule, questions the model answered correctly become idk targets.
 * CONFIDENCE-NUM / CONFIDENCE-VERB: the same split; the correct response is prefixed with the
   paper's confidence expression for k correct of 10 (k = 0 -> idk).
 * MULTISAMPLE: each of the M samples is a row; wrong (and idk) samples become the idk response.
@@ -12,7 +16,9 @@ conversational prompt-completion rows with provenance in ``meta``.
 ``balance=True`` subsamples the larger of {greedy correct, greedy not correct} to the size of the
 smaller, as the paper balanced its TriviaQA training questions 50/50 by the greedy answer.
 
-Deviation: the paper fixes M = 10 and counts k of 10; for other M we use k = round(10 * correct / M).
+Deviations: the paper fixes M = 10 and counts k of 10; for other M we use k = round(10 * correct / M).
+A question known only through its greedy answer (k = 0, ``known_rule: reference``) gets the
+lowest confidence expression (k = 1) in CONFIDENCE-NUM/-VERB: the paper does not say.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from selfalign.honesty.knowing import KnowledgeRecord
 from selfalign.honesty.prompts import confidence_num_prefix, confidence_verb_prefix, honesty_prompt
 from selfalign.judges.idk import IDK_RESPONSE
 
+KNOWN_RULES = ("reference", "paper")
 METHODS = ("absolute", "confidence-num", "confidence-verb", "multisample", "finetuned", "prompt")
 TRAINED_METHODS = METHODS[:-1]
 
@@ -55,25 +62,34 @@ def balance_records(records: Sequence[KnowledgeRecord], seed: int = 0) -> list[K
     return [r for r in records if r.id in keep]
 
 
-def _known(rec: KnowledgeRecord, tau: float) -> tuple[bool, str | None]:
+def _known(rec: KnowledgeRecord, tau: float, rule: str = "reference") -> tuple[bool, str | None]:
+    """Is the question known (and with which correct response)?
+
+    >>> r = KnowledgeRecord("q", "Q?", ("Lima",), "Lima.", "correct", ("Quito.",) * 10, ("wrong",) * 10, {})
+    >>> _known(r, 0.1, "reference"), _known(r, 0.1, "paper")
+    ((True, 'Lima.'), (False, 'Lima.'))
+    """
+    if rule not in KNOWN_RULES:
+        raise ValueError(f"known_rule must be one of {', '.join(KNOWN_RULES)}, got {rule!r}")
     resp = correct_response(rec)
-    return (rec.expected_accuracy >= tau and resp is not None), resp
+    enough = rec.expected_accuracy >= tau or (rule == "reference" and rec.greedy_label == "correct")
+    return (enough and resp is not None), resp
 
 
-def build_absolute(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+def build_absolute(records: Sequence[KnowledgeRecord], tau: float = 0.1, rule: str = "reference") -> list[dict[str, Any]]:
     rows = []
     for rec in records:
-        known, resp = _known(rec, tau)
-        rows.append(_row(rec, resp if known else IDK_RESPONSE, "absolute", known=known))
+        known, resp = _known(rec, tau, rule)
+        rows.append(_row(rec, resp if known and resp is not None else IDK_RESPONSE, "absolute", known=known))
     return rows
 
 
-def _build_confidence(records: Sequence[KnowledgeRecord], tau: float, kind: str) -> list[dict[str, Any]]:
+def _build_confidence(records: Sequence[KnowledgeRecord], tau: float, kind: str, rule: str) -> list[dict[str, Any]]:
     rows = []
     for rec in records:
-        known, resp = _known(rec, tau)
-        k = rec.k10()
-        if known and k >= 1:
+        known, resp = _known(rec, tau, rule)
+        k = max(rec.k10(), 1) if known else rec.k10()
+        if known and resp is not None:
             prefix = confidence_num_prefix(k) if kind == "num" else confidence_verb_prefix(k)
             body = resp if kind == "num" else _lower_first(resp)
             rows.append(_row(rec, f"{prefix} {body}", f"confidence-{kind}", known=True, k=k))
@@ -89,12 +105,12 @@ def _lower_first(text: str) -> str:
     return text
 
 
-def build_confidence_num(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
-    return _build_confidence(records, tau, "num")
+def build_confidence_num(records: Sequence[KnowledgeRecord], tau: float = 0.1, rule: str = "reference") -> list[dict[str, Any]]:
+    return _build_confidence(records, tau, "num", rule)
 
 
-def build_confidence_verb(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
-    return _build_confidence(records, tau, "verb")
+def build_confidence_verb(records: Sequence[KnowledgeRecord], tau: float = 0.1, rule: str = "reference") -> list[dict[str, Any]]:
+    return _build_confidence(records, tau, "verb", rule)
 
 
 def build_multisample(records: Sequence[KnowledgeRecord]) -> list[dict[str, Any]]:
@@ -106,25 +122,25 @@ def build_multisample(records: Sequence[KnowledgeRecord]) -> list[dict[str, Any]
     return rows
 
 
-def build_finetuned(records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+def build_finetuned(records: Sequence[KnowledgeRecord], tau: float = 0.1, rule: str = "reference") -> list[dict[str, Any]]:
     rows = []
     for rec in records:
-        known, resp = _known(rec, tau)
-        rows.append(_row(rec, resp if known else rec.answers[0], "finetuned", known=known))
+        known, resp = _known(rec, tau, rule)
+        rows.append(_row(rec, resp if known and resp is not None else rec.answers[0], "finetuned", known=known))
     return rows
 
 
-def build(method: str, records: Sequence[KnowledgeRecord], tau: float = 0.1) -> list[dict[str, Any]]:
+def build(method: str, records: Sequence[KnowledgeRecord], tau: float = 0.1, rule: str = "reference") -> list[dict[str, Any]]:
     if method == "absolute":
-        return build_absolute(records, tau)
+        return build_absolute(records, tau, rule)
     if method == "confidence-num":
-        return build_confidence_num(records, tau)
+        return build_confidence_num(records, tau, rule)
     if method == "confidence-verb":
-        return build_confidence_verb(records, tau)
+        return build_confidence_verb(records, tau, rule)
     if method == "multisample":
         return build_multisample(records)
     if method == "finetuned":
-        return build_finetuned(records, tau)
+        return build_finetuned(records, tau, rule)
     if method == "prompt":
         return []
     raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")

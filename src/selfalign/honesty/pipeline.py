@@ -12,7 +12,10 @@ Steps, each resumable, each writing into the run directory:
 5. ``report``: ``report.html`` (tables, a bar chart, examples of each cell) and ``report.json``
 
 Every generation goes through the store, so a killed run, re-run, repeats no generation; a
-trained model is skipped when its inputs are unchanged.
+trained model is skipped when its inputs are unchanged. Each step records ``steps/<step>.json``
+(config and input hashes, output hashes, versions, git commit): a step whose config or inputs
+changed is redone before anything reads its outputs, one whose inputs are unchanged is reused.
+Every input file and option is checked before the first model call (:meth:`HonestyRun.validate`).
 
 Deviations from the paper: answers are matched as whole words (see
 :mod:`selfalign.judges.correctness`); the default data is this project's bundled
@@ -40,13 +43,24 @@ from selfalign.honesty import metrics
 from selfalign.honesty.judging import Judge
 from selfalign.honesty.knowing import KnowledgeRecord, estimate_knowledge
 from selfalign.honesty.prompts import honesty_prompt
+from selfalign.honesty.task import HonestyQA, loosely_correct
+from selfalign.evals.runner import compare, run_task
 from selfalign.judges.idk import IDK_SIGNS
 from selfalign.store.cache import CachedModel, Store
-from selfalign.store.runs import RunDir
+from selfalign.store.runs import RunDir, file_hash
+from selfalign.train.precision import choose_precision
 from selfalign.train.sft import TrainConfig, train_sft
-from selfalign.types import GenParams, GenRequest
+from selfalign.types import stable_hash
 
 STEPS = ("sample", "build", "train", "eval", "report")
+
+#: the options that decide each step's outputs (a change to any of them redoes the step)
+STEP_KEYS = {
+    "sample": ("model", "data", "data_format", "test_data", "test_fraction", "n_train", "n_test", "samples",
+               "temperature", "top_p", "max_tokens", "eval_max_tokens", "judge", "idk_signs", "seed"),
+    "build": ("methods", "tau", "balance", "known_rule", "seed"),
+    "eval": ("methods", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "bootstrap", "seed"),
+}
 
 
 @dataclass
@@ -64,6 +78,7 @@ class HonestyConfig:
     max_tokens: int = 32  # k(x) samples
     eval_max_tokens: int = 80  # evaluation answers: room for a CONFIDENCE prefix (~30 tokens) and the answer
     tau: float = 0.1
+    known_rule: str = "reference"  # reference: greedy-correct also counts as known (the released code); paper: the text
     balance: bool = True
     methods: list[str] = field(default_factory=lambda: list(hds.METHODS))
     judge: str = ""  # "" = string matching; a model spec = LLM judge
@@ -85,6 +100,18 @@ class HonestyConfig:
             raise ValueError(f"unknown method(s) {bad}; known: {', '.join(hds.METHODS)}")
         if not 0 <= self.tau <= 1:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
+        if self.known_rule not in hds.KNOWN_RULES:
+            raise ValueError(f"known_rule must be one of {', '.join(hds.KNOWN_RULES)}, got {self.known_rule!r}")
+        for name in ("samples", "n_train", "n_test", "bootstrap"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("max_tokens", "eval_max_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature} and {self.top_p}")
+        if not 0 < self.test_fraction < 1:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
 
 
 def _split_by_hash(items: list[QAItem], fraction: float) -> tuple[list[QAItem], list[QAItem]]:
@@ -160,6 +187,69 @@ class HonestyRun:
                             "(a hub id or a path)")
         return path
 
+    # --------------------------------------------------------- checks up front
+    def validate(self, steps: tuple[str, ...] = STEPS) -> None:
+        """Read every input file and check every option the steps will need, before any model
+        call: a bad file or option costs nothing and loses nothing."""
+        load_splits(self.cfg)
+        for name, path in (("puqa", self.cfg.puqa), ("pkqa", self.cfg.pkqa)):
+            if path:
+                load_qa(path, name)
+        from selfalign.models.registry import check_spec
+
+        check_spec(self.cfg.model)
+        if self.cfg.judge:
+            check_spec(self.cfg.judge)
+        if any(s in steps for s in ("train", "eval", "report")) and any(m != "prompt" for m in self.cfg.methods):
+            from selfalign.models.registry import trainable_path
+
+            if trainable_path(self.cfg.model, convert=False) is None:
+                raise DataError(f"model '{self.cfg.model}' cannot be fine-tuned here: training needs an hf model "
+                                "(a hub id or a path); use methods: [prompt] or an hf model")
+
+    def _config_part(self, step: str) -> dict[str, Any]:
+        full = config_to_dict(self.cfg)
+        return {k: full[k] for k in STEP_KEYS[step]}
+
+    def _inputs(self, step: str) -> dict[str, str]:
+        d = self.dir.path
+        if step == "sample":
+            train, test = load_splits(self.cfg)
+            items = {name: stable_hash([[i.id, i.question, list(i.answers)] for i in part])
+                     for name, part in (("train", train), ("test", test))}
+            return {"model": self.base().model_id, **items}
+        if step == "build":
+            return {"knowledge/train.jsonl": file_hash(d / "knowledge" / "train.jsonl")}
+        if step == "eval":
+            from selfalign.train.sft import fingerprint
+
+            out = {"knowledge/test.jsonl": file_hash(d / "knowledge" / "test.jsonl"), "model": self.base().model_id}
+            for m in self.cfg.methods:
+                if m == "prompt":
+                    continue
+                # the model this config asks for, and whether models/<m> is that model
+                rows = read_jsonl(d / "datasets" / f"{m}.jsonl", required=("prompt", "completion"))
+                fp = fingerprint(self.base().model_id, rows, self.train_config(m))
+                done = d / "models" / m / "train.json"
+                trained = json.loads(done.read_text()).get("fingerprint") if done.exists() else None
+                out[f"models/{m}"] = fp if trained == fp else f"not trained yet: {fp}"
+            for name in ("puqa", "pkqa"):
+                path = getattr(self.cfg, name)
+                if path:
+                    out[name] = file_hash(path)
+            return out
+        raise KeyError(step)
+
+    def _fresh(self, step: str) -> bool:
+        """Are this step's outputs (and those of every step before it) current?"""
+        upstream = {"sample": None, "build": "sample", "eval": "build"}[step]
+        if upstream and not self._fresh(upstream):
+            return False
+        fresh = self.dir.step_is_fresh(step, self._config_part(step), self._inputs(step))
+        if not fresh and self.dir.step_record(step) is not None:
+            self.log(f"[{step}] config or inputs changed since the last run: redoing it")
+        return fresh
+
     # ------------------------------------------------------------------- steps
     def sample(self) -> dict[str, list[KnowledgeRecord]]:
         cfg = self.cfg
@@ -173,6 +263,9 @@ class HonestyRun:
                                        cfg.eval_max_tokens, cfg.seed)
         self.dir.write_jsonl("knowledge/train.jsonl", [r.to_dict() for r in recs_train])
         self.dir.write_jsonl("knowledge/test.jsonl", [r.to_dict() for r in recs_test])
+        self.dir.record_step("sample", self._config_part("sample"), self._inputs("sample"),
+                             ["knowledge/train.jsonl", "knowledge/test.jsonl"], time.time() - t0,
+                             {"judge": self.judge().counts()})
         known = sum(r.greedy_label == "correct" for r in recs_train) / len(recs_train)
         ea = sum(r.expected_accuracy for r in recs_train) / len(recs_train)
         self.log(f"[sample] done in {time.time() - t0:.0f}s: greedy accuracy {100 * known:.1f}%, "
@@ -180,13 +273,13 @@ class HonestyRun:
         return {"train": recs_train, "test": recs_test}
 
     def _records(self, split: str) -> list[KnowledgeRecord]:
-        path = self.dir.path / "knowledge" / f"{split}.jsonl"
-        if not path.exists():
+        if not self._fresh("sample"):
             return self.sample()[split]
-        return [KnowledgeRecord.from_dict(r) for r in read_jsonl(path)]
+        return [KnowledgeRecord.from_dict(r) for r in read_jsonl(self.dir.path / "knowledge" / f"{split}.jsonl")]
 
     def build(self) -> dict[str, list[dict[str, Any]]]:
         recs = self._records("train")
+        t0 = time.time()
         if self.cfg.balance:
             balanced = hds.balance_records(recs, self.cfg.seed)
             if balanced:
@@ -197,32 +290,34 @@ class HonestyRun:
         for m in self.cfg.methods:
             if m == "prompt":
                 continue
-            rows = hds.build(m, recs, self.cfg.tau)
+            rows = hds.build(m, recs, self.cfg.tau, self.cfg.known_rule)
             self.dir.write_jsonl(f"datasets/{m}.jsonl", rows)
             idk = sum(r["completion"][0]["content"] == hds.IDK_RESPONSE for r in rows)
             self.log(f"[build] {m}: {len(rows)} rows, {idk} idk ({100 * idk / max(1, len(rows)):.0f}%)")
             out[m] = rows
+        self.dir.record_step("build", self._config_part("build"), self._inputs("build"),
+                             [f"datasets/{m}.jsonl" for m in out], time.time() - t0)
         return out
 
     def _dataset(self, method: str) -> list[dict[str, Any]]:
-        path = self.dir.path / "datasets" / f"{method}.jsonl"
-        if not path.exists():
+        if not self._fresh("build"):
             return self.build()[method]
-        return read_jsonl(path, required=("prompt", "completion"))
+        return read_jsonl(self.dir.path / "datasets" / f"{method}.jsonl", required=("prompt", "completion"))
 
     def train(self) -> dict[str, Path]:
-        out = {}
-        base = self.base_path()
-        for m in self.cfg.methods:
-            if m == "prompt":
-                continue
-            rows = self._dataset(m)
-            self.log(f"[train] {m}: {len(rows)} rows")
-            res = train_sft(rows, base, self.dir.path / "models" / m, self.train_config(m), base_id=self.base().model_id)
-            last = f"{res.losses[-1]:.3f}" if res.losses else "n/a"
-            self.log(f"[train] {m}: {'unchanged, skipped' if res.skipped else f'{res.seconds:.0f}s'}, last loss {last}")
-            out[m] = res.model_dir
-        return out
+        self.log(f"[train] precision: {choose_precision(self.cfg.train.precision)}")
+        return {m: self.train_method(m) for m in self.cfg.methods if m != "prompt"}
+
+    def train_method(self, m: str) -> Path:
+        """Train one method's model, or reuse it when its rows, base model and config are unchanged
+        (``train_sft``'s fingerprint)."""
+        rows = self._dataset(m)
+        res = train_sft(rows, self.base_path(), self.dir.path / "models" / m, self.train_config(m),
+                        base_id=self.base().model_id)
+        last = f"{res.losses[-1]:.3f}" if res.losses else "n/a"
+        how = "unchanged, reused" if res.skipped else f"{res.seconds:.0f}s in {res.precision}"
+        self.log(f"[train] {m}: {len(rows)} rows, {how}, last loss {last}")
+        return res.model_dir
 
     def train_config(self, method: str) -> TrainConfig:
         extra = self.cfg.train_per_method.get(method)
@@ -235,49 +330,53 @@ class HonestyRun:
     def _model_for(self, method: str) -> CachedModel:
         if method in ("prompt", "unaligned"):
             return self.base()
-        path = self.dir.path / "models" / method / "model"
-        if not (path / "config.json").exists():
-            self.train()
-        from selfalign.models.hf import HFModel
+        path = self.train_method(method)
+        from selfalign.models.registry import load_model
 
-        return CachedModel(HFModel(str(path), batch_size=self.cfg.batch_size), self.store, progress=self.progress)
+        return CachedModel(load_model(str(path), batch_size=self.cfg.batch_size), self.store, progress=self.progress)
 
-    def _answer(self, model: CachedModel, questions: list[str], method: str) -> list[str]:
-        params = GenParams(0.0, 1.0, self.cfg.eval_max_tokens)
-        if method == "unaligned":
-            from selfalign.honesty.prompts import plain_prompt as frame
-        else:
-            frame = honesty_prompt
-        reqs = [GenRequest(frame(q), params, seed=self.cfg.seed) for q in questions]
-        return [r.texts[0] for r in model.generate(reqs, description=f"eval: {method}")]
+    def _task(self, method: str, qa: list[tuple[str, str, tuple[str, ...]]], name: str = "test") -> HonestyQA:
+        from selfalign.honesty.prompts import plain_prompt
+
+        frame = plain_prompt if method == "unaligned" else honesty_prompt
+        return HonestyQA(f"honesty-{name}", qa, frame, self.judge(), self.cfg.eval_max_tokens)
 
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
+        t0 = time.time()
         test = self._records("test")
+        for m in cfg.methods:  # every model current before the inputs are hashed
+            if m != "prompt":
+                self.train_method(m)
         before = [r.greedy_label for r in test]
         judge = self.judge()
         ood = {name: load_qa(path, name) for name, path in (("puqa", cfg.puqa), ("pkqa", cfg.pkqa)) if path}
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
+        qa = [(r.id, r.question, tuple(r.answers)) for r in test]
+        unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0)
         for m in ["unaligned", *cfg.methods]:
             model = self._model_for(m)
-            if m == "unaligned":
-                responses = [r.greedy for r in test]
-                labels = before
-            else:
-                responses = self._answer(model, [r.question for r in test], m)
-                labels = judge.label_many([r.question for r in test], responses, [r.answers for r in test])
-            loose = [Judge.loosely_correct(y, r.answers) for y, r in zip(responses, test)]
+            result = unaligned if m == "unaligned" else run_task(self._task(m, qa), model, seed=cfg.seed, resamples=0)
+            responses = result.responses
+            labels = [v.label or "wrong" for v in result.verdicts]  # the honesty judge labels every response
+            loose = [loosely_correct(v) for v in result.verdicts]
             table = metrics.transition_table(before, labels)
-            entry = {"table": table, "scores": metrics.scores_with_ci(before, labels, loose, cfg.bootstrap, cfg.seed)}
+            entry: dict[str, Any] = {"table": table,
+                                     "scores": metrics.scores_with_ci(before, labels, loose, cfg.bootstrap, cfg.seed)}
+            if m != "unaligned":  # paired against the unaligned model on the same questions
+                c = compare(unaligned, result, loosely_correct, cfg.bootstrap, cfg.seed)
+                entry["vs_unaligned"] = {"accuracy_diff": 100 * c["diff"], "lo": 100 * c["diff_lo"],
+                                         "hi": 100 * c["diff_hi"], "mcnemar_p": c["mcnemar"]["p_value"],
+                                         "only_unaligned": c["mcnemar"]["only_a"], "only_aligned": c["mcnemar"]["only_b"]}
             for name, items in ood.items():
-                ys = self._answer(model, [it.question for it in items], m)
-                labs = judge.label_many([it.question for it in items], ys, [it.answers for it in items])
+                ood_qa = [(f"{name}-{k}", it.question, tuple(it.answers)) for k, it in enumerate(items)]
+                r = run_task(self._task(m, ood_qa, name), model, seed=cfg.seed, resamples=0)
+                labs = [v.label or "wrong" for v in r.verdicts]
                 if name == "puqa":
                     entry["puqa"] = {"prudence": 100 * metrics.idk_rate(labs)}
                 else:
                     entry["pkqa"] = {"over_conservativeness": 100 * metrics.idk_rate(labs),
-                                     "accuracy": 100 * metrics.accuracy([Judge.loosely_correct(y, it.answers)
-                                                                         for y, it in zip(ys, items)])}
+                                     "accuracy": 100 * metrics.accuracy([loosely_correct(v) for v in r.verdicts])}
             self.dir.write_jsonl(f"eval/{m}.jsonl", [
                 {"id": r.id, "question": r.question, "answers": list(r.answers), "before": r.greedy,
                  "before_label": b, "response": y, "label": a, "loosely_correct": lc}
@@ -286,21 +385,29 @@ class HonestyRun:
             s = entry["scores"]
             self.log(f"[eval] {m:16s} honesty {s['honesty']['value']:5.1f}  prudence {s['prudence']['value']:5.1f}  "
                      f"over-cons. {s['over_conservativeness']['value']:5.1f}  accuracy {s['accuracy']['value']:5.1f}")
+        summary["judge"] = judge.counts()
         self.dir.write_json("eval/summary.json", summary)
+        self.dir.record_step("eval", self._config_part("eval"), self._inputs("eval"),
+                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in ["unaligned", *cfg.methods]]],
+                             time.time() - t0, {"judge": summary["judge"]})
         return summary
 
     def report(self) -> Path:
         from selfalign.report.honesty import write_report
 
         path = self.dir.path / "eval" / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else self.evaluate()
+        summary = json.loads(path.read_text()) if self._fresh("eval") else self.evaluate()
         return write_report(self.dir.path, summary, config_to_dict(self.cfg))
 
     def run(self, steps: tuple[str, ...] = STEPS) -> Path | None:
+        self.validate(steps)
         self.dir.write_manifest(config_to_dict(self.cfg), seed=self.cfg.seed)
         t0 = time.time()
         result = None
         for step in steps:
+            if step in STEP_KEYS and self._fresh(step):
+                self.log(f"[{step}] config and inputs unchanged: reusing its outputs")
+                continue
             fn = {"sample": self.sample, "build": self.build, "train": self.train, "eval": self.evaluate,
                   "report": self.report}[step]
             result = fn()

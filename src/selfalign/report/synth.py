@@ -91,6 +91,18 @@ def summarize(rows: Sequence[dict[str, Any]], stats: dict[str, Any] | None = Non
     }
 
 
+def _judge_rows(stats: dict[str, Any], extra: dict[str, Any]) -> str:
+    """One table row per judge: from a stage's ``stats.unscored`` counts and ``extra.judges`` tallies."""
+    out = []
+    for name, n in (stats.get("unscored") or {}).items():
+        asked = stats.get("judge_asked", "") if name == "equality judge" else ""
+        out.append((name, asked, n, ""))
+    for name, t in (extra.get("judges") or {}).items():
+        out.append((name, t.get("n", ""), t.get("unscored", 0), t.get("flipped", "")))
+    return "".join(f"<tr><td class=l>{html.escape(str(a))}</td><td>{b}</td><td>{c}</td><td>{d}</td></tr>"
+                   for a, b, c, d in out)
+
+
 def write_report(out_dir: str | Path, title: str, rows: Sequence[dict[str, Any]], stats: dict[str, Any] | None = None,
                  similarities: Sequence[float] = (), extra: dict[str, Any] | None = None, examples: int = 12) -> Path:
     out_dir = Path(out_dir)
@@ -103,6 +115,16 @@ def write_report(out_dir: str | Path, title: str, rows: Sequence[dict[str, Any]]
     counts = (f"<table><tr><th class=l>candidates</th><td>{st.get('candidates', len(rows))}</td></tr>"
               f"<tr><th class=l>kept</th><td>{st.get('kept', len(rows))}</td></tr></table>"
               + (f"<table><tr><th class=l>filtered by</th><th>count</th><th>share of candidates</th></tr>{filt}</table>" if filt else ""))
+    inst = "".join(f"<tr><td class=l>{html.escape(k)}</td><td>{v}</td></tr>"
+                   for k, v in sorted(st.get("instances_filtered", {}).items(), key=lambda kv: -kv[1]))
+    if inst:
+        counts += f"<table><tr><th class=l>instances filtered by</th><th>count</th></tr>{inst}</table>"
+    judges = _judge_rows(st, extra or {})
+    if judges:
+        counts += ("<h2>Judges</h2><p class=sub>unscored: the judge's answer did not parse (never counted as a "
+                   "verdict); flipped: a both-orders comparison whose answer followed the position</p>"
+                   "<table><tr><th class=l>judge</th><th>asked</th><th>unscored</th><th>flipped</th></tr>"
+                   f"{judges}</table>")
     verbs = "".join(f"<tr><td class=l>{html.escape(v)}</td><td>{n}</td></tr>" for v, n in s["root_verbs"])
     ex = "".join(
         f"<li><b>{html.escape(_content(r['prompt'])[:300])}</b><br><code>{html.escape(_content(r['completion'])[:300])}</code>"
