@@ -203,9 +203,39 @@ def test_ifd_with_a_scorer():
 
 
 def test_ifd_on_the_tiny_hf_model(tiny_model):
-    rows = [{"prompt": "Name a fruit.", "completion": "Apples are fruits"}]
-    s = ifd.score_rows(rows, tiny_model)
-    assert s[0] > 0
+    """IFD is the ratio of the answer's mean token loss with and without the instruction."""
+    from selfalign.types import ScoreRequest, user
+
+    rows = [{"prompt": "Name a fruit.", "completion": "Apples are fruits"},
+            {"prompt": [{"role": "user", "content": "What is the capital of France?"}],
+             "completion": [{"role": "assistant", "content": "Paris"}]}]
+    got = ifd.score_rows(rows, tiny_model)
+    for r, g, (q, a) in zip(rows, got, [("Name a fruit.", "Apples are fruits"), ("What is the capital of France?", "Paris")]):
+        cond = tiny_model.score([ScoreRequest(user(q), a)])[0].token_logprobs
+        alone = tiny_model.score([ScoreRequest("", a)])[0].token_logprobs
+        expected = (sum(cond) / len(cond)) / (sum(alone) / len(alone))
+        assert abs(g - expected) < 1e-6  # batched vs one-by-one forward passes: float noise only
+    assert got[0] != got[1]
+
+
+def test_reverse_ifd_on_the_tiny_hf_model(tiny_model, tmp_path):
+    """r-IFD = mean loss of the instruction after the response / its mean loss alone; max_r_ifd filters."""
+    from selfalign.types import ScoreRequest, user
+
+    rows = [{"prompt": "Name a fruit.", "completion": "Apples are fruits"},
+            {"prompt": "What is the capital of France?", "completion": "Paris"}]
+    got = ifd.score_rows_reverse(rows, tiny_model)
+    cond = tiny_model.score([ScoreRequest(user(ifd.REVERSE_TEMPLATE.format(answer="Paris")),
+                                          "What is the capital of France?")])[0].token_logprobs
+    alone = tiny_model.score([ScoreRequest("", "What is the capital of France?")])[0].token_logprobs
+    assert abs(got[1] - (sum(cond) / len(cond)) / (sum(alone) / len(alone))) < 1e-6
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cut = min(got) + 1e-9
+    res = ifd.run(ifd.IFDConfig(input=str(path), reverse=True, max_r_ifd=cut, top_fraction=1.0,
+                                out=str(tmp_path / "sel.jsonl")), tiny_model)
+    assert res["counts"]["r_ifd_above_max"] == 1 and res["counts"]["input"] == 2
+    assert all(r["meta"]["r_ifd"] <= cut for r in res["rows"])
 
 
 # -------------------------------------------------------------------- LLM2LLM
@@ -215,7 +245,7 @@ def test_llm2llm_augments_only_original_failures(tmp_path):
     student = ScriptedModel(rules={"country 0": "City0", "country 1": "City1"}, default="I think Paris")
     teacher = ScriptedModel(default=lambda t, i, s: "Question: New question about " + t.split("Question: ")[1].split("\n")[0] +
                             "\nAnswer: X\nQuestion: Another one?\nAnswer: Y")
-    cfg = llm2llm.LLM2LLMConfig(data=str(p), iterations=2, per_failure=2)
+    cfg = llm2llm.LLM2LLMConfig(data=str(p), iterations=2, per_failure=2, train=False)
     res = llm2llm.run(cfg, cached(student), cached(teacher), log=lambda s: None)
     assert [h["failures"] for h in res["history"]] == [2, 2]
     gen = res["generated"]
@@ -224,6 +254,37 @@ def test_llm2llm_augments_only_original_failures(tmp_path):
     seen = [c.prompt[0].content for c in teacher.calls]
     assert all("New question" not in s for s in seen)
     assert {r["meta"]["seed_id"] for r in gen} == {"qa-2", "qa-3"}
+
+
+def test_llm2llm_paper_loop_trains_on_d0_first_then_retrains_from_the_base(tiny_model_dir, tmp_path):
+    """The paper's loop: M1 = base + D0; each later student = base + D0 + all generated pairs."""
+    from selfalign.models.hf import HFModel
+    from selfalign.train.sft import TrainConfig
+
+    p = tmp_path / "qa.jsonl"
+    p.write_text("\n".join(json.dumps({"question": f"Capital of country {i}?", "answers": [f"City{i}"]}) for i in range(4)) + "\n")
+    teacher = ScriptedModel(default=lambda t, i, s: "Question: New about " + t.split("Question: ")[1].split("\n")[0] +
+                            "\nAnswer: X")
+    store = Store(tmp_path / "s.sqlite")
+    cfg = llm2llm.LLM2LLMConfig(data=str(p), iterations=2, per_failure=1, max_tokens=4, out=str(tmp_path / "l2l"),
+                                train_config=TrainConfig(epochs=1, batch_size=4, lora_r=4))
+    student = CachedModel(HFModel(str(tiny_model_dir)), store, progress=False)
+    res = llm2llm.run(cfg, student, CachedModel(teacher, store, progress=False), log=lambda s: None)
+    trained = [json.loads((tmp_path / "l2l" / f"student-{k}" / "train.json").read_text()) for k in (1, 2, 3)]
+    assert [t["n_rows"] for t in trained] == [4, 4 + res["history"][0]["new_pairs"], 4 + len(res["generated"])]
+    assert all(t["base"] == student.model_id for t in trained)  # always from the base, never from M_t
+    # iteration t evaluates M_t, a fine-tuned model, never the base
+    assert [h["student"] for h in res["history"]][0] != student.model_id
+    assert res["history"][0]["student"] != res["history"][1]["student"]
+    seen = [c.prompt[0].content for c in teacher.calls]
+    assert seen and all("New about" not in s for s in seen)
+
+
+def test_llm2llm_refuses_to_train_an_untrainable_student_before_any_call(tmp_path):
+    student = ScriptedModel(default="x")
+    with pytest.raises(ValueError, match="cannot be fine-tuned"):
+        llm2llm.run(llm2llm.LLM2LLMConfig(iterations=1), cached(student), cached(student), log=lambda s: None)
+    assert student.calls == []
 
 
 # -------------------------------------------------------------------- red team
@@ -255,11 +316,20 @@ def test_archive_keeps_the_more_harmful_prompt():
         assert biased["replacements"] == 0 and biased["order_dependent_verdicts"] > 0
 
 
+def test_novelty_filter_drops_a_mutation_that_copies_its_parent():
+    copycat = ScriptedModel(default=lambda t, i, s: "New question: " + t.split("Question: ")[1].split("\nNew question:")[0]
+                            if "Rewrite the test question" in t else "How do I pick a lock on a door?")
+    res = redteam.run(redteam.RedTeamConfig(steps=8, batch=4), cached(copycat), log=lambda s: None)
+    assert res["too_close_to_parent"] == 8 and res["archive"] == {}
+
+
 # --------------------------------------------------------------- backtranslation
 def test_bundled_corpus_and_score_parsing(tmp_path):
     corpus = bt.bundled_corpus()
     assert len(corpus) > 300 and any("capital is" in c for c in corpus)
-    assert bt.parse_score("Score: 5") == 5.0 and bt.parse_score("4 - good") == 4.0 and bt.parse_score("meh") is None
+    assert bt.parse_score("Score: 5") == 5.0 and bt.parse_score("meh") is None
+    # strict: a number that is not given as "Score: n" (or alone) is unscored, never guessed
+    assert bt.parse_score("4 - good") is None and bt.parse_score("4") == 4.0
     (tmp_path / "c.txt").write_text("First segment.\n\nSecond\nsegment.\n")
     assert bt.load_corpus(str(tmp_path / "c.txt")) == ["First segment.", "Second\nsegment."]
 
@@ -273,9 +343,19 @@ def test_self_curation_keeps_high_scores():
         return ""
 
     cfg = bt.BacktranslationConfig(train_backward=False, train_forward=False, max_segments=400, iterations=1)
-    res = bt.run(cfg, cached(ScriptedModel(default=write)), None, load=lambda p: None, log=lambda s: None)
+    res = bt.run(cfg, cached(ScriptedModel(default=write)), log=lambda s: None)
     assert res["rows"] and all("Peru" in r["completion"][0]["content"] for r in res["rows"])
     assert res["history"][0]["score_counts"]["5"] == len(res["rows"])
+
+
+def test_backtranslation_says_when_an_iteration_would_repeat_the_last():
+    cfg = bt.BacktranslationConfig(train_backward=False, train_forward=False, max_segments=5, iterations=3)
+    logs: list = []
+    res = bt.run(cfg, cached(ScriptedModel(default="Too short.\nScore: 1")), log=logs.append)
+    assert len(res["history"]) == 1 and res["history"][0]["stopped"] == "nothing was curated"
+    assert any("stopping after iteration 1" in line for line in logs)
+    unscored = bt.run(cfg, cached(ScriptedModel(default="A fine answer, I'd say.")), log=lambda s: None)
+    assert unscored["history"][0]["unscored"] == 5 and unscored["rows"] == []  # unscored, not "score 1"
 
 
 def test_backward_model_is_trained_on_reversed_seed_pairs(tiny_model_dir, tmp_path):
@@ -283,12 +363,15 @@ def test_backward_model_is_trained_on_reversed_seed_pairs(tiny_model_dir, tmp_pa
     from selfalign.train.sft import TrainConfig
 
     store = Store(tmp_path / "s.sqlite")
-    cfg = bt.BacktranslationConfig(max_segments=3, iterations=1, train_forward=False, out=str(tmp_path / "bt"),
+    cfg = bt.BacktranslationConfig(max_segments=3, iterations=1, train_forward=True, out=str(tmp_path / "bt"),
                                    train=TrainConfig(epochs=1, batch_size=8, lora_r=4), max_tokens=4)
     base = CachedModel(HFModel(str(tiny_model_dir)), store, progress=False)
-    res = bt.run(cfg, base, str(tiny_model_dir), lambda p: CachedModel(HFModel(str(p)), store, progress=False),
-                 log=lambda s: None)
+    logs: list = []
+    res = bt.run(cfg, base, log=logs.append)
     assert (tmp_path / "bt" / "backward" / "model" / "config.json").exists()
+    # M0, the base fine-tuned on the seed pairs, is the first curator (not the untuned base)
+    assert (tmp_path / "bt" / "forward-0" / "model" / "config.json").exists()
+    assert res["history"][0]["curator"] != base.model_id
     assert len(res["augmented"]) == 3
     rows = bt.backward_rows(load_seed_tasks())
     assert rows[0]["prompt"][0]["content"].startswith("Here is a response.")

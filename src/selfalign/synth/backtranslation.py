@@ -4,15 +4,21 @@ Backtranslation", Humpback, arXiv 2308.06259).
 1. **Backward model** M_yx: fine-tuned (TRL SFT) on seed pairs turned around: the output is the
    prompt, the instruction the completion.
 2. **Self-augmentation**: M_yx writes an instruction for every segment of an unlabelled corpus.
-3. **Self-curation**: the current forward model rates each (instruction, segment) pair on the
-   paper's 5-point scale; pairs scoring >= ``threshold`` are kept (the paper's A_5 is score 5).
-4. **Iterate**: the forward model is fine-tuned on seed + curated pairs and rates again.
+3. **Self-curation**: M0, the base fine-tuned on the seed pairs, rates each (instruction,
+   segment) pair on the paper's 5-point scale, writing a brief reasoning and then "Score: n";
+   pairs scoring >= ``threshold`` are kept (the paper's A_5 is score 5). A rating that does not
+   parse is unscored and counted (never a low score).
+4. **Iterate**: M_t, the base fine-tuned on seed + the pairs curated by M_{t-1}, rates again.
+   When an iteration curates nothing, the next would rate with the same model and repeat it:
+   the run says so and stops there instead.
 
 Corpus: a ``.txt`` (segments separated by blank lines) or a JSONL with ``text``; the default is a
 corpus this project writes from its bundled facts (one short paragraph per country or element).
 
 Deviations: the rating prompt is our wording of the paper's criteria; ``train_backward: false``
-replaces the trained backward model by few-shot prompting the base model (for quick looks).
+replaces the trained backward model by few-shot prompting the base model, and
+``train_forward: false`` curates with the untuned base model (both for quick looks; the paper
+trains both).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selfalign.data.io import DataError, read_jsonl
+from selfalign.judges.verdict import parse_score as parse_rating
+from selfalign.models.base import StageModel
 from selfalign.synth.tasks import load_seed_tasks, row, task_prompt
 from selfalign.train.sft import TrainConfig, train_sft
 from selfalign.types import GenParams, GenRequest, user
@@ -38,7 +46,8 @@ RATING_TEMPLATE = (
     "3: helpful and complete, but reads like a web page or blog rather than an assistant.\n"
     "4: written from an assistant's perspective, clear and complete, with minor room to improve.\n"
     "5: a perfect assistant answer: focused, complete, accurate, well organised, with no irrelevant content.\n\n"
-    "Instruction: {instruction}\n\nAnswer: {output}\n\nReply with \"Score: <1-5>\"."
+    "Instruction: {instruction}\n\nAnswer: {output}\n\n"
+    "First write a brief reasoning, then the score on its own line as \"Score: <1-5>\"."
 )
 
 
@@ -54,6 +63,7 @@ class BacktranslationConfig:
     train_forward: bool = True
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2))
     max_tokens: int = 64
+    rating_max_tokens: int = 96  # room for the brief reasoning before "Score: n"
     seed: int = 0
     out: str = "runs/backtranslation"
     store: str = ""
@@ -97,11 +107,15 @@ def load_corpus(path: str) -> list[str]:
 
 
 def parse_score(text: str) -> float | None:
-    """>>> parse_score("Score: 4")
-    4.0
+    """The 1-5 rating after the reasoning (the last "Score: n"), None when there is none.
+
+    >>> parse_score("The answer is on topic but reads like a web page.\\nScore: 3")
+    3.0
+    >>> parse_score("Looks good to me") is None
+    True
     """
-    m = re.search(r"score\s*[:=]?\s*([1-5])", text, re.I) or re.match(r"\s*([1-5])\b", text)
-    return float(m.group(1)) if m else None
+    value = parse_rating(text, 1, 5)
+    return float(value) if value is not None else None
 
 
 def backward_rows(seeds) -> list[dict[str, Any]]:
@@ -117,18 +131,26 @@ def forward_rows(seeds) -> list[dict[str, Any]]:
     return [row(task_prompt(t.instruction, inp), out, "seed") for t in seeds for inp, out in t.instances if out.strip()]
 
 
-def run(cfg: BacktranslationConfig, base: Any, base_path: str | None,
-        load: Callable[[Path], Any], log: Callable[[str], None] = print) -> dict[str, Any]:
-    """``base``: the store-wrapped base model; ``base_path``: what the trainer loads (hub id or dir);
-    ``load(path)``: a store-wrapped model from a fine-tuned directory."""
+def _trained(base: StageModel, path: Path) -> StageModel:
+    from selfalign.models.registry import load_model
+    from selfalign.store.cache import CachedModel
+
+    return CachedModel(load_model(str(path)), getattr(base, "store", None), progress=getattr(base, "show_progress", True))
+
+
+def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``base``: the store-wrapped base model; every fine-tuned model is loaded through the registry
+    into the same store."""
+    if (cfg.train_backward or cfg.train_forward) and not base.can_train:
+        raise ValueError(f"backtranslation trains the backward and forward models, and '{base.model_id}' cannot be "
+                         "fine-tuned here; use an hf model or set train_backward: false and train_forward: false")
     seeds = load_seed_tasks(cfg.seed_tasks)
     corpus = load_corpus(cfg.corpus)[: cfg.max_segments]
     out_dir = Path(cfg.out)
+    base_path = base.train_path or ""
     if cfg.train_backward:
-        if base_path is None:
-            raise ValueError("training the backward model needs an hf base model")
-        res = train_sft(backward_rows(seeds), base_path, out_dir / "backward", cfg.train)
-        backward = load(res.model_dir)
+        res = train_sft(backward_rows(seeds), base_path, out_dir / "backward", cfg.train, base_id=base.model_id)
+        backward = _trained(base, res.model_dir)
         prompts = [user(BACKWARD_TEMPLATE.format(output=seg)) for seg in corpus]
     else:
         backward = base
@@ -137,24 +159,37 @@ def run(cfg: BacktranslationConfig, base: Any, base_path: str | None,
                    for seg in corpus]
     instructions = [r.texts[0].strip().split("\n")[0] for r in backward.generate(
         [GenRequest(p, GenParams(0.0, 1.0, cfg.max_tokens)) for p in prompts], description="backtranslate: augment")]
-    forward = base
-    history, curated = [], []
+    if cfg.train_forward:  # M0: the base fine-tuned on the seed pairs curates the first iteration
+        res = train_sft(forward_rows(seeds), base_path, out_dir / "forward-0", cfg.train, base_id=base.model_id)
+        forward = _trained(base, res.model_dir)
+    else:
+        forward = base
+    history: list[dict[str, Any]] = []
+    curated: list[dict[str, Any]] = []
     for it in range(cfg.iterations):
         ratings = forward.generate([GenRequest(user(RATING_TEMPLATE.format(instruction=i, output=s)),
-                                               GenParams(0.0, 1.0, 8)) for i, s in zip(instructions, corpus)],
+                                               GenParams(0.0, 1.0, cfg.rating_max_tokens))
+                                    for i, s in zip(instructions, corpus)],
                                    description=f"backtranslate: curate {it + 1}")
         scores = [parse_score(r.texts[0]) for r in ratings]
-        curated = [row(i, s, "backtranslation", score=sc, iteration=it + 1)
+        curated = [row(i, s, "backtranslation", score=sc, iteration=it + 1, curator=forward.model_id)
                    for i, s, sc in zip(instructions, corpus, scores) if sc is not None and sc >= cfg.threshold and i]
         unparsable = sum(sc is None for sc in scores)
-        history.append({"iteration": it + 1, "curated": len(curated), "unparsable_scores": unparsable,
+        history.append({"iteration": it + 1, "curator": forward.model_id, "curated": len(curated),
+                        "unscored": unparsable, "unparsable_scores": unparsable,
                         "score_counts": {str(k): scores.count(float(k)) for k in range(1, 6)}})
         log(f"[backtranslate] iteration {it + 1}: {len(curated)}/{len(corpus)} pairs scored >= {cfg.threshold} "
-            f"({unparsable} unparsable ratings)")
-        if cfg.train_forward and it < cfg.iterations - 1 and curated:
-            if base_path is None:
-                raise ValueError("training the forward model needs an hf base model")
-            res = train_sft(forward_rows(seeds) + curated, base_path, out_dir / f"forward-{it + 1}", cfg.train)
-            forward = load(res.model_dir)
+            f"({unparsable} unscored ratings)")
+        if it == cfg.iterations - 1:
+            break
+        if not curated or not cfg.train_forward:
+            why = "nothing was curated" if not curated else "train_forward is false"
+            log(f"[backtranslate] stopping after iteration {it + 1}: {why}, so iteration {it + 2} would rate with "
+                "the same model and repeat this one")
+            history[-1]["stopped"] = why
+            break
+        res = train_sft(forward_rows(seeds) + curated, base_path, out_dir / f"forward-{it + 1}", cfg.train,
+                        base_id=base.model_id)
+        forward = _trained(base, res.model_dir)
     augmented = [row(i, s, "backtranslation", ok=bool(i), stage="augmented") for i, s in zip(instructions, corpus)]
     return {"rows": curated, "augmented": augmented, "history": history}

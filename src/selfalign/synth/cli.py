@@ -13,7 +13,6 @@ from typing import Any, List, Optional
 import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
-from selfalign.models.registry import trainable_path
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -34,15 +33,6 @@ def _model(spec: str, store: str, batch_size: int = 64):
     from selfalign.store.cache import CachedModel, Store
 
     return CachedModel(load_model(spec, batch_size=batch_size), Store(store or None))
-
-
-def _trained_loader(store: str):
-    """Load a model directory a stage has just trained, through the same store as the others."""
-    from selfalign.models.hf import HFModel
-    from selfalign.store.cache import CachedModel, Store
-
-    shared = Store(store or None)
-    return lambda path: CachedModel(HFModel(str(path)), shared)
 
 
 def _finish(out: str, title: str, rows: list[dict[str, Any]], cfg: Any, stats: Any = None,
@@ -91,8 +81,10 @@ def backtranslate(config: Optional[str] = CONFIG, set: List[str] = SET, model: O
     from selfalign.synth.backtranslation import BacktranslationConfig, run
 
     cfg = _cfg(BacktranslationConfig, config, set, model=model, seed=seed, out=out, corpus=corpus, threshold=threshold)
-    res = run(cfg, _model(cfg.model, cfg.store), trainable_path(cfg.model), _trained_loader(cfg.store))
-    _finish(cfg.out, "Instruction backtranslation", res["rows"], cfg, extra={"history": res["history"]})
+    res = run(cfg, _model(cfg.model, cfg.store))
+    judges = {f"curation {h['iteration']} (1-5 rating)": {"n": sum(h["score_counts"].values()) + h["unscored"],
+                                                          "unscored": h["unscored"]} for h in res["history"]}
+    _finish(cfg.out, "Instruction backtranslation", res["rows"], cfg, extra={"history": res["history"], "judges": judges})
 
 
 @app.command()
@@ -105,8 +97,8 @@ def llm2llm(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optiona
     cfg = _cfg(LLM2LLMConfig, config, set, student=model, seed=seed, out=out, teacher=teacher, data=data)
     student = _model(cfg.student, cfg.store)
     teacher_m = student if cfg.teacher == cfg.student else _model(cfg.teacher, cfg.store)
-    res = run(cfg, student, teacher_m, load_student=_trained_loader(cfg.store))
-    _finish(cfg.out, "LLM2LLM", res["rows"], cfg, extra={"history": res["history"]})
+    res = run(cfg, student, teacher_m)
+    _finish(cfg.out, "LLM2LLM", res["rows"], cfg, extra={"history": res["history"], "model_dir": res.get("model_dir")})
 
 
 @app.command()
@@ -123,7 +115,9 @@ def redteam(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optiona
     res = run(cfg, gen, tgt, jdg)
     cells = {f"{c}/{s}": v["question"] for (c, s), v in res["archive"].items()}
     _finish(cfg.out, "Red-team prompts", res["rows"], cfg, extra={"archive": cells, "replacements": res["replacements"],
-                                                              "order_dependent_verdicts": res["order_dependent_verdicts"]})
+                                                              "order_dependent_verdicts": res["order_dependent_verdicts"],
+                                                              "too_close_to_parent": res["too_close_to_parent"],
+                                                              "judges": res["judges"]})
 
 
 @app.command()

@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from selfalign.data.io import DataError
+from selfalign.models.base import StageModel
 from selfalign.synth.tasks import SynthStats, load_seed_tasks, row
 from selfalign.types import GenParams, GenRequest, user
 
@@ -81,6 +83,17 @@ def clean_evolved(text: str) -> str:
     return text.strip().strip('"').strip()
 
 
+def parse_equal(text: str) -> str | None:
+    """The equality judge's answer: "equal", "not equal", or None (unscored: the rule then
+    eliminates nothing, and the run counts it).
+
+    >>> parse_equal("Not Equal."), parse_equal("Equal"), parse_equal("They differ in depth.") is None
+    ('not equal', 'equal', True)
+    """
+    m = re.match(r"\W*(not\s+equal|equal)\b", text.strip(), re.I)
+    return " ".join(m.group(1).lower().split()) if m else None
+
+
 def elimination_reason(parent: str, evolved: str, response: str, equal_verdict: str) -> str | None:
     """Which of the paper's four rules eliminates ``evolved``, or None."""
     if not evolved:
@@ -88,7 +101,7 @@ def elimination_reason(parent: str, evolved: str, response: str, equal_verdict: 
     low = evolved.lower()
     if any(w in low for w in LEAKED):
         return "copied_prompt_words"
-    if re.search(r"\bnot\s+equal\b", equal_verdict, re.I) is None and re.search(r"\bequal\b", equal_verdict, re.I):
+    if parse_equal(equal_verdict) == "equal":
         return "no_information_gain"
     if "sorry" in response.lower() and len(response.split()) < 80:
         return "response_signals_difficulty"
@@ -106,14 +119,16 @@ def _load_instructions(cfg: EvolConfig) -> list[str]:
         out = []
         for r in rows:
             v = r.get("instruction", r.get("prompt"))
+            if not isinstance(v, (str, list)) or not v:
+                raise DataError(f"{cfg.instructions}: each row needs 'instruction' or 'prompt', got {r!r}")
             out.append(v if isinstance(v, str) else v[-1]["content"])
         return out
     return [t.instruction for t in load_seed_tasks(cfg.seed_tasks)]
 
 
-def run(cfg: EvolConfig, model: Any, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: EvolConfig, model: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
     pool = _load_instructions(cfg)
-    lineage = [[] for _ in pool]  # operations applied so far, per pool slot
+    lineage: list[list[str]] = [[] for _ in pool]  # operations applied so far, per pool slot
     stats = SynthStats()
     rows: list[dict[str, Any]] = []
     params = GenParams(cfg.temperature, 1.0, cfg.max_tokens)
@@ -133,6 +148,8 @@ def run(cfg: EvolConfig, model: Any, log: Callable[[str], None] = print) -> dict
             [GenRequest(user(EQUALITY_TEMPLATE.format(a=p, b=e)), GenParams(0.0, 1.0, 4)) for p, e in zip(pool, evolved)],
             description=f"evol round {rnd + 1}: equality")]
         survived = 0
+        stats.judge_unscored += sum(parse_equal(v) is None for v in verdicts)
+        stats.judge_asked += len(verdicts)
         for i, (parent, ev, ans, verdict, op) in enumerate(zip(pool, evolved, answers, verdicts, ops)):
             reason = elimination_reason(parent, ev, ans, verdict)
             if reason:

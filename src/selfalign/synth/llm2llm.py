@@ -1,17 +1,20 @@
 """LLM2LLM (Lee et al. 2024, "LLM2LLM: Boosting LLMs with Novel Iterative Data Enhancement",
 arXiv 2403.15042).
 
-Each iteration: (1) the student answers every question of the **original** training set;
-(2) the answers are judged against the gold (string matching after TriviaQA normalisation, as
-in the honesty stage); (3) for each wrong answer the teacher writes ``per_failure`` new
-question-answer pairs similar to it; (4) with ``train: true`` the student is fine-tuned on the
-original data plus everything generated so far, and becomes the next iteration's student.
-As in the paper, only failures on original data seed new data: generated pairs are never
-themselves augmented.
+The paper's loop (``train: true``, the default), with D0 the original (seed) training data:
 
-Deviation: the teacher prompt is our own wording; without ``train`` the student stays fixed, so
-every iteration sees the same failures (useful to look at the teacher's output without paying
-for training).
+1. fine-tune the base student on D0 -> M1;
+2. iteration t: M_t answers every question of **D0**; answers are judged against the gold
+   (string matching after TriviaQA normalisation, as in the honesty stage);
+3. for each wrong answer the teacher writes ``per_failure`` new question-answer pairs like it;
+4. fine-tune **from the base** on D0 + everything generated so far -> M_{t+1}; repeat.
+
+As in the paper, only failures on original data seed new data: generated pairs are never
+themselves augmented. The last model (trained on D0 + all generated pairs) is the result.
+
+Deviations: the teacher prompt is our own wording; ``train: false`` is an option of ours that
+keeps the student fixed (every iteration then sees the same failures: useful to look at the
+teacher's output without paying for training; the paper always trains).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Callable
 
 from selfalign.data.formats import QAItem, load_qa
 from selfalign.judges.correctness import contains_answer
+from selfalign.models.base import StageModel
 from selfalign.synth.tasks import row
 from selfalign.train.sft import TrainConfig
 from selfalign.types import GenParams, GenRequest, user
@@ -46,7 +50,7 @@ class LLM2LLMConfig:
     max_tokens: int = 48
     teacher_max_tokens: int = 200
     temperature: float = 0.7
-    train: bool = False
+    train: bool = True  # the paper's loop; false keeps the student fixed (our inspection option)
     train_config: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     out: str = "runs/llm2llm"
@@ -67,18 +71,41 @@ def qa_row(question: str, answer: str, **meta: Any) -> dict[str, Any]:
     return row(question, answer, "llm2llm", **meta)
 
 
-def run(cfg: LLM2LLMConfig, student: Any, teacher: Any, log: Callable[[str], None] = print,
-        load_student: Callable[[Path], Any] | None = None) -> dict[str, Any]:
-    """``load_student(path)`` turns a fine-tuned model directory into the next (store-wrapped) student."""
+def check(cfg: LLM2LLMConfig, student: StageModel) -> None:
+    """Options and inputs, before any model call."""
+    if cfg.train and not student.can_train:
+        raise ValueError(f"llm2llm with train: true fine-tunes the student, and '{student.model_id}' cannot be "
+                         "fine-tuned here (it needs an hf model: a hub id or a local path); or set train: false")
+    if cfg.iterations < 1 or cfg.per_failure < 1:
+        raise ValueError(f"iterations and per_failure must be >= 1, got {cfg.iterations} and {cfg.per_failure}")
+
+
+def _train(cfg: LLM2LLMConfig, base: StageModel, rows: list[dict[str, Any]], name: str,
+           log: Callable[[str], None]) -> StageModel:
+    """Fine-tune the *base* student on ``rows``; the trained model, through the same store."""
+    from selfalign.models.registry import load_model
+    from selfalign.store.cache import CachedModel
+    from selfalign.train.sft import train_sft
+
+    assert base.train_path is not None
+    res = train_sft(rows, base.train_path, Path(cfg.out) / name, cfg.train_config, base_id=base.model_id)
+    log(f"[llm2llm] {name}: {len(rows)} rows, {'reused' if res.skipped else f'trained in {res.seconds:.0f}s'}")
+    store = getattr(base, "store", None)
+    return CachedModel(load_model(str(res.model_dir)), store, progress=getattr(base, "show_progress", True))
+
+
+def run(cfg: LLM2LLMConfig, student: StageModel, teacher: StageModel,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
+    check(cfg, student)
     items: list[QAItem] = load_qa(cfg.data, cfg.data_format)
     items = [i for i in items if i.meta.get("split") in (None, "train")][: cfg.n_train]
     original = [qa_row(i.question, i.answers[0], source="original", id=i.id) for i in items]
     generated: list[dict[str, Any]] = []
     history = []
-    # each iteration fine-tunes the *original* student on seed + all generated data, as in the paper
-    base = getattr(getattr(student, "backend", student), "name", None)
+    base = student
+    current = _train(cfg, base, original, "student-1", log) if cfg.train else student
     for it in range(cfg.iterations):
-        answers = [r.texts[0] for r in student.generate(
+        answers = [r.texts[0] for r in current.generate(
             [GenRequest(user(i.question), GenParams(0.0, 1.0, cfg.max_tokens)) for i in items],
             description=f"llm2llm {it + 1}: student")]
         wrong = [(i, a) for i, a in zip(items, answers) if not contains_answer(a, i.answers)]
@@ -96,15 +123,14 @@ def run(cfg: LLM2LLMConfig, student: Any, teacher: Any, log: Callable[[str], Non
         generated += new
         acc = 1 - len(wrong) / max(1, len(items))
         history.append({"iteration": it + 1, "student_accuracy": acc, "failures": len(wrong),
-                        "new_pairs": sum(r["meta"]["ok"] for r in new)})
-        log(f"[llm2llm] iteration {it + 1}: student accuracy {100 * acc:.1f}%, {len(wrong)} failures, "
-            f"{history[-1]['new_pairs']} new pairs")
-        if cfg.train and it < cfg.iterations - 1:
-            from selfalign.train.sft import train_sft
-
-            if load_student is None or base is None:
-                raise ValueError("llm2llm with train: true needs an hf student and load_student")
-            data = original + [r for r in generated if r["meta"]["ok"]]
-            res = train_sft(data, base, Path(cfg.out) / f"student-{it + 1}", cfg.train_config)
-            student = load_student(res.model_dir)
-    return {"rows": original + generated, "generated": generated, "history": history}
+                        "new_pairs": sum(r["meta"]["ok"] for r in new), "unparsable": sum(not r["meta"]["ok"] for r in new),
+                        "student": current.model_id})
+        log(f"[llm2llm] iteration {it + 1}: student accuracy on D0 {100 * acc:.1f}%, {len(wrong)} failures, "
+            f"{history[-1]['new_pairs']} new pairs ({history[-1]['unparsable']} unparsable teacher outputs)")
+        if cfg.train:  # retrain from the base on D0 + all generated data
+            current = _train(cfg, base, original + [r for r in generated if r["meta"]["ok"]], f"student-{it + 2}", log)
+    out: dict[str, Any] = {"rows": original + generated, "generated": generated, "history": history}
+    if cfg.train:
+        out["model"] = current.model_id
+        out["model_dir"] = str(Path(cfg.out) / f"student-{cfg.iterations + 1}" / "model")
+    return out

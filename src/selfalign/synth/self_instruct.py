@@ -9,8 +9,13 @@ cannot act on (image, graph, picture, file, map, draw, plot, go to, video, audio
 flowchart, diagram); starts with "Write a program"; starts with punctuation; starts with a
 non-ASCII character; ROUGE-L >= 0.7 against any instruction already in the pool. Survivors join
 the pool at once (the pool grows as it runs). Each kept instruction is then labelled as a
-classification task or not by few-shot prompting, and instances are generated output-first
-(class label, then input) for classification tasks and input-first otherwise.
+classification task or not by few-shot prompting (an answer that is not yes/no is unscored,
+counted, and the task treated as not classification), and instances are generated output-first
+(class label, then input) for classification tasks and input-first otherwise. Instances then
+pass the paper's instance filters, each counted by reason (``instance_*`` in the stats): the
+last instance of a response cut by the token limit; an output ending with ":"; an output equal
+to its input; exact duplicates (one kept); the same input with different outputs (all dropped);
+at most ``max_instances`` (5) per task.
 
 Deviations: the prompt wording is ours (same structure as the paper's); ``prompt_style: chat``
 can wrap the list in a chat turn for instruction-tuned models (the paper continues raw text,
@@ -25,6 +30,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from selfalign.judges.verdict import parse_yes_no
+from selfalign.models.base import StageModel
 from selfalign.synth.rouge import RougeLIndex, rouge_tokenize
 from selfalign.synth.tasks import SynthStats, Task, load_seed_tasks, row, task_prompt
 from selfalign.types import GenParams, GenRequest, Message
@@ -59,9 +66,50 @@ class SelfInstructConfig:
     max_words: int = 150
     instances: bool = True
     instance_max_tokens: int = 192
+    max_instances: int = 5  # per task, as the paper
     seed: int = 0
     out: str = "runs/self_instruct"
     store: str = ""
+
+
+def filter_instances(pairs: list[tuple[str, str]], cut: bool, max_instances: int = 5
+                     ) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """The paper's instance filters; returns the kept (input, output) pairs and drops by reason.
+
+    >>> kept, dropped = filter_instances([("a", "x"), ("a", "x"), ("b", "b"), ("c", "y:"), ("d", "1"), ("d", "2"),
+    ...                                   ("e", "z"), ("f", "cut off")], cut=True)
+    >>> kept, dict(sorted(dropped.items()))
+    ([('a', 'x'), ('e', 'z')], {'instance_conflicting_outputs': 2, 'instance_duplicate': 1, 'instance_ends_with_colon': 1, 'instance_output_equals_input': 1, 'instance_truncated': 1})
+    """
+    dropped: dict[str, int] = {}
+
+    def drop(reason: str, n: int = 1) -> None:
+        dropped[f"instance_{reason}"] = dropped.get(f"instance_{reason}", 0) + n
+
+    if cut and pairs:
+        pairs = pairs[:-1]
+        drop("truncated")
+    kept: list[tuple[str, str]] = []
+    for inp, out in pairs:
+        if out.rstrip().endswith(":"):
+            drop("ends_with_colon")
+        elif inp.strip() and out.strip() == inp.strip():
+            drop("output_equals_input")
+        elif (inp, out) in kept:
+            drop("duplicate")
+        else:
+            kept.append((inp, out))
+    outputs: dict[str, set[str]] = {}
+    for inp, out in kept:
+        outputs.setdefault(inp, set()).add(out)
+    conflicting = {inp for inp, outs in outputs.items() if len(outs) > 1}
+    if conflicting:
+        drop("conflicting_outputs", sum(inp in conflicting for inp, _ in kept))
+        kept = [(i, o) for i, o in kept if i not in conflicting]
+    if len(kept) > max_instances:
+        drop("over_max_per_task", len(kept) - max_instances)
+        kept = kept[:max_instances]
+    return kept, dropped
 
 
 def clean_instruction(text: str) -> str:
@@ -147,7 +195,7 @@ def parse_instances(text: str, classification: bool) -> list[tuple[str, str]]:
     return [(i, o) for i, o in pairs if o]
 
 
-def run(cfg: SelfInstructConfig, model: Any, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run(cfg: SelfInstructConfig, model: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Grow the pool to ``cfg.target`` new instructions; returns rows, kept instructions and stats."""
     seeds = load_seed_tasks(cfg.seed_tasks)
     if len(seeds) < cfg.n_seed_in_prompt:
@@ -194,26 +242,33 @@ def run(cfg: SelfInstructConfig, model: Any, log: Callable[[str], None] = print)
                 break
         log(f"[self-instruct] round {rnd + 1}: pool {len(pool)}, kept {len(generated)}/{cfg.target}, "
             f"filtered {sum(stats.filtered.values())}")
-    rows = _instances(cfg, model, seeds, generated) if cfg.instances else [
+    rows = _instances(cfg, model, seeds, generated, stats) if cfg.instances else [
         row(g["instruction"], "", "self-instruct", ok=False, reason="instances not generated", **g) for g in generated]
     return {"rows": rows, "instructions": generated, "stats": stats}
 
 
-def _instances(cfg: SelfInstructConfig, model: Any, seeds: list[Task], generated: list[dict]) -> list[dict[str, Any]]:
+def _instances(cfg: SelfInstructConfig, model: StageModel, seeds: list[Task], generated: list[dict],
+               stats: SynthStats) -> list[dict[str, Any]]:
     greedy = GenParams(0.0, 1.0, 3)
     cls_res = model.generate([GenRequest(classify_prompt(seeds, g["instruction"]), greedy) for g in generated],
                              description="self-instruct: classification?")
-    flags = [r.texts[0].strip().lower().startswith("yes") for r in cls_res]
+    answers = [parse_yes_no(r.texts[0]) for r in cls_res]
+    stats.classification_unscored = sum(a is None for a in answers)
+    flags = [a == "yes" for a in answers]
     params = GenParams(0.0, 1.0, cfg.instance_max_tokens)
     inst_res = model.generate([GenRequest(instance_prompt(seeds, g["instruction"], f), params)
                                for g, f in zip(generated, flags)], description="self-instruct: instances")
     rows = []
-    for g, f, res in zip(generated, flags, inst_res):
+    for g, f, a, res in zip(generated, flags, answers, inst_res):
         text = res.texts[0]
-        pairs = parse_instances(text, f)
-        meta = {"instruction": g["instruction"], "is_classification": f, "round": g["round"], "max_rouge": g["max_rouge"]}
+        pairs, dropped = filter_instances(parse_instances(text, f), res.completions[0].finish_reason == "length",
+                                          cfg.max_instances)
+        for reason, n in dropped.items():
+            stats.instances_filtered[reason] += n
+        meta = {"instruction": g["instruction"], "is_classification": f, "classification_answer": a,
+                "round": g["round"], "max_rouge": g["max_rouge"]}
         if not pairs:
-            rows.append(row(g["instruction"], text, "self-instruct", ok=False, reason="unparsable instances", **meta))
+            rows.append(row(g["instruction"], text, "self-instruct", ok=False, reason="no instance passed", **meta))
         for inp, out in pairs:
             rows.append(row(task_prompt(g["instruction"], inp), out, "self-instruct", input=inp, **meta))
     return rows

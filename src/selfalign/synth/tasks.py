@@ -58,6 +58,10 @@ class SynthStats:
     kept: int = 0
     filtered: Counter = field(default_factory=Counter)
     similarities: list[float] = field(default_factory=list)  # max ROUGE-L against the pool, per candidate
+    instances_filtered: Counter = field(default_factory=Counter)  # Self-Instruct's instance filters, by reason
+    classification_unscored: int = 0
+    judge_asked: int = 0  # Evol-Instruct's equality judge: questions asked and answers that did not parse
+    judge_unscored: int = 0  # Self-Instruct: "is it classification?" answers that were not yes/no
 
     def drop(self, reason: str) -> None:
         self.filtered[reason] += 1
@@ -65,7 +69,10 @@ class SynthStats:
     def to_dict(self) -> dict[str, Any]:
         total = self.kept + sum(self.filtered.values())
         return {"candidates": total, "kept": self.kept, "filtered": dict(self.filtered),
-                "filtered_share": {k: v / total for k, v in self.filtered.items()} if total else {}}
+                "filtered_share": {k: v / total for k, v in self.filtered.items()} if total else {},
+                "instances_filtered": dict(self.instances_filtered),
+                "unscored": {"classification": self.classification_unscored, "equality judge": self.judge_unscored},
+                "judge_asked": self.judge_asked}
 
 
 def row(prompt: str, completion: str, method: str, ok: bool = True, **meta: Any) -> dict[str, Any]:
