@@ -3,11 +3,12 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "selfalign needs Python >= 3.11 (TRL 1.16 does); found " + sys.version.split()[0] + ": run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build)
@@ -26,8 +27,14 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
 
+# static checks (CI runs them after the tests)
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+
 bench: setup
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info

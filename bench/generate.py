@@ -102,7 +102,7 @@ def main() -> None:
 
     base_rate = base[0] / base[1]
     print(f"\n{args.n} questions x {args.m} samples, T=1.0, <= {args.tokens} new tokens, torch threads {torch.get_num_threads()}\n")
-    print(f"| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate | samples with gold answer |")
+    print("| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate | samples with gold answer |")
     print("|---|---|---|---|---|---|---|")
     for name, shape, n, dt, q in rows:
         print(f"| {name} | {shape} | {n} | {dt:.1f} | {n / dt:.0f} | {n / dt / base_rate:.2f}x | {100 * q:.1f}% |")
