@@ -36,6 +36,10 @@ def test_evolve_from_the_cli(tmp_path):
     assert (out / "report.html").exists() and json.loads((out / "report.json").read_text())
     again = _invoke("evolve", "--model", model, "--out", str(out), "--rounds", "1")
     assert _rows(out / "rows.jsonl") == rows and "rows" in again.output
+    # one writer: rows, report, the invocation list and the stage record with output hashes
+    step = json.loads((out / "steps" / "evol-instruct.json").read_text())
+    assert set(step["outputs"]) == {"rows.jsonl", "report.html", "report.json"} and step["config"]["rounds"] == 1
+    assert "git_dirty" in step and len(json.loads((out / "manifest.json").read_text())["invocations"]) == 2
 
 
 def test_redteam_from_the_cli(tmp_path):

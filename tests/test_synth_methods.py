@@ -238,6 +238,26 @@ def test_reverse_ifd_on_the_tiny_hf_model(tiny_model, tmp_path):
     assert all(r["meta"]["r_ifd"] <= cut for r in res["rows"])
 
 
+def test_ifd_with_a_pre_experienced_model(tiny_model_dir, tmp_path):
+    """pre_experience: a cluster-sampled slice fine-tunes the scorer before IFD is computed."""
+    from selfalign.models.hf import HFModel
+    from selfalign.train.sft import TrainConfig
+
+    rows = [{"prompt": f"Name a fruit {i}.", "completion": "Apples are fruits"} for i in range(4)]
+    rows += [{"prompt": f"What is the capital of country {i}?", "completion": f"City{i}"} for i in range(4)]
+    picked = ifd.pre_experience_rows(rows, 4, 2, seed=0)
+    assert len(picked) == 4 and {("fruit" in ifd._text(r["prompt"])) for r in picked} == {True, False}  # both clusters
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = CachedModel(HFModel(str(tiny_model_dir)), Store(tmp_path / "s.sqlite"), progress=False)
+    cfg = ifd.IFDConfig(input=str(path), pre_experience=4, per_cluster=2, top_fraction=1.0, out=str(tmp_path / "ifd" / "sel.jsonl"),
+                        train=TrainConfig(epochs=1, batch_size=2, lora_r=4, learning_rate=0.01, warmup_ratio=0.0))
+    res = ifd.run(cfg, base)
+    assert (tmp_path / "ifd" / "pre-experienced" / "model" / "config.json").exists()
+    assert res["scorer"] != base.model_id
+    assert res["scores"] != ifd.score_rows(rows, base)
+
+
 # -------------------------------------------------------------------- LLM2LLM
 def test_llm2llm_augments_only_original_failures(tmp_path):
     p = tmp_path / "qa.jsonl"

@@ -20,8 +20,9 @@ import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import selfalign
 
@@ -157,3 +158,35 @@ class RunDir:
         from selfalign.data.io import write_jsonl
 
         return write_jsonl(self.file(name), rows)
+
+
+@dataclass
+class StageResult:
+    """What a stage hands back once it has written its outputs."""
+
+    stage: str
+    out_dir: Path
+    rows_path: Path
+    report_path: Path | None
+    n_rows: int
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+def input_hashes(paths: Sequence[str | Path]) -> dict[str, str]:
+    """``{path: sha256}`` for the files a stage read ("bundled" and other non-files are named as is)."""
+    return {str(p): file_hash(p) if Path(p).is_file() else f"not a file: {p}" for p in paths if str(p)}
+
+
+def write_stage(out_dir: str | Path, stage: str, config: dict[str, Any], inputs: dict[str, str],
+                rows: list[dict[str, Any]], report: Callable[[Path], Path] | None = None,
+                stats: dict[str, Any] | None = None, seconds: float | None = None) -> StageResult:
+    """The one writer of a stage's outputs: ``rows.jsonl``, the report (``report(out_dir)``
+    writes ``report.html``/``report.json``), the invocation in ``manifest.json`` and the step
+    record ``steps/<stage>.json`` (config, input and output hashes, versions, git state)."""
+    run = RunDir(out_dir)
+    run.write_manifest(config, seed=config.get("seed"))
+    rows_path = run.write_jsonl("rows.jsonl", rows)
+    report_path = report(run.path) if report is not None else None
+    outputs = ["rows.jsonl"] + [name for name in ("report.html", "report.json") if (run.path / name).exists()]
+    run.record_step(stage, config, inputs, outputs, seconds, stats)
+    return StageResult(stage, run.path, rows_path, report_path, len(rows), stats or {})

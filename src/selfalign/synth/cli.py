@@ -38,13 +38,15 @@ def _model(spec: str, store: str, batch_size: int = 64):
 def _finish(out: str, title: str, rows: list[dict[str, Any]], cfg: Any, stats: Any = None,
             similarities=(), extra: dict[str, Any] | None = None) -> None:
     from selfalign.report.synth import write_report
-    from selfalign.store.runs import RunDir
+    from selfalign.store.runs import input_hashes, write_stage
 
-    run = RunDir(out)
-    run.write_manifest(config_to_dict(cfg), seed=getattr(cfg, "seed", None))
-    run.write_jsonl("rows.jsonl", rows)
-    report = write_report(out, title, rows, stats.to_dict() if stats is not None else None, similarities, extra)
-    typer.echo(f"{len(rows)} rows -> {run.path / 'rows.jsonl'}\nreport: {report}")
+    conf = config_to_dict(cfg)
+    files = [conf[k] for k in ("seed_tasks", "corpus", "data", "instructions", "input") if isinstance(conf.get(k), str)]
+    stage_stats = stats.to_dict() if stats is not None else None
+    stage = "-".join(title.lower().replace("-", " ").split())
+    res = write_stage(out, stage, conf, input_hashes(files), rows,
+                      lambda d: write_report(d, title, rows, stage_stats, similarities, extra), stage_stats)
+    typer.echo(f"{res.n_rows} rows -> {res.rows_path}\nreport: {res.report_path}")
 
 
 @app.command("self-instruct")

@@ -22,9 +22,12 @@ and ``max_r_ifd`` drops pairs above it before the IFD selection. Deviation: ``s(
 the response in a user turn asking for the instruction (our wording), since a chat model has
 no raw "response then instruction" format.
 
-Not implemented (documented here so nobody assumes it): the paper's "pre-experienced" model
-(the base briefly fine-tuned on a cluster-sampled slice before scoring); score with a model
-trained that way by passing its directory as ``model``.
+**Pre-experienced model** (the paper's "learning from brief experience"): with
+``pre_experience: N`` the instructions are clustered (k-means, k = N / ``per_cluster``), up to
+``per_cluster`` rows are drawn from each cluster, the base model is fine-tuned on them for
+one epoch, and that model, not the base, scores IFD. Deviation: the paper clusters the model's
+own instruction embeddings; we cluster TF-IDF vectors of the instructions (deterministic, no
+extra model pass), with k-means++ seeding.
 
 >>> ifd_score((-1.0, -1.0), (-2.0, -2.0))
 0.5
@@ -32,8 +35,15 @@ trained that way by passing its directory as ``model``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
+
+from selfalign.train.base import TrainConfig
 
 from selfalign.types import ScoreRequest, as_prompt, user
 
@@ -44,6 +54,10 @@ class IFDConfig:
     input: str = ""
     threshold: float = 0.0  # keep IFD >= threshold (used when top_fraction is 0)
     top_fraction: float = 0.1  # keep this share with the highest IFD (the paper's 5-10%)
+    pre_experience: int = 0  # rows for the brief "pre-experience" fine-tuning (0 = score with the model as is)
+    per_cluster: int = 10
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1))
+    seed: int = 0
     reverse: bool = False  # also score r-IFD (Selective Reflection-Tuning)
     max_r_ifd: float = 0.0  # with reverse: drop pairs whose r-IFD is above this (0 = keep all)
     out: str = "runs/ifd/selected.jsonl"
@@ -99,6 +113,73 @@ def score_rows_reverse(rows: Sequence[dict[str, Any]], scorer: Any) -> list[floa
     return [ifd_score(res[i].token_logprobs, res[i + 1].token_logprobs) for i in range(0, len(res), 2)]
 
 
+def tfidf_vectors(texts: Sequence[str]) -> list[dict[str, float]]:
+    """Unit-length TF-IDF vectors (sparse dicts) of lower-cased word tokens."""
+    docs = [Counter(re.findall(r"[a-z0-9']+", t.lower())) for t in texts]
+    df = Counter(w for d in docs for w in d)
+    n = len(docs)
+    out = []
+    for d in docs:
+        v = {w: c * math.log((1 + n) / (1 + df[w])) + 1e-9 for w, c in d.items()}
+        norm = math.sqrt(sum(x * x for x in v.values())) or 1.0
+        out.append({w: x / norm for w, x in v.items()})
+    return out
+
+
+def _dot(a: dict[str, float], b: dict[str, float]) -> float:
+    if len(a) > len(b):
+        a, b = b, a
+    return sum(x * b.get(w, 0.0) for w, x in a.items())
+
+
+def kmeans(vectors: Sequence[dict[str, float]], k: int, seed: int = 0, iterations: int = 20) -> list[int]:
+    """Spherical k-means (cosine) with k-means++ seeding; the cluster of each vector.
+
+    >>> kmeans(tfidf_vectors(["red apple", "green apple", "fast car", "red car fast"]), 2, seed=1)
+    [0, 0, 1, 1]
+    """
+    rng = random.Random(seed)
+    k = max(1, min(k, len(vectors)))
+    centres = [dict(vectors[rng.randrange(len(vectors))])]
+    while len(centres) < k:
+        dist = [1 - max(_dot(v, c) for c in centres) for v in vectors]
+        total = sum(dist)
+        pick = rng.random() * total if total > 0 else 0.0
+        acc, idx = 0.0, 0
+        for idx, d in enumerate(dist):
+            acc += d
+            if acc >= pick and d > 0:
+                break
+        centres.append(dict(vectors[idx]))
+    assign = [0] * len(vectors)
+    for it in range(iterations):
+        new = [max(range(k), key=lambda j: _dot(v, centres[j])) for v in vectors]
+        if new == assign and it > 0:
+            break
+        assign = new
+        for j in range(k):
+            members = [vectors[i] for i, a in enumerate(assign) if a == j]
+            if members:
+                c: Counter = Counter()
+                for m in members:
+                    c.update(m)
+                norm = math.sqrt(sum(x * x for x in c.values())) or 1.0
+                centres[j] = {w: x / norm for w, x in c.items()}
+    first: dict[int, int] = {}  # renumber clusters in order of first appearance (stable output)
+    return [first.setdefault(a, len(first)) for a in assign]
+
+
+def pre_experience_rows(rows: Sequence[dict[str, Any]], n: int, per_cluster: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Up to ``per_cluster`` rows from each of n / per_cluster clusters of the instructions."""
+    clusters = kmeans(tfidf_vectors([_text(r["prompt"]) for r in rows]), max(1, n // per_cluster), seed)
+    rng = random.Random(seed)
+    picked: list[int] = []
+    for j in sorted(set(clusters)):
+        members = [i for i, c in enumerate(clusters) if c == j]
+        picked += rng.sample(members, min(per_cluster, len(members)))
+    return [rows[i] for i in sorted(picked)[:n]]
+
+
 def select(rows: Sequence[dict[str, Any]], scores: Sequence[float], threshold: float = 0.0,
            top_fraction: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Drop IFD > 1, then keep IFD >= threshold, or the top fraction by IFD. Rows get meta.ifd."""
@@ -120,9 +201,12 @@ def run(cfg: IFDConfig, scorer: Any) -> dict[str, Any]:
     from selfalign.data.io import read_jsonl, write_jsonl
 
     rows = read_jsonl(cfg.input, required=("prompt", "completion"))
+    out: dict[str, Any] = {}
+    if cfg.pre_experience:
+        scorer = _pre_experienced(cfg, rows, scorer)
+        out["scorer"] = scorer.model_id
     scores = score_rows(rows, scorer)
     counts_extra: dict[str, int] = {}
-    out: dict[str, Any] = {}
     if cfg.reverse:
         r_scores = score_rows_reverse(rows, scorer)
         rows = [{**r, "meta": {**r.get("meta", {}), "r_ifd": x}} for r, x in zip(rows, r_scores)]
@@ -137,3 +221,18 @@ def run(cfg: IFDConfig, scorer: Any) -> dict[str, Any]:
                   **{k: v for k, v in counts.items() if k != "input"}}
     write_jsonl(cfg.out, kept)
     return {"rows": kept, "scores": scores, "counts": counts, **out}
+
+
+def _pre_experienced(cfg: IFDConfig, rows: Sequence[dict[str, Any]], base: Any) -> Any:
+    """The base fine-tuned briefly on a cluster-sampled slice, through the same store."""
+    from selfalign.models.registry import load_model
+    from selfalign.store.cache import CachedModel
+    from selfalign.train.sft import train_sft
+
+    if not getattr(base, "can_train", False):
+        raise ValueError(f"pre_experience fine-tunes the scorer, and '{base.model_id}' cannot be fine-tuned here")
+    slice_ = pre_experience_rows(rows, cfg.pre_experience, cfg.per_cluster, cfg.seed)
+    res = train_sft([{"prompt": r["prompt"], "completion": r["completion"]} for r in slice_], base.train_path,
+                    Path(cfg.out).parent / "pre-experienced", cfg.train, base_id=base.model_id)
+    return CachedModel(load_model(str(res.model_dir)), getattr(base, "store", None),
+                       progress=getattr(base, "show_progress", True))
