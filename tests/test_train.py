@@ -98,7 +98,9 @@ def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
     env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    results = [json.loads(line.split(":", 1)[1]) for line in out.stdout.splitlines() if line.startswith("selfalign-train:")]
+    import re
+
+    results = [json.loads(m) for m in re.findall(r"selfalign-train: (\{[^{}]*\})", out.stdout)]
     assert sorted(r["process"] for r in results) == [0, 1]
     assert all(r["world_size"] == 2 for r in results)
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()

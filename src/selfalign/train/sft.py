@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
     import os
+    import sys
 
     from selfalign.config import config_from_yaml
     from selfalign.data.io import read_jsonl
@@ -105,9 +106,11 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_yaml(TrainConfig, a.config or None, a.set)
     rows = read_jsonl(a.rows, required=COLUMNS)
     res = train_sft(rows, a.base, a.out, cfg)
-    print("selfalign-train:", json.dumps({"process": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+    line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                       "model_dir": str(res.model_dir), "skipped": res.skipped, "precision": res.precision,
-                      "n_rows": res.n_rows, "last_loss": res.losses[-1] if res.losses else None}))
+                      "n_rows": res.n_rows, "last_loss": res.losses[-1] if res.losses else None})
+    sys.stdout.write(line + "\n")  # one write: several ranks share the same stdout
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
