@@ -72,6 +72,8 @@ def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
         assert sum(summary["methods"][m]["table"].values()) == 4
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["config"]["samples"] == 3 and "torch" in manifest["versions"]
+    assert "accuracy vs unaligned (paired, McNemar p)" in html
+    assert set(summary["methods"]["absolute"]["vs_unaligned"]) >= {"accuracy_diff", "mcnemar_p"}
     step = json.loads((tmp_path / "run" / "steps" / "eval.json").read_text())
     assert step["outputs"]["eval/summary.json"] and "git_dirty" in step and step["config"]["bootstrap"] == 50
 

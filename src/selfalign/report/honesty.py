@@ -65,6 +65,8 @@ def _scores_table(summary: dict[str, Any]) -> str:
     head = "".join(f"<th>{n.replace('_', '-')}</th>" for n in SCORE_NAMES)
     head += "<th>PUQA prudence</th>" if "puqa" in ood_cols else ""
     head += "<th>PKQA over-cons.</th><th>PKQA accuracy</th>" if "pkqa" in ood_cols else ""
+    paired = any("vs_unaligned" in e for e in methods.values())
+    head += "<th>accuracy vs unaligned (paired, McNemar p)</th>" if paired else ""
     rows = []
     for m, e in methods.items():
         cells = "".join(f"<td>{_fmt(e['scores'][n])}</td>" for n in SCORE_NAMES)
@@ -73,6 +75,10 @@ def _scores_table(summary: dict[str, Any]) -> str:
         if "pkqa" in ood_cols:
             pk = e.get("pkqa", {})
             cells += f"<td>{pk.get('over_conservativeness', float('nan')):.1f}</td><td>{pk.get('accuracy', float('nan')):.1f}</td>"
+        if paired:
+            v = e.get("vs_unaligned")
+            cells += (f"<td>{v['accuracy_diff']:+.1f} <span class=ci>[{v['lo']:+.1f}, {v['hi']:+.1f}], "
+                      f"p = {v['mcnemar_p']:.3g}</span></td>") if v else "<td></td>"
         cls = " class=best" if m == best else ""
         rows.append(f"<tr{cls}><td class=l>{html.escape(m)}</td>{cells}</tr>")
     return f"<table><tr><th class=l>method</th>{head}</tr>{''.join(rows)}</table>"
