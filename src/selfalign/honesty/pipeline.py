@@ -327,14 +327,6 @@ class HonestyRun:
 
         return load_config(TrainConfig, {**config_to_dict(self.cfg.train), **extra}, f"train_per_method.{method}")
 
-    def _model_for(self, method: str) -> CachedModel:
-        if method in ("prompt", "unaligned"):
-            return self.base()
-        path = self.train_method(method)
-        from selfalign.models.registry import load_model
-
-        return CachedModel(load_model(str(path), batch_size=self.cfg.batch_size), self.store, progress=self.progress)
-
     def _task(self, method: str, qa: list[tuple[str, str, tuple[str, ...]]], name: str = "test") -> HonestyQA:
         from selfalign.honesty.prompts import plain_prompt
 
@@ -345,9 +337,8 @@ class HonestyRun:
         cfg = self.cfg
         t0 = time.time()
         test = self._records("test")
-        for m in cfg.methods:  # every model current before the inputs are hashed
-            if m != "prompt":
-                self.train_method(m)
+        # every model current (trained or reused) before anything is answered or hashed
+        trained = {m: self.train_method(m) for m in cfg.methods if m != "prompt"}
         before = [r.greedy_label for r in test]
         judge = self.judge()
         ood = {name: load_qa(path, name) for name, path in (("puqa", cfg.puqa), ("pkqa", cfg.pkqa)) if path}
@@ -355,7 +346,7 @@ class HonestyRun:
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
         unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0)
         for m in ["unaligned", *cfg.methods]:
-            model = self._model_for(m)
+            model = self.base().sibling(trained[m], batch_size=cfg.batch_size) if m in trained else self.base()
             result = unaligned if m == "unaligned" else run_task(self._task(m, qa), model, seed=cfg.seed, resamples=0)
             responses = result.responses
             labels = [v.label or "wrong" for v in result.verdicts]  # the honesty judge labels every response

@@ -13,7 +13,7 @@ Two layers:
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 from selfalign.types import GenRequest, GenResult, ScoreRequest, ScoreResult
 
@@ -79,4 +79,8 @@ class StageModel(Protocol):
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Raises :class:`CannotScore` when ``can_score`` is False."""
+        ...
+
+    def sibling(self, spec: Any, **options: Any) -> "StageModel":
+        """Another model (e.g. a directory a stage has trained) through the same store."""
         ...

@@ -252,6 +252,13 @@ class CachedModel:
             out.append(GenResult(r, comps))
         return out
 
+    def sibling(self, spec: str | Path, **options: Any) -> "CachedModel":
+        """Another model (a spec, or a directory a stage has just trained), built by the registry
+        and wrapped in this model's store, with the same progress setting."""
+        from selfalign.models.registry import load_model
+
+        return CachedModel(load_model(str(spec), **options), self.store, self.chunk_size, self.show_progress)
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         if not self.can_score:
             from selfalign.models.base import CannotScore

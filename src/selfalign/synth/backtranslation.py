@@ -131,13 +131,6 @@ def forward_rows(seeds) -> list[dict[str, Any]]:
     return [row(task_prompt(t.instruction, inp), out, "seed") for t in seeds for inp, out in t.instances if out.strip()]
 
 
-def _trained(base: StageModel, path: Path) -> StageModel:
-    from selfalign.models.registry import load_model
-    from selfalign.store.cache import CachedModel
-
-    return CachedModel(load_model(str(path)), getattr(base, "store", None), progress=getattr(base, "show_progress", True))
-
-
 def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
     """``base``: the store-wrapped base model; every fine-tuned model is loaded through the registry
     into the same store."""
@@ -150,7 +143,7 @@ def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None]
     base_path = base.train_path or ""
     if cfg.train_backward:
         res = train_sft(backward_rows(seeds), base_path, out_dir / "backward", cfg.train, base_id=base.model_id)
-        backward = _trained(base, res.model_dir)
+        backward = base.sibling(res.model_dir)
         prompts = [user(BACKWARD_TEMPLATE.format(output=seg)) for seg in corpus]
     else:
         backward = base
@@ -161,7 +154,7 @@ def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None]
         [GenRequest(p, GenParams(0.0, 1.0, cfg.max_tokens)) for p in prompts], description="backtranslate: augment")]
     if cfg.train_forward:  # M0: the base fine-tuned on the seed pairs curates the first iteration
         res = train_sft(forward_rows(seeds), base_path, out_dir / "forward-0", cfg.train, base_id=base.model_id)
-        forward = _trained(base, res.model_dir)
+        forward = base.sibling(res.model_dir)
     else:
         forward = base
     history: list[dict[str, Any]] = []
@@ -190,6 +183,6 @@ def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None]
             break
         res = train_sft(forward_rows(seeds) + curated, base_path, out_dir / f"forward-{it + 1}", cfg.train,
                         base_id=base.model_id)
-        forward = _trained(base, res.model_dir)
+        forward = base.sibling(res.model_dir)
     augmented = [row(i, s, "backtranslation", ok=bool(i), stage="augmented") for i, s in zip(instructions, corpus)]
     return {"rows": curated, "augmented": augmented, "history": history}

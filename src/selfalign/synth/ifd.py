@@ -225,8 +225,6 @@ def run(cfg: IFDConfig, scorer: Any) -> dict[str, Any]:
 
 def _pre_experienced(cfg: IFDConfig, rows: Sequence[dict[str, Any]], base: Any) -> Any:
     """The base fine-tuned briefly on a cluster-sampled slice, through the same store."""
-    from selfalign.models.registry import load_model
-    from selfalign.store.cache import CachedModel
     from selfalign.train.sft import train_sft
 
     if not getattr(base, "can_train", False):
@@ -234,5 +232,4 @@ def _pre_experienced(cfg: IFDConfig, rows: Sequence[dict[str, Any]], base: Any) 
     slice_ = pre_experience_rows(rows, cfg.pre_experience, cfg.per_cluster, cfg.seed)
     res = train_sft([{"prompt": r["prompt"], "completion": r["completion"]} for r in slice_], base.train_path,
                     Path(cfg.out).parent / "pre-experienced", cfg.train, base_id=base.model_id)
-    return CachedModel(load_model(str(res.model_dir)), getattr(base, "store", None),
-                       progress=getattr(base, "show_progress", True))
+    return base.sibling(res.model_dir)

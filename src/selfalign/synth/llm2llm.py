@@ -83,15 +83,12 @@ def check(cfg: LLM2LLMConfig, student: StageModel) -> None:
 def _train(cfg: LLM2LLMConfig, base: StageModel, rows: list[dict[str, Any]], name: str,
            log: Callable[[str], None]) -> StageModel:
     """Fine-tune the *base* student on ``rows``; the trained model, through the same store."""
-    from selfalign.models.registry import load_model
-    from selfalign.store.cache import CachedModel
     from selfalign.train.sft import train_sft
 
     assert base.train_path is not None
     res = train_sft(rows, base.train_path, Path(cfg.out) / name, cfg.train_config, base_id=base.model_id)
     log(f"[llm2llm] {name}: {len(rows)} rows, {'reused' if res.skipped else f'trained in {res.seconds:.0f}s'}")
-    store = getattr(base, "store", None)
-    return CachedModel(load_model(str(res.model_dir)), store, progress=getattr(base, "show_progress", True))
+    return base.sibling(res.model_dir)
 
 
 def run(cfg: LLM2LLMConfig, student: StageModel, teacher: StageModel,
