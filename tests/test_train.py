@@ -71,6 +71,13 @@ def test_python_m_entry_point(tiny_model_dir, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1].split(":", 1)[1])
     assert res["model_dir"].endswith("model") and (tmp_path / "m" / "model" / "config.json").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "Q"}\n')
+    for extra, message in (([], "bad.jsonl:1: missing column(s) 'completion'"), (["--set", "lr=1"], "unknown key 'lr'")):
+        out = subprocess.run([sys.executable, "-m", "selfalign.train.sft", "--rows", str(bad), "--base", str(tiny_model_dir),
+                              "--out", str(tmp_path / "bad"), *extra], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "bad").exists()
 
 
 def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):

@@ -2,8 +2,9 @@
 
 TRL's configs default to ``bf16=True``. On a CPU without native bf16 arithmetic (x86 without
 AVX-512 BF16 or AMX, most laptops and many cloud EPYC/Xeon parts) PyTorch emulates bf16 and
-training is an order of magnitude slower than fp32: measured on a 2-core AVX2-only AMD EPYC,
-3 SFT steps took 472 s with bf16 and 35 s in fp32, same losses. So ``auto`` picks:
+training is an order of magnitude slower than fp32: on a 2-core AVX2-only AMD EPYC,
+``bench/train.py`` measured 120 s per SFT step in bf16 against 6.7 s in fp32 (docs/RESULTS.md).
+So ``auto`` picks:
 
 * CUDA device: bf16 where the GPU supports it (Ampere and newer), else fp16;
 * CPU with native bf16 (x86 ``avx512_bf16`` or ``amx_bf16``; Arm ``bf16``): bf16;
@@ -97,4 +98,5 @@ def choose_precision(requested: str = "auto", cuda: bool | None = None, flags: s
     present = [f for f in NATIVE_BF16_FLAGS if f in flags]
     if present:
         return Precision("bf16", f"CPU with native bf16 ({', '.join(present)})")
-    return Precision("fp32", "CPU without native bf16 (no avx512_bf16/amx_bf16/bf16 flag): bf16 would be emulated, ~14x slower")
+    return Precision("fp32", "CPU without native bf16 (no avx512_bf16/amx_bf16/bf16 flag): bf16 would be emulated, "
+                             "far slower (bench/train.py measures it)")

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> None:
     import os
     import sys
 
-    from selfalign.config import config_from_yaml
-    from selfalign.data.io import read_jsonl
+    from selfalign.config import ConfigError, config_from_yaml
+    from selfalign.data.io import DataError, read_jsonl
 
     ap = argparse.ArgumentParser(prog="python -m selfalign.train.sft", description=__doc__.split("\n")[0])
     ap.add_argument("--rows", required=True, help="JSONL of TRL prompt-completion rows")
@@ -103,8 +103,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default="", help="YAML of TrainConfig options")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
     a = ap.parse_args(argv)
-    cfg = config_from_yaml(TrainConfig, a.config or None, a.set)
-    rows = read_jsonl(a.rows, required=COLUMNS)
+    try:  # every input checked before the model loads; a bad one is one line and exit 2, as in the CLI
+        cfg = config_from_yaml(TrainConfig, a.config or None, a.set)
+        rows = read_jsonl(a.rows, required=COLUMNS)
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     res = train_sft(rows, a.base, a.out, cfg)
     line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                       "model_dir": str(res.model_dir), "skipped": res.skipped, "precision": res.precision,
