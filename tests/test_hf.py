@@ -3,6 +3,7 @@ per-sample seeds independent of batching, stop strings, scoring."""
 
 import math
 
+import pytest
 import torch
 
 from selfalign.types import GenParams, GenRequest, ScoreRequest, user
@@ -44,10 +45,37 @@ def test_shared_prefix_changes_nothing(tiny_model):
     assert together == alone
 
 
+def test_head_kv_reused_across_chunks_and_calls_changes_nothing(tiny_model):
+    """The stored head KV (reused by later chunks and calls, extended where a chunk shares more,
+    replaced where it diverges) gives exactly what a fresh model without any stored head gives."""
+    from selfalign.models.hf import HFModel
+
+    head = "Answer the question. If you don't know the answer to the question, it is appropriate to say so.\n"
+    longer = head + "Think of the capital, the river and the mountain. "
+    sampled, greedy = GenParams(temperature=1.0, max_tokens=6, logprobs=True), GenParams(max_tokens=6, logprobs=True)
+    calls = [
+        [GenRequest(user(head + q), sampled, n=3, seed=5) for q in QS],
+        [GenRequest(user(longer + q), greedy) for q in QS],  # head shared and longer: extended
+        [GenRequest(user("Unrelated: " + q), greedy) for q in QS],  # diverges: recomputed
+        [GenRequest(user(head + q), greedy) for q in QS],
+    ]
+    reuser = HFModel("tiny", model=tiny_model.model, tokenizer=tiny_model.tokenizer, model_id="t", batch_size=2)
+    for reqs in calls:
+        got = reuser.generate(reqs)
+        fresh = HFModel("tiny", model=tiny_model.model, tokenizer=tiny_model.tokenizer, model_id="t", batch_size=64)
+        want = [fresh.generate([r])[0] for r in reqs]
+        assert [r.texts for r in got] == [r.texts for r in want]
+        # log-probabilities see any change in the context (positions, cached keys), texts may not
+        for g, w in zip(got, want):
+            for cg, cw in zip(g.completions, w.completions):
+                assert cg.token_logprobs == pytest.approx(cw.token_logprobs, abs=1e-4)
+    assert reuser.head_reuses >= 4  # batch_size=2 splits every call into several chunks
+
+
 def test_logprobs_and_score_agree(tiny_model):
     """Sampling's per-token log-probabilities equal scoring's for the same tokens."""
     res = tiny_model.generate([GenRequest(user(QS[0]), GenParams(temperature=1.0, max_tokens=6, logprobs=True),
-                                          n=8, seed=2)])[0]
+                                          n=48, seed=2)])[0]
     compared = 0
     for c in res.completions:
         assert c.token_logprobs is not None

@@ -106,3 +106,21 @@ def test_migrations_are_named_and_applied_once(tmp_path):
     s2 = Store(tmp_path / "s.sqlite")
     assert s2.applied_migrations() == [name for name, _ in MIGRATIONS]
     assert s2.stats()["calls"] == 0
+
+
+def test_a_new_sampler_does_not_reuse_sampled_completions_but_reuses_greedy(tmp_path):
+    """A backend that draws samples another way (its ``sampler`` name) gets fresh samples for the
+    same seeds; greedy answers, which do not depend on it, come from the store."""
+    store = Store(tmp_path / "s.sqlite")
+    old = ScriptedModel(default=seeded_rule)
+    greedy = [GenRequest(user("question 0"), GenParams(temperature=0.0))]
+    CachedModel(old, store, progress=False).generate(requests(2) + greedy)
+    assert old._served == 7
+    new = ScriptedModel(default=seeded_rule)
+    new.sampler = "another-way"  # type: ignore[attr-defined]
+    CachedModel(new, store, progress=False).generate(requests(2) + greedy)
+    assert new._served == 6  # the 6 sampled ones again, not the greedy one
+    again = ScriptedModel(default=seeded_rule)
+    again.sampler = "another-way"  # type: ignore[attr-defined]
+    CachedModel(again, store, progress=False).generate(requests(2) + greedy)
+    assert again._served == 0

@@ -1,16 +1,22 @@
 """The ``hf`` backend: any transformers causal LM, by hub id or local path.
 
 Sampling is our own short decode loop over the model's forward pass rather than
-``model.generate``, for three reasons measured in ``bench/generate.py``:
+``model.generate``, for reasons measured in ``bench/generate.py`` (docs/RESULTS.md):
 
-* **shared-prefix reuse**: the prompts of a batch usually share a long head (system prompt,
+* **shared-prefix reuse**: the prompts of a batch usually share a long head (chat template,
   instruction); it is prefilled once, then each distinct prompt's tail once, and the KV cache
-  is fanned out to the ``n`` samples of each prompt. ``generate`` would prefill every row.
+  is fanned out to the ``n`` samples of each prompt. The head's KV is also kept for the next
+  batch and the next call (as far as their heads agree), as vLLM's prefix caching does.
+  ``generate`` would prefill every row.
+* **less padding**: tails of similar length are prefilled together, and only the last position
+  of a prefill goes through the 49k-wide output layer.
 * **finished rows leave the batch**: rows that hit EOS or a stop string are pruned from the
-  KV cache, so short answers stop costing compute.
-* **per-sample seeds**: every sample draws from its own ``torch.Generator`` seeded by
-  :func:`selfalign.types.sample_seed`, so sample ``i`` of a prompt is the same whatever batch
-  it is generated in (which the store's resume relies on).
+  KV cache (once they are an eighth of it), so short answers stop costing compute.
+* **per-sample seeds, one batched draw**: every sample has its own ``torch.Generator`` seeded by
+  :func:`selfalign.types.sample_seed`, so sample ``i`` of a prompt is the same whatever batch it
+  is generated in (which the store's resume relies on); each step draws one uniform per row and
+  picks tokens by inverse transform sampling over the batch's cumulative probabilities, instead
+  of one ``torch.multinomial`` call per row (a sixth of all decode time before).
 
 Padding sits between the shared head and each prompt's tail, masked out, with position ids
 counted over real tokens only, so every row sees exactly its own prompt.
@@ -53,6 +59,11 @@ def _local_revision(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _layer_kv(cache: Any) -> list[tuple[Any, Any]]:
+    """(keys, values) of each layer of a DynamicCache."""
+    return [(lay.keys, lay.values) for lay in cache.layers]
+
+
 @dataclass
 class _Row:
     prompt_idx: int
@@ -65,6 +76,9 @@ class HFModel:
     """A transformers causal LM behind the Generator and Scorer protocols."""
 
     can_score = True
+    #: how samples are drawn from the distribution (part of the store key of sampled completions):
+    #: inverse transform sampling with one uniform per token from each sample's own generator
+    sampler = "hf-icdf-1"
 
     def __init__(
         self,
@@ -73,7 +87,7 @@ class HFModel:
         revision: str | None = None,
         dtype: str = "auto",
         device: str | None = None,
-        batch_size: int = 64,
+        batch_size: int = 128,
         quantize: str | None = None,
         model: Any = None,
         tokenizer: Any = None,
@@ -100,6 +114,9 @@ class HFModel:
             model.to(self.device)
         self.model = model.eval()
         self.tokenizer = tokenizer
+        # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks
+        self._head_kv: tuple[tuple[int, ...], list[tuple[Any, Any]]] | None = None
+        self.head_reuses = 0
         if quantize == "int8":
             if self.device != "cpu":
                 raise ModelError("quantize='int8' is the CPU dynamic int8 path; on a GPU use vllm")
@@ -156,8 +173,9 @@ class HFModel:
                         rows.append((i, indices[0] if indices else 0))
                     else:
                         rows.extend((i, s) for s in indices)
-                for start in range(0, len(rows), self.batch_size):
-                    chunk = rows[start:start + self.batch_size]
+                lengths = [len(encoded[i]) + params.max_tokens for i, _ in rows]
+                for idx in self._batches(lengths, self.gen_token_budget):
+                    chunk = [rows[j] for j in idx]
                     for (i, s), comp in zip(chunk, self._decode(chunk, encoded, requests, params)):
                         out[i][s] = comp
                         if progress:
@@ -177,7 +195,11 @@ class HFModel:
         return results
 
     def _prefill(self, prompt_ids: list[list[int]]):
-        """Prefill distinct prompts, sharing their common head. Returns (last logits, cache, mask, next pos)."""
+        """Prefill distinct prompts, sharing their common head. Returns (last logits, cache, mask, next pos).
+
+        The head's KV is also kept between chunks and calls (:attr:`_head_kv`): the next chunk
+        reuses it as far as its own head agrees (the chat template and instruction every honesty
+        prompt starts with) and runs only the rest, as vLLM's prefix caching does across requests."""
         torch = self.torch
         from transformers import DynamicCache
 
@@ -186,26 +208,94 @@ class HFModel:
         shortest = min(len(p) for p in prompt_ids)
         while head < shortest - 1 and all(p[head] == first[head] for p in prompt_ids):
             head += 1
-        tails = [p[head:] for p in prompt_ids]
-        width = max(len(t) for t in tails)
         k = len(prompt_ids)
         cache = DynamicCache()
         dev = self.device
         if head:
-            ids = torch.tensor([first[:head]], device=dev)
-            self.model(input_ids=ids, past_key_values=cache, use_cache=True,
-                       position_ids=torch.arange(head, device=dev)[None])
-            cache.batch_select_indices(torch.zeros(k, dtype=torch.long, device=dev))
-        ids = torch.full((k, width), self.pad_id, dtype=torch.long)
+            # reuse the stored head's KV as far as it agrees with this chunk's head; run the rest once
+            stored, common = self._head_kv, 0
+            if stored is not None:
+                while common < min(head, len(stored[0])) and stored[0][common] == first[common]:
+                    common += 1
+                for layer, (key, val) in enumerate(stored[1] if common else ()):
+                    cache.update(key[..., :common, :], val[..., :common, :], layer)
+                self.head_reuses += common > 0
+            if common < head:
+                self.model(input_ids=torch.tensor([first[common:head]], device=dev), past_key_values=cache,
+                           use_cache=True, position_ids=torch.arange(common, head, device=dev)[None],
+                           logits_to_keep=1)
+            self._head_kv = (tuple(first[:head]), _layer_kv(cache))
+        head_kv = _layer_kv(cache) if head else []
+        tails = [p[head:] for p in prompt_ids]
+        width = max(len(t) for t in tails)
+        # Tails of similar length are prefilled together (padding costs a full forward per pad
+        # token); each group's KV is then padded between head and tail to the common width,
+        # where the attention mask hides it, and the groups are joined into one batch.
+        logits = torch.empty((k, 0))
+        keys: list[list[Any]] = [[] for _ in head_kv]
+        vals: list[list[Any]] = [[] for _ in head_kv]
+        order: list[int] = []
+        for group in self._tail_groups([len(t) for t in tails]):
+            g, w = len(group), max(len(tails[j]) for j in group)
+            gcache = DynamicCache()
+            for layer, (key, val) in enumerate(head_kv):
+                gcache.update(key, val, layer)
+            if head:
+                gcache.batch_select_indices(torch.zeros(g, dtype=torch.long, device=dev))
+            ids = torch.full((g, w), self.pad_id, dtype=torch.long)
+            gmask = torch.zeros((g, head + w), dtype=torch.long)
+            gmask[:, :head] = 1
+            for r, j in enumerate(group):
+                ids[r, w - len(tails[j]):] = torch.tensor(tails[j])
+                gmask[r, head + w - len(tails[j]):] = 1
+            gpos = (gmask.cumsum(1) - 1).clamp(min=0)[:, head:]
+            # logits_to_keep=1: only the last position goes through the output layer (49k x hidden)
+            out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
+                             past_key_values=gcache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1, :].float() if not order else torch.cat([logits, out.logits[:, -1, :].float()])
+            for layer, (key, val) in enumerate(_layer_kv(gcache)):
+                if layer >= len(keys):
+                    keys.append([])
+                    vals.append([])
+                keys[layer].append(self._pad_kv(key, head, width - w))
+                vals[layer].append(self._pad_kv(val, head, width - w))
+            order.extend(group)
+        back = torch.tensor(sorted(range(k), key=lambda r: order[r]), device=dev)  # batch position of each prompt
+        cache = DynamicCache()
+        for layer in range(len(keys)):
+            cache.update(torch.cat(keys[layer])[back], torch.cat(vals[layer])[back], layer)
         tail_mask = torch.zeros((k, width), dtype=torch.long)
-        for j, t in enumerate(tails):  # pad between the shared head and the tail
-            ids[j, width - len(t):] = torch.tensor(t)
+        for j, t in enumerate(tails):
             tail_mask[j, width - len(t):] = 1
         mask = torch.cat([torch.ones((k, head), dtype=torch.long), tail_mask], dim=1).to(dev)
-        pos = (mask.cumsum(1) - 1).clamp(min=0)[:, head:]
-        logits = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos,
-                            past_key_values=cache, use_cache=True).logits[:, -1, :].float()
-        return logits, cache, mask, pos[:, -1] + 1
+        next_pos = torch.tensor([len(p) for p in prompt_ids], device=dev)
+        return logits[back], cache, mask, next_pos
+
+    def _tail_groups(self, lengths: list[int]) -> list[list[int]]:
+        """Indices grouped by ascending length; a group closes when adding the next would make more
+        than a fifth of its tokens padding (groups of fewer than 8 never close: a forward pass
+        has a fixed cost)."""
+        groups: list[list[int]] = []
+        cur: list[int] = []
+        real = 0
+        for j in sorted(range(len(lengths)), key=lambda j: lengths[j]):
+            n = lengths[j]
+            if len(cur) >= 8 and (real + n) < 0.8 * (len(cur) + 1) * n:
+                groups.append(cur)
+                cur, real = [], 0
+            cur.append(j)
+            real += n
+        if cur:
+            groups.append(cur)
+        return groups
+
+    def _pad_kv(self, t: Any, head: int, pad: int) -> Any:
+        """Insert ``pad`` zero positions after the first ``head`` positions (dim -2)."""
+        if pad == 0:
+            return t
+        torch = self.torch
+        z = torch.zeros((*t.shape[:-2], pad, t.shape[-1]), dtype=t.dtype, device=t.device)
+        return torch.cat([t[..., :head, :], z, t[..., head:, :]], dim=-2)
 
     def _decode(self, chunk, encoded, requests, params: GenParams) -> list[Completion]:
         torch = self.torch
@@ -227,26 +317,20 @@ class HFModel:
         tokens: list[list[int]] = [[] for _ in range(n)]
         lps: list[list[float]] = [[] for _ in range(n)]
         done: list[Completion | None] = [None] * n
-        active = list(range(n))  # positions in `rows` of the rows still in the batch
+        batch = list(range(n))  # positions in `rows` of the rows in the batch (finished ones until pruned)
         eos = torch.tensor(self.eos_ids or [-1], device=dev)
         for step in range(params.max_tokens):
             if params.greedy:
                 nxt = logits.argmax(-1)
             else:
-                probs = torch.softmax(logits / params.temperature, dim=-1)
-                if params.top_p < 1.0:
-                    sp, si = probs.sort(dim=-1, descending=True)
-                    cut = sp.cumsum(-1) - sp > params.top_p
-                    sp[cut] = 0.0
-                    probs = torch.zeros_like(probs).scatter_(-1, si, sp)
-                probs = probs.cpu()
-                nxt = torch.stack([torch.multinomial(probs[j], 1, generator=gens[a])[0]
-                                   for j, a in enumerate(active)]).to(dev)
+                nxt = self._draw(logits, params, [None if done[a] else gens[a] for a in batch])
             lp = torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None])[:, 0] if params.logprobs else None
             is_eos = torch.isin(nxt, eos).tolist()
             nxt_l = nxt.tolist()
-            keep = []
-            for j, a in enumerate(active):
+            live = []
+            for j, a in enumerate(batch):
+                if done[a] is not None:
+                    continue
                 if is_eos[j]:
                     done[a] = self._finish(tokens[a], lps[a], "stop", params, rows[a].sample_index, eos_count=1)
                     continue
@@ -256,24 +340,48 @@ class HFModel:
                 if params.stop and self._hit_stop(tokens[a], params.stop):
                     done[a] = self._finish(tokens[a], lps[a], "stop", params, rows[a].sample_index)
                     continue
-                keep.append(j)
-            if len(keep) < len(active):
-                active = [active[j] for j in keep]
-                if not active:
-                    break
-                kt = torch.tensor(keep, device=dev)
+                live.append(j)
+            if not live or step == params.max_tokens - 1:
+                break
+            # Drop finished rows from the batch (and the KV cache) once they are an eighth of it:
+            # copying the cache costs about as much as a few decode steps of one row.
+            if len(batch) - len(live) >= max(1, len(batch) // 8):
+                batch = [batch[j] for j in live]
+                kt = torch.tensor(live, device=dev)
                 cache.batch_select_indices(kt)
                 nxt, mask, next_pos = nxt[kt], mask[kt], next_pos[kt]
-            if step == params.max_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], dim=1)
+            mask = torch.cat([mask, torch.ones((len(batch), 1), dtype=mask.dtype, device=dev)], dim=1)
             logits = self.model(input_ids=nxt[:, None], attention_mask=mask, position_ids=next_pos[:, None],
                                 past_key_values=cache, use_cache=True).logits[:, -1, :].float()
             next_pos = next_pos + 1
-        for a in active:
+        for a in batch:
             if done[a] is None:
                 done[a] = self._finish(tokens[a], lps[a], "length", params, rows[a].sample_index)
         return [d for d in done]  # type: ignore[misc]
+
+    def _draw(self, logits: Any, params: GenParams, gens: list[Any]) -> Any:
+        """One token per row from softmax(logits / T) (top-p truncated), by inverse transform
+        sampling: each row's own generator draws one uniform u, and the token is the first whose
+        cumulative probability exceeds u times the total. One batched cumsum and search instead of
+        a ``torch.multinomial`` call per row (which took ~1.3 ms each over a 49k vocabulary).
+        Rows whose generator is None (finished, still in the batch) get an arbitrary token."""
+        torch = self.torch
+        probs = torch.softmax(logits / params.temperature, dim=-1)
+        if params.top_p < 1.0:
+            sp, si = probs.sort(dim=-1, descending=True)
+            cut = sp.cumsum(-1) - sp > params.top_p
+            sp[cut] = 0.0
+            probs = torch.zeros_like(probs).scatter_(-1, si, sp)
+        cdf = probs.cumsum(-1)  # fp32 partial sums of non-negative terms never decrease
+        u = torch.tensor([float(torch.rand((), generator=g)) if g is not None else 0.0
+                          for g in gens], device=cdf.device)
+        # right=True: the first index whose cdf is > u * total, so a zero-probability token is never drawn
+        idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+        over = idx >= probs.shape[-1]  # u * total rounded up to the total: take the last possible token
+        if bool(over.any()):
+            last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
+            idx = torch.where(over, last, idx)
+        return idx
 
     def _hit_stop(self, toks: list[int], stop: tuple[str, ...]) -> bool:
         tail = self.tokenizer.decode(toks[-16:], skip_special_tokens=True)
@@ -292,6 +400,9 @@ class HFModel:
     # ------------------------------------------------------------------ scoring
     #: tokens (rows x padded length) in one scoring forward pass, and positions per log-softmax chunk
     score_token_budget = 8192
+    #: rows x (prompt + max new tokens) in one decoding batch: bounds the KV cache (for the
+    #: embedded model 32k tokens are ~1.5 GB) while short prompts still fill ``batch_size`` rows
+    gen_token_budget = 32768
     score_chunk = 256
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
@@ -329,10 +440,15 @@ class HFModel:
     def _token_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         """Consecutive items of ``order`` (sorted by length) in batches of at most ``batch_size``
         rows and ``score_token_budget`` padded tokens; a longer text forms a batch alone."""
+        return [[order[j] for j in b] for b in self._batches([lengths[i] for i in order], self.score_token_budget)]
+
+    def _batches(self, lengths: list[int], budget: int) -> list[list[int]]:
+        """Consecutive positions of ``lengths`` (ascending) in batches of at most ``batch_size``
+        rows and ``budget`` padded tokens; a longer item forms a batch alone."""
         batches: list[list[int]] = []
         cur: list[int] = []
-        for i in order:
-            if cur and (len(cur) + 1 > self.batch_size or (len(cur) + 1) * lengths[i] > self.score_token_budget):
+        for i, n in enumerate(lengths):
+            if cur and (len(cur) + 1 > self.batch_size or (len(cur) + 1) * n > budget):
                 batches.append(cur)
                 cur = []
             cur.append(i)

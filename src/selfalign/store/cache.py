@@ -179,8 +179,14 @@ def request_json(req: GenRequest) -> dict[str, Any]:
     return {"prompt": prompt_to_json(req.prompt), "params": params, "seed": req.seed}
 
 
-def sample_key(model_id: str, req: GenRequest, index: int) -> str:
-    return stable_hash({"model": model_id, **request_json(req), "index": index})
+def sample_key(model_id: str, req: GenRequest, index: int, sampler: str | None = None) -> str:
+    """The store key of sample ``index`` of ``req``. ``sampler`` names the backend's way of drawing
+    from the distribution (its random stream): a sampled completion drawn another way is not
+    reused under the same seed; greedy answers do not depend on it."""
+    key = {"model": model_id, **request_json(req), "index": index}
+    if sampler and not req.params.greedy:
+        key["sampler"] = sampler
+    return stable_hash(key)
 
 
 def score_key(model_id: str, req: ScoreRequest) -> str:
@@ -199,24 +205,30 @@ class CachedModel:
     so an interruption loses at most one chunk.
     """
 
-    def __init__(self, backend: Any, store: Store | None = None, chunk_size: int = 64, progress: bool = True,
+    def __init__(self, backend: Any, store: Store | None = None, chunk_size: int | None = None, progress: bool = True,
                  description: str = "generating"):
         self.backend = backend
         self.store = store or Store()
         self.model_id = backend.model_id
+        self.sampler: str | None = getattr(backend, "sampler", None)
         self.can_score = bool(getattr(backend, "can_score", False))
         self.can_train = bool(getattr(backend, "can_train", False))
         self.train_path: str | None = getattr(backend, "train_path", None)
-        self.chunk_size = chunk_size
+        # a chunk is one backend call, committed when it returns: the backend's batch (more rows per
+        # forward pass is faster on a CPU too), 64 for backends without one
+        self.chunk_size = chunk_size or int(getattr(backend, "batch_size", 0) or 64)
         self.show_progress = progress
         self.description = description
 
     def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None,
                  description: str | None = None) -> list[GenResult]:
         t0 = time.time()
-        units = [(ri, s, sample_key(self.model_id, r, s)) for ri, r in enumerate(requests) for s in r.sample_indices()]
+        units = [(ri, s, self._key(r, s)) for ri, r in enumerate(requests) for s in r.sample_indices()]
         found = self.store.get_completions([k for _, _, k in units])
         missing = [(ri, s, k) for ri, s, k in units if k not in found]
+        # prompts of similar length in the same chunk: less padding in the backend's batches
+        plen = {ri: len(json.dumps(prompt_to_json(requests[ri].prompt))) for ri in {u[0] for u in missing}}
+        missing.sort(key=lambda u: (plen[u[0]], u[0], u[1]))
         new_tokens = 0
         with _progress(self.show_progress, description or self.description, len(units), len(units) - len(missing)) as bar:
             for chunk in _chunks(missing, self.chunk_size):
@@ -237,7 +249,7 @@ class CachedModel:
                 rows = []
                 for ri, res in zip(by_req, results):
                     for c in res.completions:
-                        rows.append((sample_key(self.model_id, requests[ri], c.index), self.model_id,
+                        rows.append((self._key(requests[ri], c.index), self.model_id,
                                      {**request_json(requests[ri]), "index": c.index}, c, latency))
                         new_tokens += c.n_tokens
                 self.store.put_completions(rows)
@@ -248,9 +260,12 @@ class CachedModel:
         self.store.log_call("generate", self.model_id, len(units), len(units) - len(missing), new_tokens, time.time() - t0)
         out = []
         for ri, r in enumerate(requests):
-            comps = tuple(found[sample_key(self.model_id, r, s)] for s in r.sample_indices())
+            comps = tuple(found[self._key(r, s)] for s in r.sample_indices())
             out.append(GenResult(r, comps))
         return out
+
+    def _key(self, req: GenRequest, index: int) -> str:
+        return sample_key(self.model_id, req, index, self.sampler)
 
     def sibling(self, spec: str | Path, **options: Any) -> "CachedModel":
         """Another model (a spec, or a directory a stage has just trained), built by the registry
