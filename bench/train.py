@@ -21,14 +21,17 @@ from pathlib import Path
 from selfalign.data.formats import load_qa
 from selfalign.honesty.prompts import honesty_prompt
 from selfalign.models import embedded
-from selfalign.train.base import TrainConfig, lora_config, trainer_args
+from selfalign.train.base import TrainConfig, completion_positions_only, lora_config, trainer_args
 from selfalign.train.precision import Precision, choose_precision, cpu_flags, cpu_model, native_cpu_bf16
 
-# name -> (precision, gradient checkpointing); "trl-defaults" is what SFTConfig() gives a CPU user
+# name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free);
+# "trl-defaults" is what SFTConfig() gives a CPU user
 VARIANTS = {
-    "trl-defaults": ("bf16", True),
-    "bf16": ("bf16", False),
-    "fp32": ("fp32", False),
+    "trl-defaults": ("bf16", True, False, False),  # what SFTConfig() gives a CPU user
+    "bf16": ("bf16", False, False, False),
+    "fp32": ("fp32", False, False, False),
+    "fp32-compact": ("fp32", False, True, False),
+    "fp32-compact-padfree": ("fp32", False, True, True),
 }
 
 
@@ -49,7 +52,8 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    prec_name, checkpointing = VARIANTS[name]
+    prec_name, checkpointing, compact, padding_free = VARIANTS[name]
+    completion_positions_only(compact)
     cfg = TrainConfig(batch_size=batch, max_steps=warmup + steps, logging_steps=1, save_steps=10_000,
                       gradient_checkpointing=checkpointing, warmup_ratio=0.0, lr_scheduler="constant")
     stamps: list[float] = []
@@ -62,7 +66,8 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     with tempfile.TemporaryDirectory() as tmp:
         kwargs = {**trainer_args(cfg, Path(tmp), Precision(prec_name, "bench")), "save_strategy": "no"}
-        args = SFTConfig(**kwargs, max_length=cfg.max_length, completion_only_loss=True)
+        args = SFTConfig(**kwargs, max_length=None if padding_free else cfg.max_length, completion_only_loss=True,
+                         padding_free=padding_free)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                              peft_config=lora_config(cfg, model.config.num_hidden_layers), callbacks=[Clock()])
         t0 = time.perf_counter()

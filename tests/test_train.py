@@ -59,6 +59,32 @@ def test_sft_records_the_precision_it_chose(tiny_model_dir, tmp_path, monkeypatc
     assert again.skipped
 
 
+def test_output_layer_on_labelled_positions_only_gives_the_same_losses_and_weights(tiny_model_dir, tmp_path):
+    """TRL scores every position on a CPU; scoring only the labelled ones must change nothing but time."""
+    import torch
+    import trl.trainer.utils as tu
+    from safetensors.torch import load_file
+
+    from selfalign.train.base import completion_positions_only
+    from selfalign.train.sft import train_sft
+
+    rows = [{"prompt": [{"role": "user", "content": f"Question number {i} about a long topic " * (1 + i % 3)}],
+             "completion": [{"role": "assistant", "content": "Paris" + " is it" * (i % 4)}]} for i in range(8)]
+    out = {}
+    for on in (False, True):
+        cfg = TrainConfig(epochs=1, batch_size=4, lora_r=4, max_steps=2, logging_steps=1, warmup_ratio=0.0,
+                          labelled_positions_only=on, precision="fp32")
+        res = train_sft(rows, str(tiny_model_dir), tmp_path / f"on{on}", cfg)
+        assert tu._use_triton(torch.device("cpu")) is on  # the option reached TRL's decision
+        weights = load_file(str(next((tmp_path / f"on{on}" / "model").glob("*.safetensors"))))
+        out[on] = (res.losses, weights)
+    completion_positions_only(False)
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-4)
+    assert len(out[True][0]) == 2
+    for k, w in out[False][1].items():
+        assert torch.allclose(w, out[True][1][k], atol=1e-5), k
+
+
 def test_python_m_entry_point(tiny_model_dir, tmp_path):
     import subprocess
     import sys
