@@ -211,6 +211,12 @@ def test_critique_cli_end_to_end(tmp_path, monkeypatch):
                                  "--set", "n_questions=5", "--set", "ns=[1,2,4]"])
     assert r.exit_code == 0, r.output
     assert "N=4" in r.output and (tmp_path / "b" / "pairs.jsonl").exists()
+    r = CliRunner().invoke(app, ["critique", "refine", "--model", f"scripted:{rules}", "--out", str(tmp_path / "r"),
+                                 "--set", "n_questions=5", "--rounds", "2"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert len(rep["summary"]["loops"]) == 4 and rep["summary"]["questions"] == 5
+    assert (tmp_path / "r" / "report.html").read_text().count("<tr>") >= 5
     # bad input: one line, exit 2, before anything runs
     import subprocess
     import sys
@@ -223,3 +229,95 @@ def test_critique_cli_end_to_end(tmp_path, monkeypatch):
     p = subprocess.run([sys.executable, "-m", "selfalign.cli", "critique", "eval", "--tampered", str(bad)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "bad.jsonl:1: field 'kind' missing" in p.stderr, p.stderr
+
+
+def _refine_policy(text, index, seed):
+    """q1's first answer is wrong and a critique-led refinement fixes it; q2's is right (the critic
+    says so; a direct refinement breaks it); q3 stays wrong."""
+    q = "q1" if "Question one" in text else "q2" if "Question two" in text else "q3"
+    if "Answer the question briefly" in text:
+        return {"q1": "It is 5.", "q2": "Paris.", "q3": "Blue."}[q]
+    if "Point out what is wrong" in text:
+        return "No problems." if q == "q2" else "The number is wrong."
+    if "Critique:" in text:
+        return {"q1": "It is 4.", "q2": "Paris.", "q3": "Teal."}[q]
+    if "Write an improved answer." in text:  # direct refinement, no critique
+        return {"q1": "It is 4.", "q2": "London.", "q3": "Blue."}[q]
+    if "Answer Yes or No" in text:
+        return "Yes" if q != "q2" else "No"
+    return "?"
+
+
+def _refine_items():
+    from selfalign.data.formats import QAItem
+
+    return [QAItem("q1", "Question one: 2+2?", ("4",)), QAItem("q2", "Question two: capital of France?", ("Paris",)),
+            QAItem("q3", "Question three: colour of grass?", ("green",))]
+
+
+def test_refine_gated_loop_keeps_only_improvements_and_counts_fixes_and_regressions():
+    from selfalign.critique.refine import RefineConfig, refine
+    from selfalign.models.scripted import ScriptedModel
+    from selfalign.store.cache import CachedModel, Store
+
+    class NoScore(ScriptedModel):
+        can_score = False  # critiqueability then comes from the parsed yes/no answer
+
+    model = CachedModel(NoScore(default=_refine_policy), Store(":memory:"), progress=False)
+    rows, pairs, s = refine(model, _refine_items(), RefineConfig(rounds=2, bootstrap=100))
+    by = {(lp["mode"], lp["gating"]): lp for lp in s["loops"]}
+    assert s["initial"]["value"] == 1 / 3
+    # critique: q1 fixed, q2 stopped by "No problems.", q3 refined to another wrong answer
+    for g in ("gated", "ungated"):
+        assert (by["critique", g]["fixes"], by["critique", g]["regressions"]) == (1, 0)
+        assert by["critique", g]["stopped"] == 1  # q2, once: a stopped question is not asked again
+    # direct refinement breaks q2 (Paris -> London): the ungated loop keeps the regression, the gate refuses it
+    assert (by["direct", "ungated"]["fixes"], by["direct", "ungated"]["regressions"]) == (1, 1)
+    assert (by["direct", "gated"]["fixes"], by["direct", "gated"]["regressions"]) == (1, 0)
+    assert by["direct", "gated"]["accuracy"]["value"] == 2 / 3 and by["direct", "ungated"]["accuracy"]["value"] == 1 / 3
+    assert all(lp["per_round"][0] == 1 / 3 for lp in s["loops"])
+    # one preference pair per accepted gated refinement: q1 in each mode, chosen = the fix
+    assert sorted(p["meta"]["mode"] for p in pairs) == ["critique", "direct"]
+    assert all(p["chosen"][0]["content"] == "It is 4." and p["rejected"][0]["content"] == "It is 5." and p["margin"] == 1.0
+               for p in pairs)
+    assert s["critiqueability"]["auroc"] == 1.0 and s["critiqueability"]["unscored"] == 0
+    assert len(rows) == 3 * 4
+
+
+def test_refine_unscored_gate_keeps_the_answer_and_helpful_critique_is_chosen():
+    from selfalign.critique.refine import RefineConfig, refine
+    from selfalign.models.scripted import ScriptedModel
+    from selfalign.store.cache import CachedModel, Store
+
+    class NoScore(ScriptedModel):
+        can_score = False
+
+    def critic(text, index, seed):  # sample 0 is useless; sample 1 names the problem
+        if "Does the critique point out a real problem" in text:
+            return "Yes" if "number is wrong" in text else "No"
+        if "Point out what is wrong" in text:
+            return ["Nice weather today.", "The number is wrong."][index % 2]
+        return "?"
+
+    def policy(text, index, seed):
+        if "Critique:" in text:
+            return "It is 4." if "number is wrong" in text else "It is 7."
+        return _refine_policy(text, index, seed)
+
+    store = Store(":memory:")
+    pol = CachedModel(NoScore(default=policy), store, progress=False)
+    crit = CachedModel(NoScore(default=critic, model_id="critic"), store, progress=False)
+    items = _refine_items()[:1]
+    _, _, s = refine(pol, items, RefineConfig(modes=["critique"], critiques=2, temperature=1.0, critiqueability=False,
+                                              bootstrap=50), critic=crit)
+    assert [lp["fixes"] for lp in s["loops"]] == [1, 1]  # the helpful critique was the one used
+    # a judge whose replies never parse: every gated comparison is unscored and nothing is accepted
+    judge = CachedModel(NoScore(default="Great answer!", model_id="judge"), store, progress=False)
+    _, pairs, s = refine(pol, items, RefineConfig(modes=["direct"], scorer="judge", critiqueability=False, bootstrap=50),
+                         judge=judge)
+    gated = [lp for lp in s["loops"] if lp["gating"] == "gated"][0]
+    assert gated["unscored"] == 1 and gated["accepted"] == 0 and gated["fixes"] == 0 and pairs == []
+    with pytest.raises(ValueError, match="modes must be"):
+        RefineConfig(modes=["think harder"])
+    with pytest.raises(ValueError, match="critiques > 1 needs temperature"):
+        RefineConfig(critiques=3)

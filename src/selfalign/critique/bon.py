@@ -36,8 +36,9 @@ from selfalign.types import GenParams, GenRequest, ScoreRequest, user
 
 SCORERS = ("gold", "logprob", "judge")
 
-#: (question, answers, candidates) -> a score per candidate (None = unscored)
-Scorer = Callable[[Any, QAItem, Sequence[str]], list[float | None]]
+#: one call scores many questions: [(prompt, item, candidates)] -> a score per candidate (None = unscored)
+Job = tuple[Any, QAItem, Sequence[str]]
+Scorer = Callable[[Sequence[Job]], list[list[float | None]]]
 
 
 def bon_kl(n: int) -> float:
@@ -55,19 +56,26 @@ def qa_prompt(question: str) -> Any:
     return user(f"Answer the question briefly.\nQ: {question}\nA:")
 
 
-def gold_scorer(prompt: Any, item: QAItem, candidates: Sequence[str]) -> list[float | None]:
-    return [1.0 if contains_answer(c, item.answers) else 0.0 for c in candidates]
+def gold_scorer(jobs: Sequence[Job]) -> list[list[float | None]]:
+    return [[1.0 if contains_answer(c, item.answers) else 0.0 for c in cands] for _, item, cands in jobs]
+
+
+def _split(flat: Sequence[float | None], jobs: Sequence[Job]) -> list[list[float | None]]:
+    out, k = [], 0
+    for _, _, cands in jobs:
+        out.append(list(flat[k:k + len(cands)]))
+        k += len(cands)
+    return out
 
 
 def logprob_scorer(model: StageModel) -> Scorer:
-    def score(prompt: Any, item: QAItem, candidates: Sequence[str]) -> list[float | None]:
-        out: list[float | None] = []
-        todo = [(i, c) for i, c in enumerate(candidates) if c.strip()]
-        res = model.score([ScoreRequest(prompt, c) for _, c in todo]) if todo else []
-        by = {i: r.mean for (i, _), r in zip(todo, res)}
-        for i in range(len(candidates)):
-            out.append(by.get(i))
-        return out
+    """The policy's mean token log-probability of each candidate (an empty one is unscored)."""
+    def score(jobs: Sequence[Job]) -> list[list[float | None]]:
+        flat = [(p, c) for p, _, cands in jobs for c in cands]
+        todo = [(i, p, c) for i, (p, c) in enumerate(flat) if c.strip()]
+        res = model.score([ScoreRequest(p, c) for _, p, c in todo]) if todo else []
+        by = {i: r.mean for (i, _, _), r in zip(todo, res)}
+        return _split([by.get(i) for i in range(len(flat))], jobs)
     return score
 
 
@@ -77,14 +85,15 @@ JUDGE_TEMPLATE = ("Question: {q}\nAnswer: {a}\n\nRate how correct and helpful th
 
 
 def judge_scorer(judge: StageModel, max_tokens: int = 16) -> Scorer:
-    def score(prompt: Any, item: QAItem, candidates: Sequence[str]) -> list[float | None]:
+    """A rubric judge's 1-5 score (greedy, one batched call); an unparsed reply is unscored."""
+    def score(jobs: Sequence[Job]) -> list[list[float | None]]:
         reqs = [GenRequest(user(JUDGE_TEMPLATE.format(q=item.question, a=c)), GenParams(max_tokens=max_tokens))
-                for c in candidates]
-        out: list[float | None] = []
-        for r in judge.generate(reqs, description="BoN judge"):
+                for _, item, cands in jobs for c in cands]
+        flat: list[float | None] = []
+        for r in judge.generate(reqs, description="judge scores") if reqs else []:
             s = parse_score(r.texts[0])
-            out.append(float(s) if s is not None else None)
-        return out
+            flat.append(float(s) if s is not None else None)
+        return _split(flat, jobs)
     return score
 
 
@@ -150,9 +159,9 @@ def best_of_n(policy: StageModel, items: Sequence[QAItem], scorer: Scorer, cfg: 
     per_n: dict[int, dict[str, list[float]]] = {n: {"correct": [], "score": []} for n in cfg.ns}
     sft, pairs = [], []
     unscored = 0
-    for item, prompt, res in zip(items, prompts, results):
+    all_scores = scorer([(p, it, list(r.texts)) for it, p, r in zip(items, prompts, results)])
+    for item, prompt, res, scores in zip(items, prompts, results, all_scores):
         texts = list(res.texts)
-        scores = scorer(prompt, item, texts)
         unscored += sum(s is None for s in scores)
         rank = [s if s is not None else -math.inf for s in scores]
         for n in cfg.ns:

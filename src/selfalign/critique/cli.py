@@ -1,4 +1,4 @@
-"""``selfalign critique tamper | eval | bon``.
+"""``selfalign critique refine | bon | tamper | eval | fsbs``.
 
 Every command: ``--config`` YAML and ``--set key=value`` overrides; model calls go through the
 store, so a killed run resumes without asking again. Each writes ``<out>/rows.jsonl``,
@@ -15,7 +15,7 @@ import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
 
-app = typer.Typer(no_args_is_help=True, help="Self-critique: tampering, critic evaluation, Best-of-N.")
+app = typer.Typer(no_args_is_help=True, help="Self-critique: critique -> refine, Best-of-N, tampering, critic evaluation, FSBS.")
 
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
 SET = typer.Option([], "--set", help="override a config key (repeatable)")
@@ -109,3 +109,37 @@ def bon(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str]
     for r in res["summary"]["table"]:
         typer.echo(f"N={r['n']:<3d} KL={r['kl']:.3f}  accuracy {100 * r['accuracy']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]")
     typer.echo(f"{len(res['rows'])} SFT rows, {len(res['pairs'])} pairs -> {cfg.out}\nreport: {stage.report_path}")
+
+
+@app.command()
+def refine(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str] = OUT,
+           model: Optional[str] = typer.Option(None, "--model", "-m", help="policy model spec (answers, refines)"),
+           critic: Optional[str] = typer.Option(None, help="critic model spec (default: the policy)"),
+           judge: Optional[str] = typer.Option(None, help="judge model spec (scorer=judge)"),
+           scorer: Optional[str] = typer.Option(None, help="the gate: gold | judge | logprob"),
+           rounds: Optional[int] = typer.Option(None, help="refinement rounds")) -> None:
+    """Critique -> refine and direct refinement, each gated by a scorer and ungated: fixes and regressions."""
+    import time
+
+    from selfalign.critique.refine import RefineConfig, load_items, run
+    from selfalign.report.critique import refine_report
+    from selfalign.store.runs import RunDir, input_hashes, write_stage
+
+    cfg = _cfg(RefineConfig, config, set, out=out, model=model, critic=critic, judge=judge, scorer=scorer,
+               rounds=rounds)
+    items = load_items(cfg)
+    t0 = time.time()
+    policy = _model(cfg.model, cfg.store, "answers and refinements")
+    crit = _model(cfg.critic, cfg.store, "critiques") if cfg.critic else None
+    jdg = _model(cfg.judge, cfg.store, "judge") if cfg.scorer == "judge" and cfg.judge else None
+    res = run(cfg, policy, crit, jdg, items)
+    RunDir(cfg.out).write_jsonl("pairs.jsonl", res["pairs"])
+    conf = config_to_dict(cfg)
+    stage = write_stage(cfg.out, "critique-refine", conf, input_hashes([cfg.data]), res["rows"],
+                        lambda d: refine_report(d, res["summary"], res["rows"], conf), None, time.time() - t0)
+    s = res["summary"]
+    typer.echo(f"first answers {100 * s['initial']['value']:.1f}% right")
+    for lp in s["loops"]:
+        typer.echo(f"{lp['mode']:<8s} {lp['gating']:<8s} {100 * lp['accuracy']['value']:.1f}%  fixes {lp['fixes']:<3d} "
+                   f"regressions {lp['regressions']:<3d} accepted {lp['accepted']}/{lp['refinements']}")
+    typer.echo(f"{s['pairs']} preference pairs -> {cfg.out}/pairs.jsonl\nreport: {stage.report_path}")

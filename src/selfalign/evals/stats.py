@@ -11,7 +11,8 @@ Pure functions over plain lists, each with a worked example.
 * :func:`wilson_interval`: a binomial proportion's interval that behaves at 0 and n;
 * :func:`expected_calibration_error` and :func:`reliability_bins`: equal-width bins, ECE =
   sum over bins of (bin size / n) * |accuracy - mean confidence| (Guo et al. 2017);
-* :func:`elo_ratings`: ratings from pairwise outcomes, ties counting half.
+* :func:`elo_ratings`: ratings from pairwise outcomes, ties counting half;
+* :func:`auroc`: how well a score ranks positives above negatives (ties count half).
 """
 
 from __future__ import annotations
@@ -227,3 +228,28 @@ def elo_ratings(outcomes: Sequence[tuple[Hashable, Hashable, float]], base: floa
     raw = {p: 400 * math.log10(strength[p]) for p in players}
     shift = base - sum(raw.values()) / len(raw)
     return {p: v + shift for p, v in raw.items()}
+
+
+def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative,
+    a tie counting half (the Mann-Whitney U statistic over n_pos * n_neg). NaN without both classes.
+
+    >>> auroc([0.9, 0.8, 0.3, 0.1], [True, True, False, False])
+    1.0
+    >>> auroc([0.9, 0.5, 0.5, 0.1], [True, False, True, False])  # 3 wins + 1 tie of 4 pairs
+    0.875
+    """
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores but {len(labels)} labels")
+    pos = sorted(s for s, y in zip(scores, labels) if y)
+    neg = sorted(s for s, y in zip(scores, labels) if not y)
+    if not pos or not neg:
+        return float("nan")
+    import bisect
+
+    total = 0.0
+    for s in pos:
+        below = bisect.bisect_left(neg, s)
+        ties = bisect.bisect_right(neg, s) - below
+        total += below + 0.5 * ties
+    return total / (len(pos) * len(neg))

@@ -126,3 +126,42 @@ def bon_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, A
             f"<table><tr><th class=l>N</th><th>KL (nats)</th><th>accuracy [95% CI]</th><th>mean chosen score</th></tr>"
             f"{trs}</table>{_img(fig)}")
     return _page(out_dir, "Best-of-N", body, {"summary": summary, "config": config})
+
+
+def refine_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[dict[str, Any]],
+                  config: dict[str, Any]) -> Path:
+    s = summary
+    loops = s["loops"]
+    trs = "".join(
+        f"<tr><td class=l>{html.escape(lp['mode'])}</td><td class=l>{html.escape(lp['gating'])}</td>"
+        f"<td>{_ci(lp['accuracy'])}</td><td>{_ci(lp['diff'])}</td><td>{lp['mcnemar_p']:.3g}</td>"
+        f"<td>{lp['fixes']}</td><td>{lp['regressions']}</td><td>{100 * lp['idk']:.1f}</td>"
+        f"<td>{lp['accepted']}/{lp['refinements']}</td><td>{lp['stopped']}</td><td>{lp['unscored']}</td></tr>"
+        for lp in loops)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3))
+    for lp in loops:
+        ax.plot(range(len(lp["per_round"])), [100 * v for v in lp["per_round"]], marker="o",
+                linestyle="-" if lp["gating"] == "gated" else "--", label=f"{lp['mode']}, {lp['gating']}")
+    ax.set_xlabel("refinement round (0 = the first answer)")
+    ax.set_ylabel("gold accuracy (%)")
+    ax.set_xticks(range(s["rounds"] + 1))
+    ax.legend(fontsize=7)
+    crit = s.get("critiqueability")
+    ctext = ""
+    if crit:
+        ctext = (f"<h2>Critiqueability</h2><p>P(\"Yes\", the answer has a mistake): AUROC {crit['auroc']:.3f} against "
+                 f"the first answer being wrong ({crit['scored']} scored, {crit['unscored']} unscored); mean P(yes) "
+                 f"{crit['mean_p_yes_wrong']:.3f} on wrong answers, {crit['mean_p_yes_right']:.3f} on right ones.</p>")
+    changed = [r for r in rows if r["initial_correct"] != r["correct"]][:12]
+    ex = "".join(f"<li><b>{html.escape(r['mode'])}/{html.escape(r['gating'])}</b> {html.escape(r['question'])}<br>"
+                 f"first: {html.escape(r['initial'])} ({'right' if r['initial_correct'] else 'wrong'})<br>"
+                 f"final: {html.escape(r['final'])} ({'right' if r['correct'] else 'wrong'})</li>" for r in changed)
+    body = (f"<p class=sub>policy {html.escape(str(s.get('policy', '')))}, critic {html.escape(str(s.get('critic', '')))}, "
+            f"gate: {html.escape(s['scorer'])} scorer, {s['questions']} questions, {s['rounds']} round(s); first answers "
+            f"{_ci(s['initial'])}% right, {100 * s['initial_idk']:.1f}% \"I don't know\"; {s['pairs']} preference pairs</p>"
+            f"<table><tr><th class=l>refinement</th><th class=l>loop</th><th>accuracy [95% CI]</th>"
+            f"<th>vs first answer (paired)</th><th>McNemar p</th><th>fixes</th><th>regressions</th><th>idk %</th>"
+            f"<th>accepted</th><th>stopped (no problems)</th><th>unscored</th></tr>{trs}</table>{_img(fig)}{ctext}"
+            f"<h2>Answers that changed</h2><ul>{ex}</ul>")
+    return _page(out_dir, "Critique -> refine", body, {"summary": summary, "config": config})
