@@ -217,6 +217,12 @@ def test_critique_cli_end_to_end(tmp_path, monkeypatch):
     rep = json.loads((tmp_path / "r" / "report.json").read_text())
     assert len(rep["summary"]["loops"]) == 4 and rep["summary"]["questions"] == 5
     assert (tmp_path / "r" / "report.html").read_text().count("<tr>") >= 5
+    r = CliRunner().invoke(app, ["critique", "fsbs", "--critic", f"scripted:{rules}", "--tampered",
+                                 str(tmp_path / "t" / "rows.jsonl"), "--out", str(tmp_path / "f"),
+                                 "--set", "n_tampered=3", "--set", "n_clean=2", "--set", "d=2"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "f" / "report.json").read_text())
+    assert rep["summary"]["candidates"] == 5 * (4 + 2 * 4) and "p75" in r.output
     # bad input: one line, exit 2, before anything runs
     import subprocess
     import sys
@@ -321,3 +327,71 @@ def test_refine_unscored_gate_keeps_the_answer_and_helpful_critique_is_chosen():
         RefineConfig(modes=["think harder"])
     with pytest.raises(ValueError, match="critiques > 1 needs temperature"):
         RefineConfig(critiques=3)
+
+
+def _fsbs_items():
+    from selfalign.critique.critic import CriticItem
+
+    code = "def f(n):\n    if n < 0:\n        return 0\n    total = n * 2\n    return total\n"
+    return [CriticItem("bug", "t", code, (2,), "<", "line 2: `<=` became `<`", "comparison_flip", 2),
+            CriticItem("clean", "t", code, first_solution_line=2)]
+
+
+def _fsbs_critic(text, index, seed):
+    """Continuations of a forced ``` : sample 0 quotes the bug line, 1 a clean line, 2 misquotes,
+    3 quotes the bug line and then adds a paragraph without a highlight."""
+    return ["\nif n < 0:\n```\nthe comparison is wrong.", "\ntotal = n * 2\n```\nshould be n * 3.",
+            "\nnothing real\n```\nhmm.", "\nif n < 0:\n```\nwrong bound.\n\nOtherwise it looks fine."][index % 4]
+
+
+def test_fsbs_samples_28_candidates_keeps_the_top_k_and_continues_their_kept_text():
+    from selfalign.critique.fsbs import FsbsConfig, candidates_per_item, choose, search, strip_last_paragraph
+    from selfalign.models.scripted import ScriptedModel
+    from selfalign.store.cache import CachedModel, Store
+
+    backend = ScriptedModel(default=_fsbs_critic)
+    critic = CachedModel(backend, Store(":memory:"), progress=False)
+    items = _fsbs_items()
+
+    def by_bug(items_, cands):  # a reward that likes quoting the bug line, less each extra highlight
+        return [float("if n < 0" in c.text) - 0.01 * c.highlights + 0.001 * (c.n_tokens % 7) for c in cands]
+
+    cfg = FsbsConfig(bootstrap=50)
+    cands = search(critic, items, cfg, by_bug)
+    assert candidates_per_item(cfg) == 28 and [len(cs) for cs in cands] == [28, 28]
+    assert [sum(c.round == r for c in cands[0]) for r in (1, 2, 3, 4)] == [4, 8, 8, 8]
+    for cs in cands:
+        r1 = [c for c in cs if c.round == 1]
+        top = sorted(range(4), key=lambda j: (-r1[j].score, j))[:2]
+        assert sorted({c.parent for c in cs if c.round == 2}) == sorted(top)
+        for c in cs:
+            if c.parent is not None:  # it continues its parent's text minus a last paragraph without code
+                parent = strip_last_paragraph(cs[c.parent].text)
+                assert c.text.startswith(parent + "\n\n```") and "Otherwise it looks fine" not in c.text[:len(parent)]
+        assert max(c.highlights for c in cs) == 4  # d forced highlights
+        most, fewest = choose(cs, 100.0), choose(cs, -100.0)
+        assert most.highlights == 4 and fewest.highlights == 1
+    # the prompt of a later round carries the kept critique as the assistant's prefill
+    later = [r for r in backend.calls if hasattr(r, "prompt") and r.prompt[-1].content.count("```") > 1]
+    assert later and all(r.prompt[-1].role == "assistant" and r.prompt[-1].content.endswith("\n\n```") for r in later)
+
+
+def test_fsbs_metrics_and_the_length_modifier_curve():
+    from selfalign.critique.fsbs import FsbsConfig, evaluate
+    from selfalign.models.scripted import ScriptedModel
+    from selfalign.store.cache import CachedModel, Store
+
+    items = _fsbs_items()
+    oracle = CachedModel(ScriptedModel(default="\nif n < 0:\n```\nshould be <=."), Store(":memory:"), progress=False)
+    rows, cand_rows, s = evaluate(oracle, items, FsbsConfig(bootstrap=50))
+    assert [st["setting"] for st in s["settings"]] == ["first sample", "p10", "p25", "p50", "p75"]
+    assert all(st["cbi"]["value"] == 1.0 and st["false_alarm"]["value"] == 1.0 for st in s["settings"])
+    assert len(cand_rows) == 56 and s["candidates"] == 56 and s["unscored"] == 0
+    critic = CachedModel(ScriptedModel(default=_fsbs_critic), Store(":memory:"), progress=False)
+    _, _, s = evaluate(critic, items, FsbsConfig(bootstrap=50))
+    lengths = [st["mean_length"] for st in s["settings"][1:]]
+    assert lengths == sorted(lengths) and lengths[-1] > lengths[0]  # a larger percentile, longer critiques
+    hl = [st["highlights_per_critique_tampered"]["value"] for st in s["settings"][1:]]
+    assert hl[-1] >= hl[0]
+    with pytest.raises(ValueError, match="cannot exceed n"):
+        FsbsConfig(k=5)

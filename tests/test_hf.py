@@ -176,3 +176,18 @@ def test_scoring_long_texts_stays_within_a_memory_cap(tmp_path):
     n_tokens, grew_mb = out.stdout.split()
     assert int(n_tokens) > 2000
     assert float(grew_mb) < 600, f"scoring grew the process by {grew_mb} MB"
+
+
+def test_an_assistant_message_last_is_a_prefill_the_model_continues(tiny_model):
+    """A chat prompt ending with the assistant's partial message renders as the generation prompt
+    followed by that text, and greedy decoding from it continues the same greedy answer."""
+    from selfalign.types import Message
+
+    q = user(QS[0])
+    full = tiny_model.generate([GenRequest(q, GenParams(max_tokens=12))])[0].completions[0]
+    # the first few tokens of the answer, decoded, become the prefill
+    ids = tiny_model.tokenizer(full.text, add_special_tokens=False)["input_ids"]
+    head = tiny_model.tokenizer.decode(ids[:4])
+    assert tiny_model.render(q + (Message("assistant", head),)) == tiny_model.render(q) + head
+    rest = tiny_model.generate([GenRequest(q + (Message("assistant", head),), GenParams(max_tokens=8))])[0].texts[0]
+    assert (head + rest).startswith(full.text[:len(head) + 3]) and rest

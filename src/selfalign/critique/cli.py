@@ -143,3 +143,37 @@ def refine(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[s
         typer.echo(f"{lp['mode']:<8s} {lp['gating']:<8s} {100 * lp['accuracy']['value']:.1f}%  fixes {lp['fixes']:<3d} "
                    f"regressions {lp['regressions']:<3d} accepted {lp['accepted']}/{lp['refinements']}")
     typer.echo(f"{s['pairs']} preference pairs -> {cfg.out}/pairs.jsonl\nreport: {stage.report_path}")
+
+
+@app.command()
+def fsbs(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str] = OUT,
+         critic: Optional[str] = typer.Option(None, help="critic model spec (default: the embedded model)"),
+         judge: Optional[str] = typer.Option(None, help="judge model spec (scorer=judge)"),
+         tampered: Optional[str] = typer.Option(None, help="a tamper stage's rows.jsonl"),
+         data: Optional[str] = typer.Option(None, help="problems: bundled | HumanEval-format JSONL(.gz)")) -> None:
+    """Force Sampling Beam Search over critiques; CBI and false alarms for each LENGTH_MODIFIER percentile."""
+    import time
+
+    from selfalign.critique.fsbs import FsbsConfig, run
+    from selfalign.critique.critic import load_items
+    from selfalign.report.critique import fsbs_report
+    from selfalign.store.runs import RunDir, input_hashes, write_stage
+
+    cfg = _cfg(FsbsConfig, config, set, out=out, critic=critic, judge=judge, tampered=tampered, data=data)
+    items, made = load_items(cfg)
+    t0 = time.time()
+    crit = _model(cfg.critic, cfg.store, "critiques")
+    jdg = _model(cfg.judge, cfg.store, "judge") if cfg.scorer == "judge" and cfg.judge else None
+    res = run(cfg, crit, jdg, items)
+    res["summary"].update(made)
+    RunDir(cfg.out).write_jsonl("candidates.jsonl", res["candidates"])
+    conf = config_to_dict(cfg)
+    stage = write_stage(cfg.out, "critique-fsbs", conf, input_hashes([cfg.data, cfg.tampered]), res["rows"],
+                        lambda d: fsbs_report(d, res["summary"], res["rows"], conf), None, time.time() - t0)
+    def pct(d: Optional[dict]) -> str:
+        return f"{100 * d['value']:.1f}%" if d else "-"
+
+    for st in res["summary"]["settings"]:
+        typer.echo(f"{st['setting']:<13s} CBI {pct(st.get('cbi'))} vs random {pct(st.get('random_cbi'))}, "
+                   f"false alarms {pct(st.get('false_alarm'))}")
+    typer.echo(f"report: {stage.report_path}")

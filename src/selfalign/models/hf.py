@@ -142,13 +142,18 @@ class HFModel:
 
     # ------------------------------------------------------------------ prompts
     def render(self, prompt: Prompt) -> str:
+        """The text the model sees. A chat prompt whose last message is the assistant's is a
+        prefill: the model continues that message (its text follows the assistant header as is)."""
         if isinstance(prompt, str):
             return prompt
         msgs = [m.to_dict() for m in prompt]
+        prefill = ""
+        if len(msgs) > 1 and msgs[-1]["role"] == "assistant":
+            prefill = msgs.pop()["content"]
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prefill
         # a model without a chat template: a plain transcript
-        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: "
+        return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: " + prefill
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         text = self.render(prompt)

@@ -42,6 +42,10 @@ def request_body(model: str, req: GenRequest, index: int) -> tuple[str, dict[str
             body["logprobs"] = 1
         return "/completions", body
     body["messages"] = prompt_to_json(req.prompt)
+    if len(body["messages"]) > 1 and body["messages"][-1]["role"] == "assistant":
+        # a prefill (continue the assistant's message): vLLM's and selfalign serve's extension
+        body["add_generation_prompt"] = False
+        body["continue_final_message"] = True
     if p.logprobs:
         body["logprobs"] = True
     return "/chat/completions", body

@@ -67,9 +67,14 @@ class VLLMModel:
         prompts = [prompt_to_json(requests[ri].prompt) for ri, _ in jobs]
         chat_idx, raw_idx = split_by_kind(prompts)
         outs: list[Any] = [None] * len(jobs)
-        if chat_idx:
-            got = self.llm.chat([prompts[i] for i in chat_idx], [params[i] for i in chat_idx], use_tqdm=False)
-            for i, o in zip(chat_idx, got):
+        # a chat prompt ending with an assistant message is a prefill: vLLM continues that message
+        for cont in (False, True):
+            idx = [i for i in chat_idx if (prompts[i][-1]["role"] == "assistant" and len(prompts[i]) > 1) == cont]
+            if not idx:
+                continue
+            extra = {"add_generation_prompt": False, "continue_final_message": True} if cont else {}
+            got = self.llm.chat([prompts[i] for i in idx], [params[i] for i in idx], use_tqdm=False, **extra)
+            for i, o in zip(idx, got):
                 outs[i] = o
         if raw_idx:
             got = self.llm.generate([prompts[i] for i in raw_idx], [params[i] for i in raw_idx], use_tqdm=False)

@@ -165,3 +165,37 @@ def refine_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[d
             f"<th>accepted</th><th>stopped (no problems)</th><th>unscored</th></tr>{trs}</table>{_img(fig)}{ctext}"
             f"<h2>Answers that changed</h2><ul>{ex}</ul>")
     return _page(out_dir, "Critique -> refine", body, {"summary": summary, "config": config})
+
+
+def fsbs_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[dict[str, Any]],
+                config: dict[str, Any]) -> Path:
+    s = summary
+    sts = s["settings"]
+
+    def mod(st: dict[str, Any]) -> str:
+        return "-" if st.get("modifier") is None else f"{st['modifier']:.3g}"
+
+    def length(st: dict[str, Any]) -> str:
+        return "-" if st.get("mean_length") is None else f"{st['mean_length']:.0f} (target {st['target_length']:.0f})"
+
+    trs = "".join(f"<tr><td class=l>{html.escape(st['setting'])}</td><td>{mod(st)}</td><td>{length(st)}</td>"
+                  f"<td>{_ci(st.get('cbi'))}</td><td>{_ci(st.get('random_cbi'))}</td><td>{_ci(st.get('cbi_minus_random'))}</td>"
+                  f"<td>{_ci(st.get('false_alarm'))}</td><td>{_ci(st.get('highlights_per_critique_tampered'), False)}</td></tr>"
+                  for st in sts)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for st in sts:
+        if st.get("cbi") and st.get("false_alarm"):
+            ax.plot(100 * st["false_alarm"]["value"], 100 * st["cbi"]["value"], "o", color="#4c72b0")
+            ax.plot(100 * st["false_alarm"]["value"], 100 * st["random_cbi"]["value"], "x", color="#999999")
+            ax.annotate(st["setting"], (100 * st["false_alarm"]["value"], 100 * st["cbi"]["value"]), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("false alarms on clean code (%)")
+    ax.set_ylabel("critique-bug inclusion (%)  (x: random)")
+    body = (f"<p class=sub>critic {html.escape(str(s.get('critic', '')))}; n={s['n']}, k={s['k']}, d={s['d']}: "
+            f"{s['candidates_per_item']} candidates per item, {s['items']} items ({s['candidates']} candidates, "
+            f"{s['unscored']} unscored); scorer {html.escape(s['scorer'])}</p>"
+            f"<table><tr><th class=l>choice</th><th>LENGTH_MODIFIER</th><th>mean length, chars</th><th>CBI</th>"
+            f"<th>random, same count</th><th>CBI - random</th><th>false alarms</th><th>highlights</th></tr>{trs}</table>"
+            f"{_img(fig)}")
+    return _page(out_dir, "Force Sampling Beam Search (CriticGPT App. 7.1)", body, {"summary": summary, "config": config})
