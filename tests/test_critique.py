@@ -395,3 +395,29 @@ def test_fsbs_metrics_and_the_length_modifier_curve():
     assert hl[-1] >= hl[0]
     with pytest.raises(ValueError, match="cannot exceed n"):
         FsbsConfig(k=5)
+
+
+def test_elo_between_critics_from_a_pairwise_judge():
+    from selfalign.critique.critic import compare_critics
+    from selfalign.models.scripted import ScriptedModel
+    from selfalign.store.cache import CachedModel, Store
+
+    rows = {name: [{"item": f"i{k}", "sample": 0, "code": f"x = {k}", "critique": f"{name} critique {k}"}
+                   for k in range(6)] for name in ("good", "bad", "meh")}
+
+    def judge(text, index, seed):  # prefers "good" over anything, and is position-bound on bad vs meh
+        a = text.split("Critique A:\n")[1].split(" critique")[0]
+        b = text.split("Critique B:\n")[1].split(" critique")[0]
+        if "good" in (a, b):
+            return "A" if a == "good" else "B"
+        if "x = 5" in text:
+            return "maybe"
+        return "A"
+
+    res = compare_critics(rows, CachedModel(ScriptedModel(default=judge), Store(":memory:"), progress=False))
+    elo = res["elo"]
+    assert elo["good"] > elo["bad"] and elo["good"] > elo["meh"] and abs(elo["bad"] - elo["meh"]) < 1
+    bm = [p for p in res["pairs"] if {p["a"], p["b"]} == {"bad", "meh"}][0]
+    assert (bm["ties"], bm["unscored"]) == (5, 1) and res["judge_flipped"] == 5 and res["judge_unscored"] == 1
+    with pytest.raises(ValueError, match="at least two"):
+        compare_critics({"good": rows["good"]}, None)

@@ -177,3 +177,29 @@ def fsbs(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str
         typer.echo(f"{st['setting']:<13s} CBI {pct(st.get('cbi'))} vs random {pct(st.get('random_cbi'))}, "
                    f"false alarms {pct(st.get('false_alarm'))}")
     typer.echo(f"report: {stage.report_path}")
+
+
+@app.command()
+def elo(runs: List[str] = typer.Argument(..., help="NAME=<critique eval rows.jsonl>, two or more"),
+        judge: str = typer.Option(..., help="judge model spec (a strong one: the embedded model follows the position)"),
+        out: str = typer.Option("runs/critique-elo", "--out", "-o"), store: str = typer.Option("", help="store path")
+        ) -> None:
+    """Elo between critics: a pairwise judge compares their critiques of the same code, both orders."""
+    import json
+    from pathlib import Path
+
+    from selfalign.critique.critic import compare_critics
+    from selfalign.data.io import read_jsonl
+
+    named = {}
+    for spec in runs:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path).is_file():
+            raise typer.BadParameter(f"{spec!r}: expected NAME=<an existing rows.jsonl>")
+        named[name] = list(read_jsonl(path))
+    res = compare_critics(named, _model(judge, store, "judge"))
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "report.json").write_text(json.dumps(res, indent=2))
+    for name, r in sorted(res["elo"].items(), key=lambda kv: -kv[1]):
+        typer.echo(f"{name:<20s} Elo {r:.0f}")
+    typer.echo(f"{res['items']} items; judge unscored {res['judge_unscored']}, flipped {res.get('judge_flipped', 0)}")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from selfalign.critique.highlights import score_critique, summarise
 from selfalign.critique.tamper import CodeProblem, Mutant, normalise
@@ -199,3 +199,46 @@ def run(cfg: CriticConfig, critic: StageModel, items: Sequence[CriticItem] | Non
         items, made = load_items(cfg)
     rows, summary = evaluate_critic(critic, items, cfg)
     return {"rows": rows, "summary": {**summary, **made, "critic": critic.model_id}}
+
+
+PAIRWISE_TEMPLATE = ("{context}\n\nCritique A:\n{first}\n\nCritique B:\n{second}\n\nWhich critique points out the real "
+                     "bugs of the code more accurately, without inventing problems? Answer A or B.")
+
+
+def compare_critics(runs: Mapping[str, Sequence[dict[str, Any]]], judge: StageModel) -> dict[str, Any]:
+    """Elo ratings of critics from pairwise judge comparisons on the items they all critiqued.
+
+    ``runs`` maps a critic's name to its evaluation rows (``item``, ``code``, ``critique``; the
+    first sample of each item). Every pair of critics is compared on every common item by a
+    :class:`~selfalign.judges.llm.PairwiseJudge` asked in both orders: a verdict that follows the
+    position is a tie (half a win each, as in Elo), an unparsed one is dropped and counted.
+    Ratings are :func:`~selfalign.evals.stats.elo_ratings` (Bradley-Terry on Elo's scale).
+    """
+    from itertools import combinations
+
+    from selfalign.evals.stats import elo_ratings
+    from selfalign.judges.llm import PairwiseJudge
+    from selfalign.judges.verdict import tally
+
+    if len(runs) < 2:
+        raise ValueError(f"Elo needs at least two critics, got {len(runs)}")
+    first = {name: {r["item"]: r for r in rows if r.get("sample", 0) == 0} for name, rows in runs.items()}
+    common = sorted(set.intersection(*(set(v) for v in first.values())))
+    if not common:
+        raise ValueError("the critics' rows share no item: evaluate them on the same tampered set")
+    pj = PairwiseJudge(judge, PAIRWISE_TEMPLATE, name="critic comparison")
+    outcomes, per_pair, verdicts = [], [], []
+    for a, b in combinations(sorted(runs), 2):
+        trip = [(f"Code:\n```python\n{first[a][i]['code'].rstrip()}\n```", first[a][i]["critique"], first[b][i]["critique"])
+                for i in common]
+        vs = pj.compare(trip, description=f"judge: {a} vs {b}")
+        verdicts += vs
+        wins = sum(v.label == "a" for v in vs)
+        losses = sum(v.label == "b" for v in vs)
+        ties = sum(v.label == "tie" for v in vs)
+        outcomes += [(a, b, v.score) for v in vs if v.scored and v.score is not None]
+        per_pair.append({"a": a, "b": b, "a_wins": wins, "b_wins": losses, "ties": ties,
+                         "unscored": sum(not v.scored for v in vs)})
+    ratings = elo_ratings(outcomes)
+    return {"items": len(common), "pairs": per_pair, "elo": {str(k): v for k, v in ratings.items()},
+            "judge": judge.model_id, **{f"judge_{k}": v for k, v in tally(verdicts).items()}}
