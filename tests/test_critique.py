@@ -421,3 +421,24 @@ def test_elo_between_critics_from_a_pairwise_judge():
     assert (bm["ties"], bm["unscored"]) == (5, 1) and res["judge_flipped"] == 5 and res["judge_unscored"] == 1
     with pytest.raises(ValueError, match="at least two"):
         compare_critics({"good": rows["good"]}, None)
+
+
+def test_adversarial_filter_keeps_bugs_the_critic_misses_at_least_once(tampered):
+    from selfalign.critique.critic import adversarial_filter
+    from selfalign.models.scripted import ScriptedModel
+    from selfalign.store.cache import CachedModel, Store
+
+    muts = tampered.kept[:10]
+    by_code = {m.code.rstrip(): (k, m) for k, m in enumerate(muts)}
+
+    def critic(text, index, seed):  # quotes the changed line; for odd mutants, sample 2 quotes nothing
+        code = text.split("```python\n")[1].split("\n```")[0]
+        k, m = by_code[code]
+        if k % 2 and index == 2:
+            return "No bugs found."
+        return "```\n" + m.code.splitlines()[m.lines[0] - 1].strip() + "\n```\nthis is wrong."
+
+    kept, counts = adversarial_filter(CachedModel(ScriptedModel(default=critic), Store(":memory:"), progress=False),
+                                      muts, bundled_problems(), samples=3)
+    assert [by_code[m.code.rstrip()][0] for m in kept] == [1, 3, 5, 7, 9]
+    assert counts["adversarial_dropped"] == 5 and all(m.meta["adversarial_caught"] == 2 for m in kept)

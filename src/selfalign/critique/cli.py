@@ -49,13 +49,23 @@ def tamper(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[s
     t0 = time.time()
     res = run(cfg, progress=lambda i, n: typer.echo(f"\r[tamper] {i}/{n} problems", nl=False, err=True))
     typer.echo("", err=True)
-    rows = [m.to_row() for m in res.kept]
     counts = res.counts()
+    kept = res.kept
+    if cfg.adversarial_critic:
+        from selfalign.critique.critic import adversarial_filter
+
+        kept, adv = adversarial_filter(_model(cfg.adversarial_critic, "", "critiques"), res.kept,
+                                       load_problems(cfg.data), cfg.adversarial_samples, seed=cfg.seed)
+        counts.update(adv)
+    rows = [m.to_row() for m in kept]
     conf = config_to_dict(cfg)
     stage = write_stage(cfg.out, "critique-tamper", conf, input_hashes([cfg.data]), rows,
                         lambda d: tamper_report(d, counts, rows, conf), counts, time.time() - t0)
     typer.echo(f"{counts['kept']} bugs kept over {counts['kinds_kept']} kinds ({counts['equivalent']} equivalent "
                f"mutants) -> {stage.rows_path}\nreport: {stage.report_path}")
+    if cfg.adversarial_critic:
+        typer.echo(f"adversarial filter: {counts['adversarial_dropped']} bugs the critic caught in every one of "
+                   f"{cfg.adversarial_samples} critiques dropped, {len(rows)} written")
 
 
 @app.command("eval")

@@ -242,3 +242,24 @@ def compare_critics(runs: Mapping[str, Sequence[dict[str, Any]]], judge: StageMo
     ratings = elo_ratings(outcomes)
     return {"items": len(common), "pairs": per_pair, "elo": {str(k): v for k, v in ratings.items()},
             "judge": judge.model_id, **{f"judge_{k}": v for k, v in tally(verdicts).items()}}
+
+
+def adversarial_filter(critic: StageModel, mutants: Sequence[Mutant], problems: Sequence[CodeProblem],
+                       samples: int = 3, temperature: float = 1.0, max_tokens: int = 256, seed: int = 0
+                       ) -> tuple[list[Mutant], dict[str, Any]]:
+    """CriticGPT's adversarial filter (McAleese et al. 2024, §3.2): keep a bug only if the critic
+    misses it in at least one of ``samples`` sampled critiques, so the data holds bugs that are
+    hard for that critic. Returns (kept mutants, counts)."""
+    items = items_from(mutants, problems)[:len(mutants)]  # the tampered items, in the mutants' order
+    params = GenParams(temperature=temperature, max_tokens=max_tokens)
+    res = critic.generate([GenRequest(critique_prompt(it.code), params, n=samples, seed=seed) for it in items],
+                          description="adversarial filter critiques")
+    keep = []
+    for m, it, r in zip(mutants, items, res):
+        caught = [score_critique(t, it.code, it.bug_lines, it.changed_text, it.first_solution_line).caught
+                  for t in r.texts]
+        m.meta["adversarial_caught"] = sum(bool(c) for c in caught)
+        if not all(caught):
+            keep.append(m)
+    return keep, {"adversarial_critic": critic.model_id, "adversarial_samples": samples,
+                  "adversarial_dropped": len(mutants) - len(keep), "adversarial_kept": len(keep)}

@@ -17,7 +17,8 @@ that data without people, from Python solutions that have tests:
    ("line 5: `<` became `<=`") and the changed line numbers, which the critic metrics use.
 
 Optional, as in the paper: an adversarial filter keeps a bug only if a critic misses it in at
-least one of three samples (:func:`adversarial_filter`).
+least one of three samples (:func:`selfalign.critique.critic.adversarial_filter`; `adversarial_critic` in
+the config).
 
 Deviations from the paper: the bugs are mechanical mutations (mutation testing's operators),
 not human-written subtle bugs, so they are easier and less varied than CriticGPT's; the
@@ -376,6 +377,8 @@ class TamperConfig:
     workers: int = 2
     seed: int = 0
     out: str = "runs/critique-tamper"
+    adversarial_critic: str = ""  # a critic: keep a bug only if it misses it in 1 of adversarial_samples
+    adversarial_samples: int = 3
 
     def __post_init__(self) -> None:
         bad = [k for k in self.kinds if k not in KINDS]
@@ -385,6 +388,8 @@ class TamperConfig:
             raise ValueError("per_problem and workers must be >= 1, n_problems >= 0")
         if self.timeout <= 0:
             raise ValueError(f"timeout must be > 0, got {self.timeout}")
+        if self.adversarial_samples < 1:
+            raise ValueError(f"adversarial_samples must be >= 1, got {self.adversarial_samples}")
 
 
 def load_problems(data: str) -> list[CodeProblem]:
