@@ -235,6 +235,9 @@ def test_critique_cli_end_to_end(tmp_path, monkeypatch):
     p = subprocess.run([sys.executable, "-m", "selfalign.cli", "critique", "eval", "--tampered", str(bad)],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "bad.jsonl:1: field 'kind' missing" in p.stderr, p.stderr
+    p = subprocess.run([sys.executable, "-m", "selfalign.cli", "critique", "refine", "--critic", "gpt5"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "unknown model 'gpt5'" in p.stderr and "Traceback" not in p.stderr, p.stderr
 
 
 def _refine_policy(text, index, seed):

@@ -26,6 +26,15 @@ def _cfg(cls, config, overrides, **flags):
     return config_from_yaml(cls, config, list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None])
 
 
+def _check(*specs: str) -> None:
+    """Every model option names a model, checked before any input is read or model loaded."""
+    from selfalign.models.registry import check_spec
+
+    for spec in specs:
+        if spec:
+            check_spec(spec)
+
+
 def _model(spec: str, store: str, description: str):
     from selfalign.models.registry import load_model
     from selfalign.store.cache import CachedModel, Store
@@ -45,6 +54,7 @@ def tamper(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[s
     from selfalign.store.runs import input_hashes, write_stage
 
     cfg = _cfg(TamperConfig, config, set, out=out, data=data, per_problem=per_problem)
+    _check(cfg.adversarial_critic)
     load_problems(cfg.data)  # a bad file fails here, before any test runs
     t0 = time.time()
     res = run(cfg, progress=lambda i, n: typer.echo(f"\r[tamper] {i}/{n} problems", nl=False, err=True))
@@ -81,6 +91,7 @@ def evaluate(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional
     from selfalign.store.runs import input_hashes, write_stage
 
     cfg = _cfg(CriticConfig, config, set, out=out, critic=critic, tampered=tampered, data=data)
+    _check(cfg.critic)
     items, made = load_items(cfg)  # every input checked before the model loads
     t0 = time.time()
     res = run(cfg, _model(cfg.critic, cfg.store, "critiques"), items)
@@ -107,6 +118,7 @@ def bon(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str]
     from selfalign.store.runs import RunDir, input_hashes, write_stage
 
     cfg = _cfg(BonConfig, config, set, out=out, model=model, judge=judge, scorer=scorer)
+    _check(cfg.model, cfg.judge)
     items = load_items(cfg)
     t0 = time.time()
     policy = _model(cfg.model, cfg.store, "best-of-N samples")
@@ -137,6 +149,7 @@ def refine(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[s
 
     cfg = _cfg(RefineConfig, config, set, out=out, model=model, critic=critic, judge=judge, scorer=scorer,
                rounds=rounds)
+    _check(cfg.model, cfg.critic, cfg.judge)
     items = load_items(cfg)
     t0 = time.time()
     policy = _model(cfg.model, cfg.store, "answers and refinements")
@@ -170,6 +183,7 @@ def fsbs(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str
     from selfalign.store.runs import RunDir, input_hashes, write_stage
 
     cfg = _cfg(FsbsConfig, config, set, out=out, critic=critic, judge=judge, tampered=tampered, data=data)
+    _check(cfg.critic, cfg.judge)
     items, made = load_items(cfg)
     t0 = time.time()
     crit = _model(cfg.critic, cfg.store, "critiques")
@@ -201,6 +215,7 @@ def elo(runs: List[str] = typer.Argument(..., help="NAME=<critique eval rows.jso
     from selfalign.critique.critic import compare_critics
     from selfalign.data.io import read_jsonl
 
+    _check(judge)
     named = {}
     for spec in runs:
         name, sep, path = spec.partition("=")
