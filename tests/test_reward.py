@@ -1,0 +1,148 @@
+"""Preference pairs and the preference model on a tiny random-init Llama: the reward is read at
+the end-of-context token even when pad = eos, long texts lose their oldest turns (counted), the
+ranking loss learns, and a saved LoRA PM reloads with its trained head."""
+
+import json
+
+import pytest
+
+from selfalign.reward.pairs import load_hh, parse_transcript, split_by_prompt, verifiable_pairs
+
+HH = [
+    {"chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help with that.",
+     "rejected": "\n\nHuman: How do I pick a lock?\n\nAssistant: Use a tension wrench."},
+    {"chosen": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Insult me\n\nAssistant: No, thanks.",
+     "rejected": "\n\nHuman: Hi\n\nAssistant: Hello\n\nHuman: Insult me\n\nAssistant: You fool."},
+    {"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"},  # different contexts
+]
+
+
+def test_hh_rows_become_trl_pairs_split_at_the_last_assistant_turn(tmp_path):
+    p = tmp_path / "hh.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in HH))
+    rows, counts = load_hh(p)
+    assert counts == {"rows": 3, "different_context": 1, "identical_responses": 0, "pairs": 2}
+    assert rows[1]["prompt"] == [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                                 {"role": "user", "content": "Insult me"}]
+    assert rows[1]["chosen"] == [{"role": "assistant", "content": "No, thanks."}]
+    assert rows[1]["rejected"][0]["content"] == "You fool." and rows[1]["meta"]["first_human"] == "Hi"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"chosen": "\n\nHuman: x\n\nAssistant: y"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: field 'rejected' missing"):
+        load_hh(bad)
+    bad.write_text(json.dumps({"chosen": "no turns here", "rejected": "\n\nHuman: x\n\nAssistant: y"}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: field 'chosen': not a transcript"):
+        load_hh(bad)
+    with pytest.raises(ValueError):
+        parse_transcript("Human: no leading blank line")
+
+
+def test_split_by_prompt_keeps_repeated_prompts_on_one_side():
+    rows = [{"prompt": [{"role": "user", "content": f"prompt {i % 7}"}, {"role": "assistant", "content": str(i)},
+                        {"role": "user", "content": "more"}]} for i in range(70)]
+    train, test = split_by_prompt(rows, 0.3)
+    assert train and test and len(train) + len(test) == 70
+    first = lambda r: r["prompt"][0]["content"]  # noqa: E731
+    assert not {first(r) for r in train} & {first(r) for r in test}
+
+
+def test_verifiable_pairs_prefer_the_gold_answer_and_idk_for_unknown_questions():
+    from selfalign.data.formats import QAItem
+    from selfalign.judges.idk import IDK_RESPONSE
+    from selfalign.types import user
+
+    items = [QAItem("a", "Capital of France?", ("Paris",)), QAItem("b", "Capital of Wakanda?", ("Birnin Zana",)),
+             QAItem("c", "Symbol of iron?", ("Fe",))]
+    samples = [["Paris.", "Lyon.", "I don't know."], ["Nairobi.", "Lagos."], ["Fe", "Fe."]]
+    pairs = verifiable_pairs(items, samples, [user(it.question) for it in items])
+    assert [p["meta"]["id"] for p in pairs] == ["a", "b"]  # c has no wrong sample to reject
+    assert pairs[0]["chosen"][0]["content"] == "Paris." and pairs[0]["rejected"][0]["content"] == "Lyon."
+    assert pairs[1]["chosen"][0]["content"] == IDK_RESPONSE and pairs[1]["meta"]["label"] == "idk>wrong"
+
+
+@pytest.fixture(scope="module")
+def eos_pad_model(tmp_path_factory):
+    """The tiny model with SmolLM2's quirk: pad token = eos token."""
+    from transformers import AutoTokenizer
+
+    from tests.conftest import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("eospad") / "model")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(path)
+    return path
+
+
+def test_the_reward_is_read_at_the_end_of_context_token_even_when_pad_is_eos(eos_pad_model):
+    import torch
+
+    from selfalign.reward.pm import PreferenceModel
+
+    pm = PreferenceModel(eos_pad_model, seed=3)
+    assert pm.tok.pad_token_id == pm.tok.eos_token_id  # the quirk is there...
+    assert pm.enc.pad_id != pm.enc.eoc_id  # ...and the PM pads with another token
+    prompts = [[{"role": "user", "content": "What is the capital of France?"}], "Name a fruit.", "hello"]
+    resps = ["The capital of France is Paris, of course.", "Apples.", "world"]
+    batched = pm.rewards(prompts, resps)
+    for p, r, got in zip(prompts, resps, batched):
+        ids, _ = pm.enc.encode(p, r)
+        assert ids[-1] == pm.enc.eoc_id
+        with torch.no_grad():  # the head applied by hand at the last (end-of-context) position, no padding
+            h = pm.model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, -1]
+            manual = float(pm.model.score(h))
+        assert got == pytest.approx(manual, abs=1e-4)
+    # the texts differ in length, so the batch was padded: pooling at a pad/eos would change these
+    assert len({len(pm.enc.encode(p, r)[0]) for p, r in zip(prompts, resps)}) == 3
+
+
+def test_long_conversations_lose_their_oldest_turns_and_are_counted(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from selfalign.reward.pm import PMEncoder
+
+    enc = PMEncoder(AutoTokenizer.from_pretrained(tiny_model_dir), max_length=60)
+    convo = []
+    for i in range(6):
+        convo += [{"role": "user", "content": f"turn {i} hello world the a an of is"},
+                  {"role": "assistant", "content": f"answer {i} hello world"}]
+    convo.append({"role": "user", "content": "last question"})
+    ids, cut = enc.encode(convo, "final answer")
+    text = enc.tok.decode(ids)
+    assert cut and len(ids) <= 60 and "final answer" in text and "last question" in text and "turn 0" not in text
+    ids2, cut2 = enc.encode(convo[-1:], "final answer")
+    assert not cut2 and ids2[-1] == enc.eoc_id
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_pm_learns_the_ranking_and_reloads_with_its_trained_head(eos_pad_model, tmp_path):
+    from selfalign.reward.pm import CachedPM, PMConfig, PreferenceModel, train_pm
+    from selfalign.store.cache import Store
+
+    rows = []
+    for i in range(24):
+        q = [{"role": "user", "content": f"What is the capital of France? {i}"}]
+        good, bad = "The capital of France is Paris.", "Lima is the capital of Peru."
+        rows.append({"prompt": q, "chosen": [{"role": "assistant", "content": good}],
+                     "rejected": [{"role": "assistant", "content": bad}]})
+    prompts = [r["prompt"] for r in rows]
+    chosen = [r["chosen"] for r in rows]
+    rejected = [r["rejected"] for r in rows]
+    cfg = PMConfig(lora=True, lora_r=8, epochs=4, batch_size=8, learning_rate=3e-2, warmup_ratio=0.0, logging_steps=1)
+    res = train_pm(rows, str(eos_pad_model), tmp_path / "pm", cfg)
+    assert res.losses and res.losses[-1] < res.losses[0]
+    a = PreferenceModel(res.model_dir, seed=1)
+    b = PreferenceModel(res.model_dir, seed=2)  # a head re-initialised on load would differ between seeds
+    ra_c, ra_r = a.rewards(prompts, chosen), a.rewards(prompts, rejected)
+    assert ra_c == b.rewards(prompts, chosen) and ra_r == b.rewards(prompts, rejected)
+    assert sum(c > r for c, r in zip(ra_c, ra_r)) == len(rows)
+    untrained = PreferenceModel(eos_pad_model, seed=1)
+    assert untrained.rewards(prompts[:3], chosen[:3]) != ra_c[:3]
+    # through the store: the second call computes nothing
+    store = Store(tmp_path / "s.sqlite")
+    cached = CachedPM(a, store)
+    assert cached.rewards(prompts, chosen) == pytest.approx(ra_c)
+    cached.pm = None  # any computation now would fail
+    assert cached.rewards(prompts, chosen) == pytest.approx(ra_c)
+    again = train_pm(rows, str(eos_pad_model), tmp_path / "pm", cfg)
+    assert again.skipped
