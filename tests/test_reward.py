@@ -146,3 +146,47 @@ def test_pm_learns_the_ranking_and_reloads_with_its_trained_head(eos_pad_model, 
     assert cached.rewards(prompts, chosen) == pytest.approx(ra_c)
     again = train_pm(rows, str(eos_pad_model), tmp_path / "pm", cfg)
     assert again.skipped
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_pm_cli_trains_evaluates_and_reuses(tiny_model_dir, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    rows = tmp_path / "pairs.jsonl"
+    with rows.open("w") as f:
+        for i in range(40):
+            f.write(json.dumps({"prompt": [{"role": "user", "content": f"question {i}"}],
+                                "chosen": [{"role": "assistant", "content": "Paris"}],
+                                "rejected": [{"role": "assistant", "content": "Lima is the capital of Peru"}]}) + "\n")
+    args = ["pm", "train", "--data", str(rows), "--base", str(tiny_model_dir), "--out", str(tmp_path / "pm"),
+            "--set", "train.epochs=2", "--set", "train.learning_rate=0.01", "--set", "train.batch_size=8",
+            "--set", "test_fraction=0.3", "--set", "bootstrap=100"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "pm" / "report.json").read_text())["summary"]
+    assert rep["test_pairs"] + rep["train_pairs"] == 40 and rep["length_baseline"]["value"] == 1.0
+    assert 0 <= rep["calibration"]["scaled"]["ece"] <= 1 and "untrained_head" in rep
+    assert (tmp_path / "pm" / "pm" / "model" / "temperature.json").exists()
+    r = CliRunner().invoke(app, args)  # unchanged inputs: training is skipped
+    assert r.exit_code == 0 and json.loads((tmp_path / "pm" / "report.json").read_text())["summary"]["skipped_training"]
+    r = CliRunner().invoke(app, ["pm", "eval", str(tmp_path / "pm" / "pm" / "model"), "--data", str(rows),
+                                 "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    assert "accuracy" in r.output and (tmp_path / "ev" / "report.html").exists()
+    p = subprocess.run([sys.executable, "-m", "selfalign.cli", "pm", "train", "--data", "hh:/nope.jsonl"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "/nope.jsonl: no such file" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_shared_hh_red_team_pairs_load_and_split_by_prompt(shared_data):
+    rows, counts = load_hh(shared_data / "hh-rlhf" / "harmless-base.test-rows-1-500.jsonl")
+    assert counts["rows"] == 500 and counts["pairs"] + counts["different_context"] + counts["identical_responses"] == 500
+    train, test = split_by_prompt(rows, 0.2)
+    assert not {r["meta"]["first_human"] for r in train} & {r["meta"]["first_human"] for r in test}
+    shorter = sum(len(r["chosen"][0]["content"]) < len(r["rejected"][0]["content"]) for r in rows) / len(rows)
+    assert 0.45 < shorter < 0.65  # the README's "shorter is chosen in about 55%"

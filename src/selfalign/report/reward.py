@@ -1,0 +1,49 @@
+"""Report of the preference-model stage: accuracy against its baselines, calibration
+(reliability diagram before and after temperature scaling), the training loss. Renders only."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from selfalign.report.critique import _ci, _img, _page, _plt
+
+
+def pm_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
+    s = summary
+    rows = [("preference model", s["accuracy"]), ("shorter response wins", s["length_baseline"])]
+    if s.get("untrained_head"):
+        rows.append(("untrained score head", s["untrained_head"]))
+    trs = "".join(f"<tr><td class=l>{html.escape(n)}</td><td>{_ci(a)}</td></tr>" for n, a in rows)
+    diffs = f"<p>PM - length (paired): {_ci(s['vs_length'])} points"
+    if s.get("vs_untrained"):
+        diffs += f"; PM - untrained head: {_ci(s['vs_untrained'])} points"
+    diffs += "</p>"
+    cal = s["calibration"]
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 4))
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
+    for key, colour in (("raw", "#dd8452"), ("scaled", "#4c72b0")):
+        bins = [b for b in cal[key]["bins"] if b["count"] and not math.isnan(b["confidence"])]
+        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=colour,
+                label=f"{key} (T={cal[key]['temperature']:.2f}, ECE {cal[key]['ece']:.3f})")
+    ax.set_xlabel("predicted P(first response is chosen)")
+    ax.set_ylabel("observed frequency")
+    ax.legend(fontsize=7)
+    imgs = _img(fig)
+    if s.get("losses"):
+        fig2, ax2 = plt.subplots(figsize=(4.2, 2.6))
+        ax2.plot(range(1, len(s["losses"]) + 1), s["losses"], marker=".")
+        ax2.set_xlabel("logging step")
+        ax2.set_ylabel("ranking loss")
+        imgs += _img(fig2)
+    made = ", ".join(f"{k}: {v}" for k, v in s.get("made", {}).items())
+    body = (f"<p class=sub>{s['train_pairs']} training pairs, {s['test_pairs']} held-out pairs ({html.escape(made)}); "
+            f"{s['truncated']} texts shortened to fit; training accuracy {_ci(s['train_accuracy'])}; mean reward gap "
+            f"{s['mean_gap']:.3f} = {s['mean_gap_elo']:.0f} Elo</p>"
+            f"<table><tr><th class=l>held-out pairwise accuracy</th><th>% [95% CI]</th></tr>{trs}</table>{diffs}"
+            f"<h2>Calibration</h2><p>temperature fitted on {cal['calibration_pairs']} pairs, ECE on the other "
+            f"{cal['test_pairs']}: {cal['raw']['ece']:.3f} before, {cal['scaled']['ece']:.3f} after.</p>{imgs}")
+    return _page(out_dir, "Preference model", body, {"summary": summary, "config": config})

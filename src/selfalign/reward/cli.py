@@ -1,0 +1,110 @@
+"""``selfalign pm train | eval``: preference models (ranking loss, calibration, baselines).
+
+``train`` makes or loads the pairs, trains the PM (skipped when its inputs are unchanged) and
+evaluates it on the held-out pairs; ``eval`` evaluates a trained PM directory on any pairs.
+Each writes ``rows.jsonl`` (pairs with rewards), ``report.html`` and ``report.json``; the fitted
+calibration temperature is also written beside the PM as ``temperature.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from selfalign.config import config_from_yaml, config_to_dict
+
+app = typer.Typer(no_args_is_help=True, help="Preference models: train, evaluate, calibrate.")
+
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
+SET = typer.Option([], "--set", help="override a config key (repeatable)")
+OUT = typer.Option(None, "--out", "-o", help="output directory")
+
+
+def _finish(cfg, res, stage_name: str, t0: float) -> None:
+    from selfalign.report.reward import pm_report
+    from selfalign.store.runs import input_hashes, write_stage
+
+    s = res["summary"]
+    conf = config_to_dict(cfg)
+    data_file = cfg.data[3:] if cfg.data.startswith("hh:") else cfg.data
+    stage = write_stage(cfg.out, stage_name, conf, input_hashes([data_file] if Path(data_file).is_file() else []),
+                        res["rows"], lambda d: pm_report(d, s, conf), None, time.time() - t0)
+    temp = s["calibration"]["scaled"]["temperature"]
+    Path(s["pm_dir"], "temperature.json").write_text(json.dumps({"temperature": temp, "fitted_on": stage_name}))
+    a, lb = s["accuracy"], s["length_baseline"]
+    typer.echo(f"held-out accuracy {100 * a['value']:.1f}% [{100 * a['lo']:.1f}, {100 * a['hi']:.1f}] on {a['n']} pairs; "
+               f"shorter-wins {100 * lb['value']:.1f}%"
+               + (f"; untrained head {100 * s['untrained_head']['value']:.1f}%" if s.get("untrained_head") else ""))
+    cal = s["calibration"]
+    typer.echo(f"ECE {cal['raw']['ece']:.3f} -> {cal['scaled']['ece']:.3f} after temperature scaling (T={temp:.2f})")
+    typer.echo(f"report: {stage.report_path}")
+
+
+@app.command()
+def train(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str] = OUT,
+          data: Optional[str] = typer.Option(None, help="verifiable | hh:<path> | preference rows .jsonl"),
+          base: Optional[str] = typer.Option(None, help="model to put the score head on"),
+          policy: Optional[str] = typer.Option(None, help="verifiable: the model whose samples make the pairs")) -> None:
+    """Make/load pairs, train a ranking-loss PM, evaluate it against length and untrained-head baselines."""
+    from selfalign.models.registry import check_spec, trainable_path
+    from selfalign.reward.run import PMRunConfig, run
+    from selfalign.store.cache import CachedModel, Store
+
+    cfg = config_from_yaml(PMRunConfig, config, list(set) + [f"{k}={v}" for k, v in
+                                                              {"out": out, "data": data, "base": base, "policy": policy}.items()
+                                                              if v is not None])
+    check_spec(cfg.base)
+    if trainable_path(cfg.base, convert=False) is None:
+        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    if cfg.policy:
+        check_spec(cfg.policy)
+    t0 = time.time()
+    store = Store(cfg.store or None)
+    pol = None
+    if cfg.data == "verifiable":
+        from selfalign.models.registry import load_model
+
+        pol = CachedModel(load_model(cfg.policy or cfg.base), store, description="samples")
+    res = run(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
+    _finish(cfg, res, "pm-train", t0)
+
+
+@app.command("eval")
+def evaluate(pm: str = typer.Argument(..., help="a trained PM directory (runs/pm/pm/model)"),
+             data: str = typer.Option(..., help="hh:<path> | preference rows .jsonl (all rows are held out)"),
+             out: str = typer.Option("runs/pm-eval", "--out", "-o"), max_length: int = typer.Option(512),
+             store: str = typer.Option("", help="store path"), seed: int = typer.Option(0)) -> None:
+    """Evaluate a trained PM on pairs: accuracy, length baseline, calibration."""
+    from selfalign.reward.evaluate import evaluate_pm
+    from selfalign.reward.pairs import load_hh
+    from selfalign.reward.pm import CachedPM, PreferenceModel
+    from selfalign.report.reward import pm_report
+    from selfalign.store.cache import Store
+    from selfalign.store.runs import input_hashes, write_stage
+
+    if not Path(pm, "config.json").is_file():
+        raise ValueError(f"{pm}: not a saved model directory (no config.json)")
+    made: dict = {}
+    if data.startswith("hh:"):
+        rows, made = load_hh(data[3:])
+    else:
+        from selfalign.data.io import read_jsonl
+
+        rows, made = read_jsonl(data, required=("prompt", "chosen", "rejected")), {"source": data}
+    t0 = time.time()
+    model = CachedPM(PreferenceModel(pm, max_length), Store(store or None))
+    scored, s = evaluate_pm(model.rewards, rows, None, 0.5, seed=seed)
+    s.update({"made": made, "train_pairs": 0, "test_pairs": len(rows), "truncated": model.pm.truncated,
+              "train_accuracy": s["accuracy"], "pm_dir": pm})
+    conf = {"pm": pm, "data": data, "max_length": max_length, "seed": seed}
+    data_file = data[3:] if data.startswith("hh:") else data
+    stage = write_stage(out, "pm-eval", conf, input_hashes([data_file]), scored, lambda d: pm_report(d, s, conf), None,
+                        time.time() - t0)
+    a = s["accuracy"]
+    typer.echo(f"accuracy {100 * a['value']:.1f}% [{100 * a['lo']:.1f}, {100 * a['hi']:.1f}] on {a['n']} pairs; "
+               f"shorter-wins {100 * s['length_baseline']['value']:.1f}%; ECE {s['calibration']['raw']['ece']:.3f} -> "
+               f"{s['calibration']['scaled']['ece']:.3f}\nreport: {stage.report_path}")

@@ -1,0 +1,123 @@
+"""The preference-model stage: pairs -> train -> evaluate (accuracy, baselines, calibration).
+
+``data``:
+
+* ``verifiable`` (default): pairs with a gold label made from the policy's own samples on the
+  bundled QA set (training pairs from its train split, held-out pairs from its test split, whose
+  entities never occur in training), see :func:`selfalign.reward.pairs.verifiable_pairs`;
+* ``hh:<path>``: Anthropic HH-RLHF transcripts (JSONL or JSONL.gz), split by the first human turn;
+* a JSONL of TRL preference rows (``prompt``, ``chosen``, ``rejected``), split by prompt.
+
+Every sample and every reward goes through the store, and training skips when its inputs are
+unchanged, so a killed run resumes and a finished one re-runs in seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfalign.reward.pm import PMConfig
+
+
+@dataclass
+class PMRunConfig:
+    base: str = "smollm2-135m"  # the model the score head goes on (trainable: a directory or hub id)
+    data: str = "verifiable"  # verifiable | hh:<path> | <preference rows .jsonl>
+    policy: str = ""  # verifiable: the model whose samples make the pairs (default: base)
+    n_train_questions: int = 0  # verifiable: 0 = the whole train split
+    n_test_questions: int = 0  # verifiable: 0 = the whole test split
+    samples: int = 8  # verifiable: samples per question
+    temperature: float = 1.0
+    max_tokens: int = 32
+    pairs_per_question: int = 1
+    test_fraction: float = 0.2  # hh / rows: the held-out share (by prompt)
+    n_pairs: int = 0  # hh / rows: use at most this many (0 = all)
+    calib_fraction: float = 0.5  # of the held-out pairs, used to fit the temperature
+    store: str = ""
+    out: str = "runs/pm"
+    seed: int = 0
+    bootstrap: int = 1000
+    train: PMConfig = field(default_factory=PMConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.train, dict):
+            self.train = PMConfig(**self.train)
+        kind = self.data.split(":", 1)[0]
+        if self.data != "verifiable" and kind != "hh" and not self.data.endswith((".jsonl", ".jsonl.gz")):
+            raise ValueError(f"data must be verifiable, hh:<path> or a .jsonl of preference rows, got {self.data!r}")
+        if kind == "hh" and not Path(self.data[3:]).is_file():
+            raise ValueError(f"data: {self.data[3:]}: no such file")
+        if self.data.endswith((".jsonl", ".jsonl.gz")) and kind != "hh" and not Path(self.data).is_file():
+            raise ValueError(f"data: {self.data}: no such file")
+        if self.samples < 2:
+            raise ValueError(f"samples must be >= 2 (a pair needs two answers), got {self.samples}")
+        if not 0 < self.test_fraction < 1 or not 0 <= self.calib_fraction < 1:
+            raise ValueError("test_fraction must be in (0, 1) and calib_fraction in [0, 1)")
+
+
+def load_pairs(cfg: PMRunConfig, policy: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """(train pairs, test pairs, how they were made). ``policy`` (a StageModel) samples verifiable pairs."""
+    from selfalign.reward.pairs import load_hh, split_by_prompt
+
+    if cfg.data.startswith("hh:"):
+        rows, counts = load_hh(cfg.data[3:], cfg.n_pairs)
+        train, test = split_by_prompt(rows, cfg.test_fraction, cfg.seed)
+        return train, test, {"source": cfg.data, **counts}
+    if cfg.data != "verifiable":
+        from selfalign.data.io import read_jsonl
+
+        rows = read_jsonl(cfg.data, required=("prompt", "chosen", "rejected"))[:cfg.n_pairs or None]
+        train, test = split_by_prompt(rows, cfg.test_fraction, cfg.seed)
+        return train, test, {"source": cfg.data, "pairs": len(rows)}
+    if policy is None:
+        raise ValueError("verifiable pairs need a policy model to sample from")
+    from selfalign.data.formats import load_qa
+
+    tr = [it for it in load_qa("bundled", split="train") if it.answerable][:cfg.n_train_questions or None]
+    te = [it for it in load_qa("bundled", split="test") if it.answerable][:cfg.n_test_questions or None]
+    return (_verifiable(policy, tr, cfg, "train"), _verifiable(policy, te, cfg, "test"),
+            {"source": "verifiable (bundled QA)", "train_questions": len(tr), "test_questions": len(te)})
+
+
+def _verifiable(policy: Any, items: list, cfg: PMRunConfig, split: str) -> list[dict[str, Any]]:
+    from selfalign.critique.bon import qa_prompt
+    from selfalign.reward.pairs import verifiable_pairs
+    from selfalign.types import GenParams, GenRequest
+
+    prompts = [qa_prompt(it.question) for it in items]
+    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    res = policy.generate([GenRequest(p, params, n=cfg.samples, seed=cfg.seed) for p in prompts],
+                          description=f"samples for {split} pairs")
+    return verifiable_pairs(items, [r.texts for r in res], prompts, cfg.pairs_per_question, cfg.seed)
+
+
+def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
+        progress: Any = None) -> dict[str, Any]:
+    """Make or load the pairs, train the PM, evaluate it with its baselines. Returns rows + summary."""
+    from selfalign.models.registry import trainable_path
+    from selfalign.reward.evaluate import evaluate_pm
+    from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
+
+    train, test, made = load_pairs(cfg, policy)
+    if not train or not test:
+        raise ValueError(f"need training and held-out pairs, got {len(train)} and {len(test)}")
+    base = base_path or trainable_path(cfg.base)
+    if base is None:
+        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    if progress:
+        progress(f"training the PM on {len(train)} pairs")
+    res = train_pm(train, base, Path(cfg.out) / "pm", cfg.train, base_id=cfg.base)
+    pm = CachedPM(PreferenceModel(res.model_dir, cfg.train.max_length, cfg.train.score_batch_tokens), store)
+    untrained = CachedPM(PreferenceModel(base, cfg.train.max_length, cfg.train.score_batch_tokens, seed=cfg.train.seed),
+                         store)
+    if progress:
+        progress(f"scoring {len(test)} held-out pairs")
+    rows, summary = evaluate_pm(pm.rewards, test, untrained.rewards, cfg.calib_fraction, resamples=cfg.bootstrap,
+                                seed=cfg.seed)
+    train_acc = evaluate_pm(pm.rewards, train[:200], None, 0.0, resamples=200, seed=cfg.seed)[1]["accuracy"]
+    summary.update({"made": made, "train_pairs": len(train), "test_pairs": len(test), "train_accuracy": train_acc,
+                    "pm_dir": str(res.model_dir), "losses": res.losses, "train_seconds": res.seconds,
+                    "truncated": res.truncated, "skipped_training": res.skipped, "pm_id": pm.model_id})
+    return {"rows": rows, "train": train, "summary": summary}
