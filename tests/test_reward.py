@@ -190,3 +190,34 @@ def test_shared_hh_red_team_pairs_load_and_split_by_prompt(shared_data):
     assert not {r["meta"]["first_human"] for r in train} & {r["meta"]["first_human"] for r in test}
     shorter = sum(len(r["chosen"][0]["content"]) < len(r["rejected"][0]["content"]) for r in rows) / len(rows)
     assert 0.45 < shorter < 0.65  # the README's "shorter is chosen in about 55%"
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_dpo_raises_the_chosen_over_the_rejected_and_logs_both_logps(tiny_model_dir, tmp_path):
+    from selfalign.models.hf import HFModel
+    from selfalign.train.dpo import DPOTrainConfig, train_dpo
+    from selfalign.types import ScoreRequest
+
+    q = [{"role": "user", "content": "What is the capital of France?"}]
+    rows = [{"prompt": q, "chosen": [{"role": "assistant", "content": "Paris"}],
+             "rejected": [{"role": "assistant", "content": "Lima"}]} for _ in range(16)]
+
+    def gap(path):
+        m = HFModel(str(path))
+        lp = [r.total for r in m.score([ScoreRequest(tuple(_msgs(q)), "Paris"), ScoreRequest(tuple(_msgs(q)), "Lima")])]
+        return lp[0] - lp[1]
+
+    cfg = DPOTrainConfig(epochs=4, batch_size=8, learning_rate=5e-3, warmup_ratio=0.0, logging_steps=1, beta=0.5)
+    res = train_dpo(rows, str(tiny_model_dir), tmp_path / "dpo", cfg)
+    assert gap(res.model_dir) > gap(tiny_model_dir) + 1.0
+    assert len(res.logps_chosen) == len(res.losses) >= 2 and res.margins[-1] > res.margins[0]
+    assert isinstance(res.both_logps_fell, bool)
+    assert train_dpo(rows, str(tiny_model_dir), tmp_path / "dpo", cfg).skipped
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        DPOTrainConfig(beta=0)
+
+
+def _msgs(q):
+    from selfalign.types import Message
+
+    return [Message(m["role"], m["content"]) for m in q]

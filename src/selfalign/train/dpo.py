@@ -1,0 +1,149 @@
+"""Direct Preference Optimisation through TRL's DPOTrainer (a thin mapping over :mod:`selfalign.train.base`).
+
+Rafailov et al. 2023, "Direct Preference Optimization" (arXiv 2305.18290): the loss on a pair is
+-log sigmoid(beta [(log pi(y_c|x) - log ref(y_c|x)) - (log pi(y_r|x) - log ref(y_r|x))]). With LoRA
+(the default) the reference model is the same network with its adapters disabled (TRL does this
+when given a PEFT config and no reference model), so no second copy is held in memory.
+
+Rows are TRL preference rows (``prompt``, ``chosen``, ``rejected``). Every logged step keeps
+TRL's ``logps/chosen`` and ``logps/rejected`` (the policy's sequence log-probabilities) and the
+implicit rewards; :func:`train_dpo` returns them, because **both log-probabilities falling** while
+the margin grows is a known DPO failure (the policy moves mass to neither response); the result
+flags it (``both_logps_fell``).
+
+Resumable and skipped when unchanged, like SFT; also ``python -m selfalign.train.dpo --rows ...
+--base ... --out ...`` so ``accelerate launch`` runs it data-parallel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from selfalign.train.base import (
+    TrainConfig,
+    TrainingRun,
+    TrainResult,
+    fingerprint as _fingerprint,
+    lora_config,
+    losses_of,
+    require_trl,
+    resolve_precision,
+    trainer_args,
+)
+
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+@dataclass
+class DPOTrainConfig(TrainConfig):
+    beta: float = 0.1
+    loss_type: str = "sigmoid"  # TRL's loss types: sigmoid (DPO), ipo, hinge, ...
+    learning_rate: float = 5e-5
+    epochs: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+
+
+@dataclass
+class DPOResult(TrainResult):
+    logps_chosen: list[float] = field(default_factory=list)
+    logps_rejected: list[float] = field(default_factory=list)
+    margins: list[float] = field(default_factory=list)
+
+    @property
+    def both_logps_fell(self) -> bool:
+        c, r = self.logps_chosen, self.logps_rejected
+        return len(c) >= 2 and c[-1] < c[0] and r[-1] < r[0]
+
+
+def fingerprint(base: str, rows: Sequence[dict[str, Any]], cfg: DPOTrainConfig) -> str:
+    return _fingerprint("dpo", base, rows, cfg, COLUMNS)
+
+
+def _history(trainer_or_info: Any, key: str) -> list[float]:
+    hist = trainer_or_info.state.log_history if hasattr(trainer_or_info, "state") else trainer_or_info
+    return [float(h[key]) for h in hist if key in h and "loss" in h]
+
+
+def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg: DPOTrainConfig | None = None,
+              base_id: str | None = None) -> DPOResult:
+    """DPO on ``rows`` from ``base``; the merged model lands in ``out_dir/model``."""
+    import json
+
+    cfg = cfg or DPOTrainConfig()
+    run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
+    earlier = run.finished(len(rows))
+    if earlier is not None:
+        info = json.loads(run.done.read_text())
+        return DPOResult(earlier.model_dir, earlier.losses, earlier.seconds, earlier.n_rows, True, earlier.precision,
+                         info.get("logps_chosen", []), info.get("logps_rejected", []), info.get("margins", []))
+    if not rows:
+        raise ValueError("no preference rows")
+    require_trl()
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    precision = resolve_precision(cfg)
+    resume = run.prepare()
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    ds = Dataset.from_list([{k: r[k] for k in COLUMNS} for r in rows])
+    peft_config = lora_config(cfg, model.config.num_hidden_layers) if cfg.lora else None
+    args = DPOConfig(**trainer_args(cfg, run.ckpt_dir, precision), beta=cfg.beta, loss_type=[cfg.loss_type],
+                     max_length=cfg.max_length)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    trainer.train(resume_from_checkpoint=resume)
+    losses = losses_of(trainer)
+    lc, lr = _history(trainer, "logps/chosen"), _history(trainer, "logps/rejected")
+    mg = _history(trainer, "rewards/margins")
+    if trainer.accelerator.is_main_process:
+        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
+        res = run.finish(losses, len(rows), base_id or base, cfg, precision,
+                         extra={"logps_chosen": lc, "logps_rejected": lr, "margins": mg, "beta": cfg.beta})
+    else:
+        res = TrainResult(run.model_dir, losses, 0.0, len(rows), precision=precision.name)
+    trainer.accelerator.wait_for_everyone()
+    return DPOResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, lc, lr, mg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m selfalign.train.dpo``: one entry point for a single process and ``accelerate launch``."""
+    import argparse
+    import json
+    import os
+    import sys
+
+    from selfalign.config import ConfigError, config_from_yaml
+    from selfalign.data.io import DataError, read_jsonl
+
+    ap = argparse.ArgumentParser(prog="python -m selfalign.train.dpo", description=__doc__.split("\n")[0])
+    ap.add_argument("--rows", required=True, help="JSONL of TRL preference rows")
+    ap.add_argument("--base", required=True, help="hub id or local path of the model to fine-tune")
+    ap.add_argument("--out", required=True, help="output directory (the model lands in OUT/model)")
+    ap.add_argument("--config", default="", help="YAML of DPOTrainConfig options")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
+    a = ap.parse_args(argv)
+    try:
+        cfg = config_from_yaml(DPOTrainConfig, a.config or None, a.set)
+        rows = read_jsonl(a.rows, required=COLUMNS)
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    res = train_dpo(rows, a.base, a.out, cfg)
+    line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")), "model_dir": str(res.model_dir),
+                                             "skipped": res.skipped, "precision": res.precision, "n_rows": res.n_rows,
+                                             "last_loss": res.losses[-1] if res.losses else None,
+                                             "both_logps_fell": res.both_logps_fell})
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
