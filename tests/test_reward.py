@@ -221,3 +221,43 @@ def _msgs(q):
     from selfalign.types import Message
 
     return [Message(m["role"], m["content"]) for m in q]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_rloo_trains_against_a_reward_function_with_a_kl_penalty(tiny_model_dir, tmp_path):
+    from selfalign.models.hf import HFModel
+    from selfalign.train.rloo import RLOOTrainConfig, sequence_kl, train_rloo
+    from selfalign.types import GenParams, GenRequest, user
+
+    prompts = [[{"role": "user", "content": f"Name a fruit. {i}"}] for i in range(8)]
+    seen = []
+
+    def reward(ps, cs):  # shorter completions are better
+        seen.append(len(cs))
+        return [-len(c[-1]["content"] if isinstance(c, list) else c) / 10 for c in cs]
+
+    cfg = RLOOTrainConfig(num_generations=4, batch_size=8, max_completion_length=8, learning_rate=1e-2, epochs=1,
+                          warmup_ratio=0.0, beta=0.1, snapshot_steps=[1])
+    res = train_rloo(prompts, reward, "length", str(tiny_model_dir), tmp_path / "rl", cfg)
+    from selfalign.train.rloo import snapshots
+
+    snaps = snapshots(tmp_path / "rl")
+    assert [s for s, _ in snaps] == [1] and (snaps[0][1] / "config.json").exists()
+    assert seen and all(n % 4 == 0 for n in seen)  # whole leave-one-out groups reach the reward
+    assert res.history and all("kl" in h for h in res.history)
+    assert (res.model_dir / "config.json").exists()
+    assert train_rloo(prompts, reward, "length", str(tiny_model_dir), tmp_path / "rl", cfg).skipped
+    # a different reward id is a different run
+    assert train_rloo(prompts, reward, "other", str(tiny_model_dir), tmp_path / "rl", cfg).skipped is False
+
+    base, pol = HFModel(str(tiny_model_dir)), HFModel(str(res.model_dir))
+    qs = [user(f"Name a fruit. {i}") for i in range(4)]
+    samples = [r.texts for r in pol.generate([GenRequest(q, GenParams(temperature=1.0, max_tokens=8), n=3) for q in qs])]
+    same = sequence_kl(pol, pol, qs, samples)
+    assert same["kl"] == 0.0 and same["kl_k3"] == 0.0
+    moved = sequence_kl(pol, base, qs, samples)
+    assert moved["kl_k3"] > 0 and moved["n"] == sum(1 for ss in samples for s in ss if s.strip())
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        RLOOTrainConfig(beta=0)
+    with pytest.raises(ValueError, match="multiple of num_generations"):
+        RLOOTrainConfig(num_generations=3, batch_size=8)

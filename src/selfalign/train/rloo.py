@@ -1,0 +1,188 @@
+"""RL with a KL penalty, HH's objective, through TRL's RLOOTrainer (a thin mapping over :mod:`selfalign.train.base`).
+
+Bai et al. 2022 (arXiv 2204.05862), §4.1: the policy is trained with the reward
+r = r_PM - beta * KL(policy || initial policy). TRL 1.16 has no PPO trainer any more; its
+RLOOTrainer (Ahmadian et al. 2024, "Back to Basics: Revisiting REINFORCE Style Optimization for
+Learning from Human Feedback in LLMs") samples ``num_generations`` completions per prompt,
+subtracts beta times each sample's summed per-token log-ratio to the reference from its reward,
+exactly HH's shaped reward, and uses the leave-one-out mean of the other samples' rewards as
+the baseline. ``beta`` must be > 0 here: GRPO's default beta is 0 (no KL), which is not RLHF.
+
+The reward function is given (``reward_fn(prompts, completions) -> list[float]``); for RLHF it is
+a preference model's :meth:`selfalign.reward.pm.CachedPM.rewards`, the same code path that trains
+and evaluates the PM (one tokenisation, read at the end-of-context token). With LoRA (the
+default) the reference model is the base with adapters disabled.
+
+Every logging step keeps TRL's ``kl`` (mean per-token log-ratio on the sampled tokens) and the
+mean reward; :func:`sequence_kl` measures KL(policy || reference) per sequence on held-out
+prompts with two estimators (the plain log-ratio sum, unbiased, and Schulman's non-negative
+k3 = (ratio - 1) - log ratio per token).
+
+Deviations from HH: RLOO instead of PPO (no value network; the paper's PPO also has a value
+head and clipping); rewards are not whitened; the KL is the sampled estimate TRL uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from selfalign.train.base import (
+    TrainConfig,
+    TrainingRun,
+    TrainResult,
+    fingerprint as _fingerprint,
+    lora_config,
+    losses_of,
+    require_trl,
+    resolve_precision,
+    trainer_args,
+)
+
+RewardFn = Callable[[Sequence[Any], Sequence[Any]], list[float]]
+
+
+@dataclass
+class RLOOTrainConfig(TrainConfig):
+    beta: float = 0.05  # the KL coefficient of r = r_PM - beta KL
+    num_generations: int = 4  # samples per prompt (the leave-one-out group)
+    max_completion_length: int = 32
+    temperature: float = 1.0
+    learning_rate: float = 1e-5
+    epochs: float = 1.0
+    batch_size: int = 8  # completions per device step (a multiple of num_generations)
+    logging_steps: int = 1
+    snapshot_steps: list[int] = field(default_factory=list)  # also save the merged policy after these steps
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0 (a KL penalty; beta = 0 is reward hacking unchecked), got {self.beta}")
+        if self.num_generations < 2:
+            raise ValueError(f"num_generations must be >= 2 (leave-one-out needs a group), got {self.num_generations}")
+        if (self.batch_size * self.grad_accum) % self.num_generations:
+            raise ValueError(f"batch_size x grad_accum ({self.batch_size * self.grad_accum}) must be a multiple of "
+                             f"num_generations ({self.num_generations})")
+
+
+def fingerprint(base: str, prompts: Sequence[Any], cfg: RLOOTrainConfig, reward_id: str) -> str:
+    rows = [{"prompt": p} for p in prompts]
+    return _fingerprint("rloo", base + "|reward=" + reward_id, rows, cfg, ("prompt",))
+
+
+@dataclass
+class RLResult(TrainResult):
+    history: list[dict[str, float]] | None = None  # per logging step: reward, kl, loss
+
+
+def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base: str, out_dir: str | Path,
+               cfg: RLOOTrainConfig | None = None, base_id: str | None = None) -> RLResult:
+    """RLOO from ``base`` on ``prompts`` (chat message lists) against ``reward_fn``; the merged
+    policy lands in ``out_dir/model``. ``reward_id`` names the reward (the PM's id) for the fingerprint."""
+    import json
+
+    cfg = cfg or RLOOTrainConfig()
+    run = TrainingRun(out_dir, fingerprint(base_id or base, prompts, cfg, reward_id))
+    earlier = run.finished(len(prompts))
+    if earlier is not None:
+        info = json.loads(run.done.read_text())
+        return RLResult(earlier.model_dir, earlier.losses, earlier.seconds, earlier.n_rows, True, earlier.precision,
+                        info.get("history", []))
+    if not prompts:
+        raise ValueError("no prompts")
+    require_trl()
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import RLOOConfig, RLOOTrainer
+
+    precision = resolve_precision(cfg)
+    resume = run.prepare()
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    ds = Dataset.from_list([{"prompt": [dict(m) for m in p]} for p in prompts])
+
+    def reward(prompts: list, completions: list, **_: Any) -> list[float | None]:
+        return [float(x) for x in reward_fn(prompts, completions)]
+
+    reward.__name__ = "pm"  # TRL logs rewards/<name>
+    peft_config = lora_config(cfg, model.config.num_hidden_layers) if cfg.lora else None
+    args = RLOOConfig(**trainer_args(cfg, run.ckpt_dir, precision), beta=cfg.beta, num_generations=cfg.num_generations,
+                      max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
+    trainer = RLOOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
+                          peft_config=peft_config)
+    if cfg.snapshot_steps:
+        trainer.add_callback(_Snapshots(run.out / "snapshots", set(cfg.snapshot_steps), tok, cfg.lora))
+    trainer.train(resume_from_checkpoint=resume)
+    losses = losses_of(trainer)
+    history = [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))}
+               for h in trainer.state.log_history if "kl" in h or "reward" in h]
+    if trainer.accelerator.is_main_process:
+        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
+        res = run.finish(losses, len(prompts), base_id or base, cfg, precision,
+                         extra={"history": history, "reward_id": reward_id})
+    else:
+        res = TrainResult(run.model_dir, losses, 0.0, len(prompts), precision=precision.name)
+    trainer.accelerator.wait_for_everyone()
+    return RLResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, history)
+
+
+def _Snapshots(folder: Path, steps: set[int], tok: Any, merged: bool) -> Any:
+    """A callback that saves the policy after the given optimizer steps as a plain model directory
+    (LoRA merged into a copy; the training model is untouched), for the KL-vs-reward curve."""
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kw: Any) -> None:
+            if state.global_step not in steps or not state.is_world_process_zero or model is None:
+                return
+            import copy
+            import shutil
+
+            dest = folder / f"step-{state.global_step}"
+            tmp = folder / f"step-{state.global_step}.tmp"
+            if dest.exists():
+                return
+            m = copy.deepcopy(model)
+            if merged and hasattr(m, "merge_and_unload"):
+                m = m.merge_and_unload()
+            shutil.rmtree(tmp, ignore_errors=True)
+            m.save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            tmp.rename(dest)
+
+    return Snapshots()
+
+
+def snapshots(out_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, directory) of the saved snapshots of an RLOO run, in step order."""
+    folder = Path(out_dir) / "snapshots"
+    found = [(int(p.name.split("-")[1]), p) for p in folder.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp")]
+    return sorted(found)
+
+
+def sequence_kl(policy: Any, reference: Any, prompts: Sequence[Any], samples: Sequence[Sequence[str]]
+                ) -> dict[str, float]:
+    """KL(policy || reference) per sequence, estimated on completions sampled from the policy.
+
+    ``policy``/``reference`` are store-wrapped models that can score. Two estimators, averaged
+    over samples: ``kl`` = sum over tokens of log p - log q (unbiased; one sample can be
+    negative), ``kl_k3`` = sum of (q/p - 1) - log(q/p) (non-negative per token, also unbiased).
+    """
+    import math
+
+    from selfalign.types import ScoreRequest
+
+    reqs = [ScoreRequest(p, s) for p, ss in zip(prompts, samples) for s in ss if s.strip()]
+    if not reqs:
+        return {"kl": float("nan"), "kl_k3": float("nan"), "n": 0}
+    lp = policy.score(reqs)
+    lq = reference.score(reqs)
+    plain, k3 = [], []
+    for a, b in zip(lp, lq):
+        if len(a.token_logprobs) != len(b.token_logprobs):
+            raise ValueError("policy and reference tokenise the completion differently; KL needs one tokenizer")
+        plain.append(sum(x - y for x, y in zip(a.token_logprobs, b.token_logprobs)))
+        k3.append(sum(math.exp(y - x) - 1 - (y - x) for x, y in zip(a.token_logprobs, b.token_logprobs)))
+    return {"kl": sum(plain) / len(plain), "kl_k3": sum(k3) / len(k3), "n": len(plain)}
