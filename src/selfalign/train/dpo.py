@@ -42,6 +42,7 @@ class DPOTrainConfig(TrainConfig):
     loss_type: str = "sigmoid"  # TRL's loss types: sigmoid (DPO), ipo, hinge, ...
     learning_rate: float = 5e-5
     epochs: float = 1.0
+    logging_steps: int = 1  # the chosen/rejected log-prob trend is read from every logged step
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,0 +1,43 @@
+"""Report of Best-of-N vs RL: test-PM reward and gold accuracy against sqrt(KL). Renders only."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from selfalign.report.critique import _ci, _img, _page, _plt
+
+
+def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
+    pts = summary["points"]
+    plt = _plt()
+    imgs = ""
+    for key, label in (("test_reward", "test-PM reward"), ("train_reward", "training-PM reward"),
+                       ("gold", "gold accuracy")):
+        fig, ax = plt.subplots(figsize=(4.6, 3))
+        for method, colour in (("bon", "#4c72b0"), ("rl", "#dd8452")):
+            ps = [p for p in pts if p["method"] == method]
+            xs = [math.sqrt(max(0.0, p["kl"])) for p in ps]
+            ys = [p[key]["value"] for p in ps]
+            err = [[p[key]["value"] - p[key]["lo"] for p in ps], [p[key]["hi"] - p[key]["value"] for p in ps]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=colour,
+                        label="best-of-N" if method == "bon" else "RL (RLOO, KL penalty)")
+        ax.set_xlabel("sqrt(KL from the initial policy)  [sqrt nats]")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+        imgs += _img(fig)
+
+    def row(p: dict[str, Any]) -> str:
+        what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
+        return (f"<tr><td class=l>{p['method']}</td><td class=l>{what}</td><td>{p['kl']:.3f}</td>"
+                f"<td>{_ci(p['train_reward'], False)}</td><td>{_ci(p['test_reward'], False)}</td>"
+                f"<td>{_ci(p['gold'])}</td></tr>")
+
+    note = "" if summary["held_out_test_pm"] else (
+        "<p><b>The test PM is the training PM</b> (no second PM was given): the test reward is not held out.</p>")
+    body = (f"<p class=sub>{summary['test_prompts']} held-out prompts, RL on {summary['rl_prompts']} prompts "
+            f"({summary['rl_seconds']:.0f} s)</p>{note}<table><tr><th class=l>method</th><th class=l>point</th>"
+            f"<th>KL (nats)</th><th>training-PM reward</th><th>test-PM reward</th><th>gold accuracy %</th></tr>"
+            f"{''.join(row(p) for p in pts)}</table>{imgs}")
+    return _page(out_dir, "Best-of-N vs RL at equal KL", body, {"summary": summary, "config": config})

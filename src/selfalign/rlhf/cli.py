@@ -1,0 +1,82 @@
+"""``selfalign rlhf frontier | dpo``: policy training against preferences, and its analysis."""
+
+from __future__ import annotations
+
+import time
+from typing import List, Optional
+
+import typer
+
+from selfalign.config import config_from_yaml, config_to_dict
+
+app = typer.Typer(no_args_is_help=True, help="RLHF: DPO, RL with a KL penalty, Best-of-N vs RL.")
+
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
+SET = typer.Option([], "--set", help="override a config key (repeatable)")
+
+
+@app.command()
+def frontier(config: Optional[str] = CONFIG, set: List[str] = SET,
+             out: Optional[str] = typer.Option(None, "--out", "-o"),
+             pm: Optional[str] = typer.Option(None, help="training PM directory"),
+             test_pm: Optional[str] = typer.Option(None, help="held-out PM directory (e.g. the other split half)"),
+             policy: Optional[str] = typer.Option(None, help="policy model spec")) -> None:
+    """Best-of-N and RLOO against the training PM; test-PM reward and gold accuracy against sqrt(KL)."""
+    from selfalign.models.registry import check_spec, load_model
+    from selfalign.report.rlhf import frontier_report
+    from selfalign.reward.pm import CachedPM, PreferenceModel
+    from selfalign.rlhf.frontier import FrontierConfig, run
+    from selfalign.store.cache import CachedModel, Store
+    from selfalign.store.runs import write_stage
+
+    flags = {"out": out, "pm": pm, "test_pm": test_pm, "policy": policy}
+    cfg = config_from_yaml(FrontierConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    check_spec(cfg.policy)
+    t0 = time.time()
+    store = Store(cfg.store or None)
+    pol = CachedModel(load_model(cfg.policy), store, description="policy samples")
+    train = CachedPM(PreferenceModel(cfg.pm, cfg.rl.max_length), store)
+    test = CachedPM(PreferenceModel(cfg.test_pm, cfg.rl.max_length), store) if cfg.test_pm else None
+    res = run(cfg, pol, train, test, progress=lambda m: typer.echo(f"[frontier] {m}", err=True))
+    conf = config_to_dict(cfg)
+    rows = [{k: v for k, v in p.items()} for p in res["points"]]
+    stage = write_stage(cfg.out, "rlhf-frontier", conf, {}, rows, lambda d: frontier_report(d, res, conf), None,
+                        time.time() - t0)
+    for p in res["points"]:
+        what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
+        typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  test reward {p['test_reward']['value']:.3f}  "
+                   f"gold {100 * p['gold']['value']:.1f}%")
+    typer.echo(f"report: {stage.report_path}")
+
+
+@app.command()
+def dpo(rows: str = typer.Option(..., help="preference rows .jsonl (prompt, chosen, rejected)"),
+        base: str = typer.Option("smollm2-135m", help="model to fine-tune"),
+        out: str = typer.Option("runs/dpo", "--out", "-o"),
+        beta: List[float] = typer.Option([0.1], help="beta (repeat for a sweep)"),
+        set: List[str] = SET) -> None:
+    """DPO (LoRA, reference = adapters off) for each beta; prints the chosen/rejected log-prob trend."""
+    import json
+    from pathlib import Path
+
+    from selfalign.data.io import read_jsonl
+    from selfalign.models.registry import trainable_path
+    from selfalign.train.dpo import COLUMNS, DPOTrainConfig, train_dpo
+
+    data = read_jsonl(rows, required=COLUMNS)
+    path = trainable_path(base)
+    if path is None:
+        raise ValueError(f"base {base!r} cannot be fine-tuned here")
+    cfgs = [config_from_yaml(DPOTrainConfig, None, list(set) + [f"beta={b}"]) for b in beta]
+    summary = []
+    for cfg in cfgs:
+        res = train_dpo(data, path, Path(out) / f"beta-{cfg.beta:g}", cfg, base_id=base)
+        row = {"beta": cfg.beta, "model_dir": str(res.model_dir), "last_loss": res.losses[-1] if res.losses else None,
+               "logps_chosen": res.logps_chosen, "logps_rejected": res.logps_rejected, "margins": res.margins,
+               "both_logps_fell": res.both_logps_fell, "seconds": res.seconds}
+        summary.append(row)
+        warn = "  (both log-probs fell: a known DPO failure)" if res.both_logps_fell else ""
+        typer.echo(f"beta {cfg.beta:g}: loss {row['last_loss']}, margin {res.margins[-1] if res.margins else None}"
+                   f" -> {res.model_dir}{warn}")
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / "sweep.json").write_text(json.dumps(summary, indent=2))

@@ -1,0 +1,159 @@
+"""Best-of-N against RL at equal KL, scored by a held-out preference model and by gold answers.
+
+Bai et al. 2022 (arXiv 2204.05862), §4.3 and App. B.6: the policy is improved two ways against
+a *training* preference model, by Best-of-N sampling (no training; its KL from the policy is
+analytic, log N - (N-1)/N) and by RL with a KL penalty (:mod:`selfalign.train.rloo`; its KL is
+measured), and both are scored by a *test* preference model (in the paper, one trained on the
+other half of the data: :func:`selfalign.reward.pairs.halves_by_prompt`) and plotted against
+sqrt(KL), where HH find reward roughly linear. Here the prompts are the bundled QA set's
+held-out questions, so every point also has a **gold accuracy**: if RL or BoN over-optimise
+the training PM, the test reward and the gold accuracy fall while the training reward rises.
+
+For BoN, each held-out prompt gets N_max samples from the policy; the training PM picks the best
+of the first N (nested pools, as in :mod:`selfalign.critique.bon`). For RL, every snapshot of the
+policy (step 0 = the initial policy) samples ``eval_samples`` answers per held-out prompt; its
+KL(snapshot || initial) is :func:`selfalign.train.rloo.sequence_kl` on those samples.
+
+Deviations: the same PM may serve as training and test PM when no second one is given (then the
+test reward is not held out and the report says so); KL for RL is estimated from samples
+(intervals from the bootstrap over prompts).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from selfalign.train.rloo import RLOOTrainConfig
+
+
+@dataclass
+class FrontierConfig:
+    policy: str = "smollm2-135m"
+    pm: str = ""  # the training PM directory (optimised against)
+    test_pm: str = ""  # the evaluation PM directory (default: pm, then not held out)
+    n_rl_prompts: int = 200  # RL prompts: bundled train questions
+    n_test: int = 100  # held-out prompts: bundled test questions
+    ns: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
+    eval_samples: int = 4  # RL snapshots: samples per held-out prompt
+    temperature: float = 1.0
+    max_tokens: int = 32
+    rl: RLOOTrainConfig = field(default_factory=lambda: RLOOTrainConfig(snapshot_steps=[5, 10, 20]))
+    store: str = ""
+    out: str = "runs/rlhf-frontier"
+    seed: int = 0
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rl, dict):
+            self.rl = RLOOTrainConfig(**self.rl)
+        if not self.pm:
+            raise ValueError("pm: the training preference model's directory is required (selfalign pm train)")
+        for name in ("pm", "test_pm"):
+            path = getattr(self, name)
+            if path and not Path(path, "config.json").is_file():
+                raise ValueError(f"{name}: {path}: not a saved model directory (no config.json)")
+        if not self.ns or min(self.ns) < 1:
+            raise ValueError(f"ns must be integers >= 1, got {self.ns}")
+        self.ns = sorted(set(self.ns))
+        if self.eval_samples < 1 or self.n_test < 1 or self.n_rl_prompts < 1:
+            raise ValueError("eval_samples, n_test and n_rl_prompts must be >= 1")
+
+
+def _ci(xs: Sequence[float], resamples: int, seed: int) -> dict[str, float]:
+    from selfalign.evals.stats import bootstrap_ci, mean
+
+    lo, hi = bootstrap_ci(len(xs), lambda idx: mean([xs[i] for i in idx]), resamples, seed=seed)
+    return {"value": mean(xs), "lo": lo, "hi": hi}
+
+
+def bon_points(policy: Any, items: Sequence[Any], prompts: Sequence[Any], train_pm: Any, test_pm: Any,
+               cfg: FrontierConfig) -> list[dict[str, Any]]:
+    """One point per N: KL, training/test PM reward and gold accuracy of the training PM's pick."""
+    from selfalign.critique.bon import bon_kl
+    from selfalign.judges.correctness import contains_answer
+    from selfalign.types import GenParams, GenRequest
+
+    n_max = cfg.ns[-1]
+    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    res = policy.generate([GenRequest(p, params, n=n_max, seed=cfg.seed) for p in prompts],
+                          description=f"best-of-{n_max} samples")
+    flat_p = [p for p, r in zip(prompts, res) for _ in r.texts]
+    flat_t = [t for r in res for t in r.texts]
+    tr = train_pm.rewards(flat_p, flat_t)
+    te = test_pm.rewards(flat_p, flat_t)
+    points = []
+    for n in cfg.ns:
+        picks_tr, picks_te, gold = [], [], []
+        for q, (it, r) in enumerate(zip(items, res)):
+            base = q * n_max
+            best = max(range(n), key=lambda i: (tr[base + i], -i))
+            picks_tr.append(tr[base + best])
+            picks_te.append(te[base + best])
+            gold.append(float(contains_answer(r.texts[best], it.answers)))
+        points.append({"method": "bon", "n": n, "kl": bon_kl(n), "train_reward": _ci(picks_tr, cfg.bootstrap, cfg.seed),
+                       "test_reward": _ci(picks_te, cfg.bootstrap, cfg.seed), "gold": _ci(gold, cfg.bootstrap, cfg.seed)})
+    return points
+
+
+def policy_point(model: Any, initial: Any, items: Sequence[Any], prompts: Sequence[Any], train_pm: Any, test_pm: Any,
+                 cfg: FrontierConfig, step: int) -> dict[str, Any]:
+    """Rewards, gold accuracy and KL from the initial policy of one RL snapshot."""
+    from selfalign.judges.correctness import contains_answer
+    from selfalign.train.rloo import sequence_kl
+    from selfalign.types import GenParams, GenRequest
+
+    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    res = model.generate([GenRequest(p, params, n=cfg.eval_samples, seed=cfg.seed + 1) for p in prompts],
+                         description=f"RL step {step}: samples")
+    samples = [r.texts for r in res]
+    flat_p = [p for p, ss in zip(prompts, samples) for _ in ss]
+    flat_t = [t for ss in samples for t in ss]
+    tr, te = train_pm.rewards(flat_p, flat_t), test_pm.rewards(flat_p, flat_t)
+    k = cfg.eval_samples
+    per_q_tr = [sum(tr[q * k:(q + 1) * k]) / k for q in range(len(prompts))]
+    per_q_te = [sum(te[q * k:(q + 1) * k]) / k for q in range(len(prompts))]
+    gold = [sum(contains_answer(t, it.answers) for t in ss) / k for it, ss in zip(items, samples)]
+    kl = sequence_kl(model, initial, prompts, samples) if step else {"kl": 0.0, "kl_k3": 0.0, "n": len(flat_t)}
+    return {"method": "rl", "step": step, "kl": max(0.0, kl["kl"]), "kl_raw": kl["kl"], "kl_k3": kl["kl_k3"],
+            "train_reward": _ci(per_q_tr, cfg.bootstrap, cfg.seed), "test_reward": _ci(per_q_te, cfg.bootstrap, cfg.seed),
+            "gold": _ci(gold, cfg.bootstrap, cfg.seed)}
+
+
+def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
+        progress: Any = None) -> dict[str, Any]:
+    """BoN points, an RL run with snapshots, and each snapshot's point. ``policy`` is store-wrapped."""
+    from selfalign.critique.bon import qa_prompt
+    from selfalign.data.formats import load_qa
+    from selfalign.models.registry import trainable_path
+    from selfalign.train.rloo import snapshots, train_rloo
+
+    test_pm = test_pm or train_pm
+    held_out = test_pm is not train_pm
+    test_items = [it for it in load_qa("bundled", split="test") if it.answerable][:cfg.n_test]
+    rl_items = [it for it in load_qa("bundled", split="train") if it.answerable][:cfg.n_rl_prompts]
+    test_prompts = [qa_prompt(it.question) for it in test_items]
+    if progress:
+        progress("best-of-N on the held-out prompts")
+    points = bon_points(policy, test_items, test_prompts, train_pm, test_pm, cfg)
+    base = base_path or trainable_path(cfg.policy)
+    if base is None:
+        raise ValueError(f"policy {cfg.policy!r} cannot be trained here")
+    if progress:
+        progress(f"RLOO on {len(rl_items)} prompts against the training PM (beta {cfg.rl.beta})")
+    rl_prompts = [[m.to_dict() for m in qa_prompt(it.question)] for it in rl_items]
+    res = train_rloo(rl_prompts, train_pm.rewards, train_pm.model_id, base, Path(cfg.out) / "rl", cfg.rl,
+                     base_id=cfg.policy)
+    final = max((int(h.get("step", 0)) for h in res.history or []), default=0)
+    snaps = [(s, p) for s, p in snapshots(Path(cfg.out) / "rl") if s < final]
+    steps: list[tuple[int, Any]] = [(0, None), *snaps, (max(final, 1), res.model_dir)]
+    for step, path in steps:
+        if progress:
+            progress(f"scoring RL step {step}")
+        model = policy if path is None else policy.sibling(str(path))
+        points.append(policy_point(model, policy, test_items, test_prompts, train_pm, test_pm, cfg, step))
+    return {"points": points, "held_out_test_pm": held_out, "rl_history": res.history or [],
+            "rl_seconds": res.seconds, "test_prompts": len(test_prompts), "rl_prompts": len(rl_prompts),
+            "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}

@@ -1,0 +1,60 @@
+"""Best-of-N against RL at equal KL, on a tiny random-init Llama and its untrained-head PMs:
+the machinery (nested BoN pools, snapshots, KL from the initial policy, gold accuracy)."""
+
+import pytest
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_bon_and_rl_points_on_one_frontier(tiny_model_dir, tmp_path):
+    from selfalign.models.hf import HFModel
+    from selfalign.reward.pm import CachedPM, PreferenceModel
+    from selfalign.rlhf.frontier import FrontierConfig, run
+    from selfalign.store.cache import CachedModel, Store
+    from selfalign.train.rloo import RLOOTrainConfig
+
+    store = Store(tmp_path / "s.sqlite")
+    policy = CachedModel(HFModel(str(tiny_model_dir)), store, progress=False)
+    train_pm = CachedPM(PreferenceModel(tiny_model_dir, seed=1), store)
+    test_pm = CachedPM(PreferenceModel(tiny_model_dir, seed=2), store)
+    cfg = FrontierConfig(pm=str(tiny_model_dir), ns=[1, 2, 4], n_test=4, n_rl_prompts=8, eval_samples=2, max_tokens=6,
+                         bootstrap=50, out=str(tmp_path / "f"),
+                         rl=RLOOTrainConfig(num_generations=4, batch_size=8, max_completion_length=6, epochs=1,
+                                            learning_rate=1e-2, warmup_ratio=0.0, snapshot_steps=[1]))
+    res = run(cfg, policy, train_pm, test_pm, base_path=str(tiny_model_dir))
+    bon = [p for p in res["points"] if p["method"] == "bon"]
+    rl = [p for p in res["points"] if p["method"] == "rl"]
+    assert [p["n"] for p in bon] == [1, 2, 4]
+    tr = [p["train_reward"]["value"] for p in bon]
+    assert tr == sorted(tr) and tr[-1] > tr[0]  # the training PM's pick can only improve with N
+    assert [p["kl"] for p in bon] == pytest.approx([0.0, 0.1931, 0.6363], abs=1e-3)
+    assert [p["step"] for p in rl] == [0, 1, 4] and rl[0]["kl"] == 0.0
+    assert all(p["kl_k3"] >= 0 for p in rl) and rl[-1]["kl_k3"] > 0  # the trained policy moved
+    assert res["held_out_test_pm"] and len(res["sqrt_kl"]) == len(res["points"])
+    with pytest.raises(ValueError, match="pm: the training preference model"):
+        FrontierConfig()
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_rlhf_cli_dpo_sweep_and_frontier(tiny_model_dir, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"q{i}"}],
+                                        "chosen": [{"role": "assistant", "content": "Paris"}],
+                                        "rejected": [{"role": "assistant", "content": "Lima"}]}) + "\n" for i in range(8)))
+    r = CliRunner().invoke(app, ["rlhf", "dpo", "--rows", str(rows), "--base", str(tiny_model_dir), "--out",
+                                 str(tmp_path / "dpo"), "--beta", "0.1", "--beta", "0.5", "--set", "batch_size=4"])
+    assert r.exit_code == 0, r.output
+    sweep = json.loads((tmp_path / "dpo" / "sweep.json").read_text())
+    assert [s["beta"] for s in sweep] == [0.1, 0.5] and all(s["logps_chosen"] for s in sweep)
+    r = CliRunner().invoke(app, ["rlhf", "frontier", "--policy", str(tiny_model_dir), "--pm", str(tiny_model_dir),
+                                 "--out", str(tmp_path / "f"), "--set", "ns=[1,2]", "--set", "n_test=3",
+                                 "--set", "n_rl_prompts=4", "--set", "max_tokens=4", "--set", "bootstrap=20",
+                                 "--set", "rl.max_completion_length=4", "--set", "rl.snapshot_steps=[]"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "f" / "report.json").read_text())["summary"]
+    assert not rep["held_out_test_pm"] and "not held out" in (tmp_path / "f" / "report.html").read_text()
