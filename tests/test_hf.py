@@ -191,3 +191,28 @@ def test_an_assistant_message_last_is_a_prefill_the_model_continues(tiny_model):
     assert tiny_model.render(q + (Message("assistant", head),)) == tiny_model.render(q) + head
     rest = tiny_model.generate([GenRequest(q + (Message("assistant", head),), GenParams(max_tokens=8))])[0].texts[0]
     assert (head + rest).startswith(full.text[:len(head) + 3]) and rest
+
+
+def test_prompt_kv_kept_across_calls_changes_nothing(tiny_model_dir):
+    """With the prompt cache on, prompts that continue earlier prompts (as FSBS's rounds do) run
+    only their new tokens and give what a model without the cache gives."""
+    from selfalign.models.hf import HFModel
+    from selfalign.types import Message
+
+    plain, cached = HFModel(str(tiny_model_dir), batch_size=8), HFModel(str(tiny_model_dir), batch_size=8)
+    cached.prompt_cache_tokens = 10_000
+    long_q = "What is the capital of France? " * 4
+    first = [user(long_q + q) for q in QS]
+    later = [p + (Message("assistant", "The capital of France is Paris." + " hello world" * k),) for k, p in
+             enumerate(first)] + [user("Name a fruit.")]  # the last one continues nothing
+    p = GenParams(temperature=1.0, max_tokens=8, logprobs=True)
+    for reqs in ([GenRequest(q, p, n=3, seed=1) for q in first], [GenRequest(q, p, n=3, seed=2) for q in later]):
+        a, b = plain.generate(reqs), cached.generate(reqs)
+        for ra, rb in zip(a, b):
+            assert ra.texts == rb.texts
+            for ca, cb in zip(ra.completions, rb.completions):
+                assert ca.token_logprobs == pytest.approx(cb.token_logprobs, abs=1e-4)
+    assert cached.prompt_cache_hits >= len(QS) and cached._prompt_kv_tokens <= 10_000
+    cached.prompt_cache_tokens = 40  # a small budget keeps only the newest prompts that fit
+    cached.generate([GenRequest(user("Name a fruit."), p)])
+    assert cached._prompt_kv_tokens <= 40

@@ -19,8 +19,9 @@ for each, a curve like the paper's precision/recall trade-off, beside the critic
 sample alone.
 
 Each round's prompt is the previous one plus the kept partial critique, so consecutive rounds share
-their prefix: the hf backend prefills a shared head once per batch and keeps it across calls (see
-:mod:`selfalign.models.hf`), and the store makes a killed search resume where it stopped.
+their prefix: the hf backend keeps every prefilled prompt's KV across calls while the search runs
+(``prompt_cache_tokens``) and a round prefills only what its prompts add to the previous round's,
+and the store makes a killed search resume where it stopped.
 
 Scorers: ``judge`` (a separate ``--judge`` model rates each critique 1-7; unparsed = unscored, ranked
 last and counted) and ``logprob`` (the critic's mean token log-probability of the critique, from the
@@ -104,15 +105,20 @@ def judge_score(judge: StageModel) -> CritiqueScorer:
 
 
 def strip_last_paragraph(text: str) -> str:
-    """``text`` without trailing space and, when its last paragraph (outside ``` blocks) quotes no
-    code, without that paragraph: what the next forced highlight continues.
+    """``text`` without trailing space, without a highlight left open at the end (a segment cut
+    inside a quote), and, when its last paragraph (outside ``` blocks) quotes no code, without
+    that paragraph: what the next forced highlight continues.
 
     >>> strip_last_paragraph("```\\nx < 1\\n```\\nshould be <=.\\n\\nOtherwise the code is fine.\\n")
     '```\\nx < 1\\n```\\nshould be <=.'
     >>> strip_last_paragraph("```\\nx < 1\\n```\\nshould be <=.")
     '```\\nx < 1\\n```\\nshould be <=.'
+    >>> strip_last_paragraph("```\\nx < 1\\n```\\nshould be <=.\\n\\n```\\ny = ")
+    '```\\nx < 1\\n```\\nshould be <=.'
     """
     text = text.rstrip()
+    if text.count(FENCE) % 2:  # an unfinished highlight: drop it
+        text = text[:text.rfind(FENCE)].rstrip()
     # paragraph breaks that are not inside a ``` block
     breaks, inside = [], False
     for m in re.finditer(r"```|\n\s*\n", text):
@@ -140,6 +146,9 @@ class FsbsConfig(CriticConfig):
     judge: str = ""  # scorer=judge: the judging model (default: the critic)
     percentiles: list[int] = field(default_factory=lambda: [10, 25, 50, 75])
     discriminate: bool = False
+    # the hf backend keeps each round's prompts' KV (up to this many tokens) so the next round,
+    # which continues them, runs only its new tokens (0 = off; ~46 KB per token for SmolLM2-135M)
+    prompt_cache_tokens: int = 200_000
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -169,6 +178,19 @@ def search(critic: StageModel, items: Sequence[CriticItem], cfg: FsbsConfig,
     """Every item's candidates, in the order sampled (round, beam, sample)."""
     scorer = scorer or logprob_score
     params = GenParams(temperature=cfg.temperature, max_tokens=cfg.segment_tokens, logprobs=True)
+    backend: Any = getattr(critic, "backend", critic)
+    if cfg.prompt_cache_tokens and hasattr(backend, "prompt_cache_tokens"):
+        backend.prompt_cache_tokens = cfg.prompt_cache_tokens
+    try:
+        return _search(critic, items, cfg, scorer, params)
+    finally:
+        if hasattr(backend, "prompt_cache_tokens"):
+            backend.prompt_cache_tokens = 0
+            backend.clear_prompt_cache()
+
+
+def _search(critic: StageModel, items: Sequence[CriticItem], cfg: FsbsConfig, scorer: CritiqueScorer,
+            params: GenParams) -> list[list[Candidate]]:
     cands: list[list[Candidate]] = [[] for _ in items]
     # per item, the beams to continue: (index of the candidate, kept text, its log-prob, its tokens)
     beams: list[list[tuple[int | None, str, float, int]]] = [[(None, "", 0.0, 0)] for _ in items]

@@ -7,7 +7,10 @@ Sampling is our own short decode loop over the model's forward pass rather than
   instruction); it is prefilled once, then each distinct prompt's tail once, and the KV cache
   is fanned out to the ``n`` samples of each prompt. The head's KV is also kept for the next
   batch and the next call (as far as their heads agree), as vLLM's prefix caching does.
-  ``generate`` would prefill every row.
+  ``generate`` would prefill every row. Optionally (``prompt_cache_tokens`` > 0, off by default:
+  about 46 KB of fp32 KV per token for SmolLM2-135M) every prefilled prompt's KV is kept across
+  calls, and a later prompt that continues one (FSBS's rounds extend their previous round's
+  prompts) runs only its new tokens.
 * **less padding**: tails of similar length are prefilled together, and only the last position
   of a prefill goes through the 49k-wide output layer.
 * **finished rows leave the batch**: rows that hit EOS or a stop string are pruned from the
@@ -25,6 +28,7 @@ counted over real tokens only, so every row sees exactly its own prompt.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -117,6 +121,12 @@ class HFModel:
         # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks
         self._head_kv: tuple[tuple[int, ...], list[tuple[Any, Any]]] | None = None
         self.head_reuses = 0
+        # prompt KV cache across calls (off by default): each prefilled prompt's KV, reused by a later
+        # prompt that starts with it (FSBS's rounds continue their previous round's prompts)
+        self.prompt_cache_tokens = 0
+        self._prompt_kv: "OrderedDict[tuple[int, ...], list[tuple[Any, Any]]]" = OrderedDict()
+        self._prompt_kv_tokens = 0
+        self.prompt_cache_hits = 0
         if quantize == "int8":
             if self.device != "cpu":
                 raise ModelError("quantize='int8' is the CPU dynamic int8 path; on a GPU use vllm")
@@ -205,6 +215,17 @@ class HFModel:
         The head's KV is also kept between chunks and calls (:attr:`_head_kv`): the next chunk
         reuses it as far as its own head agrees (the chat template and instruction every honesty
         prompt starts with) and runs only the rest, as vLLM's prefix caching does across requests."""
+        if self.prompt_cache_tokens > 0:
+            hits = [self._longest_cached(p) for p in prompt_ids]
+            if any(n for _, n in hits):
+                out = self._prefill_cached(prompt_ids, hits)
+            else:
+                out = self._prefill_shared_head(prompt_ids)
+            self._remember(prompt_ids, out[1], out[2])
+            return out
+        return self._prefill_shared_head(prompt_ids)
+
+    def _prefill_shared_head(self, prompt_ids: list[list[int]]):
         torch = self.torch
         from transformers import DynamicCache
 
@@ -275,6 +296,130 @@ class HFModel:
         mask = torch.cat([torch.ones((k, head), dtype=torch.long), tail_mask], dim=1).to(dev)
         next_pos = torch.tensor([len(p) for p in prompt_ids], device=dev)
         return logits[back], cache, mask, next_pos
+
+    # ------------------------------------------------------- prompt KV across calls
+    def _longest_cached(self, prompt: list[int]) -> tuple[tuple[int, ...] | None, int]:
+        """The stored prompt sharing the longest prefix with ``prompt`` and that length (capped so
+        at least one token of ``prompt`` is run, for its logits); (None, 0) below 16 tokens."""
+        best: tuple[tuple[int, ...] | None, int] = (None, 0)
+        for key in self._prompt_kv:
+            m = min(len(key), len(prompt) - 1)
+            if m <= best[1]:
+                continue
+            n = 0
+            if key[:m] == tuple(prompt[:m]):
+                n = m
+            else:
+                lo, hi = best[1], m  # key[:lo] may or may not match; binary search the first mismatch
+                if key[:lo] != tuple(prompt[:lo]):
+                    continue
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    if key[:mid] == tuple(prompt[:mid]):
+                        lo = mid
+                    else:
+                        hi = mid - 1
+                n = lo
+            if n > best[1]:
+                best = (key, n)
+        return best if best[1] >= 16 else (None, 0)
+
+    def clear_prompt_cache(self) -> None:
+        self._prompt_kv.clear()
+        self._prompt_kv_tokens = 0
+
+    def _remember(self, prompt_ids: list[list[int]], cache: Any, mask: Any) -> None:
+        """Store each prompt's own KV (its unmasked positions), oldest out beyond the budget."""
+        layers = _layer_kv(cache)
+        for j, p in enumerate(prompt_ids):
+            key = tuple(p)
+            if key in self._prompt_kv:
+                self._prompt_kv.move_to_end(key)
+                continue
+            if len(p) > self.prompt_cache_tokens:
+                continue
+            pos = mask[j].nonzero()[:, 0]
+            self._prompt_kv[key] = [(k[j:j + 1, :, pos, :].clone(), v[j:j + 1, :, pos, :].clone()) for k, v in layers]
+            self._prompt_kv_tokens += len(p)
+        while self._prompt_kv_tokens > self.prompt_cache_tokens and self._prompt_kv:
+            old, _ = self._prompt_kv.popitem(last=False)
+            self._prompt_kv_tokens -= len(old)
+
+    def _prefill_cached(self, prompt_ids: list[list[int]], hits: list[tuple[tuple[int, ...] | None, int]]):
+        """Prefill where prompts continue stored ones: each row's past is its stored prefix (left-padded
+        to the longest), its tail the rest (left-padded); one layout [pad | past | pad | tail] as in
+        :meth:`_prefill_shared_head`, with position ids over real tokens only."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        k = len(prompt_ids)
+        a = [n for _, n in hits]
+        tails = [p[n:] for p, n in zip(prompt_ids, a)]
+        for key, n in hits:
+            if key is not None:
+                self._prompt_kv.move_to_end(key)
+        self.prompt_cache_hits += sum(1 for n in a if n)
+        n_layers = len(self.model.model.layers) if hasattr(self.model, "model") and hasattr(self.model.model, "layers") \
+            else self.model.config.num_hidden_layers
+        A, W = max(a), max(len(t) for t in tails)
+        keys: list[list[Any]] = [[] for _ in range(n_layers)]
+        vals: list[list[Any]] = [[] for _ in range(n_layers)]
+        logits_parts, order = [], []
+        for group in self._tail_groups([len(t) for t in tails]):
+            ag, wg = max(a[j] for j in group), max(len(tails[j]) for j in group)
+            gcache = DynamicCache()
+            if ag:
+                for layer in range(n_layers):
+                    ks, vs = [], []
+                    for j in group:
+                        key, n = hits[j]
+                        ref = self._prompt_kv[key][layer] if key is not None else None
+                        shape = ref[0].shape if ref is not None else self._kv_shape(layer)
+                        kz = torch.zeros((1, shape[1], ag, shape[3]), dtype=self._kv_dtype(), device=dev)
+                        vz = torch.zeros_like(kz)
+                        if ref is not None and n:
+                            kz[..., ag - n:, :] = ref[0][..., :n, :]
+                            vz[..., ag - n:, :] = ref[1][..., :n, :]
+                        ks.append(kz)
+                        vs.append(vz)
+                    gcache.update(torch.cat(ks), torch.cat(vs), layer)
+            ids = torch.full((len(group), wg), self.pad_id, dtype=torch.long)
+            gmask = torch.zeros((len(group), ag + wg), dtype=torch.long)
+            gpos = torch.zeros((len(group), wg), dtype=torch.long)
+            for r, j in enumerate(group):
+                b = len(tails[j])
+                ids[r, wg - b:] = torch.tensor(tails[j])
+                gmask[r, ag - a[j]:ag] = 1
+                gmask[r, ag + wg - b:] = 1
+                gpos[r, wg - b:] = torch.arange(a[j], a[j] + b)
+            out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
+                             past_key_values=gcache, use_cache=True, logits_to_keep=1)
+            logits_parts.append(out.logits[:, -1, :].float())
+            for layer, (key_t, val_t) in enumerate(_layer_kv(gcache)):
+                # [ag past | wg tail] -> [A past | W tail]: pad in front and between
+                key_t = self._pad_kv(self._pad_kv(key_t, ag, W - wg), 0, A - ag)
+                val_t = self._pad_kv(self._pad_kv(val_t, ag, W - wg), 0, A - ag)
+                keys[layer].append(key_t)
+                vals[layer].append(val_t)
+            order.extend(group)
+        back = torch.tensor(sorted(range(k), key=lambda r: order[r]), device=dev)
+        cache = DynamicCache()
+        for layer in range(n_layers):
+            cache.update(torch.cat(keys[layer])[back], torch.cat(vals[layer])[back], layer)
+        mask = torch.zeros((k, A + W), dtype=torch.long)
+        for j, t in enumerate(tails):
+            mask[j, A - a[j]:A] = 1
+            mask[j, A + W - len(t):] = 1
+        next_pos = torch.tensor([len(p) for p in prompt_ids], device=dev)
+        return torch.cat(logits_parts)[back], cache, mask.to(dev), next_pos
+
+    def _kv_shape(self, layer: int) -> tuple[int, int, int, int]:
+        ref = next(iter(self._prompt_kv.values()))[layer][0]
+        return tuple(ref.shape)  # type: ignore[return-value]
+
+    def _kv_dtype(self) -> Any:
+        return next(iter(self._prompt_kv.values()))[0][0].dtype
 
     def _tail_groups(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped by ascending length; a group closes when adding the next would make more
