@@ -31,15 +31,13 @@ from __future__ import annotations
 import ast
 import copy
 import difflib
-import gzip
-import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from selfalign.critique.sandbox import TestRun, run_many
-from selfalign.data.io import DataError
+from selfalign.data.io import DataError, iter_jsonl
 
 #: the mutation kinds, in the order the issue lists them
 KINDS = ("comparison_flip", "off_by_one", "operator_swap", "and_or_swap", "dropped_guard",
@@ -97,23 +95,13 @@ def load_humaneval(path: str | Path) -> list[CodeProblem]:
     p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: no such file")
-    opener: Callable[..., Any] = gzip.open if p.suffix == ".gz" else open
     out = []
-    with opener(p, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: not JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{p}:{n}: expected an object")
-            for k in _FIELDS:
-                if not isinstance(row.get(k), str) or not row[k]:
-                    raise DataError(f"{p}:{n}: field '{k}' must be a non-empty string")
-            out.append(CodeProblem(row["task_id"], row["prompt"], row["canonical_solution"], row["test"],
-                                   row["entry_point"]))
+    for n, row in iter_jsonl(p):
+        for k in _FIELDS:
+            if not isinstance(row.get(k), str) or not row[k]:
+                raise DataError(f"{p}:{n}: field '{k}' must be a non-empty string")
+        out.append(CodeProblem(row["task_id"], row["prompt"], row["canonical_solution"], row["test"],
+                               row["entry_point"]))
     if not out:
         raise DataError(f"{p}: no problems")
     return out

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 
 class DataError(ValueError):
     pass
 
 
-def read_jsonl(path: str | Path, required: Sequence[str] = (), any_of: Sequence[Sequence[str]] = ()) -> list[dict[str, Any]]:
-    """Read every row of a JSONL file.
-
-    ``required``: columns each row must have; ``any_of``: groups of which each row needs one.
-    A broken line or a missing column raises :class:`DataError` naming file and line.
-    """
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-empty line of a JSONL file, gzip-compressed when its
+    name ends in ``.gz``; a broken line or a non-object raises :class:`DataError` naming both."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as f:
+    f = gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else path.open(encoding="utf-8")
+    with f:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -31,15 +29,26 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), any_of: Sequence[
                 raise DataError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise DataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            missing = [c for c in required if c not in row]
-            if missing:
-                raise DataError(f"{path}:{n}: missing column(s) {', '.join(map(repr, missing))}; "
-                                f"expected columns: {', '.join(required)}; found: {', '.join(row) or 'none'}")
-            for group in any_of:
-                if not any(c in row for c in group):
-                    raise DataError(f"{path}:{n}: needs one of the columns {', '.join(map(repr, group))}; "
-                                    f"found: {', '.join(row) or 'none'}")
-            rows.append(row)
+            yield n, row
+
+
+def read_jsonl(path: str | Path, required: Sequence[str] = (), any_of: Sequence[Sequence[str]] = ()) -> list[dict[str, Any]]:
+    """Read every row of a JSONL file (or .jsonl.gz).
+
+    ``required``: columns each row must have; ``any_of``: groups of which each row needs one.
+    A broken line or a missing column raises :class:`DataError` naming file and line.
+    """
+    rows = []
+    for n, row in iter_jsonl(path):
+        missing = [c for c in required if c not in row]
+        if missing:
+            raise DataError(f"{path}:{n}: missing column(s) {', '.join(map(repr, missing))}; "
+                            f"expected columns: {', '.join(required)}; found: {', '.join(row) or 'none'}")
+        for group in any_of:
+            if not any(c in row for c in group):
+                raise DataError(f"{path}:{n}: needs one of the columns {', '.join(map(repr, group))}; "
+                                f"found: {', '.join(row) or 'none'}")
+        rows.append(row)
     return rows
 
 

@@ -21,16 +21,15 @@ a policy optimised against one can be checked exactly, without a human.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import random
 import re
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from selfalign.data.formats import QAItem
-from selfalign.data.io import DataError
+from selfalign.data.io import DataError, iter_jsonl
 from selfalign.judges.correctness import contains_answer
 from selfalign.judges.idk import IDK_RESPONSE, is_idk
 
@@ -52,17 +51,6 @@ def parse_transcript(text: str) -> list[dict[str, str]]:
     return msgs
 
 
-def _rows(path: Path) -> Iterable[tuple[int, Any]]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:  # type: ignore[operator]
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield n, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: invalid JSON ({e.msg} at column {e.colno})") from None
-
-
 def load_hh(path: str | Path, limit: int = 0) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """HH-RLHF rows (JSONL or JSONL.gz) as TRL preference rows, and counts of what was left out.
 
@@ -75,9 +63,7 @@ def load_hh(path: str | Path, limit: int = 0) -> tuple[list[dict[str, Any]], dic
         raise DataError(f"{path}: file not found")
     out: list[dict[str, Any]] = []
     counts = {"rows": 0, "different_context": 0, "identical_responses": 0}
-    for n, row in _rows(path):
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{n}: expected a JSON object")
+    for n, row in iter_jsonl(path):
         counts["rows"] += 1
         convs = {}
         for field in ("chosen", "rejected"):

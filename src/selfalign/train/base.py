@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from selfalign.models.base import MissingExtra
 from selfalign.train.precision import PRECISIONS, Precision, choose_precision
@@ -258,3 +258,52 @@ def completion_positions_only(on: bool = True) -> bool:
     use_compact._selfalign_orig = orig  # type: ignore[attr-defined]
     tu._use_triton = use_compact
     return True
+
+
+def load_for_training(cfg: TrainConfig, run: TrainingRun, base: str) -> tuple[Precision, str | None, Any, Any]:
+    """What every causal-LM trainer starts with: the precision (logged), the checkpoint to resume
+    from, the tokenizer and the fp32 model (the trainer casts per its precision)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    precision = resolve_precision(cfg)
+    resume = run.prepare()
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return precision, resume, tok, model
+
+
+def script_main(argv: list[str] | None, prog: str, doc: str, cfg_cls: type, columns: Sequence[str],
+                train: Callable[..., Any], extra: Callable[[Any], dict[str, Any]] | None = None) -> None:
+    """``python -m selfalign.train.<method>``: one entry point for a single process and ``accelerate
+    launch``. Every input is checked before the model loads (a bad one is one line and exit 2, as
+    in the CLI); every process prints one ``selfalign-train: {json}`` line with its rank."""
+    import argparse
+    import os
+    import sys
+
+    from selfalign.config import ConfigError, config_from_yaml
+    from selfalign.data.io import DataError, read_jsonl
+
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    ap.add_argument("--rows", required=True, help=f"JSONL of TRL rows ({', '.join(columns)})")
+    ap.add_argument("--base", required=True, help="hub id or local path of the model to fine-tune")
+    ap.add_argument("--out", required=True, help="output directory (the model lands in OUT/model)")
+    ap.add_argument("--config", default="", help=f"YAML of {cfg_cls.__name__} options")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
+    a = ap.parse_args(argv)
+    try:
+        cfg: Any = config_from_yaml(cfg_cls, a.config or None, a.set)
+        rows = read_jsonl(a.rows, required=columns)
+    except (DataError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    res = train(rows, a.base, a.out, cfg)
+    line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")),
+                                             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                                             "model_dir": str(res.model_dir), "skipped": res.skipped,
+                                             "precision": res.precision, "n_rows": res.n_rows,
+                                             "last_loss": res.losses[-1] if res.losses else None,
+                                             **(extra(res) if extra else {})})
+    sys.stdout.write(line + "\n")  # one write: several ranks share the same stdout
+    sys.stdout.flush()

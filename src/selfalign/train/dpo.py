@@ -26,10 +26,11 @@ from selfalign.train.base import (
     TrainingRun,
     TrainResult,
     fingerprint as _fingerprint,
+    load_for_training,
     lora_config,
     losses_of,
     require_trl,
-    resolve_precision,
+    script_main,
     trainer_args,
 )
 
@@ -86,15 +87,10 @@ def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     if not rows:
         raise ValueError("no preference rows")
     require_trl()
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    precision = resolve_precision(cfg)
-    resume = run.prepare()
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    precision, resume, tok, model = load_for_training(cfg, run, base)
     ds = Dataset.from_list([{k: r[k] for k in COLUMNS} for r in rows])
     peft_config = lora_config(cfg, model.config.num_hidden_layers) if cfg.lora else None
     args = DPOConfig(**trainer_args(cfg, run.ckpt_dir, precision), beta=cfg.beta, loss_type=[cfg.loss_type],
@@ -116,34 +112,8 @@ def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfalign.train.dpo``: one entry point for a single process and ``accelerate launch``."""
-    import argparse
-    import json
-    import os
-    import sys
-
-    from selfalign.config import ConfigError, config_from_yaml
-    from selfalign.data.io import DataError, read_jsonl
-
-    ap = argparse.ArgumentParser(prog="python -m selfalign.train.dpo", description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", required=True, help="JSONL of TRL preference rows")
-    ap.add_argument("--base", required=True, help="hub id or local path of the model to fine-tune")
-    ap.add_argument("--out", required=True, help="output directory (the model lands in OUT/model)")
-    ap.add_argument("--config", default="", help="YAML of DPOTrainConfig options")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
-    a = ap.parse_args(argv)
-    try:
-        cfg = config_from_yaml(DPOTrainConfig, a.config or None, a.set)
-        rows = read_jsonl(a.rows, required=COLUMNS)
-    except (DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    res = train_dpo(rows, a.base, a.out, cfg)
-    line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")), "model_dir": str(res.model_dir),
-                                             "skipped": res.skipped, "precision": res.precision, "n_rows": res.n_rows,
-                                             "last_loss": res.losses[-1] if res.losses else None,
-                                             "both_logps_fell": res.both_logps_fell})
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
+    script_main(argv, "python -m selfalign.train.dpo", __doc__ or "", DPOTrainConfig, COLUMNS, train_dpo,
+                lambda res: {"both_logps_fell": res.both_logps_fell})
 
 
 if __name__ == "__main__":

@@ -33,10 +33,10 @@ from selfalign.train.base import (
     TrainingRun,
     TrainResult,
     fingerprint as _fingerprint,
+    load_for_training,
     lora_config,
     losses_of,
     require_trl,
-    resolve_precision,
     trainer_args,
 )
 
@@ -92,15 +92,10 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
     if not prompts:
         raise ValueError("no prompts")
     require_trl()
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import RLOOConfig, RLOOTrainer
 
-    precision = resolve_precision(cfg)
-    resume = run.prepare()
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    precision, resume, tok, model = load_for_training(cfg, run, base)
     ds = Dataset.from_list([{"prompt": [dict(m) for m in p]} for p in prompts])
 
     def reward(prompts: list, completions: list, **_: Any) -> list[float | None]:

@@ -35,10 +35,11 @@ from selfalign.train.base import (
     TrainingRun,
     TrainResult,
     fingerprint as _fingerprint,
+    load_for_training,
     lora_config,
     losses_of,
     require_trl,
-    resolve_precision,
+    script_main,
     trainer_args,
 )
 
@@ -62,15 +63,10 @@ def train_sft(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     if not rows:
         raise ValueError("no training rows")
     require_trl()
-    import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    precision = resolve_precision(cfg)
-    resume = run.prepare()
-    tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    precision, resume, tok, model = load_for_training(cfg, run, base)
     ds = Dataset.from_list([{k: r[k] for k in COLUMNS} for r in rows])
     peft_config = lora_config(cfg, model.config.num_hidden_layers) if cfg.lora else None
     args = SFTConfig(**trainer_args(cfg, run.ckpt_dir, precision), max_length=cfg.max_length, completion_only_loss=True)
@@ -88,33 +84,7 @@ def train_sft(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfalign.train.sft``: one entry point for a single process and ``accelerate launch``."""
-    import argparse
-    import json
-    import os
-    import sys
-
-    from selfalign.config import ConfigError, config_from_yaml
-    from selfalign.data.io import DataError, read_jsonl
-
-    ap = argparse.ArgumentParser(prog="python -m selfalign.train.sft", description=__doc__.split("\n")[0])
-    ap.add_argument("--rows", required=True, help="JSONL of TRL prompt-completion rows")
-    ap.add_argument("--base", required=True, help="hub id or local path of the model to fine-tune")
-    ap.add_argument("--out", required=True, help="output directory (the model lands in OUT/model)")
-    ap.add_argument("--config", default="", help="YAML of TrainConfig options")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
-    a = ap.parse_args(argv)
-    try:  # every input checked before the model loads; a bad one is one line and exit 2, as in the CLI
-        cfg = config_from_yaml(TrainConfig, a.config or None, a.set)
-        rows = read_jsonl(a.rows, required=COLUMNS)
-    except (DataError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    res = train_sft(rows, a.base, a.out, cfg)
-    line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")), "world_size": int(os.environ.get("WORLD_SIZE", "1")),
-                      "model_dir": str(res.model_dir), "skipped": res.skipped, "precision": res.precision,
-                      "n_rows": res.n_rows, "last_loss": res.losses[-1] if res.losses else None})
-    sys.stdout.write(line + "\n")  # one write: several ranks share the same stdout
-    sys.stdout.flush()
+    script_main(argv, "python -m selfalign.train.sft", __doc__ or "", TrainConfig, COLUMNS, train_sft)
 
 
 if __name__ == "__main__":
