@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Callable, Sequence
 
 from selfalign.critique.critic import CriticConfig, CriticItem, critique_prompt, load_items
@@ -79,8 +80,8 @@ class Candidate:
         return (kept, self.prefix_lp + frac * (self.lp_sum - self.prefix_lp),
                 self.prefix_tokens + round(frac * (self.n_tokens - self.prefix_tokens)))
 
-    @property
-    def highlights(self) -> int:
+    @cached_property
+    def highlights(self) -> int:  # the text never changes once sampled
         return len(parse_highlights(self.text))
 
 
