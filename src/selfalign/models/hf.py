@@ -253,14 +253,9 @@ class HFModel:
             self._head_kv = (tuple(first[:head]), _layer_kv(cache))
         head_kv = _layer_kv(cache) if head else []
         tails = [p[head:] for p in prompt_ids]
-        width = max(len(t) for t in tails)
         # Tails of similar length are prefilled together (padding costs a full forward per pad
-        # token); each group's KV is then padded between head and tail to the common width,
-        # where the attention mask hides it, and the groups are joined into one batch.
-        logits = torch.empty((k, 0))
-        keys: list[list[Any]] = [[] for _ in head_kv]
-        vals: list[list[Any]] = [[] for _ in head_kv]
-        order: list[int] = []
+        # token), then joined into one batch by :meth:`_join_groups`.
+        runs = []
         for group in self._tail_groups([len(t) for t in tails]):
             g, w = len(group), max(len(tails[j]) for j in group)
             gcache = DynamicCache()
@@ -278,44 +273,64 @@ class HFModel:
             # logits_to_keep=1: only the last position goes through the output layer (49k x hidden)
             out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
                              past_key_values=gcache, use_cache=True, logits_to_keep=1)
-            logits = out.logits[:, -1, :].float() if not order else torch.cat([logits, out.logits[:, -1, :].float()])
-            for layer, (key, val) in enumerate(_layer_kv(gcache)):
-                if layer >= len(keys):
-                    keys.append([])
-                    vals.append([])
-                keys[layer].append(self._pad_kv(key, head, width - w))
-                vals[layer].append(self._pad_kv(val, head, width - w))
+            runs.append((group, head, w, out.logits[:, -1, :].float(), _layer_kv(gcache)))
+        return self._join_groups(runs, prompt_ids, [head] * k, tails)
+
+    def _join_groups(self, runs: list[tuple[list[int], int, int, Any, list[tuple[Any, Any]]]],
+                     prompt_ids: list[list[int]], past: list[int], tails: list[list[int]]):
+        """One decoding batch from groups prefilled apart. Each run is (prompt indices, its past
+        width, its tail width, last-position logits, per-layer KV laid out [past | tail], each part
+        left-padded); prompt j has ``past[j]`` tokens of past and ``tails[j]`` after it. The KV of
+        every group is padded in front and between to the widest past A and tail W, so each row is
+        [pad | past | pad | tail] with the mask hiding the pads; rows come back in prompt order.
+        Returns (last logits, cache, mask, next position)."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        dev = self.device
+        k = len(prompt_ids)
+        A, W = max(past), max(len(t) for t in tails)
+        n_layers = max(len(kv) for *_, kv in runs)
+        keys: list[list[Any]] = [[] for _ in range(n_layers)]
+        vals: list[list[Any]] = [[] for _ in range(n_layers)]
+        order: list[int] = []
+        for group, ag, wg, _, layer_kv in runs:
+            for layer, (key, val) in enumerate(layer_kv):
+                keys[layer].append(self._pad_kv(self._pad_kv(key, ag, W - wg), 0, A - ag))
+                vals[layer].append(self._pad_kv(self._pad_kv(val, ag, W - wg), 0, A - ag))
             order.extend(group)
         back = torch.tensor(sorted(range(k), key=lambda r: order[r]), device=dev)  # batch position of each prompt
         cache = DynamicCache()
-        for layer in range(len(keys)):
+        for layer in range(n_layers):
             cache.update(torch.cat(keys[layer])[back], torch.cat(vals[layer])[back], layer)
-        tail_mask = torch.zeros((k, width), dtype=torch.long)
+        mask = torch.zeros((k, A + W), dtype=torch.long)
         for j, t in enumerate(tails):
-            tail_mask[j, width - len(t):] = 1
-        mask = torch.cat([torch.ones((k, head), dtype=torch.long), tail_mask], dim=1).to(dev)
+            mask[j, A - past[j]:A] = 1
+            mask[j, A + W - len(t):] = 1
+        logits = torch.cat([r[3] for r in runs])[back]
         next_pos = torch.tensor([len(p) for p in prompt_ids], device=dev)
-        return logits[back], cache, mask, next_pos
+        return logits, cache, mask.to(dev), next_pos
 
     # ------------------------------------------------------- prompt KV across calls
     def _longest_cached(self, prompt: list[int]) -> tuple[tuple[int, ...] | None, int]:
         """The stored prompt sharing the longest prefix with ``prompt`` and that length (capped so
         at least one token of ``prompt`` is run, for its logits); (None, 0) below 16 tokens."""
         best: tuple[tuple[int, ...] | None, int] = (None, 0)
+        pt = tuple(prompt)
         for key in self._prompt_kv:
-            m = min(len(key), len(prompt) - 1)
+            m = min(len(key), len(pt) - 1)
             if m <= best[1]:
                 continue
             n = 0
-            if key[:m] == tuple(prompt[:m]):
+            if key[:m] == pt[:m]:
                 n = m
             else:
                 lo, hi = best[1], m  # key[:lo] may or may not match; binary search the first mismatch
-                if key[:lo] != tuple(prompt[:lo]):
+                if key[:lo] != pt[:lo]:
                     continue
                 while lo < hi:
                     mid = (lo + hi + 1) // 2
-                    if key[:mid] == tuple(prompt[:mid]):
+                    if key[:mid] == pt[:mid]:
                         lo = mid
                     else:
                         hi = mid - 1
@@ -347,40 +362,34 @@ class HFModel:
 
     def _prefill_cached(self, prompt_ids: list[list[int]], hits: list[tuple[tuple[int, ...] | None, int]]):
         """Prefill where prompts continue stored ones: each row's past is its stored prefix (left-padded
-        to the longest), its tail the rest (left-padded); one layout [pad | past | pad | tail] as in
-        :meth:`_prefill_shared_head`, with position ids over real tokens only."""
+        to the group's longest), its tail the rest (left-padded), with position ids over real tokens
+        only; the groups are joined as in :meth:`_prefill_shared_head`."""
         torch = self.torch
         from transformers import DynamicCache
 
         dev = self.device
-        k = len(prompt_ids)
         a = [n for _, n in hits]
         tails = [p[n:] for p, n in zip(prompt_ids, a)]
         for key, n in hits:
             if key is not None:
                 self._prompt_kv.move_to_end(key)
         self.prompt_cache_hits += sum(1 for n in a if n)
-        n_layers = len(self.model.model.layers) if hasattr(self.model, "model") and hasattr(self.model.model, "layers") \
-            else self.model.config.num_hidden_layers
-        A, W = max(a), max(len(t) for t in tails)
-        keys: list[list[Any]] = [[] for _ in range(n_layers)]
-        vals: list[list[Any]] = [[] for _ in range(n_layers)]
-        logits_parts, order = [], []
+        ref = next(self._prompt_kv[key] for key, _ in hits if key is not None)  # shapes and dtype per layer
+        runs = []
         for group in self._tail_groups([len(t) for t in tails]):
             ag, wg = max(a[j] for j in group), max(len(tails[j]) for j in group)
             gcache = DynamicCache()
             if ag:
-                for layer in range(n_layers):
+                for layer, (rk, _) in enumerate(ref):
                     ks, vs = [], []
                     for j in group:
                         key, n = hits[j]
-                        ref = self._prompt_kv[key][layer] if key is not None else None
-                        shape = ref[0].shape if ref is not None else self._kv_shape(layer)
-                        kz = torch.zeros((1, shape[1], ag, shape[3]), dtype=self._kv_dtype(), device=dev)
+                        kz = torch.zeros((1, rk.shape[1], ag, rk.shape[3]), dtype=rk.dtype, device=dev)
                         vz = torch.zeros_like(kz)
-                        if ref is not None and n:
-                            kz[..., ag - n:, :] = ref[0][..., :n, :]
-                            vz[..., ag - n:, :] = ref[1][..., :n, :]
+                        if key is not None and n:
+                            stored_k, stored_v = self._prompt_kv[key][layer]
+                            kz[..., ag - n:, :] = stored_k[..., :n, :]
+                            vz[..., ag - n:, :] = stored_v[..., :n, :]
                         ks.append(kz)
                         vs.append(vz)
                     gcache.update(torch.cat(ks), torch.cat(vs), layer)
@@ -395,31 +404,8 @@ class HFModel:
                 gpos[r, wg - b:] = torch.arange(a[j], a[j] + b)
             out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
                              past_key_values=gcache, use_cache=True, logits_to_keep=1)
-            logits_parts.append(out.logits[:, -1, :].float())
-            for layer, (key_t, val_t) in enumerate(_layer_kv(gcache)):
-                # [ag past | wg tail] -> [A past | W tail]: pad in front and between
-                key_t = self._pad_kv(self._pad_kv(key_t, ag, W - wg), 0, A - ag)
-                val_t = self._pad_kv(self._pad_kv(val_t, ag, W - wg), 0, A - ag)
-                keys[layer].append(key_t)
-                vals[layer].append(val_t)
-            order.extend(group)
-        back = torch.tensor(sorted(range(k), key=lambda r: order[r]), device=dev)
-        cache = DynamicCache()
-        for layer in range(n_layers):
-            cache.update(torch.cat(keys[layer])[back], torch.cat(vals[layer])[back], layer)
-        mask = torch.zeros((k, A + W), dtype=torch.long)
-        for j, t in enumerate(tails):
-            mask[j, A - a[j]:A] = 1
-            mask[j, A + W - len(t):] = 1
-        next_pos = torch.tensor([len(p) for p in prompt_ids], device=dev)
-        return torch.cat(logits_parts)[back], cache, mask.to(dev), next_pos
-
-    def _kv_shape(self, layer: int) -> tuple[int, int, int, int]:
-        ref = next(iter(self._prompt_kv.values()))[layer][0]
-        return tuple(ref.shape)  # type: ignore[return-value]
-
-    def _kv_dtype(self) -> Any:
-        return next(iter(self._prompt_kv.values()))[0][0].dtype
+            runs.append((group, ag, wg, out.logits[:, -1, :].float(), _layer_kv(gcache)))
+        return self._join_groups(runs, prompt_ids, a, tails)
 
     def _tail_groups(self, lengths: list[int]) -> list[list[int]]:
         """Indices grouped by ascending length; a group closes when adding the next would make more
