@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from selfalign.data.formats import QAItem
-from selfalign.evals.stats import bootstrap_ci, mean
+from selfalign.evals.stats import mean, mean_ci
 from selfalign.judges.correctness import contains_answer
 from selfalign.judges.verdict import parse_score
 from selfalign.models.base import StageModel
@@ -180,12 +180,9 @@ def best_of_n(policy: StageModel, items: Sequence[QAItem], scorer: Scorer, cfg: 
                           "margin": gap if math.isfinite(gap) else None, "meta": meta})
     table = []
     for n in cfg.ns:
-        corr = per_n[n]["correct"]
-        def stat(idx: Sequence[int], c: list[float] = corr) -> float:
-            return mean([c[i] for i in idx])
-        lo, hi = bootstrap_ci(len(corr), stat, cfg.bootstrap, seed=cfg.seed)
+        acc = mean_ci(per_n[n]["correct"], cfg.bootstrap, cfg.seed)
         finite = [s for s in per_n[n]["score"] if not math.isnan(s)]
-        table.append({"n": n, "kl": bon_kl(n), "accuracy": mean(corr), "lo": lo, "hi": hi,
+        table.append({"n": n, "kl": bon_kl(n), "accuracy": acc["value"], "lo": acc["lo"], "hi": acc["hi"],
                       "mean_score": mean(finite) if finite else None})
     summary = {"scorer": cfg.scorer, "questions": len(items), "table": table, "unscored": unscored,
                "candidates": len(items) * n_max, "pairs": len(pairs)}

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from math import comb
 from typing import Any, Sequence
 
-from selfalign.evals.stats import bootstrap_ci, mean, paired_bootstrap
+from selfalign.evals.stats import mean_ci, paired_bootstrap
 
 _FENCE = re.compile(r"```[ \t]*(?:[A-Za-z0-9_+-]+)?[ \t]*\n?")
 
@@ -148,8 +148,7 @@ def summarise(scores: Sequence[CritiqueScore], resamples: int = 1000, seed: int 
     clean = [s for s in scores if s.false_alarm is not None]
 
     def ci(values: list[float]) -> dict[str, float]:
-        lo, hi = bootstrap_ci(len(values), lambda idx: mean([values[i] for i in idx]), resamples, seed=seed)
-        return {"value": mean(values), "lo": lo, "hi": hi, "n": len(values)}
+        return mean_ci(values, resamples, seed)
 
     out: dict[str, Any] = {"tampered": len(tam), "clean": len(clean)}
     if tam:

@@ -50,7 +50,7 @@ from typing import Any, Sequence
 
 from selfalign.critique.bon import SCORERS, Scorer, gold_scorer, judge_scorer, logprob_scorer, qa_prompt
 from selfalign.data.formats import QAItem
-from selfalign.evals.stats import auroc, bootstrap_ci, mcnemar, mean, paired_bootstrap
+from selfalign.evals.stats import auroc, mcnemar, mean, mean_ci, paired_bootstrap
 from selfalign.judges.correctness import contains_answer
 from selfalign.judges.idk import is_idk
 from selfalign.judges.verdict import parse_yes_no
@@ -276,9 +276,7 @@ def refine(policy: StageModel, items: Sequence[QAItem], cfg: RefineConfig | None
 
 
 def _accuracy(ok: Sequence[bool], cfg: RefineConfig) -> dict[str, float]:
-    xs = [float(x) for x in ok]
-    lo, hi = bootstrap_ci(len(xs), lambda idx: mean([xs[i] for i in idx]), cfg.bootstrap, seed=cfg.seed)
-    return {"value": mean(xs), "lo": lo, "hi": hi}
+    return mean_ci([float(x) for x in ok], cfg.bootstrap, cfg.seed)
 
 
 def _loop_summary(mode: str, gating: str, init_ok: Sequence[bool], final_ok: Sequence[bool], final: Sequence[str],

@@ -2,7 +2,7 @@
 
 Pure functions over plain lists, each with a worked example.
 
-* :func:`bootstrap_ci`: percentile bootstrap over items;
+* :func:`bootstrap_ci`: percentile bootstrap over items; :func:`mean_ci`: a mean with it;
 * :func:`paired_bootstrap`: the difference of one statistic between two systems on the *same*
   items, resampling items jointly (the between-item variance cancels, so the interval is much
   narrower than two separate intervals suggest);
@@ -17,6 +17,7 @@ Pure functions over plain lists, each with a worked example.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from dataclasses import dataclass
@@ -43,6 +44,17 @@ def bootstrap_ci(
 
 def mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
+
+
+def mean_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """The mean of ``values`` with its percentile-bootstrap interval, as stages report it.
+
+    >>> d = mean_ci([1.0, 0.0, 1.0, 1.0], resamples=200)
+    >>> d["value"], d["n"], d["lo"] <= 0.75 <= d["hi"]
+    (0.75, 4, True)
+    """
+    lo, hi = bootstrap_ci(len(values), lambda idx: mean([values[i] for i in idx]), resamples, seed=seed)
+    return {"value": mean(values), "lo": lo, "hi": hi, "n": len(values)}
 
 
 @dataclass(frozen=True)
@@ -245,8 +257,6 @@ def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     neg = sorted(s for s, y in zip(scores, labels) if not y)
     if not pos or not neg:
         return float("nan")
-    import bisect
-
     total = 0.0
     for s in pos:
         below = bisect.bisect_left(neg, s)

@@ -24,7 +24,7 @@ import random
 from dataclasses import asdict
 from typing import Any, Callable, Sequence
 
-from selfalign.evals.stats import bootstrap_ci, expected_calibration_error, mean, paired_bootstrap, reliability_bins
+from selfalign.evals.stats import expected_calibration_error, mean, mean_ci, paired_bootstrap, reliability_bins
 
 ELO_PER_NAT = 400 / math.log(10)
 
@@ -78,11 +78,6 @@ def fit_temperature(gaps: Sequence[float], outcomes: Sequence[bool]) -> float:
     return math.exp((lo + hi) / 2)
 
 
-def _acc(wins: Sequence[float], resamples: int, seed: int) -> dict[str, float]:
-    lo, hi = bootstrap_ci(len(wins), lambda idx: mean([wins[i] for i in idx]), resamples, seed=seed)
-    return {"value": mean(wins), "lo": lo, "hi": hi, "n": len(wins)}
-
-
 def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rewards | None = None,
                 calib_fraction: float = 0.5, n_bins: int = 10, resamples: int = 1000, seed: int = 0
                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -95,8 +90,8 @@ def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rew
     pm_wins = [win(c, j) for c, j in zip(rc, rr)]
     lengths = [(len(_text(r["chosen"])), len(_text(r["rejected"]))) for r in rows]
     len_wins = [win(-a, -b) for a, b in lengths]  # the shorter response wins
-    summary: dict[str, Any] = {"pairs": len(rows), "accuracy": _acc(pm_wins, resamples, seed),
-                               "length_baseline": _acc(len_wins, resamples, seed)}
+    summary: dict[str, Any] = {"pairs": len(rows), "accuracy": mean_ci(pm_wins, resamples, seed),
+                               "length_baseline": mean_ci(len_wins, resamples, seed)}
     d = paired_bootstrap(len_wins, pm_wins, resamples=resamples, seed=seed)
     summary["vs_length"] = {"value": d.diff, "lo": d.lo, "hi": d.hi}
     un_wins: list[float] = []
@@ -104,7 +99,7 @@ def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rew
         uc = untrained(prompts, [r["chosen"] for r in rows])
         ur = untrained(prompts, [r["rejected"] for r in rows])
         un_wins = [win(c, j) for c, j in zip(uc, ur)]
-        summary["untrained_head"] = _acc(un_wins, resamples, seed)
+        summary["untrained_head"] = mean_ci(un_wins, resamples, seed)
         d = paired_bootstrap(un_wins, pm_wins, resamples=resamples, seed=seed)
         summary["vs_untrained"] = {"value": d.diff, "lo": d.lo, "hi": d.hi}
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from selfalign.evals.stats import mean_ci
 from selfalign.train.rloo import RLOOTrainConfig
 
 
@@ -62,13 +63,6 @@ class FrontierConfig:
             raise ValueError("eval_samples, n_test and n_rl_prompts must be >= 1")
 
 
-def _ci(xs: Sequence[float], resamples: int, seed: int) -> dict[str, float]:
-    from selfalign.evals.stats import bootstrap_ci, mean
-
-    lo, hi = bootstrap_ci(len(xs), lambda idx: mean([xs[i] for i in idx]), resamples, seed=seed)
-    return {"value": mean(xs), "lo": lo, "hi": hi}
-
-
 def bon_points(policy: Any, items: Sequence[Any], prompts: Sequence[Any], train_pm: Any, test_pm: Any,
                cfg: FrontierConfig) -> list[dict[str, Any]]:
     """One point per N: KL, training/test PM reward and gold accuracy of the training PM's pick."""
@@ -93,8 +87,8 @@ def bon_points(policy: Any, items: Sequence[Any], prompts: Sequence[Any], train_
             picks_tr.append(tr[base + best])
             picks_te.append(te[base + best])
             gold.append(float(contains_answer(r.texts[best], it.answers)))
-        points.append({"method": "bon", "n": n, "kl": bon_kl(n), "train_reward": _ci(picks_tr, cfg.bootstrap, cfg.seed),
-                       "test_reward": _ci(picks_te, cfg.bootstrap, cfg.seed), "gold": _ci(gold, cfg.bootstrap, cfg.seed)})
+        points.append({"method": "bon", "n": n, "kl": bon_kl(n), "train_reward": mean_ci(picks_tr, cfg.bootstrap, cfg.seed),
+                       "test_reward": mean_ci(picks_te, cfg.bootstrap, cfg.seed), "gold": mean_ci(gold, cfg.bootstrap, cfg.seed)})
     return points
 
 
@@ -118,8 +112,8 @@ def policy_point(model: Any, initial: Any, items: Sequence[Any], prompts: Sequen
     gold = [sum(contains_answer(t, it.answers) for t in ss) / k for it, ss in zip(items, samples)]
     kl = sequence_kl(model, initial, prompts, samples) if step else {"kl": 0.0, "kl_k3": 0.0, "n": len(flat_t)}
     return {"method": "rl", "step": step, "kl": max(0.0, kl["kl"]), "kl_raw": kl["kl"], "kl_k3": kl["kl_k3"],
-            "train_reward": _ci(per_q_tr, cfg.bootstrap, cfg.seed), "test_reward": _ci(per_q_te, cfg.bootstrap, cfg.seed),
-            "gold": _ci(gold, cfg.bootstrap, cfg.seed)}
+            "train_reward": mean_ci(per_q_tr, cfg.bootstrap, cfg.seed), "test_reward": mean_ci(per_q_te, cfg.bootstrap, cfg.seed),
+            "gold": mean_ci(gold, cfg.bootstrap, cfg.seed)}
 
 
 def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
