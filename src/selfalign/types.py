@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Sequence, Union
 
 Role = Literal["system", "user", "assistant"]
 
@@ -45,6 +45,21 @@ def user(text: str, system: str | None = None) -> tuple[Message, ...]:
     """A one-turn chat prompt."""
     msgs = [Message("system", system)] if system else []
     return tuple(msgs + [Message("user", text)])
+
+
+def ends_with_prefill(messages: Sequence[Any]) -> bool:
+    """A chat prompt whose last message is the assistant's (after at least one other) asks the
+    model to continue that message rather than answer: every backend treats it so.
+
+    >>> ends_with_prefill([{"role": "user", "content": "Review"}, {"role": "assistant", "content": "```"}])
+    True
+    >>> ends_with_prefill(user("hi")), ends_with_prefill([{"role": "assistant", "content": "x"}])
+    (False, False)
+    """
+    if len(messages) < 2:
+        return False
+    last = messages[-1]
+    return (last["role"] if isinstance(last, dict) else last.role) == "assistant"
 
 
 def prompt_to_json(prompt: Prompt) -> Any:

@@ -42,6 +42,7 @@ from selfalign.types import (
     Prompt,
     ScoreRequest,
     ScoreResult,
+    ends_with_prefill,
     sample_seed,
 )
 
@@ -157,9 +158,7 @@ class HFModel:
         if isinstance(prompt, str):
             return prompt
         msgs = [m.to_dict() for m in prompt]
-        prefill = ""
-        if len(msgs) > 1 and msgs[-1]["role"] == "assistant":
-            prefill = msgs.pop()["content"]
+        prefill = msgs.pop()["content"] if ends_with_prefill(msgs) else ""
         if getattr(self.tokenizer, "chat_template", None):
             return self.tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False) + prefill
         # a model without a chat template: a plain transcript

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import httpx
 
 from selfalign.models.base import CannotScore, ModelError, ProgressFn
-from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, prompt_to_json, sample_seed
+from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, ends_with_prefill, prompt_to_json, sample_seed
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -42,8 +42,9 @@ def request_body(model: str, req: GenRequest, index: int) -> tuple[str, dict[str
             body["logprobs"] = 1
         return "/completions", body
     body["messages"] = prompt_to_json(req.prompt)
-    if len(body["messages"]) > 1 and body["messages"][-1]["role"] == "assistant":
-        # a prefill (continue the assistant's message): vLLM's and selfalign serve's extension
+    if ends_with_prefill(body["messages"]):
+        # a prefill: vLLM's server continues the assistant's message with these two (its extension
+        # of the API); selfalign serve passes the messages to a backend that treats it so anyway
         body["add_generation_prompt"] = False
         body["continue_final_message"] = True
     if p.logprobs:

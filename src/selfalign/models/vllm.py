@@ -11,7 +11,7 @@ import importlib.util
 from typing import Any, Sequence
 
 from selfalign.models.base import CannotScore, MissingExtra, ProgressFn
-from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, prompt_to_json, sample_seed
+from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, ends_with_prefill, prompt_to_json, sample_seed
 
 
 def sampling_kwargs(req: GenRequest, index: int) -> dict[str, Any]:
@@ -69,7 +69,7 @@ class VLLMModel:
         outs: list[Any] = [None] * len(jobs)
         # a chat prompt ending with an assistant message is a prefill: vLLM continues that message
         for cont in (False, True):
-            idx = [i for i in chat_idx if (prompts[i][-1]["role"] == "assistant" and len(prompts[i]) > 1) == cont]
+            idx = [i for i in chat_idx if ends_with_prefill(prompts[i]) == cont]
             if not idx:
                 continue
             extra = {"add_generation_prompt": False, "continue_final_message": True} if cont else {}
