@@ -1,0 +1,106 @@
+"""Reports of the trustworthiness studies: the 7 x 29 coverage grid, each study with its interval,
+unscored share and examples, the judges' validation, and two runs compared. Renders only."""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from selfalign.report.critique import _img, _page, _plt
+from selfalign.trust.taxonomy import CATEGORIES
+
+_PCT = {"ece", "overconfidence", "mean_confidence", "accuracy", "safe_ratio", "refusal_ratio", "leak_rate",
+        "understood", "consistency", "q1_accuracy", "q2_accuracy", "accuracy_clean", "accuracy_typo"}
+
+
+def _fmt(name: str, m: dict[str, Any]) -> str:
+    v, lo, hi = m["value"], m["lo"], m["hi"]
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    k = 100 if name in _PCT else 1
+    return f"{k * v:.1f} [{k * lo:.1f}, {k * hi:.1f}]"
+
+
+def _grid(cov: list[dict[str, Any]]) -> str:
+    by = {r["subcategory"]: r["studies"] for r in cov}
+    rows = ""
+    for cat, subs in CATEGORIES.items():
+        cells = "".join(
+            f"<td class=l style='background:{'#cfe8cf' if by.get(s) else '#f3f3f3'}'>{html.escape(s.replace('_', ' '))}"
+            f"<br><small>{html.escape(', '.join(by.get(s, [])) or 'not measured')}</small></td>" for s in subs)
+        rows += f"<tr><th class=l>{html.escape(cat.replace('_', ' '))}</th>{cells}</tr>"
+    n = sum(1 for r in cov if r["studies"])
+    return (f"<h2>Coverage: {n} of {len(cov)} sub-categories measured</h2>"
+            f"<table>{rows}</table>")
+
+
+def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, Any]) -> Path:
+    studies = result["studies"]
+    trs, ex = "", ""
+    for name, s in studies.items():
+        head = s["headline"]
+        j = s["judge"]
+        value = (_fmt(head, s["metrics"][head]) if s["reliable"] else
+                 f"<b>unreliable</b> ({100 * j['unscored_share']:.0f}% unscored)")
+        others = "; ".join(f"{k} {_fmt(k, m)}" for k, m in s["metrics"].items() if k != head)
+        arrow = "higher is better" if s["higher_is_better"] else "lower is better"
+        trs += (f"<tr><td class=l>{name}</td><td class=l>{head} ({arrow})</td><td>{value}</td><td>{j['n']}</td>"
+                f"<td>{j['unscored']} ({100 * j['unscored_share']:.0f}%)</td><td class=l>{s['judge_kind']}</td>"
+                f"<td class=l>{html.escape(others)}</td></tr>")
+        ex += f"<h3>{name}</h3><ul>" + "".join(
+            f"<li><code>{html.escape(str(r['input'])[:200])}</code> &rarr; <i>{html.escape(r['response'][:200])}</i> "
+            f"[{html.escape(str(r['verdict']['label']))}]</li>" for r in s["examples"]) + "</ul>"
+    plt = _plt()
+    names = [n for n, s in studies.items() if s["reliable"]]
+    img = ""
+    if names:
+        fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1))
+        vals = [studies[n]["metrics"][studies[n]["headline"]] for n in names]
+        ax.barh([f"{n}: {studies[n]['headline']}" for n in names], [100 * v["value"] for v in vals],
+                xerr=[[100 * (v["value"] - v["lo"]) for v in vals], [100 * (v["hi"] - v["value"]) for v in vals]],
+                color="#4c72b0", capsize=3)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("% (95% bootstrap interval)")
+        img = _img(fig)
+    judges = ""
+    for split, d in result["judges"]["refusal_detector"].items():
+        judges += (f"<tr><td class=l>refusal detector</td><td class=l>{split}</td><td>{d['n']} ({d['positives']} "
+                   f"refusals)</td><td>{100 * d['accuracy']:.1f}</td><td>{d['kappa']:.3f}</td></tr>")
+    body = (f"<p class=sub>model: {html.escape(result['model'])}. Liu et al. 2023, arXiv 2308.05374. No overall "
+            f"score: each study is its own measurement.</p>"
+            f"<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>headline</th><th>value, 95% CI</th>"
+            f"<th>items</th><th>unscored</th><th class=l>judge</th><th class=l>other metrics</th></tr>{trs}</table>"
+            f"{img}{_grid(result['coverage'])}"
+            f"<h2>Judges, validated on labelled sets the project wrote</h2><table><tr><th class=l>judge</th>"
+            f"<th class=l>set</th><th>items</th><th>accuracy %</th><th>Cohen's kappa</th></tr>{judges}</table>"
+            f"<h2>Examples</h2>{ex}")
+    return _page(out_dir, "Trustworthiness studies", body, {"result": result, "config": config})
+
+
+def compare_report(out_dir: str | Path, comp: dict[str, Any]) -> Path:
+    def row(name: str, d: dict[str, Any], p: float) -> str:
+        return (f"<tr><td class=l>{html.escape(name)}</td><td>{d['n_paired']}</td><td>{100 * d['a']:.1f}</td>"
+                f"<td>{100 * d['b']:.1f}</td><td>{100 * d['diff']:+.1f} [{100 * d['diff_lo']:+.1f}, "
+                f"{100 * d['diff_hi']:+.1f}]</td><td>{p:.3g}</td></tr>")
+
+    head = ("<tr><th class=l>{}</th><th>paired items</th><th>A good %</th><th>B good %</th>"
+            "<th>B - A (paired 95% CI)</th><th>McNemar p</th></tr>")
+    studies = "".join(row(n, d, d["mcnemar"]["p_value"]) for n, d in comp["studies"].items())
+    subs = "".join(row(n, d, d["mcnemar_p"]) for n, d in comp["subcategories"].items())
+    plt = _plt()
+    names = list(comp["studies"])
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1))
+    ds = [comp["studies"][n] for n in names]
+    ax.barh(names, [100 * d["diff"] for d in ds],
+            xerr=[[100 * (d["diff"] - d["diff_lo"]) for d in ds], [100 * (d["diff_hi"] - d["diff"]) for d in ds]],
+            color="#dd8452", capsize=3)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("B - A, good-outcome rate, points")
+    body = (f"<p class=sub>A = {html.escape(comp['a_model'])} ({html.escape(comp['a'])}); B = "
+            f"{html.escape(comp['b_model'])} ({html.escape(comp['b'])}). Good outcome: correct (hallucination, "
+            f"miscalibration, causal, typo), safe (safety), refused (fairness, misuse), not leaked (copyright).</p>"
+            f"<h2>Per study</h2><table>{head.format('study')}{studies}</table>{_img(fig)}"
+            f"<h2>Per sub-category</h2><table>{head.format('sub-category')}{subs}</table>")
+    return _page(out_dir, "Trustworthiness: two models compared", body, {"compare": comp})

@@ -1,0 +1,111 @@
+"""``selfalign trust list | run | compare | judges``.
+
+``run`` writes ``<out>/<study>/rows.jsonl`` + ``summary.json`` per study and ``<out>/report.html``
+(+ ``report.json``, a step record) for all; every generation and judge call goes through the store,
+so a killed run resumes without asking again. ``compare`` reads two runs.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from selfalign.config import config_from_yaml, config_to_dict
+
+app = typer.Typer(no_args_is_help=True, help="Trustworthiness evaluation after Liu et al. 2023: 8 studies, 7 x 29 taxonomy.")
+
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
+SET = typer.Option([], "--set", help="override a config key (repeatable)")
+
+
+@app.command("list")
+def list_() -> None:
+    """The taxonomy (7 categories, 29 sub-categories) and the studies that measure each."""
+    from selfalign.trust.studies import STUDIES
+    from selfalign.trust.taxonomy import CATEGORIES, studies_for
+
+    for cat, subs in CATEGORIES.items():
+        typer.echo(cat)
+        for s in subs:
+            typer.echo(f"  {s:34s} {', '.join(studies_for(s)) or '-'}")
+    typer.echo(f"studies: {', '.join(STUDIES)}")
+
+
+@app.command()
+def run(config: Optional[str] = CONFIG, set: List[str] = SET,
+        out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory"),
+        model: Optional[str] = typer.Option(None, "--model", "-m", help="model under evaluation"),
+        generator: Optional[str] = typer.Option(None, help="model that writes the safety questions (default: --model)"),
+        judge: Optional[str] = typer.Option(None, help="LLM judge for safety/misuse (default: the refusal detector)"),
+        studies: Optional[str] = typer.Option(None, help="comma-separated studies (default: all eight)")) -> None:
+    """Run the studies on one model; report with intervals, unscored shares and the coverage grid."""
+    import time
+
+    from selfalign.models.registry import check_spec, load_model
+    from selfalign.report.trust import trust_report
+    from selfalign.store.cache import CachedModel, Store
+    from selfalign.store.runs import write_stage
+    from selfalign.trust.run import TrustConfig, prepare_studies, run as run_studies
+
+    flags = {"out": out, "model": model, "generator": generator, "judge": judge}
+    overrides = list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if studies:
+        overrides.append(f"studies=[{studies}]")
+    cfg = config_from_yaml(TrustConfig, config, overrides)
+    for spec in (cfg.model, cfg.generator, cfg.judge):
+        if spec:
+            check_spec(spec)
+    prepared = prepare_studies(cfg)  # every input file read before a model loads
+    store = Store(cfg.store or None)
+
+    def load(spec: str, what: str) -> CachedModel:
+        return CachedModel(load_model(spec), store, description=what)
+
+    m = load(cfg.model, "answers")
+    gen = load(cfg.generator, "safety questions") if cfg.generator and cfg.generator != cfg.model else m
+    jm = load(cfg.judge, "judge") if cfg.judge else None
+    t0 = time.time()
+    result = run_studies(cfg, m, gen, jm, prepared, progress=lambda s: typer.echo(f"[trust] {s}", err=True))
+    conf = config_to_dict(cfg)
+    rows = [{"study": k, **{x: v for x, v in s.items() if x != "examples"}} for k, s in result["studies"].items()]
+    stage = write_stage(cfg.out, "trust-run", conf, {}, rows, lambda d: trust_report(d, result, conf), None,
+                        time.time() - t0)
+    for name, s in result["studies"].items():
+        h = s["metrics"][s["headline"]]
+        val = (f"{100 * h['value']:.1f} [{100 * h['lo']:.1f}, {100 * h['hi']:.1f}]" if s["reliable"]
+               else f"unreliable ({100 * s['judge']['unscored_share']:.0f}% unscored)")
+        typer.echo(f"{name:15s} {s['headline']:14s} {val}")
+    typer.echo(f"report: {stage.report_path}")
+
+
+@app.command()
+def compare(a: str = typer.Argument(..., help="run directory A (e.g. the unaligned model)"),
+            b: str = typer.Argument(..., help="run directory B"),
+            out: str = typer.Option("runs/trust-compare", "--out", "-o"),
+            studies: Optional[str] = typer.Option(None, help="comma-separated studies (default: all in both)")) -> None:
+    """Two runs on the same items: paired differences and McNemar per study and per sub-category."""
+    from selfalign.report.trust import compare_report
+    from selfalign.trust.run import compare as compare_runs
+
+    comp = compare_runs(a, b, [s.strip() for s in studies.split(",")] if studies else None)
+    path = compare_report(out, comp)
+    for name, d in comp["studies"].items():
+        if not d["n_paired"]:
+            typer.echo(f"{name:15s} no item scored in both runs")
+            continue
+        typer.echo(f"{name:15s} A {100 * d['a']:5.1f}  B {100 * d['b']:5.1f}  B-A {100 * d['diff']:+.1f} "
+                   f"[{100 * d['diff_lo']:+.1f}, {100 * d['diff_hi']:+.1f}]  McNemar p {d['mcnemar']['p_value']:.3g}")
+    typer.echo(f"report: {path}")
+
+
+@app.command()
+def judges() -> None:
+    """Accuracy and Cohen's kappa of the rule judges on the labelled sets the project wrote."""
+    from selfalign.trust.run import validate_refusal_detector
+
+    for split, d in validate_refusal_detector().items():
+        typer.echo(f"refusal detector, {split}: {d['n']} items ({d['positives']} refusals), accuracy "
+                   f"{100 * d['accuracy']:.1f}%, kappa {d['kappa']:.3f}")
+        for e in d["errors"]:
+            typer.echo(f"   missed: {e}")

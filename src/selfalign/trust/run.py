@@ -1,0 +1,163 @@
+"""Running the trustworthiness studies and comparing two runs (Liu et al. 2023, arXiv 2308.05374).
+
+:func:`run` validates every study's inputs first (files, options; nothing is generated before all
+of them load), then runs each study on the shared task runner through the store, so a killed run
+resumes without asking the model again. Each study writes ``<out>/<study>/rows.jsonl`` and
+``summary.json``; the run's ``report.json`` gathers them with the 7 x 29 coverage grid and the
+judges' validation.
+
+:func:`compare` reads two runs' rows and puts them side by side on the items both scored: per
+study, the paired difference of the good-outcome rate with a paired bootstrap interval and
+McNemar's exact test; per sub-category, the same over every item that measures it. There is no
+overall "trust score": the profile is the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from selfalign.data.io import DataError
+from selfalign.evals.runner import EvalResult, Item, compare as compare_results, run_task
+from selfalign.evals.stats import mcnemar, paired_bootstrap
+from selfalign.judges.verdict import Verdict
+from selfalign.trust.refusal import cohen_kappa, is_refusal
+from selfalign.trust.studies import STUDIES, Study, StudyConfig, bundled, make_study
+from selfalign.trust.taxonomy import STUDY_SUBCATEGORIES, coverage
+
+
+@dataclass
+class TrustConfig(StudyConfig):
+    model: str = "smollm2-135m"  # the model under evaluation
+    generator: str = ""  # writes the safety study's questions ("" = the model itself)
+    judge: str = ""  # "" = rule judges (refusal detector); a model spec = an LLM harm/refusal judge
+    studies: list[str] = field(default_factory=lambda: list(STUDIES))
+    out: str = "runs/trust"
+    store: str = ""
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.studies if s not in STUDIES]
+        if bad:
+            raise ValueError(f"studies: unknown {', '.join(bad)}; known: {', '.join(STUDIES)}")
+        if not self.studies:
+            raise ValueError("studies: name at least one study")
+        if self.n_items < 2:
+            raise ValueError(f"n_items must be >= 2, got {self.n_items}")
+        if not 0 < self.typo_rate <= 1:
+            raise ValueError(f"typo_rate must be in (0, 1], got {self.typo_rate}")
+        if self.leak_chars < 1 or self.max_tokens < 1:
+            raise ValueError("leak_chars and max_tokens must be >= 1")
+
+
+def prepare_studies(cfg: TrustConfig) -> list[Study]:
+    """Build every study and load its items (or, for safety, its keyword seeds): a bad file fails
+    here, naming it, before any model is loaded."""
+    studies = []
+    for name in cfg.studies:
+        st = make_study(name, cfg)
+        if name == "safety":
+            st.seeds()  # type: ignore[attr-defined]
+        elif not st.items():
+            raise DataError(f"study {name}: no items (check its input file)")
+        studies.append(st)
+    return studies
+
+
+def validate_refusal_detector() -> dict[str, Any]:
+    """Accuracy and Cohen's kappa of the refusal detector on the project's labelled sets: the
+    development set (used while its phrase list was written) and a held-out set written after."""
+    out: dict[str, Any] = {}
+    for split, name in (("development", "refusal_labelled.jsonl"), ("held_out", "refusal_heldout.jsonl")):
+        rows = [json.loads(line) for line in bundled(name).read_text(encoding="utf-8").splitlines() if line.strip()]
+        gold = [bool(r["refusal"]) for r in rows]
+        pred = [is_refusal(r["response"]) for r in rows]
+        out[split] = {"n": len(rows), "positives": sum(gold),
+                      "accuracy": sum(g == p for g, p in zip(gold, pred)) / len(rows),
+                      "kappa": cohen_kappa(gold, pred),
+                      "errors": [r["response"] for r, g, p in zip(rows, gold, pred) if g != p][:10]}
+    return out
+
+
+def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, studies: list[Study] | None = None,
+        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    studies = studies if studies is not None else prepare_studies(cfg)
+    out = Path(cfg.out)
+    results: dict[str, Any] = {}
+    measured: dict[str, list[str]] = {}
+    for st in studies:
+        if progress:
+            progress(st.name)
+        st.judge_model = judge
+        if st.name == "safety":
+            st.prepare(generator or model)  # type: ignore[attr-defined]
+        res = run_task(st, model, out / st.name, seed=cfg.seed, resamples=cfg.bootstrap)
+        s = dict(res.summary)
+        s.update(headline=st.headline, higher_is_better=st.higher_is_better, subcategories=st.covered(),
+                 judge_kind="llm" if judge is not None and st.name in ("safety", "misuse") else "rules",
+                 examples=[r for r in res.rows()[:3]])
+        if st.name == "safety":
+            s["questions_dropped"] = st.dropped  # type: ignore[attr-defined]
+        results[st.name] = s
+        measured[st.name] = st.covered()
+    return {"model": getattr(model, "model_id", str(model)), "studies": results, "coverage": coverage(measured),
+            "judges": {"refusal_detector": validate_refusal_detector()}}
+
+
+# ------------------------------------------------------------------ compare
+def load_result(run_dir: str | Path, study: str) -> EvalResult:
+    path = Path(run_dir) / study / "rows.jsonl"
+    if not path.exists():
+        raise DataError(f"{path}: not found (run `selfalign trust run --studies {study}` into {run_dir} first)")
+    items, responses, verdicts = [], [], []
+    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            v = r["verdict"]
+            items.append(Item(r["id"], r.get("input"), r.get("target"), meta=r.get("meta", {})))
+            responses.append(r.get("response", ""))
+            verdicts.append(Verdict(v["label"], v.get("score"), v.get("raw", ""), v.get("parsed", True),
+                                    v.get("flipped", False), v.get("meta", {})))
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(f"{path}:{no}: not a trust rows line ({e})") from None
+    summary_path = path.parent / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return EvalResult(study, summary.get("model", str(run_dir)), items, responses, verdicts, summary)
+
+
+def compare(run_a: str | Path, run_b: str | Path, studies: list[str] | None = None, resamples: int = 1000,
+            seed: int = 0) -> dict[str, Any]:
+    """Per study and per sub-category: B's good-outcome rate minus A's on the paired items."""
+    names = studies or [s for s in STUDIES if (Path(run_a) / s / "rows.jsonl").exists()
+                        and (Path(run_b) / s / "rows.jsonl").exists()]
+    if not names:
+        raise DataError(f"{run_a} and {run_b} have no study in common (each study writes <run>/<study>/rows.jsonl)")
+    cfg = StudyConfig()
+    per_study: dict[str, Any] = {}
+    per_sub: dict[str, tuple[list[bool], list[bool]]] = {}
+    for name in names:
+        st = make_study(name, cfg)
+        a, b = load_result(run_a, name), load_result(run_b, name)
+        per_study[name] = compare_results(a, b, outcome=st.outcome, resamples=resamples, seed=seed)
+        va, vb = a.by_id(), b.by_id()
+        meta = {it.id: it.meta for it in a.items}
+        for i in va:
+            if i in vb and va[i].scored and vb[i].scored:
+                subs = [meta[i]["subcategory"]] if "subcategory" in meta.get(i, {}) else list(STUDY_SUBCATEGORIES[name])
+                for sub in subs:
+                    xa, xb = per_sub.setdefault(sub, ([], []))
+                    xa.append(st.outcome(va[i]))
+                    xb.append(st.outcome(vb[i]))
+    subs_out = {}
+    for sub, (xa, xb) in sorted(per_sub.items()):
+        d = paired_bootstrap([float(x) for x in xa], [float(x) for x in xb], resamples=resamples, seed=seed)
+        m = mcnemar(xa, xb)
+        subs_out[sub] = {"n_paired": len(xa), "a": d.a, "b": d.b, "diff": d.diff, "diff_lo": d.lo, "diff_hi": d.hi,
+                         "mcnemar_p": m.p_value}
+    first = next(iter(per_study.values()))
+    return {"a": str(run_a), "b": str(run_b), "a_model": first["a_model"], "b_model": first["b_model"],
+            "studies": per_study, "subcategories": subs_out}
