@@ -216,3 +216,42 @@ def test_prompt_kv_kept_across_calls_changes_nothing(tiny_model_dir):
     cached.prompt_cache_tokens = 40  # a small budget keeps only the newest prompts that fit
     cached.generate([GenRequest(user("Name a fruit."), p)])
     assert cached._prompt_kv_tokens <= 40
+
+
+def test_preallocated_kv_buffer_gives_what_dynamic_cache_gives(tiny_model_dir):
+    """Decoding into preallocated KV buffers (the default) gives the same tokens and log-probs as
+    transformers' DynamicCache, also when rows finish early and leave the batch (stop strings)."""
+    from selfalign.models.hf import HFModel
+
+    buffered, plain = HFModel(str(tiny_model_dir), batch_size=16), HFModel(str(tiny_model_dir), batch_size=16)
+    plain.kv_buffer = False
+    assert buffered.kv_buffer
+    sampled = GenParams(temperature=1.0, max_tokens=12, logprobs=True, stop=("e",))
+    greedy = GenParams(max_tokens=12, logprobs=True)
+    reqs = [GenRequest(user(q), sampled, n=4, seed=7) for q in QS] + [GenRequest(user(q), greedy) for q in QS]
+    a, b = buffered.generate(reqs), plain.generate(reqs)
+    lengths = set()
+    for ra, rb in zip(a, b):
+        assert ra.texts == rb.texts
+        for ca, cb in zip(ra.completions, rb.completions):
+            assert ca.finish_reason == cb.finish_reason
+            assert ca.token_logprobs == pytest.approx(cb.token_logprobs, abs=1e-5)
+            lengths.add(ca.n_tokens)
+    assert len(lengths) > 1  # some rows stopped early, so pruning ran
+
+
+def test_buffered_kv_layer_grows_selects_and_crops():
+    from selfalign.models.hf import _buffered_layer_type
+
+    keys, vals = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    layer = _buffered_layer_type()(keys, vals, spare=1)
+    new_k, new_v = torch.randn(2, 3, 3, 5), torch.randn(2, 3, 3, 5)
+    k, v = layer.update(new_k, new_v)  # 3 positions into 1 spare: the buffer grows
+    assert torch.equal(k, torch.cat([keys, new_k], dim=-2)) and torch.equal(v, torch.cat([vals, new_v], dim=-2))
+    assert layer.get_seq_length() == 7
+    layer.batch_select_indices(torch.tensor([1, 1, 0]))
+    assert torch.equal(layer.keys[2], k[0]) and torch.equal(layer.keys[0], k[1]) and layer.keys.shape[0] == 3
+    layer.crop(-2)
+    assert layer.get_seq_length() == 5 and torch.equal(layer.values[2], v[0, :, :5])
+    k2, _ = layer.update(torch.ones(3, 3, 1, 5), torch.ones(3, 3, 1, 5))
+    assert torch.equal(k2[:, :, 5], torch.ones(3, 3, 5)) and torch.equal(k2[2, :, :5], k[0, :, :5])
