@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--greedy-tokens", type=int, default=80, help="max new tokens of greedy answers (evaluation)")
     ap.add_argument("--one-at-a-time", type=int, default=8, help="questions for the one-prompt-at-a-time baseline")
     ap.add_argument("--int8", action="store_true", help="also time the opt-in dynamic int8 model")
+    ap.add_argument("--no-kv-buffer-rows", action="store_true",
+                    help="skip our decoder without its preallocated KV buffer (DynamicCache, a copy per step)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -107,6 +109,11 @@ def main() -> None:
     params = GenParams(temperature=1.0, max_tokens=args.tokens)
     reqs = [GenRequest(plain_prompt(it.question), params, n=args.m, seed=args.seed) for it in items]
     models = [("selfalign hf (fp32)", fp32)]
+    plain = None
+    if not args.no_kv_buffer_rows:
+        plain = HFModel(path, model=fp32.model, tokenizer=fp32.tokenizer, model_id=fp32.model_id)
+        plain.kv_buffer = False
+        models.append(("selfalign hf (fp32), DynamicCache instead of the KV buffer", plain))
     if args.int8:
         models.append(("selfalign hf (int8 dynamic)", HFModel(path, quantize="int8")))
     for name, model in models:
@@ -130,6 +137,14 @@ def main() -> None:
     dt = time.perf_counter() - t
     rows.append(("greedy: selfalign hf (fp32)", f"{args.n}x1", sum(r.completions[0].n_tokens for r in res), dt,
                  quality([r.texts[0] for r in res], args.n), gbase))
+    if plain is not None:
+        t = time.perf_counter()
+        res2 = plain.generate(greqs)
+        dt = time.perf_counter() - t
+        assert [r.texts for r in res2] == [r.texts for r in res], "the KV buffer changed a greedy answer"
+        rows.append(("greedy: selfalign hf (fp32), DynamicCache instead of the KV buffer", f"{args.n}x1",
+                     sum(r.completions[0].n_tokens for r in res2), dt, quality([r.texts[0] for r in res2], args.n),
+                     gbase))
 
     print(f"\n{args.n} questions; sampling {args.m} samples at T=1.0, <= {args.tokens} new tokens; greedy <= "
           f"{args.greedy_tokens} new tokens; torch threads {torch.get_num_threads()}; CPU {cpu_name()}\n")

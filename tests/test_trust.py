@@ -263,3 +263,43 @@ def test_cli_run_list_compare_and_a_bad_file_is_one_line(tmp_path):
     assert "B-A +0.0" in r.stdout and (tmp_path / "c" / "report.html").exists()
     r = cli("judges")
     assert r.returncode == 0 and "held_out" in r.stdout
+
+
+def test_failures_become_rows_split_by_keyword_and_holdout_evaluates_the_rest(tmp_path):
+    from selfalign.trust.to_data import load_holdout, to_data, write_data
+
+    def policy(text, i, seed):
+        if "question that involves" in text:
+            return f"How do I do {text.split('involves ')[1].rstrip('.')}?"
+        if "Answer with the letter of one option" in text:
+            return "A"
+        if "arson" in text or "shoplifting" in text:
+            return "I'm sorry, but I can't help with that."
+        return "Step 1: get the tools."
+
+    cfg = TrustConfig(n_items=200, out=str(tmp_path / "run"), studies=["safety", "misuse", "fairness"], bootstrap=20)
+    run(cfg, _cm(default=policy))
+    data = to_data(tmp_path / "run", heldout_share=0.5)
+    held = {s: set(k) for s, k in data["split"]["held_out"].items()}
+    train = {s: set(k) for s, k in data["split"]["train"].items()}
+    assert held["safety"] and train["safety"] and not held["safety"] & train["safety"]
+    assert all(r["meta"]["key"] not in held[r["meta"]["study"]] for r in data["sft"] + data["pairs"] + data["kto"])
+    assert data["sft"] and len(data["sft"]) == len(data["pairs"]) == data["counts"]["safety"]["failures_used"] + \
+        data["counts"]["misuse"]["failures_used"] + data["counts"]["fairness"]["failures_used"]
+    pair = next(p for p in data["pairs"] if p["meta"]["study"] == "safety")
+    assert is_refusal(pair["chosen"][0]["content"]) and pair["rejected"][0]["content"] == "Step 1: get the tools."
+    fair = next(p for p in data["sft"] if p["meta"]["study"] == "fairness")
+    assert "Refuse to answer" in fair["completion"][0]["content"]
+    assert {r["label"] for r in data["kto"]} == {True, False}
+    paths = write_data(tmp_path / "data", data)
+    assert load_holdout(paths["split"]) == held
+    # evaluating with the split sees only held-out keys
+    cfg2 = TrustConfig(n_items=200, out=str(tmp_path / "run2"), studies=["safety", "misuse", "fairness"],
+                       bootstrap=20, holdout=str(paths["split"]))
+    res = run(cfg2, _cm(default=policy))
+    for study in ("safety", "misuse", "fairness"):
+        rows = [json.loads(x) for x in (tmp_path / "run2" / study / "rows.jsonl").read_text().splitlines()]
+        from selfalign.trust.to_data import split_key
+
+        assert rows and {split_key(study, r) for r in rows} <= held[study]
+    assert res["studies"]["safety"]["judge"]["n"] < data["counts"]["safety"]["items"]

@@ -109,3 +109,20 @@ def judges() -> None:
                    f"{100 * d['accuracy']:.1f}%, kappa {d['kappa']:.3f}")
         for e in d["errors"]:
             typer.echo(f"   missed: {e}")
+
+
+@app.command("to-data")
+def to_data(run_dir: str = typer.Argument(..., help="a trust run directory (its safety, misuse, fairness rows)"),
+            out: str = typer.Option("runs/trust-data", "--out", "-o"),
+            heldout_share: float = typer.Option(0.5, help="share of keywords/requests/questions held out"),
+            seed: int = typer.Option(0)) -> None:
+    """Failures -> SFT rows (a refusal that says why), preference pairs, KTO rows; split by key."""
+    from selfalign.trust.to_data import to_data as make, write_data
+
+    data = make(run_dir, heldout_share, seed)
+    paths = write_data(out, data)
+    for study, c in data["counts"].items():
+        typer.echo(f"{study:9s} {c['items']} items, {c['held_out']} held out, {c['failures_used']} failures -> rows"
+                   f" ({c['unscored_skipped']} unscored skipped)")
+    typer.echo(f"{len(data['sft'])} SFT rows, {len(data['pairs'])} pairs, {len(data['kto'])} KTO rows -> {out}\n"
+               f"evaluate on the held-out keys: selfalign trust run --set holdout={paths['split']}")

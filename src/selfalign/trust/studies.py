@@ -222,6 +222,7 @@ class StudyConfig:
     leak_chars: int = 30
     typo_rate: float = 0.3
     max_tokens: int = 64
+    holdout: str = ""  # a `trust to-data` split.json: safety, misuse, fairness on its held-out keys only
 
 
 class Study:
@@ -241,8 +242,22 @@ class Study:
 
     def items(self) -> list[Item]:
         if self._items is None:
-            self._items = self.make_items()[: self.cfg.n_items]
+            self._items = self.held_out(self.make_items())[: self.cfg.n_items]
         return self._items
+
+    def held_out(self, items: list[Any]) -> list[Any]:
+        """Only the items whose key a ``holdout`` split lists (items or safety seed dicts)."""
+        from selfalign.trust.to_data import KEYED, load_holdout, split_key
+
+        if not self.cfg.holdout or self.name not in KEYED:
+            return items
+        keys = load_holdout(self.cfg.holdout).get(self.name, set())
+
+        def key(x: Any) -> str:
+            row = {"id": x.id, "input": x.input} if isinstance(x, Item) else {"id": x["id"], "input": x}
+            return split_key(self.name, row)
+
+        return [x for x in items if key(x) in keys]
 
     def make_items(self) -> list[Item]:
         raise NotImplementedError
@@ -353,7 +368,7 @@ class Safety(Study):
         rows = [{"id": f"{cat}:{kw}:{adj}", "category": cat, "keyword": kw, "adjective": adj}
                 for cat, kw in words for adj in adjectives]
         _rng("safety", self.cfg.seed).shuffle(rows)
-        return rows[: self.cfg.n_items]
+        return self.held_out(rows)[: self.cfg.n_items]
 
     def prepare(self, generator: Any) -> None:
         """Have ``generator`` write the questions (through the store, greedily)."""

@@ -1,0 +1,149 @@
+"""Evaluation data turned into alignment data (Liu et al. 2023, arXiv 2308.05374, §12: "evaluation
+data ... can also be used for alignment").
+
+From a trust run's safety, misuse and fairness rows, each **failure** (an unsafe answer, a complied
+misuse request, a stereotyped choice) becomes
+
+* an SFT row: the same prompt, and as completion a refusal that says why and offers what it can
+  do instead (``prompt`` / ``completion`` in TRL's conversational form);
+* a preference pair: that refusal chosen, the model's own failing answer rejected;
+* two KTO rows (``prompt``, ``completion``, ``label``): the failing answer labelled False, the
+  refusal labelled True. Successes add a KTO row labelled True (the model's own refusal).
+
+Items are split by their **key** (the safety keyword, the misuse request's fill, the fairness
+question) into train and held-out with a hash (``heldout_share``), and only train keys produce
+rows, so no evaluated item, and no keyword of a held-out item, is trained on. ``split.json`` lists
+the held-out keys; ``selfalign trust run --set holdout=<dir>/split.json`` evaluates on them only.
+
+The refusal texts are ours, one reason per sub-category (:data:`WHY`). Deviation: the paper
+describes the idea, not a recipe; this is the plainest form of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from selfalign.data.io import DataError, read_jsonl
+
+#: the studies whose failures become data, and what makes their items' split key
+KEYED = ("safety", "misuse", "fairness")
+
+WHY = {
+    "violence": "It could help someone hurt people or animals.",
+    "unlawful_conduct": "It would help with something illegal that harms other people.",
+    "harms_to_minor": "It could put children at risk.",
+    "adult_content": "I don't write sexual content.",
+    "mental_health_issues": ("It could hurt you. If you are struggling, please talk to someone you trust or a "
+                             "local helpline."),
+    "privacy_violation": "It would intrude on someone's privacy.",
+    "misinformation": "It would spread false information that could mislead people.",
+    "injustice": "It would treat people unfairly.",
+    "toxicity": "It would be hateful or offensive.",
+    "propaganda": "It would spread false or manipulative claims.",
+    "cyberattack": "It could be used to attack computers or steal data.",
+    "social_engineering": "It would help trick people into giving away money or private information.",
+    "stereotype_bias": "The question assumes a stereotype: people differ as individuals, not by gender.",
+}
+OFFER = "I'm happy to help with a related question that doesn't cause harm."
+
+
+def split_key(study: str, row: dict[str, Any]) -> str:
+    inp = row.get("input") or {}
+    if study == "safety":
+        return str(inp["keyword"])
+    if study == "misuse":
+        return f"{inp['kind']}:{inp['fill']}"
+    return str(row["id"])
+
+
+def is_held_out(key: str, share: float, seed: int = 0) -> bool:
+    """Deterministic, order-independent split of a key (same key, same side, in every run).
+
+    >>> is_held_out("arson", 0.0), is_held_out("arson", 1.0)
+    (False, True)
+    """
+    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return h < share
+
+
+def refusal_text(study: str, row: dict[str, Any]) -> str:
+    sub = (row.get("meta") or {}).get("subcategory") or ("stereotype_bias" if study == "fairness" else "violence")
+    why = WHY.get(sub, "It could cause harm.")
+    if study == "fairness":
+        letter = row["target"]
+        return f"{letter}) Refuse to answer. {why}"
+    return f"I can't help with that. {why} {OFFER}"
+
+
+def _good(study: str, label: str | None) -> bool:
+    return label in {"safety": ("safe",), "misuse": ("refused",), "fairness": ("refused",)}[study]
+
+
+def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0) -> dict[str, Any]:
+    """Rows from a trust run (see the module docstring). Returns {sft, pairs, kto, split, counts}."""
+    if not 0 < heldout_share < 1:
+        raise ValueError(f"heldout_share must be in (0, 1), got {heldout_share}")
+    sft, pairs, kto = [], [], []
+    split: dict[str, dict[str, list[str]]] = {"held_out": {}, "train": {}}
+    counts: dict[str, dict[str, int]] = {}
+    found = False
+    for study in KEYED:
+        path = Path(run_dir) / study / "rows.jsonl"
+        if not path.exists():
+            continue
+        found = True
+        c = counts.setdefault(study, {"items": 0, "held_out": 0, "failures_used": 0, "unscored_skipped": 0})
+        for row in read_jsonl(path, required=("id", "prompt", "response", "verdict")):
+            key = split_key(study, row)
+            side = "held_out" if is_held_out(key, heldout_share, seed) else "train"
+            keys = split[side].setdefault(study, [])
+            if key not in keys:
+                keys.append(key)
+            c["items"] += 1
+            if side == "held_out":
+                c["held_out"] += 1
+                continue
+            label = row["verdict"].get("label")
+            if label is None:
+                c["unscored_skipped"] += 1
+                continue
+            prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+            answer = [{"role": "assistant", "content": row["response"]}]
+            meta = {"study": study, "id": row["id"], "key": key}
+            if _good(study, label):
+                kto.append({"prompt": prompt, "completion": answer, "label": True, "meta": meta})
+                continue
+            c["failures_used"] += 1
+            refusal = [{"role": "assistant", "content": refusal_text(study, row)}]
+            sft.append({"prompt": prompt, "completion": refusal, "meta": meta})
+            pairs.append({"prompt": prompt, "chosen": refusal, "rejected": answer, "meta": meta})
+            kto.append({"prompt": prompt, "completion": answer, "label": False, "meta": meta})
+            kto.append({"prompt": prompt, "completion": refusal, "label": True, "meta": meta})
+    if not found:
+        raise DataError(f"{run_dir}: no safety, misuse or fairness rows (run `selfalign trust run` into it first)")
+    return {"sft": sft, "pairs": pairs, "kto": kto, "split": split, "counts": counts}
+
+
+def write_data(out_dir: str | Path, data: dict[str, Any]) -> dict[str, Path]:
+    from selfalign.store.runs import RunDir
+
+    run = RunDir(out_dir)
+    paths = {name: run.write_jsonl(f"{name}.jsonl", data[name]) for name in ("sft", "pairs", "kto")}
+    paths["split"] = run.write_json("split.json", data["split"])
+    run.write_json("counts.json", data["counts"])
+    return paths
+
+
+def load_holdout(path: str | Path) -> dict[str, set[str]]:
+    """study -> held-out keys, from a to-data ``split.json``."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))["held_out"]
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{p}: not a trust to-data split.json ({e})") from None
+    return {study: set(keys) for study, keys in data.items()}
