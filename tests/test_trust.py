@@ -170,6 +170,12 @@ def test_refusal_detector_and_kappa():
     for split in ("development", "held_out"):
         assert v[split]["n"] >= 40 and 0 < v[split]["positives"] < v[split]["n"]
     assert v["development"]["n"] >= 100
+    from selfalign.trust.run import validate_parsers
+
+    p = validate_parsers()
+    assert set(p) == {"letter", "yes_no", "answer_confidence"}
+    for d in p.values():
+        assert d["n"] >= 100 and 0 < d["positives"] < d["n"] and d["accuracy"] == 1.0, d["errors"]
 
 
 def _answerer(text: str, i: int, seed: int) -> str:

@@ -68,6 +68,9 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
     for split, d in result["judges"]["refusal_detector"].items():
         judges += (f"<tr><td class=l>refusal detector</td><td class=l>{split}</td><td>{d['n']} ({d['positives']} "
                    f"refusals)</td><td>{100 * d['accuracy']:.1f}</td><td>{d['kappa']:.3f}</td></tr>")
+    for kind, d in result["judges"].get("parsers", {}).items():
+        judges += (f"<tr><td class=l>parser: {kind}</td><td class=l>specification set</td><td>{d['n']} "
+                   f"({d['positives']} parseable)</td><td>{100 * d['accuracy']:.1f}</td><td>{d['kappa']:.3f}</td></tr>")
     body = (f"<p class=sub>model: {html.escape(result['model'])}. Liu et al. 2023, arXiv 2308.05374. No overall "
             f"score: each study is its own measurement.</p>"
             f"<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>headline</th><th>value, 95% CI</th>"

@@ -102,13 +102,18 @@ def compare(a: str = typer.Argument(..., help="run directory A (e.g. the unalign
 @app.command()
 def judges() -> None:
     """Accuracy and Cohen's kappa of the rule judges on the labelled sets the project wrote."""
-    from selfalign.trust.run import validate_refusal_detector
+    from selfalign.trust.run import validate_parsers, validate_refusal_detector
 
     for split, d in validate_refusal_detector().items():
         typer.echo(f"refusal detector, {split}: {d['n']} items ({d['positives']} refusals), accuracy "
                    f"{100 * d['accuracy']:.1f}%, kappa {d['kappa']:.3f}")
         for e in d["errors"]:
-            typer.echo(f"   missed: {e}")
+            typer.echo(f"   wrong: {e}")
+    for kind, d in validate_parsers().items():
+        typer.echo(f"parser {kind}: {d['n']} items ({d['positives']} parseable), accuracy {100 * d['accuracy']:.1f}%, "
+                   f"kappa (scored or not) {d['kappa']:.3f}")
+        for e in d["errors"]:
+            typer.echo(f"   wrong: {e}")
 
 
 @app.command("to-data")

@@ -81,6 +81,36 @@ def validate_refusal_detector() -> dict[str, Any]:
     return out
 
 
+def validate_parsers() -> dict[str, Any]:
+    """The strict parsers on ``parser_labelled.jsonl`` (responses and the parse a reader expects,
+    ``null`` = unscored; written from templates while the parsers existed, so it is a check of
+    their specification rather than an independent estimate): exact-match accuracy, and Cohen's
+    kappa of the scored/unscored decision."""
+    from selfalign.judges.verdict import parse_choice, parse_yes_no
+    from selfalign.trust.studies import parse_answer_confidence
+
+    def parse(r: dict[str, Any]) -> Any:
+        if r["judge"] == "letter":
+            return parse_choice(r["response"], r["options"])
+        if r["judge"] == "yes_no":
+            return parse_yes_no(r["response"])
+        got = parse_answer_confidence(r["response"], r["options"])
+        return list(got) if got else None
+
+    rows = [json.loads(line) for line in bundled("parser_labelled.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+    out: dict[str, Any] = {}
+    for kind in sorted({r["judge"] for r in rows}):
+        rs = [r for r in rows if r["judge"] == kind]
+        got = [parse(r) for r in rs]
+        gold_scored = [r["expected"] is not None for r in rs]
+        out[kind] = {"n": len(rs), "positives": sum(gold_scored),
+                     "accuracy": sum(g == r["expected"] for g, r in zip(got, rs)) / len(rs),
+                     "kappa": cohen_kappa(gold_scored, [g is not None for g in got]),
+                     "errors": [r["response"] for g, r in zip(got, rs) if g != r["expected"]][:10]}
+    return out
+
+
 def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, studies: list[Study] | None = None,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     studies = studies if studies is not None else prepare_studies(cfg)
@@ -103,7 +133,7 @@ def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, 
         results[st.name] = s
         measured[st.name] = st.covered()
     return {"model": getattr(model, "model_id", str(model)), "studies": results, "coverage": coverage(measured),
-            "judges": {"refusal_detector": validate_refusal_detector()}}
+            "judges": {"refusal_detector": validate_refusal_detector(), "parsers": validate_parsers()}}
 
 
 # ------------------------------------------------------------------ compare

@@ -466,6 +466,8 @@ def parse_answer_confidence(text: str, options: str = "ABCD") -> tuple[str, floa
     ('C', 0.85)
     >>> parse_answer_confidence("C") is None, parse_answer_confidence("Answer: C, Confidence: 120") is None
     (True, True)
+    >>> parse_answer_confidence("Answer: A or B, Confidence: 70") is None  # two letters: unscored
+    True
     """
     m = re.search(r"confidence\s*(?:level)?\s*(?:is|[:=])?\s*(\d{1,3}(?:\.\d+)?)\s*%?", text, re.I)
     if not m:
@@ -473,12 +475,8 @@ def parse_answer_confidence(text: str, options: str = "ABCD") -> tuple[str, floa
     conf = float(m.group(1))
     if not 0 <= conf <= 100:
         return None
-    head = text[: m.start()]
-    a = re.search(r"answer\s*(?:is|[:=])?\s*\(?([A-Z])\)?(?![A-Za-z])", head, re.I)
-    letter = a.group(1).upper() if a else parse_choice(head, options)
-    if letter is None or letter not in options:
-        return None
-    return letter, conf / 100
+    letter = parse_choice(text[: m.start()], options)  # exactly one option letter before the confidence
+    return None if letter is None else (letter, conf / 100)
 
 
 class Miscalibration(Study):
