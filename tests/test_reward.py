@@ -261,3 +261,52 @@ def test_rloo_trains_against_a_reward_function_with_a_kl_penalty(tiny_model_dir,
         RLOOTrainConfig(beta=0)
     with pytest.raises(ValueError, match="multiple of num_generations"):
         RLOOTrainConfig(num_generations=3, batch_size=8)
+
+
+def test_split_half_pms_and_pmp_pretraining(tiny_model_dir, tmp_path):
+    """Split-half: two PMs on disjoint prompt halves, both scored on the same held-out pairs; PMP:
+    the PM is fine-tuned from a PM pretrained on another pair source (its directory is the base)."""
+    from selfalign.reward.pairs import prompt_key
+    from selfalign.reward.run import PMRunConfig, run, split_half
+    from selfalign.store.cache import Store
+
+    def write(path, n, good, bad):
+        with path.open("w") as f:
+            for i in range(n):
+                f.write(json.dumps({"prompt": [{"role": "user", "content": f"{path.stem} question {i}"}],
+                                    "chosen": [{"role": "assistant", "content": good}],
+                                    "rejected": [{"role": "assistant", "content": bad}]}) + "\n")
+
+    rows, pre = tmp_path / "pairs.jsonl", tmp_path / "pre.jsonl"
+    write(rows, 48, "Paris", "Lima is the capital of Peru")
+    write(pre, 16, "Yes", "No no no no")
+    train = {"epochs": 2, "learning_rate": 0.01, "batch_size": 8}
+    cfg = PMRunConfig(base=str(tiny_model_dir), data=str(rows), out=str(tmp_path / "sh"), test_fraction=0.25,
+                      bootstrap=50, train=train)
+    res = split_half(cfg, store=Store(":memory:"))
+    s = res["summary"]
+    a, b = s["pms"]["a"], s["pms"]["b"]
+    assert a["pm_dir"] != b["pm_dir"] and a["train_pairs"] + b["train_pairs"] + s["test_pairs"] == 48
+    assert s["prompts_shared_between_halves"] == 0 and a["train_pairs"] and b["train_pairs"]
+    assert 0 <= s["agreement"]["value"] <= 1 and len(res["rows"]) == s["test_pairs"]
+    assert {"reward_b_chosen", "reward_chosen"} <= set(res["rows"][0])
+    with pytest.raises(ValueError, match="pmp must be another"):
+        PMRunConfig(data=str(rows), pmp=str(rows))
+    cfg2 = PMRunConfig(base=str(tiny_model_dir), data=str(rows), pmp=str(pre), out=str(tmp_path / "pmp"),
+                       test_fraction=0.25, bootstrap=50, train=train)
+    out = run(cfg2, store=Store(":memory:"))["summary"]
+    assert out["pmp"]["pairs"] == 16 and (tmp_path / "pmp" / "pmp" / "model" / "config.json").exists()
+    done = json.loads((tmp_path / "pmp" / "pm" / "train.json").read_text())
+    assert "+pmp:" in done["base"]  # the target PM was trained from the pretrained one
+    assert {prompt_key(r) for r in res["rows"]}  # held-out rows carry their prompts
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    r = CliRunner().invoke(app, ["pm", "split-half", "--data", str(rows), "--base", str(tiny_model_dir), "--out",
+                                 str(tmp_path / "sh"), "--set", "test_fraction=0.25", "--set", "bootstrap=50",
+                                 "--set", "train.epochs=2", "--set", "train.learning_rate=0.01",
+                                 "--set", "train.batch_size=8"])
+    assert r.exit_code == 0, r.output
+    assert "agreement" in r.output and (tmp_path / "sh" / "report.html").exists()
+    assert json.loads((tmp_path / "sh" / "report.json").read_text())["summary"]["pms"]["a"]["skipped_training"]

@@ -139,3 +139,15 @@ def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "model").state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_python_config_and_a_yaml_config_fingerprint_alike(tmp_path):
+    """epochs=2 from Python and epochs: 2 through YAML (coerced to the declared float) are the same
+    training, so a finished run is reused whichever way the config came."""
+    from selfalign.config import config_from_yaml
+    from selfalign.train.base import TrainConfig, fingerprint
+
+    rows = [{"prompt": "a", "completion": "b"}]
+    a = TrainConfig(epochs=2, learning_rate=1)
+    b = config_from_yaml(TrainConfig, None, ["epochs=2", "learning_rate=1"])
+    assert fingerprint("sft", "m", rows, a, ("prompt", "completion")) == fingerprint("sft", "m", rows, b, ("prompt", "completion"))

@@ -242,6 +242,39 @@ def elo_ratings(outcomes: Sequence[tuple[Hashable, Hashable, float]], base: floa
     return {p: v + shift for p, v in raw.items()}
 
 
+def _ranks(xs: Sequence[float]) -> list[float]:
+    """Ranks 1..n, ties sharing their average rank."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's on ranks, ties averaged); nan when either side is constant.
+
+    >>> spearman([1, 2, 3, 4], [10, 20, 30, 40]), spearman([1, 2, 3], [3, 2, 1])
+    (1.0, -1.0)
+    >>> round(spearman([1, 2, 2, 3], [1, 3, 2, 4]), 3)
+    0.949
+    """
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError("spearman needs two sequences of the same length >= 2")
+    ra, rb = _ranks(a), _ranks(b)
+    ma, mb = mean(ra), mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va = sum((x - ma) ** 2 for x in ra)
+    vb = sum((y - mb) ** 2 for y in rb)
+    return cov / math.sqrt(va * vb) if va and vb else float("nan")
+
+
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float:
     """Area under the ROC curve: the chance that a random positive scores above a random negative,
     a tie counting half (the Mann-Whitney U statistic over n_pos * n_neg). NaN without both classes.

@@ -47,3 +47,19 @@ def pm_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, An
             f"<h2>Calibration</h2><p>temperature fitted on {cal['calibration_pairs']} pairs, ECE on the other "
             f"{cal['test_pairs']}: {cal['raw']['ece']:.3f} before, {cal['scaled']['ece']:.3f} after.</p>{imgs}")
     return _page(out_dir, "Preference model", body, {"summary": summary, "config": config})
+
+
+def split_half_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
+    s = summary
+    trs = "".join(f"<tr><td class=l>PM_{n.upper()}</td><td>{p['train_pairs']}</td><td>{_ci(p['accuracy'])}</td>"
+                  f"<td>{_ci(p['length_baseline'])}</td></tr>" for n, p in s["pms"].items())
+    rho = s["spearman_gaps"]
+    body = (f"<p class=sub>HH (Bai et al. 2022) §4.2: two PMs on disjoint halves of the training pairs (by prompt; "
+            f"{s['prompts_shared_between_halves']} prompts shared), both scored on the same {s['test_pairs']} held-out "
+            f"pairs.</p><table><tr><th class=l>PM</th><th>training pairs</th><th>held-out accuracy %</th>"
+            f"<th>shorter wins %</th></tr>{trs}</table>"
+            f"<p>Agreement (same preferred response): {_ci(s['agreement'])}%; Spearman rank correlation of the reward "
+            f"gaps: {'-' if math.isnan(rho) else f'{rho:.3f}'}.</p>"
+            f"<p>Optimise against PM_A and score with PM_B: <code>selfalign rlhf frontier --pm "
+            f"{html.escape(s['pms']['a']['pm_dir'])} --test-pm {html.escape(s['pms']['b']['pm_dir'])}</code></p>")
+    return _page(out_dir, "Split-half preference models", body, {"summary": s, "config": config})

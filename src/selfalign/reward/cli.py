@@ -1,4 +1,4 @@
-"""``selfalign pm train | eval``: preference models (ranking loss, calibration, baselines).
+"""``selfalign pm train | eval | split-half``: preference models (ranking loss, calibration, baselines).
 
 ``train`` makes or loads the pairs, trains the PM (skipped when its inputs are unchanged) and
 evaluates it on the held-out pairs; ``eval`` evaluates a trained PM directory on any pairs.
@@ -71,6 +71,45 @@ def train(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[st
         pol = CachedModel(load_model(cfg.policy or cfg.base), store, description="samples")
     res = run(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
     _finish(cfg, res, "pm-train", t0)
+
+
+@app.command("split-half")
+def split_half(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str] = OUT,
+               data: Optional[str] = typer.Option(None, help="verifiable | hh:<path> | preference rows .jsonl"),
+               base: Optional[str] = typer.Option(None, help="model to put the score heads on"),
+               policy: Optional[str] = typer.Option(None, help="verifiable: the model whose samples make the pairs")
+               ) -> None:
+    """HH's split-half PMs: PM_A and PM_B on disjoint halves by prompt, agreement and rank correlation."""
+    from selfalign.models.registry import check_spec, load_model, trainable_path
+    from selfalign.report.reward import split_half_report
+    from selfalign.reward.run import PMRunConfig, split_half as run_split
+    from selfalign.store.cache import CachedModel, Store
+    from selfalign.store.runs import input_hashes, write_stage
+
+    flags = {"out": out or "runs/pm-split", "data": data, "base": base, "policy": policy}
+    cfg = config_from_yaml(PMRunConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    check_spec(cfg.base)
+    if trainable_path(cfg.base, convert=False) is None:
+        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    if cfg.policy:
+        check_spec(cfg.policy)
+    t0 = time.time()
+    store = Store(cfg.store or None)
+    pol = (CachedModel(load_model(cfg.policy or cfg.base), store, description="samples")
+           if cfg.data == "verifiable" else None)
+    res = run_split(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
+    s = res["summary"]
+    conf = config_to_dict(cfg)
+    data_file = cfg.data[3:] if cfg.data.startswith("hh:") else cfg.data
+    stage = write_stage(cfg.out, "pm-split-half", conf, input_hashes([data_file] if Path(data_file).is_file() else []),
+                        res["rows"], lambda d: split_half_report(d, s, conf), None, time.time() - t0)
+    for n, p in s["pms"].items():
+        a = p["accuracy"]
+        typer.echo(f"PM_{n.upper()}: {p['train_pairs']} pairs, held-out accuracy {100 * a['value']:.1f}% "
+                   f"[{100 * a['lo']:.1f}, {100 * a['hi']:.1f}]")
+    ag = s["agreement"]
+    typer.echo(f"agreement {100 * ag['value']:.1f}% [{100 * ag['lo']:.1f}, {100 * ag['hi']:.1f}], Spearman of gaps "
+               f"{s['spearman_gaps']:.3f}\nreport: {stage.report_path}")
 
 
 @app.command("eval")

@@ -14,7 +14,7 @@ unchanged, so a killed run resumes and a finished one re-runs in seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ class PMRunConfig:
     out: str = "runs/pm"
     seed: int = 0
     bootstrap: int = 1000
+    #: preference-model pretraining (HH §4 / Askell et al. 2021 §4's PMP): "" = none, else a pair
+    #: source as for ``data`` (all its pairs) trained on first; the PM is then fine-tuned from it on ``data``
+    pmp: str = ""
     train: PMConfig = field(default_factory=PMConfig)
 
     def __post_init__(self) -> None:
@@ -55,6 +58,11 @@ class PMRunConfig:
             raise ValueError(f"samples must be >= 2 (a pair needs two answers), got {self.samples}")
         if not 0 < self.test_fraction < 1 or not 0 <= self.calib_fraction < 1:
             raise ValueError("test_fraction must be in (0, 1) and calib_fraction in [0, 1)")
+        if self.pmp:
+            if self.pmp == self.data:
+                raise ValueError("pmp must be another pair source than data (pretraining on the target pairs "
+                                 "would train on its own held-out pairs)")
+            PMRunConfig(data=self.pmp)  # the same checks as data
 
 
 def load_pairs(cfg: PMRunConfig, policy: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
@@ -106,9 +114,18 @@ def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str 
     base = base_path or trainable_path(cfg.base)
     if base is None:
         raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    base_id, pmp_info = cfg.base, None
+    if cfg.pmp:
+        ptrain, ptest, pmade = load_pairs(replace(cfg, data=cfg.pmp, pmp=""), policy)
+        if progress:
+            progress(f"preference-model pretraining on {len(ptrain) + len(ptest)} pairs ({cfg.pmp})")
+        pres = train_pm(ptrain + ptest, base, Path(cfg.out) / "pmp", cfg.train, base_id=cfg.base)
+        base, base_id = str(pres.model_dir), f"{cfg.base}+pmp:{pres.model_dir}"
+        pmp_info = {"source": pmade, "pairs": len(ptrain) + len(ptest), "pm_dir": str(pres.model_dir),
+                    "seconds": pres.seconds, "skipped_training": pres.skipped}
     if progress:
         progress(f"training the PM on {len(train)} pairs")
-    res = train_pm(train, base, Path(cfg.out) / "pm", cfg.train, base_id=cfg.base)
+    res = train_pm(train, base, Path(cfg.out) / "pm", cfg.train, base_id=base_id)
     pm = CachedPM(PreferenceModel(res.model_dir, cfg.train.max_length, cfg.train.score_batch_tokens), store)
     untrained = CachedPM(PreferenceModel(base, cfg.train.max_length, cfg.train.score_batch_tokens, seed=cfg.train.seed),
                          store)
@@ -119,5 +136,49 @@ def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str 
     train_acc = evaluate_pm(pm.rewards, train[:200], None, 0.0, resamples=200, seed=cfg.seed)[1]["accuracy"]
     summary.update({"made": made, "train_pairs": len(train), "test_pairs": len(test), "train_accuracy": train_acc,
                     "pm_dir": str(res.model_dir), "losses": res.losses, "train_seconds": res.seconds,
-                    "truncated": res.truncated, "skipped_training": res.skipped, "pm_id": pm.model_id})
+                    "truncated": res.truncated, "skipped_training": res.skipped, "pm_id": pm.model_id,
+                    "pmp": pmp_info})
     return {"rows": rows, "train": train, "summary": summary}
+
+
+def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
+               progress: Any = None) -> dict[str, Any]:
+    """HH §4.2's split-half PMs: PM_A and PM_B trained on disjoint halves of the training pairs
+    (by prompt), both evaluated on the same held-out pairs, with their agreement (same preferred
+    response) and the Spearman rank correlation of their reward gaps. Optimise against PM_A and
+    score with PM_B with ``selfalign rlhf frontier --pm <A> --test-pm <B>``."""
+    from selfalign.evals.stats import mean_ci, spearman
+    from selfalign.models.registry import trainable_path
+    from selfalign.reward.evaluate import evaluate_pm
+    from selfalign.reward.pairs import halves_by_prompt, prompt_key
+    from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
+
+    train, test, made = load_pairs(cfg, policy)
+    half_a, half_b = halves_by_prompt(train, cfg.seed)
+    if not half_a or not half_b or not test:
+        raise ValueError(f"split-half needs pairs in both halves and held out; got {len(half_a)}, {len(half_b)}, "
+                         f"{len(test)}")
+    base = base_path or trainable_path(cfg.base)
+    if base is None:
+        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    out: dict[str, Any] = {"made": made, "test_pairs": len(test), "pms": {}}
+    gaps: dict[str, list[float]] = {}
+    rows: list[dict[str, Any]] = []
+    for name, half in (("a", half_a), ("b", half_b)):
+        if progress:
+            progress(f"training PM_{name.upper()} on {len(half)} pairs")
+        res = train_pm(half, base, Path(cfg.out) / f"pm_{name}", cfg.train, base_id=cfg.base)
+        pm = CachedPM(PreferenceModel(res.model_dir, cfg.train.max_length, cfg.train.score_batch_tokens), store)
+        scored, summary = evaluate_pm(pm.rewards, test, None, cfg.calib_fraction, resamples=cfg.bootstrap,
+                                      seed=cfg.seed)
+        gaps[name] = [r["reward_chosen"] - r["reward_rejected"] for r in scored]
+        out["pms"][name] = {"pm_dir": str(res.model_dir), "train_pairs": len(half), "accuracy": summary["accuracy"],
+                            "length_baseline": summary["length_baseline"], "seconds": res.seconds,
+                            "skipped_training": res.skipped}
+        rows = scored if not rows else [{**r, f"reward_{name}_chosen": s["reward_chosen"],
+                                         f"reward_{name}_rejected": s["reward_rejected"]} for r, s in zip(rows, scored)]
+    agree = [float((ga > 0) == (gb > 0)) for ga, gb in zip(gaps["a"], gaps["b"])]
+    out["agreement"] = mean_ci(agree, cfg.bootstrap, cfg.seed)
+    out["spearman_gaps"] = spearman(gaps["a"], gaps["b"])
+    out["prompts_shared_between_halves"] = len({prompt_key(r) for r in half_a} & {prompt_key(r) for r in half_b})
+    return {"rows": rows, "summary": out}

@@ -19,6 +19,7 @@ import json
 import logging
 import shutil
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -58,6 +59,12 @@ class TrainConfig:
     labelled_positions_only: bool = True
 
     def __post_init__(self) -> None:
+        # an int where a float is declared (epochs=2 from Python, 2.0 from YAML) is the same setting:
+        # make it the same value, so both give the same training fingerprint
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if f.type in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
+                setattr(self, f.name, float(v))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
