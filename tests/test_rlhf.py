@@ -58,3 +58,42 @@ def test_rlhf_cli_dpo_sweep_and_frontier(tiny_model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "f" / "report.json").read_text())["summary"]
     assert not rep["held_out_test_pm"] and "not held out" in (tmp_path / "f" / "report.html").read_text()
+
+
+def test_context_distillation_moves_the_promptless_model_toward_the_prompted_one(tiny_model_dir, tmp_path):
+    """Token-level context distillation (top-k + rest buckets) lowers the held-out KL(prompted ||
+    model without the prompt) below the undistilled model's; a re-run reuses everything."""
+    from selfalign.rlhf.distill import DistillConfig, bucket_kl, run
+    from selfalign.store.cache import Store
+
+    import torch
+
+    t = torch.log(torch.tensor([[0.6, 0.3]]))
+    assert float(bucket_kl(t, t)[0]) == pytest.approx(0.0, abs=1e-7)
+    assert float(bucket_kl(t, torch.log(torch.tensor([[0.3, 0.3]])))[0]) > 0
+    cfg = DistillConfig(base=str(tiny_model_dir), n_prompts=40, max_tokens=8, top_k=8, heldout_fraction=0.25,
+                        bootstrap=50, out=str(tmp_path / "d"), sequence_baseline=True,
+                        system_prompt="Always answer in French. " * 6,
+                        train={"epochs": 6, "learning_rate": 0.005, "batch_size": 8, "logging_steps": 1})
+    store = Store(str(tmp_path / "store.db"))
+    res = run(cfg, store=store, base_path=str(tiny_model_dir))
+    s = res["summary"]
+    kl = s["kl"]
+    assert set(kl) == {"undistilled", "token-level", "sequence-level"} and s["test_prompts"] >= 3
+    assert kl["undistilled"]["value"] > 0
+    assert kl["token-level"]["value"] < kl["undistilled"]["value"], kl
+    assert s["token_losses"] and s["token_losses"][-1] < s["token_losses"][0]
+    again = run(cfg, store=store, base_path=str(tiny_model_dir))["summary"]
+    assert again["kl"]["token-level"]["value"] == pytest.approx(kl["token-level"]["value"])
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    r = CliRunner().invoke(app, ["rlhf", "distill", "--base", str(tiny_model_dir), "--out", str(tmp_path / "d"),
+                                 "--set", "n_prompts=40", "--set", "max_tokens=8", "--set", "top_k=8",
+                                 "--set", "heldout_fraction=0.25", "--set", "bootstrap=50",
+                                 "--set", f"store={tmp_path / 'store.db'}", "--set", "train.epochs=6",
+                                 "--set", "train.learning_rate=0.005", "--set", "train.logging_steps=1",
+                                 "--set", "system_prompt=" + "Always answer in French. " * 6])
+    assert r.exit_code == 0, r.output
+    assert "token-level / undistilled" in r.output and (tmp_path / "d" / "report.html").exists()

@@ -41,3 +41,22 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
             f"<th>KL (nats)</th><th>training-PM reward</th><th>test-PM reward</th><th>gold accuracy %</th></tr>"
             f"{''.join(row(p) for p in pts)}</table>{imgs}")
     return _page(out_dir, "Best-of-N vs RL at equal KL", body, {"summary": summary, "config": config})
+
+
+def distill_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
+    kl = summary["kl"]
+    trs = "".join(f"<tr><td class=l>{n}</td><td>{_ci(v, False)}</td></tr>" for n, v in kl.items())
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 2.4))
+    names = list(kl)
+    ax.barh(names, [kl[n]["value"] for n in names],
+            xerr=[[kl[n]["value"] - kl[n]["lo"] for n in names], [kl[n]["hi"] - kl[n]["value"] for n in names]],
+            color="#4c72b0", capsize=3)
+    ax.set_xlabel("KL(prompted || model without the prompt), nats per answer token")
+    d = summary["token_minus_undistilled"]
+    body = (f"<p class=sub>Askell et al. 2021 / HH App. A.1: {summary['train_prompts']} training prompts "
+            f"({summary['answer_tokens_train']} answer tokens), {summary['test_prompts']} held-out prompts.</p>"
+            f"<table><tr><th class=l>model (no system prompt)</th><th>held-out KL, 95% CI</th></tr>{trs}</table>"
+            f"<p>token-level / undistilled: <b>{summary['ratio_token_to_undistilled']:.3f}</b>; difference (paired): "
+            f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]</p>{_img(fig)}")
+    return _page(out_dir, "Context distillation", body, {"summary": summary, "config": config})

@@ -1,4 +1,4 @@
-"""``selfalign rlhf frontier | dpo``: policy training against preferences, and its analysis."""
+"""``selfalign rlhf frontier | dpo | distill``: policy training against preferences, and its analysis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
 
-app = typer.Typer(no_args_is_help=True, help="RLHF: DPO, RL with a KL penalty, Best-of-N vs RL.")
+app = typer.Typer(no_args_is_help=True, help="RLHF: DPO, RL with a KL penalty, Best-of-N vs RL, context distillation.")
 
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
 SET = typer.Option([], "--set", help="override a config key (repeatable)")
@@ -80,3 +80,29 @@ def dpo(rows: str = typer.Option(..., help="preference rows .jsonl (prompt, chos
                    f" -> {res.model_dir}{warn}")
     Path(out).mkdir(parents=True, exist_ok=True)
     (Path(out) / "sweep.json").write_text(json.dumps(summary, indent=2))
+
+
+@app.command()
+def distill(config: Optional[str] = CONFIG, set: List[str] = SET,
+            out: Optional[str] = typer.Option(None, "--out", "-o"),
+            base: Optional[str] = typer.Option(None, help="model to distil (a directory or hub id)")) -> None:
+    """Context distillation: the model without an HHH system prompt trained to match itself with it."""
+    from selfalign.models.registry import check_spec, trainable_path
+    from selfalign.report.rlhf import distill_report
+    from selfalign.rlhf.distill import DistillConfig, run
+    from selfalign.store.runs import write_stage
+
+    cfg = config_from_yaml(DistillConfig, config, list(set) + [f"{k}={v}" for k, v in
+                                                                {"out": out, "base": base}.items() if v is not None])
+    check_spec(cfg.base)
+    if trainable_path(cfg.base, convert=False) is None:
+        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    t0 = time.time()
+    res = run(cfg, progress=lambda m: typer.echo(f"[distill] {m}", err=True))
+    s = res["summary"]
+    conf = config_to_dict(cfg)
+    stage = write_stage(cfg.out, "rlhf-distill", conf, {}, res["rows"], lambda d: distill_report(d, s, conf), None,
+                        time.time() - t0)
+    for name, v in s["kl"].items():
+        typer.echo(f"{name:15s} KL {v['value']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}]")
+    typer.echo(f"token-level / undistilled = {s['ratio_token_to_undistilled']:.3f}\nreport: {stage.report_path}")
