@@ -1,6 +1,8 @@
 """Best-of-N against RL at equal KL, on a tiny random-init Llama and its untrained-head PMs:
 the machinery (nested BoN pools, snapshots, KL from the initial policy, gold accuracy)."""
 
+import json
+
 import pytest
 
 
@@ -97,3 +99,46 @@ def test_context_distillation_moves_the_promptless_model_toward_the_prompted_one
                                  "--set", "system_prompt=" + "Always answer in French. " * 6])
     assert r.exit_code == 0, r.output
     assert "token-level / undistilled" in r.output and (tmp_path / "d" / "report.html").exists()
+
+
+def test_online_rounds_retrain_pm_on_all_rounds_and_resume(tiny_model_dir, tmp_path):
+    """Two online rounds end to end on the tiny model: new questions each round, the PM trained
+    on the pairs of every round so far, the policy continuing from the previous round; run with
+    one round first (as if killed after it), then two: round 1 is reused, not repeated."""
+    from selfalign.rlhf.online import OnlineConfig, run
+    from selfalign.store.cache import Store
+
+    def cfg(rounds):
+        return OnlineConfig(policy=str(tiny_model_dir), rounds=rounds, questions_per_round=8, samples=2, n_test=4,
+                            eval_samples=2, max_tokens=6, out=str(tmp_path / "on"), bootstrap=20,
+                            pm={"epochs": 1, "batch_size": 4, "learning_rate": 0.01},
+                            rl={"max_steps": 1, "batch_size": 4, "num_generations": 2, "max_completion_length": 6,
+                                "warmup_ratio": 0.0})
+
+    store = Store(str(tmp_path / "store.db"))
+    one = run(cfg(1), store=store, base_path=str(tiny_model_dir))["rounds"]
+    assert [r["round"] for r in one] == [0, 1] and not one[1]["pm_skipped"] and not one[1]["rl_skipped"]
+    two = run(cfg(2), store=store, base_path=str(tiny_model_dir))["rounds"]
+    assert [r["round"] for r in two] == [0, 1, 2]
+    assert two[1]["pm_skipped"] and two[1]["rl_skipped"]  # round 1 reused
+    assert not two[2]["pm_skipped"] and not two[2]["rl_skipped"]
+    assert two[2]["pairs_total"] == two[1]["pairs_total"] + two[2]["pairs_new"] and two[2]["pairs_new"] > 0
+    assert two[2]["policy"] != two[1]["policy"] and "round2" in two[2]["policy"]
+    assert 0 <= two[2]["gold"]["value"] <= 1
+    with pytest.raises(ValueError, match="need"):
+        OnlineConfig(rounds=100, questions_per_round=100)  # checked when the config is made, before any work
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    r = CliRunner().invoke(app, ["rlhf", "online", "--policy", str(tiny_model_dir), "--rounds", "2", "--out",
+                                 str(tmp_path / "on"), "--set", "questions_per_round=8", "--set", "samples=2",
+                                 "--set", "n_test=4", "--set", "eval_samples=2", "--set", "max_tokens=6",
+                                 "--set", "bootstrap=20", "--set", f"store={tmp_path / 'store.db'}",
+                                 "--set", "pm.epochs=1", "--set", "pm.batch_size=4", "--set", "pm.learning_rate=0.01",
+                                 "--set", "rl.max_steps=1", "--set", "rl.batch_size=4", "--set", "rl.num_generations=2",
+                                 "--set", "rl.max_completion_length=6", "--set", "rl.warmup_ratio=0.0"])
+    assert r.exit_code == 0, r.output
+    assert "round 2: gold" in r.output and (tmp_path / "on" / "report.html").exists()
+    rep = json.loads((tmp_path / "on" / "report.json").read_text())["summary"]["rounds"]
+    assert rep[1]["pm_skipped"] and rep[2]["rl_skipped"]  # everything was already done: nothing repeated

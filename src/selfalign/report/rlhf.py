@@ -60,3 +60,24 @@ def distill_report(out_dir: str | Path, summary: dict[str, Any], config: dict[st
             f"<p>token-level / undistilled: <b>{summary['ratio_token_to_undistilled']:.3f}</b>; difference (paired): "
             f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]</p>{_img(fig)}")
     return _page(out_dir, "Context distillation", body, {"summary": summary, "config": config})
+
+
+def online_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
+    rs = summary["rounds"]
+    trs = "".join(f"<tr><td>{r['round']}</td><td>{r.get('pairs_new', '-')}</td><td>{r.get('pairs_total', '-')}</td>"
+                  f"<td>{_ci(r['gold'])}</td><td>{_ci(r['pm_reward'], False)}</td></tr>" for r in rs)
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.6, 3))
+    xs = [r["round"] for r in rs]
+    ax.errorbar(xs, [100 * r["gold"]["value"] for r in rs],
+                yerr=[[100 * (r["gold"]["value"] - r["gold"]["lo"]) for r in rs],
+                      [100 * (r["gold"]["hi"] - r["gold"]["value"]) for r in rs]], marker="o", capsize=3)
+    ax.set_xlabel("online round (0 = initial policy)")
+    ax.set_ylabel("held-out gold accuracy %")
+    body = (f"<p class=sub>HH §4.5: each round samples from the current policy, labels new pairs by gold answers, "
+            f"retrains the PM on every round's pairs and continues RL from the current policy. "
+            f"{summary['test_questions']} held-out questions. PM rewards come from each round's own PM (round 0: the "
+            f"round-1 PM), so compare them within a row, not across rows.</p>"
+            f"<table><tr><th>round</th><th>new pairs</th><th>pairs in the PM</th><th>gold accuracy %</th>"
+            f"<th>PM reward</th></tr>{trs}</table>{_img(fig)}")
+    return _page(out_dir, "Iterated online RLHF", body, {"summary": summary, "config": config})

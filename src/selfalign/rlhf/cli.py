@@ -1,4 +1,4 @@
-"""``selfalign rlhf frontier | dpo | distill``: policy training against preferences, and its analysis."""
+"""``selfalign rlhf frontier | dpo | distill | online``: policy training against preferences, and its analysis."""
 
 from __future__ import annotations
 
@@ -106,3 +106,31 @@ def distill(config: Optional[str] = CONFIG, set: List[str] = SET,
     for name, v in s["kl"].items():
         typer.echo(f"{name:15s} KL {v['value']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}]")
     typer.echo(f"token-level / undistilled = {s['ratio_token_to_undistilled']:.3f}\nreport: {stage.report_path}")
+
+
+@app.command()
+def online(config: Optional[str] = CONFIG, set: List[str] = SET,
+           out: Optional[str] = typer.Option(None, "--out", "-o"),
+           policy: Optional[str] = typer.Option(None, help="initial policy (a directory or hub id)"),
+           rounds: Optional[int] = typer.Option(None, help="online rounds")) -> None:
+    """Iterated online RLHF: sample, label pairs by gold answers, retrain the PM on all rounds, RL; N rounds."""
+    from selfalign.models.registry import check_spec, trainable_path
+    from selfalign.report.rlhf import online_report
+    from selfalign.rlhf.online import OnlineConfig, run
+    from selfalign.store.runs import write_stage
+
+    flags = {"out": out, "policy": policy, "rounds": rounds}
+    cfg = config_from_yaml(OnlineConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    check_spec(cfg.policy)
+    if trainable_path(cfg.policy, convert=False) is None:
+        raise ValueError(f"policy {cfg.policy!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    t0 = time.time()
+    s = run(cfg, progress=lambda m: typer.echo(f"[online] {m}", err=True))
+    conf = config_to_dict(cfg)
+    rows = [{k: v for k, v in r.items() if k != "rl_history"} for r in s["rounds"]]
+    stage = write_stage(cfg.out, "rlhf-online", conf, {}, rows, lambda d: online_report(d, s, conf), None,
+                        time.time() - t0)
+    for r in s["rounds"]:
+        g = r["gold"]
+        typer.echo(f"round {r['round']}: gold {100 * g['value']:.1f}% [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}]")
+    typer.echo(f"report: {stage.report_path}")
