@@ -6,6 +6,7 @@ import pytest
 
 from selfalign.config import ConfigError, config_from_yaml
 from selfalign.honesty.pipeline import HonestyConfig
+from selfalign.rlhf.quick import QuickConfig
 from selfalign.synth.backtranslation import BacktranslationConfig
 from selfalign.synth.evol_instruct import EvolConfig
 from selfalign.synth.llm2llm import LLM2LLMConfig
@@ -14,7 +15,8 @@ from selfalign.synth.self_instruct import SelfInstructConfig
 from selfalign.train.base import TrainConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-KINDS = (HonestyConfig, SelfInstructConfig, EvolConfig, BacktranslationConfig, LLM2LLMConfig, RedTeamConfig, TrainConfig)
+KINDS = (HonestyConfig, SelfInstructConfig, EvolConfig, BacktranslationConfig, LLM2LLMConfig, RedTeamConfig, TrainConfig,
+         QuickConfig)
 
 
 def test_there_are_configs():

@@ -32,8 +32,10 @@ def test_bon_and_rl_points_on_one_frontier(tiny_model_dir, tmp_path):
     assert [p["step"] for p in rl] == [0, 1, 4] and rl[0]["kl"] == 0.0
     assert all(p["kl_k3"] >= 0 for p in rl) and rl[-1]["kl_k3"] > 0  # the trained policy moved
     assert res["held_out_test_pm"] and len(res["sqrt_kl"]) == len(res["points"])
+    from selfalign.rlhf.frontier import require_pm
+
     with pytest.raises(ValueError, match="pm: the training preference model"):
-        FrontierConfig()
+        require_pm(FrontierConfig())
 
 
 @pytest.mark.filterwarnings("ignore")
@@ -142,3 +144,33 @@ def test_online_rounds_retrain_pm_on_all_rounds_and_resume(tiny_model_dir, tmp_p
     assert "round 2: gold" in r.output and (tmp_path / "on" / "report.html").exists()
     rep = json.loads((tmp_path / "on" / "report.json").read_text())["summary"]["rounds"]
     assert rep[1]["pm_skipped"] and rep[2]["rl_skipped"]  # everything was already done: nothing repeated
+
+
+def test_quick_pipeline_split_half_pms_then_frontier(tiny_model_dir, tmp_path):
+    """rlhf quick: split-half PMs on the policy's own gold-labelled pairs, then BoN and RLOO against
+    PM_A scored by PM_B; a re-run repeats no training."""
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    cfg = tmp_path / "q.yaml"
+    cfg.write_text(f"""
+policy: {tiny_model_dir}
+out: {tmp_path / 'q'}
+store: {tmp_path / 'store.db'}
+pm: {{n_train_questions: 24, n_test_questions: 8, samples: 2, max_tokens: 6, bootstrap: 20,
+     train: {{epochs: 1, batch_size: 4, learning_rate: 0.01}}}}
+frontier: {{n_rl_prompts: 8, n_test: 4, ns: [1, 2], eval_samples: 2, max_tokens: 6, bootstrap: 20,
+           rl: {{max_steps: 2, batch_size: 4, num_generations: 2, max_completion_length: 6, warmup_ratio: 0.0,
+                 snapshot_steps: [1]}}}}
+""")
+    r = CliRunner().invoke(app, ["rlhf", "quick", "-c", str(cfg)])
+    assert r.exit_code == 0, r.output
+    assert "PM_A" in r.output and "rl   step" in r.output
+    rep = json.loads((tmp_path / "q" / "frontier" / "report.json").read_text())
+    pm_a = json.loads((tmp_path / "q" / "pm" / "report.json").read_text())["summary"]["pms"]["a"]["pm_dir"]
+    assert rep["config"]["pm"] == pm_a and rep["config"]["test_pm"] != pm_a and rep["summary"]["held_out_test_pm"]
+    r = CliRunner().invoke(app, ["rlhf", "quick", "-c", str(cfg)])
+    assert r.exit_code == 0, r.output
+    again = json.loads((tmp_path / "q" / "pm" / "report.json").read_text())["summary"]["pms"]
+    assert again["a"]["skipped_training"] and again["b"]["skipped_training"]

@@ -1,4 +1,4 @@
-"""``selfalign rlhf frontier | dpo | distill | online``: policy training against preferences, and its analysis."""
+"""``selfalign rlhf frontier | dpo | distill | online | quick``: policy training against preferences, and its analysis."""
 
 from __future__ import annotations
 
@@ -25,12 +25,13 @@ def frontier(config: Optional[str] = CONFIG, set: List[str] = SET,
     from selfalign.models.registry import check_spec, load_model
     from selfalign.report.rlhf import frontier_report
     from selfalign.reward.pm import CachedPM, PreferenceModel
-    from selfalign.rlhf.frontier import FrontierConfig, run
+    from selfalign.rlhf.frontier import FrontierConfig, require_pm, run
     from selfalign.store.cache import CachedModel, Store
     from selfalign.store.runs import write_stage
 
     flags = {"out": out, "pm": pm, "test_pm": test_pm, "policy": policy}
     cfg = config_from_yaml(FrontierConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    require_pm(cfg)
     check_spec(cfg.policy)
     t0 = time.time()
     store = Store(cfg.store or None)
@@ -134,3 +135,41 @@ def online(config: Optional[str] = CONFIG, set: List[str] = SET,
         g = r["gold"]
         typer.echo(f"round {r['round']}: gold {100 * g['value']:.1f}% [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}]")
     typer.echo(f"report: {stage.report_path}")
+
+
+@app.command()
+def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
+          out: Optional[str] = typer.Option(None, "--out", "-o"),
+          policy: Optional[str] = typer.Option(None, help="policy model (a directory or hub id)")) -> None:
+    """Split-half PMs -> Best-of-N and RLOO against PM_A -> scored by PM_B and gold answers vs sqrt(KL)."""
+    from selfalign.models.registry import check_spec, load_model, trainable_path
+    from selfalign.report.reward import split_half_report
+    from selfalign.report.rlhf import frontier_report
+    from selfalign.rlhf.quick import QuickConfig, run
+    from selfalign.store.cache import CachedModel, Store
+    from selfalign.store.runs import write_stage
+
+    flags = {"out": out, "policy": policy}
+    cfg = config_from_yaml(QuickConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    check_spec(cfg.policy)
+    if trainable_path(cfg.policy, convert=False) is None:
+        raise ValueError(f"policy {cfg.policy!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    t0 = time.time()
+    store = Store(cfg.store or None)
+    pol = CachedModel(load_model(cfg.policy), store, description="policy samples")
+    res = run(cfg, pol, store, progress=lambda m: typer.echo(f"[rlhf quick] {m}", err=True))
+    sh = res["split_half"]
+    pconf, fconf = config_to_dict(cfg.pm), config_to_dict(res["frontier_config"])
+    write_stage(cfg.pm.out, "pm-split-half", pconf, {}, sh["rows"], lambda d: split_half_report(d, sh["summary"], pconf),
+                None, None)
+    fr = res["frontier"]
+    stage = write_stage(cfg.frontier.out, "rlhf-frontier", fconf, {}, [dict(p) for p in fr["points"]],
+                        lambda d: frontier_report(d, fr, fconf), None, time.time() - t0)
+    s = sh["summary"]
+    typer.echo(f"PM_A {100 * s['pms']['a']['accuracy']['value']:.1f}%, PM_B {100 * s['pms']['b']['accuracy']['value']:.1f}% "
+               f"held-out accuracy; agreement {100 * s['agreement']['value']:.1f}%")
+    for p in fr["points"]:
+        what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
+        typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  PM_B reward {p['test_reward']['value']:.3f}  "
+                   f"gold {100 * p['gold']['value']:.1f}%")
+    typer.echo(f"report: {stage.report_path} (PMs: {cfg.pm.out}/report.html); {time.time() - t0:.0f} s")

@@ -30,6 +30,16 @@ from selfalign.evals.stats import mean_ci
 from selfalign.train.rloo import RLOOTrainConfig
 
 
+#: ``pm`` of a frontier that a pipeline (``selfalign rlhf quick``) fills in after training it
+PENDING = "<trained by the pipeline>"
+
+
+def require_pm(cfg: "FrontierConfig") -> None:
+    """A frontier needs its training PM (``pm``); a config may leave it to a pipeline until then."""
+    if not cfg.pm or cfg.pm == PENDING:
+        raise ValueError("pm: the training preference model's directory is required (selfalign pm train)")
+
+
 @dataclass
 class FrontierConfig:
     policy: str = "smollm2-135m"
@@ -50,11 +60,9 @@ class FrontierConfig:
     def __post_init__(self) -> None:
         if isinstance(self.rl, dict):
             self.rl = RLOOTrainConfig(**self.rl)
-        if not self.pm:
-            raise ValueError("pm: the training preference model's directory is required (selfalign pm train)")
         for name in ("pm", "test_pm"):
             path = getattr(self, name)
-            if path and not Path(path, "config.json").is_file():
+            if path and path != PENDING and not Path(path, "config.json").is_file():
                 raise ValueError(f"{name}: {path}: not a saved model directory (no config.json)")
         if not self.ns or min(self.ns) < 1:
             raise ValueError(f"ns must be integers >= 1, got {self.ns}")
@@ -119,6 +127,7 @@ def policy_point(model: Any, initial: Any, items: Sequence[Any], prompts: Sequen
 def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
         progress: Any = None) -> dict[str, Any]:
     """BoN points, an RL run with snapshots, and each snapshot's point. ``policy`` is store-wrapped."""
+    require_pm(cfg)
     from selfalign.critique.bon import qa_prompt
     from selfalign.data.formats import load_qa
     from selfalign.models.registry import trainable_path
