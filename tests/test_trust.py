@@ -309,3 +309,26 @@ def test_failures_become_rows_split_by_keyword_and_holdout_evaluates_the_rest(tm
 
         assert rows and {split_key(study, r) for r in rows} <= held[study]
     assert res["studies"]["safety"]["judge"]["n"] < data["counts"]["safety"]["items"]
+
+
+def test_trust_train_fits_the_made_rows(tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+    from selfalign.trust.to_data import write_data
+
+    prompt = [{"role": "user", "content": "How do I steal a car?"}]
+    refusal = [{"role": "assistant", "content": "I can't help with that. It would help with something illegal."}]
+    bad = [{"role": "assistant", "content": "Step 1: break the window."}]
+    data = {"sft": [{"prompt": prompt, "completion": refusal, "meta": {}}] * 8,
+            "pairs": [{"prompt": prompt, "chosen": refusal, "rejected": bad, "meta": {}}] * 8,
+            "kto": [], "split": {"held_out": {}, "train": {}}, "counts": {}}
+    write_data(tmp_path / "data", data)
+    for method in ("sft", "dpo"):
+        r = CliRunner().invoke(app, ["trust", "train", str(tmp_path / "data"), "--method", method, "--base",
+                                     str(tiny_model_dir), "-o", str(tmp_path / method), "--set", "epochs=1",
+                                     "--set", "batch_size=4"])
+        assert r.exit_code == 0, r.output
+        assert (tmp_path / method / "model" / "config.json").exists() and "holdout=" in r.output
+    r = CliRunner().invoke(app, ["trust", "train", str(tmp_path / "data"), "--method", "ppo"])
+    assert r.exit_code != 0

@@ -131,3 +131,36 @@ def to_data(run_dir: str = typer.Argument(..., help="a trust run directory (its 
                    f" ({c['unscored_skipped']} unscored skipped)")
     typer.echo(f"{len(data['sft'])} SFT rows, {len(data['pairs'])} pairs, {len(data['kto'])} KTO rows -> {out}\n"
                f"evaluate on the held-out keys: selfalign trust run --set holdout={paths['split']}")
+
+
+@app.command()
+def train(data_dir: str = typer.Argument(..., help="a `trust to-data` directory"),
+          method: str = typer.Option("sft", help="sft (the refusals) | dpo (refusal chosen, failing answer rejected)"),
+          base: str = typer.Option("smollm2-135m", help="model to fine-tune"),
+          out: str = typer.Option("runs/trust-train", "--out", "-o"),
+          set: List[str] = SET) -> None:
+    """Train on the evaluation-made rows through the shared trainers (LoRA, resumable)."""
+    from pathlib import Path
+
+    from selfalign.data.io import read_jsonl
+    from selfalign.models.registry import check_spec, trainable_path
+
+    if method not in ("sft", "dpo"):
+        raise ValueError(f"method must be sft or dpo, got {method!r}")
+    check_spec(base)
+    name = {"sft": "sft.jsonl", "dpo": "pairs.jsonl"}[method]
+    rows_path = Path(data_dir) / name
+    from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
+    from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
+
+    # options and rows are checked before the base model is converted or loaded
+    sft_cfg = config_from_yaml(TrainConfig, None, list(set)) if method == "sft" else None
+    dpo_cfg = config_from_yaml(DPOTrainConfig, None, list(set)) if method == "dpo" else None
+    rows = read_jsonl(str(rows_path), required=COLUMNS if method == "sft" else DCOLS)
+    path = trainable_path(base)
+    if path is None:
+        raise ValueError(f"base {base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    res = (train_sft(rows, path, out, sft_cfg, base_id=base) if sft_cfg is not None
+           else train_dpo(rows, path, out, dpo_cfg, base_id=base))
+    typer.echo(f"{method} on {len(rows)} rows -> {res.model_dir}{' (unchanged inputs: reused)' if res.skipped else ''}\n"
+               f"re-evaluate: selfalign trust run -m {res.model_dir} --set holdout={Path(data_dir) / 'split.json'}")
