@@ -47,7 +47,6 @@ from selfalign.train.base import (
     TrainResult,
     fingerprint as _fingerprint,
     lora_config,
-    losses_of,
     require_trl,
     resolve_precision,
     trainer_args,
@@ -190,15 +189,8 @@ def train_pm(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg
                         center_rewards_coefficient=cfg.center_rewards or None)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tok,
                             peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=resume)
-    losses = losses_of(trainer)
-    if trainer.accelerator.is_main_process:
-        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
-        res = run.finish(losses, len(rows), base_id or base, cfg, precision,
-                         extra={"truncated": truncated, "pad_token_id": enc.pad_id, "eoc_token_id": enc.eoc_id})
-    else:
-        res = TrainResult(run.model_dir, losses, 0.0, len(rows), precision=precision.name)
-    trainer.accelerator.wait_for_everyone()
+    res = run.train(trainer, tok, resume, len(rows), base_id or base, cfg, precision,
+                    extra=lambda _: {"truncated": truncated, "pad_token_id": enc.pad_id, "eoc_token_id": enc.eoc_id})
     return PMTrainResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, truncated=truncated)
 
 

@@ -232,8 +232,8 @@ def _collate(pad_id: int, k: int) -> Callable[[list[dict[str, Any]]], dict[str, 
 def train_distilled(examples: Sequence[Example], base: str, out_dir: str | Path, cfg: TrainConfig, k: int,
                     base_id: str | None = None) -> Any:
     """Token-level context distillation of ``base`` (LoRA, merged at the end) on the examples."""
-    from selfalign.train.base import (TrainingRun, TrainResult, fingerprint, load_for_training, lora_config,
-                                      losses_of, trainer_args)
+    from selfalign.train.base import (TrainingRun, fingerprint, load_for_training, lora_config,
+                                      trainer_args)
 
     rows = [{"input_ids": ex.student_ids,
              "positions": list(range(len(ex.student_ids) - ex.n_answer - 1, len(ex.student_ids) - 1)),
@@ -267,15 +267,7 @@ def train_distilled(examples: Sequence[Example], base: str, out_dir: str | Path,
     args = TrainingArguments(**trainer_args(cfg, run.ckpt_dir, precision), remove_unused_columns=False)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     trainer = KDTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), data_collator=_collate(pad, k))
-    trainer.train(resume_from_checkpoint=resume)
-    losses = losses_of(trainer)
-    if trainer.accelerator.is_main_process:
-        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
-        result = run.finish(losses, len(rows), base_id or base, cfg, precision)
-    else:
-        result = TrainResult(run.model_dir, losses, 0.0, len(rows), precision=precision.name)
-    trainer.accelerator.wait_for_everyone()
-    return result
+    return run.train(trainer, tok, resume, len(rows), base_id or base, cfg, precision)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -296,15 +288,13 @@ def run(cfg: DistillConfig, progress: Callable[[str], None] | None = None, store
     through the store, trainings skipped when their inputs are unchanged."""
     from selfalign.evals.stats import mean_ci, paired_bootstrap
     from selfalign.models.hf import HFModel
-    from selfalign.models.registry import trainable_path
+    from selfalign.models.registry import require_trainable
     from selfalign.store.cache import CachedModel, Store
     from selfalign.train.sft import train_sft
 
     say = progress or (lambda m: None)
     store = store if store is not None else Store(cfg.store or None)
-    base = base_path or trainable_path(cfg.base)
-    if base is None:
-        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    base = base_path or require_trainable(cfg.base)
     hf = HFModel(base)
     prompts = bundled_prompts(cfg.n_prompts)
     say(f"teacher answers for {len(prompts)} prompts (with the system prompt)")

@@ -204,6 +204,22 @@ class TrainingRun:
         tmp.rename(self.model_dir)
         return self.model_dir
 
+    def train(self, trainer: Any, tok: Any, resume: str | None, n_rows: int, base: str, cfg: Any,
+              precision: Precision, extra: Callable[[Any], dict[str, Any]] | None = None) -> TrainResult:
+        """What every trainer ends with: run ``trainer`` (from ``resume``), then on process 0 save
+        the model (LoRA merged when ``cfg.lora``) and write ``train.json`` with ``extra(trainer)``
+        (read after training: histories from the trainer's log); every process waits for the save.
+        Other processes get a result without timing."""
+        trainer.train(resume_from_checkpoint=resume)
+        losses = losses_of(trainer)
+        if trainer.accelerator.is_main_process:
+            self.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
+            res = self.finish(losses, n_rows, base, cfg, precision, extra=extra(trainer) if extra else None)
+        else:
+            res = TrainResult(self.model_dir, losses, 0.0, n_rows, precision=precision.name)
+        trainer.accelerator.wait_for_everyone()
+        return res
+
     def finish(self, losses: list[float], n_rows: int, base: str, cfg: Any, precision: Precision,
                extra: dict[str, Any] | None = None) -> TrainResult:
         from selfalign.config import config_to_dict

@@ -28,7 +28,6 @@ from selfalign.train.base import (
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
-    losses_of,
     require_trl,
     script_main,
     trainer_args,
@@ -96,17 +95,13 @@ def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     args = DPOConfig(**trainer_args(cfg, run.ckpt_dir, precision), beta=cfg.beta, loss_type=[cfg.loss_type],
                      max_length=cfg.max_length)
     trainer = DPOTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=resume)
-    losses = losses_of(trainer)
-    lc, lr = _history(trainer, "logps/chosen"), _history(trainer, "logps/rejected")
-    mg = _history(trainer, "rewards/margins")
-    if trainer.accelerator.is_main_process:
-        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
-        res = run.finish(losses, len(rows), base_id or base, cfg, precision,
-                         extra={"logps_chosen": lc, "logps_rejected": lr, "margins": mg, "beta": cfg.beta})
-    else:
-        res = TrainResult(run.model_dir, losses, 0.0, len(rows), precision=precision.name)
-    trainer.accelerator.wait_for_everyone()
+    def trend(t: Any) -> dict[str, Any]:
+        return {"logps_chosen": _history(t, "logps/chosen"), "logps_rejected": _history(t, "logps/rejected"),
+                "margins": _history(t, "rewards/margins"), "beta": cfg.beta}
+
+    res = run.train(trainer, tok, resume, len(rows), base_id or base, cfg, precision, extra=trend)
+    got = trend(trainer)
+    lc, lr, mg = got["logps_chosen"], got["logps_rejected"], got["margins"]
     return DPOResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, lc, lr, mg)
 
 

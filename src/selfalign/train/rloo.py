@@ -35,7 +35,6 @@ from selfalign.train.base import (
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
-    losses_of,
     require_trl,
     trainer_args,
 )
@@ -109,18 +108,13 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
                           peft_config=peft_config)
     if cfg.snapshot_steps:
         trainer.add_callback(_Snapshots(run.out / "snapshots", set(cfg.snapshot_steps), tok, cfg.lora))
-    trainer.train(resume_from_checkpoint=resume)
-    losses = losses_of(trainer)
-    history = [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))}
-               for h in trainer.state.log_history if "kl" in h or "reward" in h]
-    if trainer.accelerator.is_main_process:
-        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
-        res = run.finish(losses, len(prompts), base_id or base, cfg, precision,
-                         extra={"history": history, "reward_id": reward_id})
-    else:
-        res = TrainResult(run.model_dir, losses, 0.0, len(prompts), precision=precision.name)
-    trainer.accelerator.wait_for_everyone()
-    return RLResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, history)
+    def history(t: Any) -> list[dict[str, float]]:
+        return [{k: float(v) for k, v in h.items() if isinstance(v, (int, float))}
+                for h in t.state.log_history if "kl" in h or "reward" in h]
+
+    res = run.train(trainer, tok, resume, len(prompts), base_id or base, cfg, precision,
+                    extra=lambda t: {"history": history(t), "reward_id": reward_id})
+    return RLResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, history(trainer))
 
 
 def _Snapshots(folder: Path, steps: set[int], tok: Any, merged: bool) -> Any:

@@ -37,7 +37,6 @@ from selfalign.train.base import (
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
-    losses_of,
     require_trl,
     script_main,
     trainer_args,
@@ -71,15 +70,7 @@ def train_sft(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     peft_config = lora_config(cfg, model.config.num_hidden_layers) if cfg.lora else None
     args = SFTConfig(**trainer_args(cfg, run.ckpt_dir, precision), max_length=cfg.max_length, completion_only_loss=True)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
-    trainer.train(resume_from_checkpoint=resume)
-    losses = losses_of(trainer)
-    if trainer.accelerator.is_main_process:
-        run.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
-        result = run.finish(losses, len(rows), base_id or base, cfg, precision)
-    else:
-        result = TrainResult(run.model_dir, losses, 0.0, len(rows), precision=precision.name)
-    trainer.accelerator.wait_for_everyone()
-    return result
+    return run.train(trainer, tok, resume, len(rows), base_id or base, cfg, precision)
 
 
 def main(argv: list[str] | None = None) -> None:
