@@ -102,5 +102,14 @@ def trainable_path(spec: str | None, convert: bool = True) -> str | None:
     return spec if Path(spec).is_dir() else None
 
 
+def require_trainable(spec: str | None, role: str = "base", convert: bool = True) -> str:
+    """:func:`trainable_path`, or one error naming the option (``role``) when the model cannot be
+    fine-tuned here. ``convert=False`` for checks before any work."""
+    path = trainable_path(spec, convert=convert)
+    if path is None:
+        raise ValueError(f"{role} {spec!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    return path
+
+
 def _hf_options(options: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in options.items() if k in ("revision", "dtype", "device", "batch_size", "quantize") and v is not None}

@@ -24,15 +24,22 @@ SET = typer.Option([], "--set", help="override a config key (repeatable)")
 OUT = typer.Option(None, "--out", "-o", help="output directory")
 
 
+def _inputs(cfg) -> dict[str, str]:
+    """Hashes of the pair file a PM config reads (none for verifiable pairs)."""
+    from selfalign.store.runs import input_hashes
+
+    data_file = cfg.data[3:] if cfg.data.startswith("hh:") else cfg.data
+    return input_hashes([data_file] if Path(data_file).is_file() else [])
+
+
 def _finish(cfg, res, stage_name: str, t0: float) -> None:
     from selfalign.report.reward import pm_report
-    from selfalign.store.runs import input_hashes, write_stage
+    from selfalign.store.runs import write_stage
 
     s = res["summary"]
     conf = config_to_dict(cfg)
-    data_file = cfg.data[3:] if cfg.data.startswith("hh:") else cfg.data
-    stage = write_stage(cfg.out, stage_name, conf, input_hashes([data_file] if Path(data_file).is_file() else []),
-                        res["rows"], lambda d: pm_report(d, s, conf), None, time.time() - t0)
+    stage = write_stage(cfg.out, stage_name, conf, _inputs(cfg), res["rows"], lambda d: pm_report(d, s, conf), None,
+                        time.time() - t0)
     temp = s["calibration"]["scaled"]["temperature"]
     Path(s["pm_dir"], "temperature.json").write_text(json.dumps({"temperature": temp, "fitted_on": stage_name}))
     a, lb = s["accuracy"], s["length_baseline"]
@@ -44,31 +51,34 @@ def _finish(cfg, res, stage_name: str, t0: float) -> None:
     typer.echo(f"report: {stage.report_path}")
 
 
+def _prepare(config, overrides, flags):
+    """The PM config (flags over ``--set`` over YAML), its models checked before any work, the
+    store, and the policy that samples verifiable pairs (None for other pair sources)."""
+    from selfalign.models.registry import check_spec, load_model, require_trainable
+    from selfalign.reward.run import PMRunConfig
+    from selfalign.store.cache import CachedModel, Store
+
+    cfg = config_from_yaml(PMRunConfig, config, list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    check_spec(cfg.base)
+    require_trainable(cfg.base, convert=False)
+    if cfg.policy:
+        check_spec(cfg.policy)
+    store = Store(cfg.store or None)
+    pol = (CachedModel(load_model(cfg.policy or cfg.base), store, description="samples")
+           if cfg.data == "verifiable" else None)
+    return cfg, store, pol
+
+
 @app.command()
 def train(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str] = OUT,
           data: Optional[str] = typer.Option(None, help="verifiable | hh:<path> | preference rows .jsonl"),
           base: Optional[str] = typer.Option(None, help="model to put the score head on"),
           policy: Optional[str] = typer.Option(None, help="verifiable: the model whose samples make the pairs")) -> None:
     """Make/load pairs, train a ranking-loss PM, evaluate it against length and untrained-head baselines."""
-    from selfalign.models.registry import check_spec, trainable_path
-    from selfalign.reward.run import PMRunConfig, run
-    from selfalign.store.cache import CachedModel, Store
+    from selfalign.reward.run import run
 
-    cfg = config_from_yaml(PMRunConfig, config, list(set) + [f"{k}={v}" for k, v in
-                                                              {"out": out, "data": data, "base": base, "policy": policy}.items()
-                                                              if v is not None])
-    check_spec(cfg.base)
-    if trainable_path(cfg.base, convert=False) is None:
-        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
-    if cfg.policy:
-        check_spec(cfg.policy)
     t0 = time.time()
-    store = Store(cfg.store or None)
-    pol = None
-    if cfg.data == "verifiable":
-        from selfalign.models.registry import load_model
-
-        pol = CachedModel(load_model(cfg.policy or cfg.base), store, description="samples")
+    cfg, store, pol = _prepare(config, set, {"out": out, "data": data, "base": base, "policy": policy})
     res = run(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
     _finish(cfg, res, "pm-train", t0)
 
@@ -80,29 +90,17 @@ def split_half(config: Optional[str] = CONFIG, set: List[str] = SET, out: Option
                policy: Optional[str] = typer.Option(None, help="verifiable: the model whose samples make the pairs")
                ) -> None:
     """HH's split-half PMs: PM_A and PM_B on disjoint halves by prompt, agreement and rank correlation."""
-    from selfalign.models.registry import check_spec, load_model, trainable_path
     from selfalign.report.reward import split_half_report
-    from selfalign.reward.run import PMRunConfig, split_half as run_split
-    from selfalign.store.cache import CachedModel, Store
-    from selfalign.store.runs import input_hashes, write_stage
+    from selfalign.reward.run import split_half as run_split
+    from selfalign.store.runs import write_stage
 
-    flags = {"out": out or "runs/pm-split", "data": data, "base": base, "policy": policy}
-    cfg = config_from_yaml(PMRunConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
-    check_spec(cfg.base)
-    if trainable_path(cfg.base, convert=False) is None:
-        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
-    if cfg.policy:
-        check_spec(cfg.policy)
     t0 = time.time()
-    store = Store(cfg.store or None)
-    pol = (CachedModel(load_model(cfg.policy or cfg.base), store, description="samples")
-           if cfg.data == "verifiable" else None)
+    cfg, store, pol = _prepare(config, set, {"out": out or "runs/pm-split", "data": data, "base": base,
+                                             "policy": policy})
     res = run_split(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
     s = res["summary"]
     conf = config_to_dict(cfg)
-    data_file = cfg.data[3:] if cfg.data.startswith("hh:") else cfg.data
-    stage = write_stage(cfg.out, "pm-split-half", conf, input_hashes([data_file] if Path(data_file).is_file() else []),
-                        res["rows"], lambda d: split_half_report(d, s, conf), None, time.time() - t0)
+    stage = write_stage(cfg.out, "pm-split-half", conf, _inputs(cfg), res["rows"], lambda d: split_half_report(d, s, conf), None, time.time() - t0)
     for n, p in s["pms"].items():
         a = p["accuracy"]
         typer.echo(f"PM_{n.upper()}: {p['train_pairs']} pairs, held-out accuracy {100 * a['value']:.1f}% "

@@ -104,16 +104,14 @@ def _verifiable(policy: Any, items: list, cfg: PMRunConfig, split: str) -> list[
 def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
         progress: Any = None) -> dict[str, Any]:
     """Make or load the pairs, train the PM, evaluate it with its baselines. Returns rows + summary."""
-    from selfalign.models.registry import trainable_path
+    from selfalign.models.registry import require_trainable
     from selfalign.reward.evaluate import evaluate_pm
     from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
 
     train, test, made = load_pairs(cfg, policy)
     if not train or not test:
         raise ValueError(f"need training and held-out pairs, got {len(train)} and {len(test)}")
-    base = base_path or trainable_path(cfg.base)
-    if base is None:
-        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    base = base_path or require_trainable(cfg.base)
     base_id, pmp_info = cfg.base, None
     if cfg.pmp:
         ptrain, ptest, pmade = load_pairs(replace(cfg, data=cfg.pmp, pmp=""), policy)
@@ -148,7 +146,7 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     response) and the Spearman rank correlation of their reward gaps. Optimise against PM_A and
     score with PM_B with ``selfalign rlhf frontier --pm <A> --test-pm <B>``."""
     from selfalign.evals.stats import mean_ci, spearman
-    from selfalign.models.registry import trainable_path
+    from selfalign.models.registry import require_trainable
     from selfalign.reward.evaluate import evaluate_pm
     from selfalign.reward.pairs import halves_by_prompt, prompt_key
     from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
@@ -158,9 +156,7 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     if not half_a or not half_b or not test:
         raise ValueError(f"split-half needs pairs in both halves and held out; got {len(half_a)}, {len(half_b)}, "
                          f"{len(test)}")
-    base = base_path or trainable_path(cfg.base)
-    if base is None:
-        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    base = base_path or require_trainable(cfg.base)
     out: dict[str, Any] = {"made": made, "test_pairs": len(test), "pms": {}}
     gaps: dict[str, list[float]] = {}
     rows: list[dict[str, Any]] = []

@@ -61,13 +61,11 @@ def dpo(rows: str = typer.Option(..., help="preference rows .jsonl (prompt, chos
     from pathlib import Path
 
     from selfalign.data.io import read_jsonl
-    from selfalign.models.registry import trainable_path
+    from selfalign.models.registry import require_trainable
     from selfalign.train.dpo import COLUMNS, DPOTrainConfig, train_dpo
 
     data = read_jsonl(rows, required=COLUMNS)
-    path = trainable_path(base)
-    if path is None:
-        raise ValueError(f"base {base!r} cannot be fine-tuned here")
+    path = require_trainable(base)
     cfgs = [config_from_yaml(DPOTrainConfig, None, list(set) + [f"beta={b}"]) for b in beta]
     summary = []
     for cfg in cfgs:
@@ -88,7 +86,7 @@ def distill(config: Optional[str] = CONFIG, set: List[str] = SET,
             out: Optional[str] = typer.Option(None, "--out", "-o"),
             base: Optional[str] = typer.Option(None, help="model to distil (a directory or hub id)")) -> None:
     """Context distillation: the model without an HHH system prompt trained to match itself with it."""
-    from selfalign.models.registry import check_spec, trainable_path
+    from selfalign.models.registry import check_spec, require_trainable
     from selfalign.report.rlhf import distill_report
     from selfalign.rlhf.distill import DistillConfig, run
     from selfalign.store.runs import write_stage
@@ -96,8 +94,7 @@ def distill(config: Optional[str] = CONFIG, set: List[str] = SET,
     cfg = config_from_yaml(DistillConfig, config, list(set) + [f"{k}={v}" for k, v in
                                                                 {"out": out, "base": base}.items() if v is not None])
     check_spec(cfg.base)
-    if trainable_path(cfg.base, convert=False) is None:
-        raise ValueError(f"base {cfg.base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    require_trainable(cfg.base, convert=False)
     t0 = time.time()
     res = run(cfg, progress=lambda m: typer.echo(f"[distill] {m}", err=True))
     s = res["summary"]
@@ -115,7 +112,7 @@ def online(config: Optional[str] = CONFIG, set: List[str] = SET,
            policy: Optional[str] = typer.Option(None, help="initial policy (a directory or hub id)"),
            rounds: Optional[int] = typer.Option(None, help="online rounds")) -> None:
     """Iterated online RLHF: sample, label pairs by gold answers, retrain the PM on all rounds, RL; N rounds."""
-    from selfalign.models.registry import check_spec, trainable_path
+    from selfalign.models.registry import check_spec, require_trainable
     from selfalign.report.rlhf import online_report
     from selfalign.rlhf.online import OnlineConfig, run
     from selfalign.store.runs import write_stage
@@ -123,8 +120,7 @@ def online(config: Optional[str] = CONFIG, set: List[str] = SET,
     flags = {"out": out, "policy": policy, "rounds": rounds}
     cfg = config_from_yaml(OnlineConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
     check_spec(cfg.policy)
-    if trainable_path(cfg.policy, convert=False) is None:
-        raise ValueError(f"policy {cfg.policy!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    require_trainable(cfg.policy, "policy", convert=False)
     t0 = time.time()
     s = run(cfg, progress=lambda m: typer.echo(f"[online] {m}", err=True))
     conf = config_to_dict(cfg)
@@ -142,7 +138,7 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
           out: Optional[str] = typer.Option(None, "--out", "-o"),
           policy: Optional[str] = typer.Option(None, help="policy model (a directory or hub id)")) -> None:
     """Split-half PMs -> Best-of-N and RLOO against PM_A -> scored by PM_B and gold answers vs sqrt(KL)."""
-    from selfalign.models.registry import check_spec, load_model, trainable_path
+    from selfalign.models.registry import check_spec, load_model, require_trainable
     from selfalign.report.reward import split_half_report
     from selfalign.report.rlhf import frontier_report
     from selfalign.rlhf.quick import QuickConfig, run
@@ -152,8 +148,7 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
     flags = {"out": out, "policy": policy}
     cfg = config_from_yaml(QuickConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
     check_spec(cfg.policy)
-    if trainable_path(cfg.policy, convert=False) is None:
-        raise ValueError(f"policy {cfg.policy!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    require_trainable(cfg.policy, "policy", convert=False)
     t0 = time.time()
     store = Store(cfg.store or None)
     pol = CachedModel(load_model(cfg.policy), store, description="policy samples")

@@ -130,7 +130,7 @@ def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = N
     require_pm(cfg)
     from selfalign.critique.bon import qa_prompt
     from selfalign.data.formats import load_qa
-    from selfalign.models.registry import trainable_path
+    from selfalign.models.registry import require_trainable
     from selfalign.train.rloo import snapshots, train_rloo
 
     test_pm = test_pm or train_pm
@@ -141,9 +141,7 @@ def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = N
     if progress:
         progress("best-of-N on the held-out prompts")
     points = bon_points(policy, test_items, test_prompts, train_pm, test_pm, cfg)
-    base = base_path or trainable_path(cfg.policy)
-    if base is None:
-        raise ValueError(f"policy {cfg.policy!r} cannot be trained here")
+    base = base_path or require_trainable(cfg.policy, "policy")
     if progress:
         progress(f"RLOO on {len(rl_items)} prompts against the training PM (beta {cfg.rl.beta})")
     rl_prompts = [[m.to_dict() for m in qa_prompt(it.question)] for it in rl_items]

@@ -74,7 +74,7 @@ def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
     from selfalign.evals.stats import mean_ci
     from selfalign.judges.correctness import contains_answer
     from selfalign.models.hf import HFModel
-    from selfalign.models.registry import trainable_path
+    from selfalign.models.registry import require_trainable
     from selfalign.reward.pairs import verifiable_pairs
     from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
     from selfalign.store.cache import CachedModel, Store
@@ -83,9 +83,7 @@ def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
 
     say = progress or (lambda m: None)
     store = store if store is not None else Store(cfg.store or None)
-    base = base_path or trainable_path(cfg.policy)
-    if base is None:
-        raise ValueError(f"policy {cfg.policy!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    base = base_path or require_trainable(cfg.policy, "policy")
     train_qs = [q for q in load_qa("bundled", split="train") if q.answerable]
     test_qs = [q for q in load_qa("bundled", split="test") if q.answerable][: cfg.n_test]
     params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)

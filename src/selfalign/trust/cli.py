@@ -143,7 +143,7 @@ def train(data_dir: str = typer.Argument(..., help="a `trust to-data` directory"
     from pathlib import Path
 
     from selfalign.data.io import read_jsonl
-    from selfalign.models.registry import check_spec, trainable_path
+    from selfalign.models.registry import check_spec, require_trainable
 
     if method not in ("sft", "dpo"):
         raise ValueError(f"method must be sft or dpo, got {method!r}")
@@ -157,9 +157,7 @@ def train(data_dir: str = typer.Argument(..., help="a `trust to-data` directory"
     sft_cfg = config_from_yaml(TrainConfig, None, list(set)) if method == "sft" else None
     dpo_cfg = config_from_yaml(DPOTrainConfig, None, list(set)) if method == "dpo" else None
     rows = read_jsonl(str(rows_path), required=COLUMNS if method == "sft" else DCOLS)
-    path = trainable_path(base)
-    if path is None:
-        raise ValueError(f"base {base!r} cannot be fine-tuned here (needs a local directory or hub id)")
+    path = require_trainable(base)
     res = (train_sft(rows, path, out, sft_cfg, base_id=base) if sft_cfg is not None
            else train_dpo(rows, path, out, dpo_cfg, base_id=base))
     typer.echo(f"{method} on {len(rows)} rows -> {res.model_dir}{' (unchanged inputs: reused)' if res.skipped else ''}\n"
