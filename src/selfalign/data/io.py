@@ -1,4 +1,4 @@
-"""JSONL in and out, with errors that name the file, the line and the field."""
+"""JSONL (and fields of JSON files) in and out, with errors that name the file, the line and the field."""
 
 from __future__ import annotations
 
@@ -62,3 +62,15 @@ def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
     return path
+
+
+def read_json_field(path: str | Path, key: str, what: str) -> Any:
+    """Field ``key`` of the JSON object in ``path``, or a :class:`DataError` naming the file
+    (``what`` describes what the file should hold, for the message)."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))[key]
+    except FileNotFoundError:
+        raise DataError(f"{p}: file not found") from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{p}: expected {what} ({e})") from None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from selfalign.data.io import DataError
+from selfalign.data.io import DataError, iter_jsonl, read_jsonl
 from selfalign.evals.runner import EvalResult, Item, compare as compare_results, run_task
 from selfalign.evals.stats import mcnemar, paired_bootstrap
 from selfalign.judges.verdict import Verdict
@@ -71,7 +71,7 @@ def validate_refusal_detector() -> dict[str, Any]:
     development set (used while its phrase list was written) and a held-out set written after."""
     out: dict[str, Any] = {}
     for split, name in (("development", "refusal_labelled.jsonl"), ("held_out", "refusal_heldout.jsonl")):
-        rows = [json.loads(line) for line in bundled(name).read_text(encoding="utf-8").splitlines() if line.strip()]
+        rows = read_jsonl(bundled(name), required=("response", "refusal"))
         gold = [bool(r["refusal"]) for r in rows]
         pred = [is_refusal(r["response"]) for r in rows]
         out[split] = {"n": len(rows), "positives": sum(gold),
@@ -97,8 +97,7 @@ def validate_parsers() -> dict[str, Any]:
         got = parse_answer_confidence(r["response"], r["options"])
         return list(got) if got else None
 
-    rows = [json.loads(line) for line in bundled("parser_labelled.jsonl").read_text(encoding="utf-8").splitlines()
-            if line.strip()]
+    rows = read_jsonl(bundled("parser_labelled.jsonl"), required=("judge", "response", "expected"))
     out: dict[str, Any] = {}
     for kind in sorted({r["judge"] for r in rows}):
         rs = [r for r in rows if r["judge"] == kind]
@@ -142,17 +141,14 @@ def load_result(run_dir: str | Path, study: str) -> EvalResult:
     if not path.exists():
         raise DataError(f"{path}: not found (run `selfalign trust run --studies {study}` into {run_dir} first)")
     items, responses, verdicts = [], [], []
-    for no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for no, r in iter_jsonl(path):
         try:
-            r = json.loads(line)
             v = r["verdict"]
             items.append(Item(r["id"], r.get("input"), r.get("target"), meta=r.get("meta", {})))
             responses.append(r.get("response", ""))
             verdicts.append(Verdict(v["label"], v.get("score"), v.get("raw", ""), v.get("parsed", True),
                                     v.get("flipped", False), v.get("meta", {})))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise DataError(f"{path}:{no}: not a trust rows line ({e})") from None
     summary_path = path.parent / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

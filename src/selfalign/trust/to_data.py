@@ -22,11 +22,10 @@ describes the idea, not a recipe; this is the plainest form of it.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
-from selfalign.data.io import DataError, read_jsonl
+from selfalign.data.io import DataError, read_json_field, read_jsonl
 
 #: the studies whose failures become data, and what makes their items' split key
 KEYED = ("safety", "misuse", "fairness")
@@ -139,11 +138,5 @@ def write_data(out_dir: str | Path, data: dict[str, Any]) -> dict[str, Path]:
 
 def load_holdout(path: str | Path) -> dict[str, set[str]]:
     """study -> held-out keys, from a to-data ``split.json``."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))["held_out"]
-    except FileNotFoundError:
-        raise DataError(f"{p}: file not found") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise DataError(f"{p}: not a trust to-data split.json ({e})") from None
+    data = read_json_field(path, "held_out", "a trust to-data split.json (a 'held_out' object)")
     return {study: set(keys) for study, keys in data.items()}
