@@ -36,6 +36,14 @@ def _plt() -> Any:
     return plt
 
 
+def _err(cis: Sequence[dict[str, Any]], scale: float = 1.0, keys: tuple[str, str, str] = ("value", "lo", "hi")
+         ) -> list[list[float]]:
+    """Matplotlib's asymmetric error bars ([below], [above]) of intervals given as dicts with a
+    value and its bounds (``keys``), scaled (100 for percentages)."""
+    v, lo, hi = keys
+    return [[scale * (d[v] - d[lo]) for d in cis], [scale * (d[hi] - d[v]) for d in cis]]
+
+
 def _ci(d: dict[str, Any] | None, pct: bool = True) -> str:
     if not d:
         return "-"
@@ -115,7 +123,7 @@ def bon_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, A
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.errorbar([r["kl"] for r in t], [100 * r["accuracy"] for r in t],
-                yerr=[[100 * (r["accuracy"] - r["lo"]) for r in t], [100 * (r["hi"] - r["accuracy"]) for r in t]],
+                yerr=_err(t, 100, ("accuracy", "lo", "hi")),
                 marker="o", capsize=3)
     for r in t:
         ax.annotate(f"N={r['n']}", (r["kl"], 100 * r["accuracy"]), fontsize=7, xytext=(3, -10), textcoords="offset points")

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from selfalign.report.critique import _ci, _img, _page, _plt
+from selfalign.report.critique import _ci, _err, _img, _page, _plt
 
 
 def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
@@ -20,8 +20,7 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
             ps = [p for p in pts if p["method"] == method]
             xs = [math.sqrt(max(0.0, p["kl"])) for p in ps]
             ys = [p[key]["value"] for p in ps]
-            err = [[p[key]["value"] - p[key]["lo"] for p in ps], [p[key]["hi"] - p[key]["value"] for p in ps]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, color=colour,
+            ax.errorbar(xs, ys, yerr=_err([p[key] for p in ps]), marker="o", capsize=3, color=colour,
                         label="best-of-N" if method == "bon" else "RL (RLOO, KL penalty)")
         ax.set_xlabel("sqrt(KL from the initial policy)  [sqrt nats]")
         ax.set_ylabel(label)
@@ -50,7 +49,7 @@ def distill_report(out_dir: str | Path, summary: dict[str, Any], config: dict[st
     fig, ax = plt.subplots(figsize=(5, 2.4))
     names = list(kl)
     ax.barh(names, [kl[n]["value"] for n in names],
-            xerr=[[kl[n]["value"] - kl[n]["lo"] for n in names], [kl[n]["hi"] - kl[n]["value"] for n in names]],
+            xerr=_err([kl[n] for n in names]),
             color="#4c72b0", capsize=3)
     ax.set_xlabel("KL(prompted || model without the prompt), nats per answer token")
     d = summary["token_minus_undistilled"]
@@ -70,8 +69,7 @@ def online_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str
     fig, ax = plt.subplots(figsize=(4.6, 3))
     xs = [r["round"] for r in rs]
     ax.errorbar(xs, [100 * r["gold"]["value"] for r in rs],
-                yerr=[[100 * (r["gold"]["value"] - r["gold"]["lo"]) for r in rs],
-                      [100 * (r["gold"]["hi"] - r["gold"]["value"]) for r in rs]], marker="o", capsize=3)
+                yerr=_err([r["gold"] for r in rs], 100), marker="o", capsize=3)
     ax.set_xlabel("online round (0 = initial policy)")
     ax.set_ylabel("held-out gold accuracy %")
     body = (f"<p class=sub>HH §4.5: each round samples from the current policy, labels new pairs by gold answers, "

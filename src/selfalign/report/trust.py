@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from selfalign.report.critique import _img, _page, _plt
+from selfalign.report.critique import _err, _img, _page, _plt
 from selfalign.trust.taxonomy import CATEGORIES
 
 _PCT = {"ece", "overconfidence", "mean_confidence", "accuracy", "safe_ratio", "refusal_ratio", "leak_rate",
@@ -59,7 +59,7 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
         fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1))
         vals = [studies[n]["metrics"][studies[n]["headline"]] for n in names]
         ax.barh([f"{n}: {studies[n]['headline']}" for n in names], [100 * v["value"] for v in vals],
-                xerr=[[100 * (v["value"] - v["lo"]) for v in vals], [100 * (v["hi"] - v["value"]) for v in vals]],
+                xerr=_err(vals, 100),
                 color="#4c72b0", capsize=3)
         ax.set_xlim(0, 100)
         ax.set_xlabel("% (95% bootstrap interval)")
@@ -97,7 +97,7 @@ def compare_report(out_dir: str | Path, comp: dict[str, Any]) -> Path:
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1))
     ds = [comp["studies"][n] for n in names]
     ax.barh(names, [100 * d["diff"] for d in ds],
-            xerr=[[100 * (d["diff"] - d["diff_lo"]) for d in ds], [100 * (d["diff_hi"] - d["diff"]) for d in ds]],
+            xerr=_err(ds, 100, ("diff", "diff_lo", "diff_hi")),
             color="#dd8452", capsize=3)
     ax.axvline(0, color="k", lw=0.8)
     ax.set_xlabel("B - A, good-outcome rate, points")
