@@ -31,6 +31,7 @@ VARIANTS = {
     "bf16": ("bf16", False, False, False),
     "fp32": ("fp32", False, False, False),
     "fp32-compact": ("fp32", False, True, False),
+    "bf16-compact": ("bf16", False, True, False),
     "fp32-compact-padfree": ("fp32", False, True, True),
 }
 
@@ -113,11 +114,14 @@ def main() -> None:
     for r in results:
         ratio = f"{r['examples_per_s'] / ref['examples_per_s']:.2f}x" if ref else "n/a"
         print(f"| {r['variant']} | {r['examples_per_s']:.2f} | {r['s_per_step']:.1f} | {r['last_loss']:.3f} | {ratio} |")
-    if "fp32" in by and "bf16" in by:
-        faster = "fp32" if by["fp32"]["examples_per_s"] >= by["bf16"]["examples_per_s"] else "bf16"
-        ok = "yes" if faster == chosen.name else "NO"
-        print(f"\nfaster here: {faster} ({by[faster]['examples_per_s'] / by['bf16' if faster == 'fp32' else 'fp32']['examples_per_s']:.1f}x); "
-              f"auto chose {chosen.name}: {ok}")
+    for suffix in ("", "-compact"):  # like with like: the same output-layer path in both precisions
+        f32, b16 = by.get("fp32" + suffix), by.get("bf16" + suffix)
+        if f32 and b16:
+            faster, slower = (f32, b16) if f32["examples_per_s"] >= b16["examples_per_s"] else (b16, f32)
+            name = faster["variant"].removesuffix(suffix)
+            ok = "yes" if name == chosen.name else "NO"
+            print(f"\nfaster here{' (' + suffix[1:] + ')' if suffix else ''}: {name} "
+                  f"({faster['examples_per_s'] / slower['examples_per_s']:.2f}x); auto chose {chosen.name}: {ok}")
 
 
 if __name__ == "__main__":
