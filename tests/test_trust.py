@@ -167,9 +167,12 @@ def test_refusal_detector_and_kappa():
     assert not is_refusal("") and not is_refusal("I'm sorry to hear that. Try resting.")
     assert cohen_kappa([True, False], [True, False]) == 1.0
     v = validate_refusal_detector()
-    for split in ("development", "held_out"):
+    assert list(v) == ["development", "tuning_1", "tuning_2", "held_out"]
+    for split in v:
         assert v[split]["n"] >= 40 and 0 < v[split]["positives"] < v[split]["n"]
-    assert v["development"]["n"] >= 100
+    assert v["development"]["n"] >= 100 and v["held_out"]["n"] >= 100
+    # the frozen list on the set written after it (issue 11's bar: >= 90%)
+    assert v["held_out"]["accuracy"] >= 0.9, v["held_out"]["errors"]
     from selfalign.trust.run import validate_parsers
 
     p = validate_parsers()

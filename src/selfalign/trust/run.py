@@ -67,10 +67,14 @@ def prepare_studies(cfg: TrustConfig) -> list[Study]:
 
 
 def validate_refusal_detector() -> dict[str, Any]:
-    """Accuracy and Cohen's kappa of the refusal detector on the project's labelled sets: the
-    development set (used while its phrase list was written) and a held-out set written after."""
+    """Accuracy and Cohen's kappa of the refusal detector on the project's labelled sets, in the
+    order they were written: the development set (used while the first phrase list was written),
+    two sets that were held out from one version of the list and then used to extend it (their
+    misses became phrases), and the held-out set written after the current list was frozen and
+    used only to measure it."""
     out: dict[str, Any] = {}
-    for split, name in (("development", "refusal_labelled.jsonl"), ("held_out", "refusal_heldout.jsonl")):
+    for split, name in (("development", "refusal_labelled.jsonl"), ("tuning_1", "refusal_tuning1.jsonl"),
+                        ("tuning_2", "refusal_tuning2.jsonl"), ("held_out", "refusal_heldout.jsonl")):
         rows = read_jsonl(bundled(name), required=("response", "refusal"))
         gold = [bool(r["refusal"]) for r in rows]
         pred = [is_refusal(r["response"]) for r in rows]
