@@ -151,3 +151,19 @@ def test_a_python_config_and_a_yaml_config_fingerprint_alike(tmp_path):
     a = TrainConfig(epochs=2, learning_rate=1)
     b = config_from_yaml(TrainConfig, None, ["epochs=2", "learning_rate=1"])
     assert fingerprint("sft", "m", rows, a, ("prompt", "completion")) == fingerprint("sft", "m", rows, b, ("prompt", "completion"))
+
+
+def test_the_precision_training_runs_in_is_part_of_the_fingerprint(monkeypatch):
+    """bf16 and fp32 train different weights (different losses on the same rows), so a model
+    trained in one is never reused for the other; ``auto`` counts as what it resolves to here."""
+    from selfalign.train.base import TrainConfig, fingerprint
+
+    rows, cols = [{"prompt": "a", "completion": "b"}], ("prompt", "completion")
+
+    def fp(precision: str) -> str:
+        return fingerprint("sft", "m", rows, TrainConfig(precision=precision), cols)
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2"})  # no native bf16: auto = fp32
+    assert fp("auto") == fp("fp32") != fp("bf16")
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "avx512_bf16"})  # native bf16: auto = bf16
+    assert fp("auto") == fp("bf16") != fp("fp32")
