@@ -75,6 +75,8 @@ def main() -> None:
     ap.add_argument("--greedy-tokens", type=int, default=80, help="max new tokens of greedy answers (evaluation)")
     ap.add_argument("--one-at-a-time", type=int, default=8, help="questions for the one-prompt-at-a-time baseline")
     ap.add_argument("--int8", action="store_true", help="also time the opt-in dynamic int8 model")
+    ap.add_argument("--bf16", action="store_true", help="also time bf16 weights (smollm2-135m+bf16; fast only on a "
+                    "CPU with native bf16)")
     ap.add_argument("--no-kv-buffer-rows", action="store_true",
                     help="skip our decoder without its preallocated KV buffer (DynamicCache, a copy per step)")
     ap.add_argument("--seed", type=int, default=0)
@@ -116,6 +118,9 @@ def main() -> None:
         models.append(("selfalign hf (fp32), DynamicCache instead of the KV buffer", plain))
     if args.int8:
         models.append(("selfalign hf (int8 dynamic)", HFModel(path, quantize="int8")))
+    bf16 = HFModel(path, dtype="bfloat16") if args.bf16 else None
+    if bf16 is not None:
+        models.append(("selfalign hf (bf16 weights)", bf16))
     for name, model in models:
         t = time.perf_counter()
         res = model.generate(reqs)
@@ -137,6 +142,12 @@ def main() -> None:
     dt = time.perf_counter() - t
     rows.append(("greedy: selfalign hf (fp32)", f"{args.n}x1", sum(r.completions[0].n_tokens for r in res), dt,
                  quality([r.texts[0] for r in res], args.n), gbase))
+    if bf16 is not None:
+        t = time.perf_counter()
+        res3 = bf16.generate(greqs)
+        dt = time.perf_counter() - t
+        rows.append(("greedy: selfalign hf (bf16 weights)", f"{args.n}x1", sum(r.completions[0].n_tokens for r in res3),
+                     dt, quality([r.texts[0] for r in res3], args.n), gbase))
     if plain is not None:
         t = time.perf_counter()
         res2 = plain.generate(greqs)

@@ -255,3 +255,13 @@ def test_buffered_kv_layer_grows_selects_and_crops():
     assert layer.get_seq_length() == 5 and torch.equal(layer.values[2], v[0, :, :5])
     k2, _ = layer.update(torch.ones(3, 3, 1, 5), torch.ones(3, 3, 1, 5))
     assert torch.equal(k2[:, :, 5], torch.ones(3, 3, 5)) and torch.equal(k2[2, :, :5], k[0, :, :5])
+
+
+def test_the_weights_precision_is_part_of_the_model_id(tiny_model_dir):
+    """bf16 weights give other logits than fp32 ones: their samples must not share store keys."""
+    from selfalign.models.hf import HFModel
+
+    fp32 = HFModel(str(tiny_model_dir), dtype="float32")
+    bf16 = HFModel(str(tiny_model_dir), dtype="bfloat16")
+    assert fp32.model_id == HFModel(str(tiny_model_dir)).model_id  # auto on a CPU is fp32: ids unchanged
+    assert bf16.model_id == fp32.model_id + "+bf16"

@@ -42,3 +42,19 @@ def test_hf_by_local_path(tiny_model_dir):
     m = load_model(f"hf:{tiny_model_dir}")
     assert m.model_id.startswith(f"hf:{tiny_model_dir}@")
     assert load_model(str(tiny_model_dir)).model_id == m.model_id
+
+
+def test_a_precision_suffix_loads_the_weights_in_that_precision(tiny_model_dir):
+    import torch
+
+    from selfalign.models.base import ModelError
+    from selfalign.models.registry import check_spec, load_model, split_precision, trainable_path
+
+    m = load_model(f"{tiny_model_dir}+bf16")
+    assert next(m.model.parameters()).dtype == torch.bfloat16 and m.model_id.endswith("+bf16")
+    assert load_model(str(tiny_model_dir)).model_id + "+bf16" == m.model_id
+    assert trainable_path(f"{tiny_model_dir}+bf16") == str(tiny_model_dir)  # training starts from the same weights
+    assert split_precision("hf:a/b+int8") == ("hf:a/b", {"quantize": "int8"})
+    for bad in ("openai:gpt-4o+bf16", "scripted+bf16"):
+        with pytest.raises(ModelError, match="precision suffix"):
+            check_spec(bad)

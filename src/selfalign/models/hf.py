@@ -218,7 +218,10 @@ class HFModel:
         if model_id is None:
             rev = model_revision(self.name, revision, getattr(self.model.config, "_commit_hash", None))
             model_id = f"hf:{self.name}@{rev}"
-        self.model_id = model_id + (f"+{quantize}" if quantize else "")
+        # the weights' precision is part of the id (fp32 adds nothing): bf16 and fp32 logits differ, so
+        # their samples and scores must not share store keys
+        precision = {torch.bfloat16: "+bf16", torch.float16: "+fp16"}.get(next(self.model.parameters()).dtype, "")
+        self.model_id = model_id + precision + (f"+{quantize}" if quantize else "")
         # what a trainer loads: this model's directory or hub id (None for an in-memory or quantised model)
         self.can_train = loaded_by_name and quantize in (None, "", "none")
         self.train_path: str | None = self.name if self.can_train else None
