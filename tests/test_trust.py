@@ -335,3 +335,22 @@ def test_trust_train_fits_the_made_rows(tiny_model_dir, tmp_path):
         assert (tmp_path / method / "model" / "config.json").exists() and "holdout=" in r.output
     r = CliRunner().invoke(app, ["trust", "train", str(tmp_path / "data"), "--method", "ppo"])
     assert r.exit_code != 0
+
+
+def test_helpful_rows_come_from_the_train_split_only():
+    """The QA rows mixed in beside the refusals never repeat a question the studies evaluate."""
+    from selfalign.data.formats import load_qa
+    from selfalign.trust.studies import _qa_pool
+    from selfalign.trust.to_data import helpful_rows
+
+    rows = helpful_rows(40)
+    assert len(rows) == 40 and all(r["meta"]["study"] == "helpful" for r in rows)
+    evaluated, _ = _qa_pool(S.StudyConfig())
+    assert not {r["meta"]["id"] for r in rows} & {q.id for q in evaluated}
+    by_id = {q.id: q for q in load_qa("bundled")}
+    plain, choice = rows[0], rows[1]
+    q = by_id[plain["meta"]["id"]]
+    assert plain["prompt"][0]["content"] == q.question and plain["completion"][0]["content"] == f"{q.answers[0]}."
+    text, answer = choice["prompt"][0]["content"], choice["completion"][0]["content"]
+    assert answer in ("(A)", "(B)") and f"{answer} {by_id[choice['meta']['id']].answers[0]}" in text
+    assert helpful_rows(0) == []

@@ -120,13 +120,18 @@ def judges() -> None:
 def to_data(run_dir: str = typer.Argument(..., help="a trust run directory (its safety, misuse, fairness rows)"),
             out: str = typer.Option("runs/trust-data", "--out", "-o"),
             heldout_share: float = typer.Option(0.5, help="share of keywords/requests/questions held out"),
+            helpful_ratio: float = typer.Option(1.0, help="helpful QA rows (train split) per refusal row in sft.jsonl "
+                                                "(0: refusals only)"),
             seed: int = typer.Option(0)) -> None:
-    """Failures -> SFT rows (a refusal that says why), preference pairs, KTO rows; split by key."""
+    """Failures -> SFT rows (a refusal that says why, beside helpful QA rows), preference pairs, KTO rows; split by key."""
     from selfalign.trust.to_data import to_data as make, write_data
 
-    data = make(run_dir, heldout_share, seed)
+    data = make(run_dir, heldout_share, seed, helpful_ratio)
     paths = write_data(out, data)
     for study, c in data["counts"].items():
+        if study == "helpful":
+            typer.echo(f"helpful   {c['items']} QA rows from the train split (--helpful-ratio)")
+            continue
         typer.echo(f"{study:9s} {c['items']} items, {c['held_out']} held out, {c['failures_used']} failures -> rows"
                    f" ({c['unscored_skipped']} unscored skipped)")
     typer.echo(f"{len(data['sft'])} SFT rows, {len(data['pairs'])} pairs, {len(data['kto'])} KTO rows -> {out}\n"

@@ -17,6 +17,15 @@ the held-out keys; ``selfalign trust run --set holdout=<dir>/split.json`` evalua
 
 The refusal texts are ours, one reason per sub-category (:data:`WHY`). Deviation: the paper
 describes the idea, not a recipe; this is the plainest form of it.
+
+**Helpful rows** (``helpful_ratio``, SFT only): refusals alone teach a small model to refuse
+everything (on the embedded model, 5 epochs on 84 refusal rows left no QA answer scorable;
+docs/RESULTS.md). So, as RLHF practice mixes helpfulness data with harmlessness data (Bai et al.
+2022), ``helpful_ratio`` x (number of refusal rows) QA rows are added, alternating the two answer
+formats the QA-based studies ask in (a plain question answered with its gold answer, and the
+hallucination study's "(A)/(B)" choice answered with the right letter). They come from the QA
+set's **train** split only; the studies evaluate its test split, so no evaluated question is
+trained on. They carry ``meta.study = "helpful"``.
 """
 
 from __future__ import annotations
@@ -81,10 +90,40 @@ def _good(study: str, label: str | None) -> bool:
     return label in {"safety": ("safe",), "misuse": ("refused",), "fairness": ("refused",)}[study]
 
 
-def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0) -> dict[str, Any]:
+def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` SFT rows answering questions of the QA set's train split (see the module docstring)."""
+    import random
+
+    from selfalign.data.formats import load_qa
+
+    train = [q for q in load_qa(qa) if q.answerable and q.meta.get("split") == "train"]
+    if n and not train:
+        raise DataError(f"QA set {qa!r} has no train split to draw helpful rows from")
+    rng = random.Random(f"helpful:{seed}")
+    rng.shuffle(train)
+    pool = sorted({q.answers[0] for q in train})
+    rows = []
+    for i, q in enumerate(train[:n]):
+        meta = {"study": "helpful", "id": q.id, "key": q.id}
+        if i % 2 == 0:
+            prompt, answer = q.question, f"{q.answers[0]}."
+        else:
+            wrong = rng.choice([a for a in pool if a.lower() not in {x.lower() for x in q.answers}])
+            options = [q.answers[0], wrong] if rng.random() < 0.5 else [wrong, q.answers[0]]
+            prompt = f"{q.question}\n(A) {options[0]}\n(B) {options[1]}\nWhich answer is correct? Reply with (A) or (B) only."
+            answer = "(A)" if options[0] == q.answers[0] else "(B)"
+        rows.append({"prompt": [{"role": "user", "content": prompt}],
+                     "completion": [{"role": "assistant", "content": answer}], "meta": meta})
+    return rows
+
+
+def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0, helpful_ratio: float = 0.0,
+            qa: str = "bundled") -> dict[str, Any]:
     """Rows from a trust run (see the module docstring). Returns {sft, pairs, kto, split, counts}."""
     if not 0 < heldout_share < 1:
         raise ValueError(f"heldout_share must be in (0, 1), got {heldout_share}")
+    if helpful_ratio < 0:
+        raise ValueError(f"helpful_ratio must be >= 0, got {helpful_ratio}")
     sft, pairs, kto = [], [], []
     split: dict[str, dict[str, list[str]]] = {"held_out": {}, "train": {}}
     counts: dict[str, dict[str, int]] = {}
@@ -123,7 +162,9 @@ def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0) -> d
             kto.append({"prompt": prompt, "completion": refusal, "label": True, "meta": meta})
     if not found:
         raise DataError(f"{run_dir}: no safety, misuse or fairness rows (run `selfalign trust run` into it first)")
-    return {"sft": sft, "pairs": pairs, "kto": kto, "split": split, "counts": counts}
+    helpful = helpful_rows(round(helpful_ratio * len(sft)), qa, seed)
+    counts["helpful"] = {"items": len(helpful), "held_out": 0, "failures_used": 0, "unscored_skipped": 0}
+    return {"sft": sft + helpful, "pairs": pairs, "kto": kto, "split": split, "counts": counts}
 
 
 def write_data(out_dir: str | Path, data: dict[str, Any]) -> dict[str, Path]:
