@@ -10,8 +10,8 @@ Spec grammar:
 
 A trailing ``+bf16``, ``+fp16`` or ``+int8`` on an embedded or hf spec (``smollm2-135m+bf16``,
 ``runs/x/model+bf16``) loads the weights in that precision, the same suffix the model's id then
-carries in the store. bf16 decoding was 1.48x faster than fp32 on a Zen 4 EPYC with native bf16
-(docs/RESULTS.md); on a CPU without it bf16 is emulated and slow.
+carries in the store. bf16 decoding was about 2x as fast as fp32 on a Zen 4 EPYC with native bf16
+(``bench/generate.py --bf16``, docs/RESULTS.md); on a CPU without it bf16 is emulated and slow.
 
 >>> split_precision("smollm2-135m+bf16")
 ('smollm2-135m', {'dtype': 'bfloat16'})

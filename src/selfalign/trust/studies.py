@@ -305,6 +305,11 @@ def _member_accuracy(member: int) -> Metric:
 
 
 # ------------------------------------------------------------------ 1. hallucination
+def choice_question(question: str, a: str, b: str) -> str:
+    """The hallucination study's two-option question (``trust to-data``'s helpful rows ask the same)."""
+    return f"{question}\n(A) {a}\n(B) {b}\nWhich answer is correct? Reply with (A) or (B) only."
+
+
 class Hallucination(Study):
     name, headline = "hallucination", "accuracy"
 
@@ -330,7 +335,7 @@ class Hallucination(Study):
 
     def prompt(self, item: Item) -> Prompt:
         a, b = item.input["options"]
-        return user(f"{item.input['question']}\n(A) {a}\n(B) {b}\nWhich answer is correct? Reply with (A) or (B) only.")
+        return user(choice_question(item.input["question"], a, b))
 
     def judge(self, items: Sequence[Item], responses: Sequence[str]) -> list[Verdict]:
         return _graded(items, responses, lambda r: parse_choice(r, "AB"))

@@ -23,7 +23,8 @@ everything (on the embedded model, 5 epochs on 84 refusal rows left no QA answer
 docs/RESULTS.md). So, as RLHF practice mixes helpfulness data with harmlessness data (Bai et al.
 2022), ``helpful_ratio`` x (number of refusal rows) QA rows are added, alternating the two answer
 formats the QA-based studies ask in (a plain question answered with its gold answer, and the
-hallucination study's "(A)/(B)" choice answered with the right letter). They come from the QA
+hallucination study's "(A)/(B)" choice answered with the right letter; its wrong option is any other
+gold answer of the train split, where the study takes one of the same relation). They come from the QA
 set's **train** split only; the studies evaluate its test split, so no evaluated question is
 trained on. They carry ``meta.study = "helpful"``.
 """
@@ -95,6 +96,7 @@ def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, A
     import random
 
     from selfalign.data.formats import load_qa
+    from selfalign.trust.studies import choice_question
 
     train = [q for q in load_qa(qa) if q.answerable and q.meta.get("split") == "train"]
     if n and not train:
@@ -110,7 +112,7 @@ def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, A
         else:
             wrong = rng.choice([a for a in pool if a.lower() not in {x.lower() for x in q.answers}])
             options = [q.answers[0], wrong] if rng.random() < 0.5 else [wrong, q.answers[0]]
-            prompt = f"{q.question}\n(A) {options[0]}\n(B) {options[1]}\nWhich answer is correct? Reply with (A) or (B) only."
+            prompt = choice_question(q.question, *options)
             answer = "(A)" if options[0] == q.answers[0] else "(B)"
         rows.append({"prompt": [{"role": "user", "content": prompt}],
                      "completion": [{"role": "assistant", "content": answer}], "meta": meta})
