@@ -178,6 +178,19 @@ def test_pm_cli_trains_evaluates_and_reuses(tiny_model_dir, tmp_path, monkeypatc
                                  "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     assert "accuracy" in r.output and (tmp_path / "ev" / "report.html").exists()
+    pm_dir = tmp_path / "pm" / "pm" / "model"
+    r = CliRunner().invoke(app, ["pm", "calibrate", str(pm_dir), "--data", str(rows), "--out", str(tmp_path / "cal")])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((pm_dir / "temperature.json").read_text())
+    assert saved["fitted_on"] == str(rows) and saved["pairs"] == 40 and saved["temperature"] > 0
+    r = CliRunner().invoke(app, ["pm", "eval", str(pm_dir), "--data", str(rows), "--out", str(tmp_path / "ev2"),
+                                 "--temperature", "saved"])
+    assert r.exit_code == 0, r.output
+    cal = json.loads((tmp_path / "ev2" / "report.json").read_text())["summary"]["calibration"]
+    assert cal["temperature_given"] and cal["calibration_pairs"] == 0 and cal["test_pairs"] == 40
+    assert cal["scaled"]["temperature"] == pytest.approx(saved["temperature"])
+    r = CliRunner().invoke(app, ["pm", "eval", str(pm_dir), "--data", str(rows), "--temperature", "warm"])
+    assert r.exit_code != 0 and "--temperature must be split, saved or a number" in str(r.exception)
     p = subprocess.run([sys.executable, "-m", "selfalign.cli", "pm", "train", "--data", "hh:/nope.jsonl"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "/nope.jsonl: no such file" in p.stderr and "Traceback" not in p.stderr
@@ -238,8 +251,13 @@ def test_rloo_trains_against_a_reward_function_with_a_kl_penalty(tiny_model_dir,
 
     cfg = RLOOTrainConfig(num_generations=4, batch_size=8, max_completion_length=8, learning_rate=1e-2, epochs=1,
                           warmup_ratio=0.0, beta=0.1, snapshot_steps=[1])
-    res = train_rloo(prompts, reward, "length", str(tiny_model_dir), tmp_path / "rl", cfg)
+    res = train_rloo(prompts, reward, "length", str(tiny_model_dir), tmp_path / "rl", cfg,
+                     monitor=lambda ps, cs: {"probe": float(len(cs))})
     from selfalign.train.rloo import snapshots
+
+    # every step: our per-sequence KL beside TRL's, k3 never negative, ~0 before the first update
+    assert all(h["kl_k3_seq"] >= 0 and h["probe"] == 8.0 for h in res.history)
+    assert abs(res.history[0]["kl_seq"]) < 1e-3 and res.history[-1]["kl_k3_seq"] > 1e-4
 
     snaps = snapshots(tmp_path / "rl")
     assert [s for s, _ in snaps] == [1] and (snaps[0][1] / "config.json").exists()

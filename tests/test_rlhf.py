@@ -32,6 +32,8 @@ def test_bon_and_rl_points_on_one_frontier(tiny_model_dir, tmp_path):
     assert [p["step"] for p in rl] == [0, 1, 4] and rl[0]["kl"] == 0.0
     assert all(p["kl_k3"] >= 0 for p in rl) and rl[-1]["kl_k3"] > 0  # the trained policy moved
     assert res["held_out_test_pm"] and len(res["sqrt_kl"]) == len(res["points"])
+    # each RL step logs the test PM's reward and the gold accuracy of its training completions
+    assert res["rl_history"] and all("test_reward" in h and 0 <= h["gold"] <= 1 for h in res["rl_history"])
     from selfalign.rlhf.frontier import require_pm
 
     with pytest.raises(ValueError, match="pm: the training preference model"):
@@ -62,6 +64,17 @@ def test_rlhf_cli_dpo_sweep_and_frontier(tiny_model_dir, tmp_path):
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "f" / "report.json").read_text())["summary"]
     assert not rep["held_out_test_pm"] and "not held out" in (tmp_path / "f" / "report.html").read_text()
+    common = ["--policy", str(tiny_model_dir), "--pm", str(tiny_model_dir), "--set", "ns=[1,2]", "--set", "n_test=3",
+              "--set", "n_rl_prompts=4", "--set", "max_tokens=4", "--set", "bootstrap=20",
+              "--set", "rl.max_completion_length=4", "--set", "rl.snapshot_steps=[]"]
+    r = CliRunner().invoke(app, ["rlhf", "bon", "--out", str(tmp_path / "b"), *common])
+    assert r.exit_code == 0, r.output
+    pts = json.loads((tmp_path / "b" / "report.json").read_text())["summary"]["points"]
+    assert [(p["method"], p["n"]) for p in pts] == [("bon", 1), ("bon", 2)]
+    r = CliRunner().invoke(app, ["rlhf", "rl", "--out", str(tmp_path / "r"), *common])
+    assert r.exit_code == 0, r.output
+    pts = json.loads((tmp_path / "r" / "report.json").read_text())["summary"]["points"]
+    assert {p["method"] for p in pts} == {"rl"} and pts[0]["step"] == 0 and pts[-1]["step"] >= 1
 
 
 def test_context_distillation_moves_the_promptless_model_toward_the_prompted_one(tiny_model_dir, tmp_path):

@@ -16,6 +16,8 @@ def pm_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, An
     rows = [("preference model", s["accuracy"]), ("shorter response wins", s["length_baseline"])]
     if s.get("untrained_head"):
         rows.append(("untrained score head", s["untrained_head"]))
+    rows += [(f"preference model, {lab or 'unlabelled'} pairs (n={a['n']})", a)
+             for lab, a in (s.get("by_label") or {}).items()]
     trs = "".join(f"<tr><td class=l>{html.escape(n)}</td><td>{_ci(a)}</td></tr>" for n, a in rows)
     diffs = f"<p>PM - length (paired): {_ci(s['vs_length'])} points"
     if s.get("vs_untrained"):
@@ -40,24 +42,39 @@ def pm_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, An
         ax2.set_ylabel("ranking loss")
         imgs += _img(fig2)
     made = ", ".join(f"{k}: {v}" for k, v in s.get("made", {}).items())
+    if cal.get("temperature_given"):
+        fitted = f"temperature {cal['scaled']['temperature']:.2f} fitted earlier, ECE on all {cal['test_pairs']} pairs"
+    elif cal.get("in_sample"):
+        fitted = f"temperature fitted on these {cal['test_pairs']} pairs, ECE on the same pairs (in-sample)"
+    else:
+        fitted = f"temperature fitted on {cal['calibration_pairs']} pairs, ECE on the other {cal['test_pairs']}"
     body = (f"<p class=sub>{s['train_pairs']} training pairs, {s['test_pairs']} held-out pairs ({html.escape(made)}); "
             f"{s['truncated']} texts shortened to fit; training accuracy {_ci(s['train_accuracy'])}; mean reward gap "
             f"{s['mean_gap']:.3f} = {s['mean_gap_elo']:.0f} Elo</p>"
             f"<table><tr><th class=l>held-out pairwise accuracy</th><th>% [95% CI]</th></tr>{trs}</table>{diffs}"
-            f"<h2>Calibration</h2><p>temperature fitted on {cal['calibration_pairs']} pairs, ECE on the other "
-            f"{cal['test_pairs']}: {cal['raw']['ece']:.3f} before, {cal['scaled']['ece']:.3f} after.</p>{imgs}")
+            f"<h2>Calibration</h2><p>{fitted}: {cal['raw']['ece']:.3f} before, {cal['scaled']['ece']:.3f} "
+            f"after.</p>{imgs}")
     return _page(out_dir, "Preference model", body, {"summary": summary, "config": config})
 
 
 def split_half_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     s = summary
+    def by_label(p: dict[str, Any]) -> str:
+        return "; ".join(f"{html.escape(lab)} {_ci(a)} (n={a['n']})" for lab, a in (p.get("by_label") or {}).items())
+
+    def ece(p: dict[str, Any]) -> str:
+        c = p.get("calibration")
+        return f"{c['raw']['ece']:.3f} &rarr; {c['scaled']['ece']:.3f} (T={c['scaled']['temperature']:.2f})" if c else "-"
+
     trs = "".join(f"<tr><td class=l>PM_{n.upper()}</td><td>{p['train_pairs']}</td><td>{_ci(p['accuracy'])}</td>"
-                  f"<td>{_ci(p['length_baseline'])}</td></tr>" for n, p in s["pms"].items())
+                  f"<td>{_ci(p['length_baseline'])}</td><td>{ece(p)}</td><td class=l>{by_label(p)}</td></tr>"
+                  for n, p in s["pms"].items())
     rho = s["spearman_gaps"]
     body = (f"<p class=sub>HH (Bai et al. 2022) §4.2: two PMs on disjoint halves of the training pairs (by prompt; "
             f"{s['prompts_shared_between_halves']} prompts shared), both scored on the same {s['test_pairs']} held-out "
             f"pairs.</p><table><tr><th class=l>PM</th><th>training pairs</th><th>held-out accuracy %</th>"
-            f"<th>shorter wins %</th></tr>{trs}</table>"
+            f"<th>shorter wins %</th><th>ECE raw &rarr; temperature-scaled</th><th class=l>by pair kind</th></tr>"
+            f"{trs}</table>"
             f"<p>Agreement (same preferred response): {_ci(s['agreement'])}%; Spearman rank correlation of the reward "
             f"gaps: {'-' if math.isnan(rho) else f'{rho:.3f}'}.</p>"
             f"<p>Optimise against PM_A and score with PM_B: <code>selfalign rlhf frontier --pm "

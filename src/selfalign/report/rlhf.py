@@ -12,12 +12,35 @@ from selfalign.report.critique import _ci, _err, _img, _page, _plt
 def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     pts = summary["points"]
     plt = _plt()
-    imgs = ""
+    # the headline: HH's Fig. 13-style frontier, held-out reward and gold accuracy on one plot, so
+    # over-optimisation (training reward up, test reward or gold down) shows where it happens
+    fig, ax = plt.subplots(figsize=(6.2, 3.8))
+    gold_ax = ax.twinx()
+    for method, colour, name in (("bon", "#4c72b0", "best-of-N"), ("rl", "#dd8452", "RL (RLOO, KL penalty)")):
+        ps = [p for p in pts if p["method"] == method]
+        if not ps:
+            continue
+        xs = [math.sqrt(max(0.0, p["kl"])) for p in ps]
+        ax.errorbar(xs, [p["test_reward"]["value"] for p in ps], yerr=_err([p["test_reward"] for p in ps]),
+                    marker="o", capsize=3, color=colour, label=f"{name}: test-PM reward")
+        ax.plot(xs, [p["train_reward"]["value"] for p in ps], marker=".", linestyle="--", color=colour, alpha=0.6,
+                label=f"{name}: training-PM reward")
+        gold_ax.errorbar(xs, [100 * p["gold"]["value"] for p in ps], yerr=_err([p["gold"] for p in ps], 100),
+                         marker="s", capsize=3, linestyle=":", color=colour, alpha=0.8, label=f"{name}: gold accuracy")
+    ax.set_xlabel("sqrt(KL from the initial policy)  [sqrt nats]")
+    ax.set_ylabel("PM reward")
+    gold_ax.set_ylabel("gold accuracy % (dotted)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = gold_ax.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=6, loc="best")
+    imgs = _img(fig)
     for key, label in (("test_reward", "test-PM reward"), ("train_reward", "training-PM reward"),
                        ("gold", "gold accuracy")):
         fig, ax = plt.subplots(figsize=(4.6, 3))
         for method, colour in (("bon", "#4c72b0"), ("rl", "#dd8452")):
             ps = [p for p in pts if p["method"] == method]
+            if not ps:
+                continue
             xs = [math.sqrt(max(0.0, p["kl"])) for p in ps]
             ys = [p[key]["value"] for p in ps]
             ax.errorbar(xs, ys, yerr=_err([p[key] for p in ps]), marker="o", capsize=3, color=colour,
@@ -26,6 +49,33 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
         imgs += _img(fig)
+
+    hist = [h for h in summary.get("rl_history") or [] if "step" in h]
+    if hist:  # every RL step on its own training completions
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3))
+        steps = [h["step"] for h in hist]
+        for key, name in (("rewards/pm/mean", "training-PM reward"), ("test_reward", "test-PM reward")):
+            if any(key in h for h in hist):
+                a1.plot([h["step"] for h in hist if key in h], [h[key] for h in hist if key in h], marker=".",
+                        label=name)
+        if any("gold" in h for h in hist):
+            g = a1.twinx()
+            g.plot([h["step"] for h in hist if "gold" in h], [100 * h["gold"] for h in hist if "gold" in h], ":",
+                   color="#55a868", marker="s", label="gold accuracy %")
+            g.set_ylabel("gold accuracy % (dotted)")
+        a1.set_xlabel("RL step")
+        a1.set_ylabel("PM reward")
+        a1.legend(fontsize=7)
+        for key, name in (("kl_k3_seq", "k3 (non-negative), per sequence"), ("kl_seq", "log-ratio sum, per sequence")):
+            if any(key in h for h in hist):
+                a2.plot([h["step"] for h in hist if key in h], [h[key] for h in hist if key in h], marker=".",
+                        label=name)
+        if any("kl" in h for h in hist):
+            a2.plot(steps, [h.get("kl", math.nan) for h in hist], marker=".", label="TRL's kl, per token")
+        a2.set_xlabel("RL step")
+        a2.set_ylabel("KL(policy || initial) on training samples")
+        a2.legend(fontsize=7)
+        imgs += "<h2>RL, step by step (training completions)</h2>" + _img(fig)
 
     def row(p: dict[str, Any]) -> str:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"

@@ -5,7 +5,7 @@ Bai et al. 2022 (arXiv 2204.05862), §3: PM accuracy on held-out comparisons, an
 r_rejected), against how often it is), which the paper finds good for its large PMs. Here:
 
 * **accuracy**: the share of held-out pairs with r_chosen > r_rejected (a tie counts half), with
-  a bootstrap interval, beside two baselines on the same pairs, with the paired difference:
+  a bootstrap interval (also per ``meta.label`` where pairs carry one, as verifiable pairs do), beside two baselines on the same pairs, with the paired difference:
   *length* (the shorter response wins; on HH red-team data it wins about 55% of pairs) and the
   *untrained head* (the same base model with its freshly initialised score head);
 * **calibration**: each pair is shown in a random order (so predictions fall on both sides of
@@ -79,9 +79,13 @@ def fit_temperature(gaps: Sequence[float], outcomes: Sequence[bool]) -> float:
 
 
 def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rewards | None = None,
-                calib_fraction: float = 0.5, n_bins: int = 10, resamples: int = 1000, seed: int = 0
-                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Score ``rows`` (preference rows) with the PM; returns (rows with rewards, summary)."""
+                calib_fraction: float = 0.5, n_bins: int = 10, resamples: int = 1000, seed: int = 0,
+                temperature: float | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Score ``rows`` (preference rows) with the PM; returns (rows with rewards, summary).
+
+    Calibration: the temperature is fitted on ``calib_fraction`` of the rows and ECE reported on
+    the rest; with ``temperature`` given (one fitted earlier, e.g. by ``selfalign pm calibrate``),
+    nothing is fitted and every row is a test row."""
     if not rows:
         raise ValueError("no pairs to evaluate")
     prompts = [r["prompt"] for r in rows]
@@ -92,6 +96,10 @@ def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rew
     len_wins = [win(-a, -b) for a, b in lengths]  # the shorter response wins
     summary: dict[str, Any] = {"pairs": len(rows), "accuracy": mean_ci(pm_wins, resamples, seed),
                                "length_baseline": mean_ci(len_wins, resamples, seed)}
+    labels = [str((r.get("meta") or {}).get("label", "")) for r in rows]
+    if any(labels):  # e.g. verifiable pairs: correct>wrong and idk>wrong are different tasks
+        summary["by_label"] = {lab: mean_ci([w for w, x in zip(pm_wins, labels) if x == lab], resamples, seed)
+                               for lab in sorted(set(labels))}
     d = paired_bootstrap(len_wins, pm_wins, resamples=resamples, seed=seed)
     summary["vs_length"] = {"value": d.diff, "lo": d.lo, "hi": d.hi}
     un_wins: list[float] = []
@@ -107,12 +115,17 @@ def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rew
     rng = random.Random(seed)
     order = list(range(len(rows)))
     rng.shuffle(order)
-    n_cal = int(len(rows) * calib_fraction)
+    n_cal = 0 if temperature is not None else int(len(rows) * calib_fraction)
     cal, test = order[:n_cal], order[n_cal:] or order
     flip = [rng.random() < 0.5 for _ in rows]
     gaps = [(rr[i] - rc[i]) if flip[i] else (rc[i] - rr[i]) for i in range(len(rows))]
     first_chosen = [not f for f in flip]
-    T = fit_temperature([gaps[i] for i in cal], [first_chosen[i] for i in cal]) if cal else 1.0
+    if temperature is not None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        T = temperature
+    else:
+        T = fit_temperature([gaps[i] for i in cal], [first_chosen[i] for i in cal]) if cal else 1.0
 
     def calib(t: float) -> dict[str, Any]:
         conf = [sigmoid(gaps[i] / t) for i in test]
@@ -121,7 +134,7 @@ def evaluate_pm(rewards: Rewards, rows: Sequence[dict[str, Any]], untrained: Rew
                 "bins": [asdict(b) for b in reliability_bins(conf, outc, n_bins)]}
 
     summary["calibration"] = {"raw": calib(1.0), "scaled": calib(T), "calibration_pairs": len(cal),
-                              "test_pairs": len(test)}
+                              "test_pairs": len(test), "temperature_given": temperature is not None}
     gap_all = [c - j for c, j in zip(rc, rr)]
     summary["mean_gap"] = mean(gap_all)
     summary["mean_gap_elo"] = ELO_PER_NAT * mean(gap_all)

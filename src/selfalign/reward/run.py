@@ -136,7 +136,7 @@ def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str 
                     "pm_dir": str(res.model_dir), "losses": res.losses, "train_seconds": res.seconds,
                     "truncated": res.truncated, "skipped_training": res.skipped, "pm_id": pm.model_id,
                     "pmp": pmp_info})
-    return {"rows": rows, "train": train, "summary": summary}
+    return {"rows": rows, "train": train, "test": test, "summary": summary}
 
 
 def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
@@ -169,6 +169,7 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
                                       seed=cfg.seed)
         gaps[name] = [r["reward_chosen"] - r["reward_rejected"] for r in scored]
         out["pms"][name] = {"pm_dir": str(res.model_dir), "train_pairs": len(half), "accuracy": summary["accuracy"],
+                            "by_label": summary.get("by_label"), "calibration": summary["calibration"],
                             "length_baseline": summary["length_baseline"], "seconds": res.seconds,
                             "skipped_training": res.skipped}
         rows = scored if not rows else [{**r, f"reward_{name}_chosen": s["reward_chosen"],
@@ -177,4 +178,5 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     out["agreement"] = mean_ci(agree, cfg.bootstrap, cfg.seed)
     out["spearman_gaps"] = spearman(gaps["a"], gaps["b"])
     out["prompts_shared_between_halves"] = len({prompt_key(r) for r in half_a} & {prompt_key(r) for r in half_b})
-    return {"rows": rows, "summary": out}
+    train = [{**r, "meta": {**(r.get("meta") or {}), "half": n}} for n, h in (("a", half_a), ("b", half_b)) for r in h]
+    return {"rows": rows, "train": train, "test": test, "summary": out}

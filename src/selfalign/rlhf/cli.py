@@ -1,4 +1,4 @@
-"""``selfalign rlhf frontier | dpo | distill | online | quick``: policy training against preferences, and its analysis."""
+"""``selfalign rlhf frontier | bon | rl | dpo | distill | online | quick``: policy training against preferences, and its analysis."""
 
 from __future__ import annotations
 
@@ -15,39 +15,73 @@ CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
 SET = typer.Option([], "--set", help="override a config key (repeatable)")
 
 
-@app.command()
-def frontier(config: Optional[str] = CONFIG, set: List[str] = SET,
-             out: Optional[str] = typer.Option(None, "--out", "-o"),
-             pm: Optional[str] = typer.Option(None, help="training PM directory"),
-             test_pm: Optional[str] = typer.Option(None, help="held-out PM directory (e.g. the other split half)"),
-             policy: Optional[str] = typer.Option(None, help="policy model spec")) -> None:
-    """Best-of-N and RLOO against the training PM; test-PM reward and gold accuracy against sqrt(KL)."""
+def _policy_vs_pm(which: str, config, overrides, flags) -> None:
+    """The body of ``frontier`` (both), ``bon`` and ``rl``: one config, one report."""
     from selfalign.models.registry import check_spec, load_model
     from selfalign.report.rlhf import frontier_report
     from selfalign.reward.pm import CachedPM, PreferenceModel
-    from selfalign.rlhf.frontier import FrontierConfig, require_pm, run
+    from selfalign.rlhf import frontier as fr
     from selfalign.store.cache import CachedModel, Store
     from selfalign.store.runs import write_stage
 
-    flags = {"out": out, "pm": pm, "test_pm": test_pm, "policy": policy}
-    cfg = config_from_yaml(FrontierConfig, config, list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None])
-    require_pm(cfg)
+    cfg = config_from_yaml(fr.FrontierConfig, config,
+                           list(overrides) + [f"{k}={v}" for k, v in flags.items() if v is not None])
+    fr.require_pm(cfg)
     check_spec(cfg.policy)
+    if which != "bon":
+        from selfalign.models.registry import require_trainable
+
+        require_trainable(cfg.policy, "policy", convert=False)
     t0 = time.time()
     store = Store(cfg.store or None)
     pol = CachedModel(load_model(cfg.policy), store, description="policy samples")
     train = CachedPM(PreferenceModel(cfg.pm, cfg.rl.max_length), store)
     test = CachedPM(PreferenceModel(cfg.test_pm, cfg.rl.max_length), store) if cfg.test_pm else None
-    res = run(cfg, pol, train, test, progress=lambda m: typer.echo(f"[frontier] {m}", err=True))
+    say = lambda m: typer.echo(f"[{which}] {m}", err=True)  # noqa: E731
+    if which == "bon":
+        res = fr.run_bon(cfg, pol, train, test, progress=say)
+    elif which == "rl":
+        res = fr.run_rl(cfg, pol, train, test, progress=say)
+    else:
+        res = fr.run(cfg, pol, train, test, progress=say)
     conf = config_to_dict(cfg)
-    rows = [{k: v for k, v in p.items()} for p in res["points"]]
-    stage = write_stage(cfg.out, "rlhf-frontier", conf, {}, rows, lambda d: frontier_report(d, res, conf), None,
+    rows = [dict(p) for p in res["points"]]
+    stage = write_stage(cfg.out, f"rlhf-{which}", conf, {}, rows, lambda d: frontier_report(d, res, conf), None,
                         time.time() - t0)
     for p in res["points"]:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
-        typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  test reward {p['test_reward']['value']:.3f}  "
-                   f"gold {100 * p['gold']['value']:.1f}%")
+        typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  train reward {p['train_reward']['value']:.3f}  "
+                   f"test reward {p['test_reward']['value']:.3f}  gold {100 * p['gold']['value']:.1f}%")
     typer.echo(f"report: {stage.report_path}")
+
+
+PM_OPT = typer.Option(None, help="training PM directory (optimised against)")
+TEST_PM_OPT = typer.Option(None, help="held-out PM directory (e.g. the other split half)")
+POLICY_OPT = typer.Option(None, help="policy model spec")
+
+
+@app.command()
+def frontier(config: Optional[str] = CONFIG, set: List[str] = SET,
+             out: Optional[str] = typer.Option(None, "--out", "-o"), pm: Optional[str] = PM_OPT,
+             test_pm: Optional[str] = TEST_PM_OPT, policy: Optional[str] = POLICY_OPT) -> None:
+    """Best-of-N and RLOO against the training PM; test-PM reward and gold accuracy against sqrt(KL)."""
+    _policy_vs_pm("frontier", config, set, {"out": out, "pm": pm, "test_pm": test_pm, "policy": policy})
+
+
+@app.command()
+def bon(config: Optional[str] = CONFIG, set: List[str] = SET,
+        out: Optional[str] = typer.Option(None, "--out", "-o"), pm: Optional[str] = PM_OPT,
+        test_pm: Optional[str] = TEST_PM_OPT, policy: Optional[str] = POLICY_OPT) -> None:
+    """Best-of-N against the training PM (KL = log N - (N-1)/N), scored by the test PM and gold answers."""
+    _policy_vs_pm("bon", config, set, {"out": out or "runs/rlhf-bon", "pm": pm, "test_pm": test_pm, "policy": policy})
+
+
+@app.command()
+def rl(config: Optional[str] = CONFIG, set: List[str] = SET,
+       out: Optional[str] = typer.Option(None, "--out", "-o"), pm: Optional[str] = PM_OPT,
+       test_pm: Optional[str] = TEST_PM_OPT, policy: Optional[str] = POLICY_OPT) -> None:
+    """RL with r = r_PM - beta KL (TRL's RLOO) against the training PM; each snapshot's KL, rewards, gold."""
+    _policy_vs_pm("rl", config, set, {"out": out or "runs/rlhf-rl", "pm": pm, "test_pm": test_pm, "policy": policy})
 
 
 @app.command()
@@ -141,6 +175,7 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
     from selfalign.models.registry import check_spec, load_model, require_trainable
     from selfalign.report.reward import split_half_report
     from selfalign.report.rlhf import frontier_report
+    from selfalign.reward.cli import export_pairs
     from selfalign.rlhf.quick import QuickConfig, run
     from selfalign.store.cache import CachedModel, Store
     from selfalign.store.runs import write_stage
@@ -157,6 +192,7 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
     pconf, fconf = config_to_dict(cfg.pm), config_to_dict(res["frontier_config"])
     write_stage(cfg.pm.out, "pm-split-half", pconf, {}, sh["rows"], lambda d: split_half_report(d, sh["summary"], pconf),
                 None, None)
+    export_pairs(cfg.pm.out, sh)
     fr = res["frontier"]
     stage = write_stage(cfg.frontier.out, "rlhf-frontier", fconf, {}, [dict(p) for p in fr["points"]],
                         lambda d: frontier_report(d, fr, fconf), None, time.time() - t0)

@@ -12,7 +12,10 @@ the training PM, the test reward and the gold accuracy fall while the training r
 For BoN, each held-out prompt gets N_max samples from the policy; the training PM picks the best
 of the first N (nested pools, as in :mod:`selfalign.critique.bon`). For RL, every snapshot of the
 policy (step 0 = the initial policy) samples ``eval_samples`` answers per held-out prompt; its
-KL(snapshot || initial) is :func:`selfalign.train.rloo.sequence_kl` on those samples.
+KL(snapshot || initial) is :func:`selfalign.train.rloo.sequence_kl` on those samples. Every RL
+step also logs, on its training completions, TRL's KL, the per-sequence KL with a non-negative
+estimator, the training PM's reward, the test PM's reward and the gold accuracy
+(:func:`step_monitor`), so the whole trajectory is visible, not only the snapshots.
 
 Deviations: the same PM may serve as training and test PM when no second one is given (then the
 test reward is not held out and the report says so); KL for RL is estimated from samples
@@ -124,9 +127,51 @@ def policy_point(model: Any, initial: Any, items: Sequence[Any], prompts: Sequen
             "gold": mean_ci(gold, cfg.bootstrap, cfg.seed)}
 
 
-def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
-        progress: Any = None) -> dict[str, Any]:
-    """BoN points, an RL run with snapshots, and each snapshot's point. ``policy`` is store-wrapped."""
+def step_monitor(items: Sequence[Any], prompts: Sequence[Any], test_pm: Any) -> Any:
+    """Per RL step, on the training completions: the test PM's mean reward and the gold accuracy
+    (the share that contains a gold answer of its question)."""
+    from selfalign.judges.correctness import contains_answer
+
+    def last_user(p: Any) -> str:
+        return p if isinstance(p, str) else str([m for m in p if m["role"] == "user"][-1]["content"])
+
+    answers = {last_user(p): it.answers for it, p in zip(items, prompts)}
+
+    def monitor(ps: Sequence[Any], completions: Sequence[Any]) -> dict[str, float]:
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        te = test_pm.rewards(list(ps), texts)
+        gold = [float(contains_answer(t, answers.get(last_user(p), ()))) for p, t in zip(ps, texts)]
+        return {"test_reward": sum(te) / len(te), "gold": sum(gold) / len(gold)}
+
+    return monitor
+
+
+def _held_out(cfg: FrontierConfig) -> tuple[list[Any], list[Any]]:
+    from selfalign.critique.bon import qa_prompt
+    from selfalign.data.formats import load_qa
+
+    items = [it for it in load_qa("bundled", split="test") if it.answerable][:cfg.n_test]
+    return items, [qa_prompt(it.question) for it in items]
+
+
+def run_bon(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None,
+            progress: Any = None) -> dict[str, Any]:
+    """Best-of-N only (``selfalign rlhf bon``): one point per N on the held-out prompts."""
+    require_pm(cfg)
+    test_pm = test_pm or train_pm
+    items, prompts = _held_out(cfg)
+    if progress:
+        progress(f"best-of-N (N up to {cfg.ns[-1]}) on {len(prompts)} held-out prompts")
+    points = bon_points(policy, items, prompts, train_pm, test_pm, cfg)
+    return {"points": points, "held_out_test_pm": test_pm is not train_pm, "test_prompts": len(prompts),
+            "rl_prompts": 0, "rl_seconds": 0.0, "rl_history": [],
+            "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
+
+
+def run_rl(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
+           progress: Any = None) -> dict[str, Any]:
+    """RLOO against the training PM (``selfalign rlhf rl``), then one point per snapshot (step 0 =
+    the initial policy): KL from the initial policy, both PMs' rewards and gold accuracy."""
     require_pm(cfg)
     from selfalign.critique.bon import qa_prompt
     from selfalign.data.formats import load_qa
@@ -134,27 +179,32 @@ def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = N
     from selfalign.train.rloo import snapshots, train_rloo
 
     test_pm = test_pm or train_pm
-    held_out = test_pm is not train_pm
-    test_items = [it for it in load_qa("bundled", split="test") if it.answerable][:cfg.n_test]
+    items, prompts = _held_out(cfg)
     rl_items = [it for it in load_qa("bundled", split="train") if it.answerable][:cfg.n_rl_prompts]
-    test_prompts = [qa_prompt(it.question) for it in test_items]
-    if progress:
-        progress("best-of-N on the held-out prompts")
-    points = bon_points(policy, test_items, test_prompts, train_pm, test_pm, cfg)
     base = base_path or require_trainable(cfg.policy, "policy")
     if progress:
         progress(f"RLOO on {len(rl_items)} prompts against the training PM (beta {cfg.rl.beta})")
     rl_prompts = [[m.to_dict() for m in qa_prompt(it.question)] for it in rl_items]
     res = train_rloo(rl_prompts, train_pm.rewards, train_pm.model_id, base, Path(cfg.out) / "rl", cfg.rl,
-                     base_id=cfg.policy)
+                     base_id=cfg.policy, monitor=step_monitor(rl_items, rl_prompts, test_pm))
     final = max((int(h.get("step", 0)) for h in res.history or []), default=0)
     snaps = [(s, p) for s, p in snapshots(Path(cfg.out) / "rl") if s < final]
     steps: list[tuple[int, Any]] = [(0, None), *snaps, (max(final, 1), res.model_dir)]
+    points = []
     for step, path in steps:
         if progress:
             progress(f"scoring RL step {step}")
         model = policy if path is None else policy.sibling(str(path))
-        points.append(policy_point(model, policy, test_items, test_prompts, train_pm, test_pm, cfg, step))
-    return {"points": points, "held_out_test_pm": held_out, "rl_history": res.history or [],
-            "rl_seconds": res.seconds, "test_prompts": len(test_prompts), "rl_prompts": len(rl_prompts),
-            "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
+        points.append(policy_point(model, policy, items, prompts, train_pm, test_pm, cfg, step))
+    return {"points": points, "held_out_test_pm": test_pm is not train_pm, "rl_history": res.history or [],
+            "rl_seconds": res.seconds, "test_prompts": len(prompts), "rl_prompts": len(rl_prompts),
+            "rl_model": str(res.model_dir), "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
+
+
+def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
+        progress: Any = None) -> dict[str, Any]:
+    """BoN points, an RL run with snapshots, and each snapshot's point. ``policy`` is store-wrapped."""
+    bon = run_bon(cfg, policy, train_pm, test_pm, progress)
+    rl = run_rl(cfg, policy, train_pm, test_pm, base_path, progress)
+    return {**rl, "points": bon["points"] + rl["points"],
+            "sqrt_kl": bon["sqrt_kl"] + rl["sqrt_kl"]}

@@ -13,10 +13,14 @@ a preference model's :meth:`selfalign.reward.pm.CachedPM.rewards`, the same code
 and evaluates the PM (one tokenisation, read at the end-of-context token). With LoRA (the
 default) the reference model is the base with adapters disabled.
 
-Every logging step keeps TRL's ``kl`` (mean per-token log-ratio on the sampled tokens) and the
-mean reward; :func:`sequence_kl` measures KL(policy || reference) per sequence on held-out
-prompts with two estimators (the plain log-ratio sum, unbiased, and Schulman's non-negative
-k3 = (ratio - 1) - log ratio per token).
+Every logging step keeps TRL's ``kl`` (mean per-token log-ratio on the sampled tokens, which can
+be negative) and the mean reward, and beside them, on the same training completions,
+``kl_seq`` (the per-sequence log-ratio sum, the quantity the penalty uses) and ``kl_k3_seq``
+(Schulman's non-negative k3 = (ratio - 1) - log ratio per token, summed per sequence), computed
+by one extra forward pass of the policy and of the reference; a ``monitor`` (e.g. the held-out
+PM's reward and the gold accuracy of the same completions) adds its own metrics to each step.
+:func:`sequence_kl` measures KL(policy || reference) per sequence on held-out prompts with the
+same two estimators.
 
 Deviations from HH: RLOO instead of PPO (no value network; the paper's PPO also has a value
 head and clipping); rewards are not whitened; the KL is the sampled estimate TRL uses.
@@ -40,6 +44,7 @@ from selfalign.train.base import (
 )
 
 RewardFn = Callable[[Sequence[Any], Sequence[Any]], list[float]]
+Monitor = Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
 
 
 @dataclass
@@ -76,9 +81,12 @@ class RLResult(TrainResult):
 
 
 def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base: str, out_dir: str | Path,
-               cfg: RLOOTrainConfig | None = None, base_id: str | None = None) -> RLResult:
+               cfg: RLOOTrainConfig | None = None, base_id: str | None = None, monitor: Monitor | None = None
+               ) -> RLResult:
     """RLOO from ``base`` on ``prompts`` (chat message lists) against ``reward_fn``; the merged
-    policy lands in ``out_dir/model``. ``reward_id`` names the reward (the PM's id) for the fingerprint."""
+    policy lands in ``out_dir/model``. ``reward_id`` names the reward (the PM's id) for the fingerprint.
+    ``monitor(prompts, completions)`` returns extra metrics of each batch (it does not change
+    training, so it is not in the fingerprint)."""
     import json
 
     cfg = cfg or RLOOTrainConfig()
@@ -97,8 +105,19 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
     precision, resume, tok, model = load_for_training(cfg, run, base)
     ds = Dataset.from_list([{"prompt": [dict(m) for m in p]} for p in prompts])
 
-    def reward(prompts: list, completions: list, **_: Any) -> list[float | None]:
-        return [float(x) for x in reward_fn(prompts, completions)]
+    holder: dict[str, Any] = {}
+
+    def reward(prompts: list, completions: list, completion_ids: list | None = None, log_metric: Any = None,
+               **_: Any) -> list[float | None]:
+        out: list[float | None] = [float(x) for x in reward_fn(prompts, completions)]
+        if log_metric is not None:
+            if completion_ids is not None and "trainer" in holder:
+                for k, v in sampled_kl(holder["trainer"], prompts, completion_ids).items():
+                    log_metric(k, v)
+            if monitor is not None:
+                for k, v in monitor(prompts, completions).items():
+                    log_metric(k, float(v))
+        return out
 
     reward.__name__ = "pm"  # TRL logs rewards/<name>
     peft_config = lora_config(cfg, model.config.num_hidden_layers) if cfg.lora else None
@@ -106,6 +125,7 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
                       max_completion_length=cfg.max_completion_length, temperature=cfg.temperature)
     trainer = RLOOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=ds, processing_class=tok,
                           peft_config=peft_config)
+    holder["trainer"] = trainer
     if cfg.snapshot_steps:
         trainer.add_callback(_Snapshots(run.out / "snapshots", set(cfg.snapshot_steps), tok, cfg.lora))
     def history(t: Any) -> list[dict[str, float]]:
@@ -115,6 +135,57 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
     res = run.train(trainer, tok, resume, len(prompts), base_id or base, cfg, precision,
                     extra=lambda t: {"history": history(t), "reward_id": reward_id})
     return RLResult(res.model_dir, res.losses, res.seconds, res.n_rows, False, res.precision, history(trainer))
+
+
+def sampled_kl(trainer: Any, prompts: Sequence[Any], completion_ids: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Per-sequence KL(policy || reference) on the completions just sampled: the log-ratio sum and
+    the non-negative k3 sum, averaged over the batch. The reference is TRL's ``ref_model`` or, with
+    LoRA, the same network with its adapters disabled."""
+    import contextlib
+
+    import torch
+
+    model = trainer.model
+    tok = trainer.processing_class
+    device = next(model.parameters()).device
+    seqs, spans = [], []
+    for p, c in zip(prompts, completion_ids):
+        pids = tok.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        ids = list(pids) + list(c)
+        seqs.append(ids)
+        spans.append((len(pids), len(ids)))
+    width = max(len(x) for x in seqs)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids_t = torch.full((len(seqs), width), pad, dtype=torch.long)
+    att = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, x in enumerate(seqs):
+        ids_t[i, :len(x)] = torch.tensor(x)
+        att[i, :len(x)] = 1
+    ids_t, att = ids_t.to(device), att.to(device)
+
+    def logps(m: Any, ctx: Any) -> Any:
+        with ctx, torch.no_grad():
+            logits = m(input_ids=ids_t, attention_mask=att).logits.float()
+        return torch.log_softmax(logits[:, :-1], -1).gather(-1, ids_t[:, 1:, None])[..., 0]
+
+    ref = getattr(trainer, "ref_model", None)
+    lp = logps(model, contextlib.nullcontext())
+    if ref is not None:
+        lq = logps(ref, contextlib.nullcontext())
+    elif hasattr(model, "disable_adapter"):
+        lq = logps(model, model.disable_adapter())
+    else:  # no reference to compare with (cannot happen with beta > 0 in TRL)
+        return {}
+    plain, k3 = [], []
+    for i, (a, b) in enumerate(spans):
+        if b <= a:
+            continue
+        r = (lp[i, a - 1:b - 1] - lq[i, a - 1:b - 1]).double()  # log p - log q on the sampled tokens
+        plain.append(float(r.sum()))
+        k3.append(float((torch.exp(-r) - 1 + r).sum()))
+    if not plain:
+        return {}
+    return {"kl_seq": sum(plain) / len(plain), "kl_k3_seq": sum(k3) / len(k3)}
 
 
 def _Snapshots(folder: Path, steps: set[int], tok: Any, merged: bool) -> Any:
