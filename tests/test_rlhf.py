@@ -140,6 +140,7 @@ def test_online_rounds_retrain_pm_on_all_rounds_and_resume(tiny_model_dir, tmp_p
     assert two[2]["pairs_total"] == two[1]["pairs_total"] + two[2]["pairs_new"] and two[2]["pairs_new"] > 0
     assert two[2]["policy"] != two[1]["policy"] and "round2" in two[2]["policy"]
     assert 0 <= two[2]["gold"]["value"] <= 1
+    assert all(0 <= h["gold"] <= 1 and h["kl_k3_seq"] >= 0 for h in two[2]["rl_history"])  # logged every RL step
     with pytest.raises(ValueError, match="need"):
         OnlineConfig(rounds=100, questions_per_round=100)  # checked when the config is made, before any work
     from typer.testing import CliRunner

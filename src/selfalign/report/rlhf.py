@@ -83,12 +83,24 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
                 f"<td>{_ci(p['train_reward'], False)}</td><td>{_ci(p['test_reward'], False)}</td>"
                 f"<td>{_ci(p['gold'])}</td></tr>")
 
+    fits = summary.get("sqrt_kl_fits") or {}
+
+    def fit_cell(f: dict[str, float] | None) -> str:
+        if not f or math.isnan(f["slope"]):
+            return "-"
+        return f"{f['intercept']:.3f} + {f['slope']:.3f} &radic;KL (R&sup2; {f['r2']:.2f}, {f['points']} points)"
+
+    fit_rows = "".join(f"<tr><td class=l>{m}</td><td class=l>{fit_cell(fs.get('train_reward'))}</td>"
+                       f"<td class=l>{fit_cell(fs.get('test_reward'))}</td></tr>" for m, fs in fits.items())
+    fit_table = (f"<p>Least-squares lines reward = a + b &radic;KL (HH §4.3 find reward roughly linear in &radic;KL):"
+                 f"</p><table><tr><th class=l>method</th><th class=l>training PM</th><th class=l>test PM</th></tr>"
+                 f"{fit_rows}</table>") if fit_rows else ""
     note = "" if summary["held_out_test_pm"] else (
         "<p><b>The test PM is the training PM</b> (no second PM was given): the test reward is not held out.</p>")
     body = (f"<p class=sub>{summary['test_prompts']} held-out prompts, RL on {summary['rl_prompts']} prompts "
             f"({summary['rl_seconds']:.0f} s)</p>{note}<table><tr><th class=l>method</th><th class=l>point</th>"
             f"<th>KL (nats)</th><th>training-PM reward</th><th>test-PM reward</th><th>gold accuracy %</th></tr>"
-            f"{''.join(row(p) for p in pts)}</table>{imgs}")
+            f"{''.join(row(p) for p in pts)}</table>{fit_table}{imgs}")
     return _page(out_dir, "Best-of-N vs RL at equal KL", body, {"summary": summary, "config": config})
 
 

@@ -127,9 +127,9 @@ def policy_point(model: Any, initial: Any, items: Sequence[Any], prompts: Sequen
             "gold": mean_ci(gold, cfg.bootstrap, cfg.seed)}
 
 
-def step_monitor(items: Sequence[Any], prompts: Sequence[Any], test_pm: Any) -> Any:
-    """Per RL step, on the training completions: the test PM's mean reward and the gold accuracy
-    (the share that contains a gold answer of its question)."""
+def step_monitor(items: Sequence[Any], prompts: Sequence[Any], test_pm: Any = None) -> Any:
+    """Per RL step, on the training completions: the test PM's mean reward (when one is given) and
+    the gold accuracy (the share that contains a gold answer of its question)."""
     from selfalign.judges.correctness import contains_answer
 
     def last_user(p: Any) -> str:
@@ -139,11 +139,47 @@ def step_monitor(items: Sequence[Any], prompts: Sequence[Any], test_pm: Any) -> 
 
     def monitor(ps: Sequence[Any], completions: Sequence[Any]) -> dict[str, float]:
         texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
-        te = test_pm.rewards(list(ps), texts)
         gold = [float(contains_answer(t, answers.get(last_user(p), ()))) for p, t in zip(ps, texts)]
-        return {"test_reward": sum(te) / len(te), "gold": sum(gold) / len(gold)}
+        out = {"gold": sum(gold) / len(gold)}
+        if test_pm is not None:
+            te = test_pm.rewards(list(ps), texts)
+            out["test_reward"] = sum(te) / len(te)
+        return out
 
     return monitor
+
+
+def sqrt_kl_fit(points: Sequence[dict[str, Any]], key: str = "test_reward") -> dict[str, float]:
+    """Least-squares line reward = a + b sqrt(KL) through the points (HH §4.3 find reward roughly
+    linear in sqrt(KL)), with R^2; NaNs when fewer than 3 points or no spread in KL.
+
+    >>> f = sqrt_kl_fit([{"kl": k, "r": {"value": 1 + 2 * k ** 0.5}} for k in (0, 1, 4)], "r")
+    >>> round(f["slope"], 6), round(f["intercept"], 6), round(f["r2"], 6)
+    (2.0, 1.0, 1.0)
+    """
+    xs = [math.sqrt(max(0.0, p["kl"])) for p in points]
+    ys = [p[key]["value"] for p in points]
+    nan = {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "points": len(xs)}
+    if len(xs) < 3:
+        return nan
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx <= 0:
+        return nan
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    a = my - b * mx
+    ss_tot = sum((y - my) ** 2 for y in ys)
+    ss_res = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys))
+    return {"slope": b, "intercept": a, "r2": 1 - ss_res / ss_tot if ss_tot > 0 else math.nan, "points": len(xs)}
+
+
+def _fits(points: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for method in ("bon", "rl"):
+        ps = [p for p in points if p["method"] == method]
+        if ps:
+            out[method] = {key: sqrt_kl_fit(ps, key) for key in ("train_reward", "test_reward", "gold")}
+    return out
 
 
 def _held_out(cfg: FrontierConfig) -> tuple[list[Any], list[Any]]:
@@ -164,7 +200,7 @@ def run_bon(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None
         progress(f"best-of-N (N up to {cfg.ns[-1]}) on {len(prompts)} held-out prompts")
     points = bon_points(policy, items, prompts, train_pm, test_pm, cfg)
     return {"points": points, "held_out_test_pm": test_pm is not train_pm, "test_prompts": len(prompts),
-            "rl_prompts": 0, "rl_seconds": 0.0, "rl_history": [],
+            "rl_prompts": 0, "rl_seconds": 0.0, "rl_history": [], "sqrt_kl_fits": _fits(points),
             "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
 
 
@@ -198,7 +234,8 @@ def run_rl(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None 
         points.append(policy_point(model, policy, items, prompts, train_pm, test_pm, cfg, step))
     return {"points": points, "held_out_test_pm": test_pm is not train_pm, "rl_history": res.history or [],
             "rl_seconds": res.seconds, "test_prompts": len(prompts), "rl_prompts": len(rl_prompts),
-            "rl_model": str(res.model_dir), "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
+            "rl_model": str(res.model_dir), "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points],
+            "sqrt_kl_fits": _fits(points)}
 
 
 def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
@@ -206,5 +243,5 @@ def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = N
     """BoN points, an RL run with snapshots, and each snapshot's point. ``policy`` is store-wrapped."""
     bon = run_bon(cfg, policy, train_pm, test_pm, progress)
     rl = run_rl(cfg, policy, train_pm, test_pm, base_path, progress)
-    return {**rl, "points": bon["points"] + rl["points"],
-            "sqrt_kl": bon["sqrt_kl"] + rl["sqrt_kl"]}
+    return {**rl, "points": bon["points"] + rl["points"], "sqrt_kl": bon["sqrt_kl"] + rl["sqrt_kl"],
+            "sqrt_kl_fits": {**bon["sqrt_kl_fits"], **rl["sqrt_kl_fits"]}}

@@ -11,7 +11,8 @@ Each round:
 4. the policy is trained with RL (RLOO with a KL penalty, :mod:`selfalign.train.rloo`) from the
    current policy against that PM;
 5. the new policy is evaluated on held-out questions: gold accuracy of its samples and the PM's
-   mean reward, with intervals.
+   mean reward, with intervals (every RL step also logs the gold accuracy of its own training
+   samples and the KL estimates of :mod:`selfalign.train.rloo`).
 
 Every sample and reward goes through the store and every training is skipped when its inputs are
 unchanged, so a killed run, re-run, resumes at the step it stopped in and repeats nothing.
@@ -77,6 +78,7 @@ def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
     from selfalign.models.registry import require_trainable
     from selfalign.reward.pairs import verifiable_pairs
     from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
+    from selfalign.rlhf.frontier import step_monitor
     from selfalign.store.cache import CachedModel, Store
     from selfalign.train.rloo import train_rloo
     from selfalign.types import GenParams, GenRequest
@@ -123,7 +125,7 @@ def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
         say(f"round {r}: RL (RLOO, beta {cfg.rl.beta}) from the current policy against the round-{r} PM")
         rl_prompts = [[m.to_dict() for m in p] for p in prompts]
         rl = train_rloo(rl_prompts, pm.rewards, pm.model_id, policy_dir, out / "policy", cfg.rl,
-                        base_id=f"{policy_id}")
+                        base_id=f"{policy_id}", monitor=step_monitor(qs, rl_prompts))
         policy_dir, policy_id = str(rl.model_dir), f"{policy_id}+online{r}"
         rounds.append({"round": r, "policy": policy_dir, "pairs_new": len(pairs), "pairs_total": len(all_pairs),
                        "pm_dir": str(pm_res.model_dir), "pm_skipped": pm_res.skipped, "rl_skipped": rl.skipped,
