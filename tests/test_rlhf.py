@@ -32,6 +32,10 @@ def test_bon_and_rl_points_on_one_frontier(tiny_model_dir, tmp_path):
     assert [p["step"] for p in rl] == [0, 1, 4] and rl[0]["kl"] == 0.0
     assert all(p["kl_k3"] >= 0 for p in rl) and rl[-1]["kl_k3"] > 0  # the trained policy moved
     assert res["held_out_test_pm"] and len(res["sqrt_kl"]) == len(res["points"])
+    # paired differences from the method's first point on the same prompts
+    assert bon[0]["vs_initial"]["test_reward"]["value"] == 0 and rl[0]["vs_initial"]["gold"]["value"] == 0
+    d = bon[-1]["vs_initial"]["train_reward"]
+    assert d["value"] == pytest.approx(tr[-1] - tr[0]) and d["lo"] >= 0  # a best-of pick never scores lower
     # each RL step logs the test PM's reward and the gold accuracy of its training completions
     assert res["rl_history"] and all("test_reward" in h and 0 <= h["gold"] <= 1 for h in res["rl_history"])
     from selfalign.rlhf.frontier import require_pm

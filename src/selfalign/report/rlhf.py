@@ -81,7 +81,8 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
         return (f"<tr><td class=l>{p['method']}</td><td class=l>{what}</td><td>{p['kl']:.3f}</td>"
                 f"<td>{_ci(p['train_reward'], False)}</td><td>{_ci(p['test_reward'], False)}</td>"
-                f"<td>{_ci(p['gold'])}</td></tr>")
+                f"<td>{_ci(p['gold'])}</td><td>{_ci((p.get('vs_initial') or {}).get('test_reward'), False)}</td>"
+                f"<td>{_ci((p.get('vs_initial') or {}).get('gold'))}</td></tr>")
 
     fits = summary.get("sqrt_kl_fits") or {}
 
@@ -99,7 +100,8 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
         "<p><b>The test PM is the training PM</b> (no second PM was given): the test reward is not held out.</p>")
     body = (f"<p class=sub>{summary['test_prompts']} held-out prompts, RL on {summary['rl_prompts']} prompts "
             f"({summary['rl_seconds']:.0f} s)</p>{note}<table><tr><th class=l>method</th><th class=l>point</th>"
-            f"<th>KL (nats)</th><th>training-PM reward</th><th>test-PM reward</th><th>gold accuracy %</th></tr>"
+            f"<th>KL (nats)</th><th>training-PM reward</th><th>test-PM reward</th><th>gold accuracy %</th>"
+            f"<th>test-PM reward minus initial (paired)</th><th>gold minus initial, points (paired)</th></tr>"
             f"{''.join(row(p) for p in pts)}</table>{fit_table}{imgs}")
     return _page(out_dir, "Best-of-N vs RL at equal KL", body, {"summary": summary, "config": config})
 

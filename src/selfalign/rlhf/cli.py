@@ -51,8 +51,13 @@ def _policy_vs_pm(which: str, config, overrides, flags) -> None:
     for p in res["points"]:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
         typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  train reward {p['train_reward']['value']:.3f}  "
-                   f"test reward {p['test_reward']['value']:.3f}  gold {100 * p['gold']['value']:.1f}%")
+                   f"test reward {p['test_reward']['value']:.3f}  gold {100 * p['gold']['value']:.1f}%{_delta(p)}")
     typer.echo(f"report: {stage.report_path}")
+
+
+def _delta(p: dict) -> str:
+    d = (p.get("vs_initial") or {}).get("test_reward")
+    return f"  (test reward {d['value']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] vs initial)" if d else ""
 
 
 PM_OPT = typer.Option(None, help="training PM directory (optimised against)")
@@ -202,5 +207,5 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
     for p in fr["points"]:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
         typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  PM_B reward {p['test_reward']['value']:.3f}  "
-                   f"gold {100 * p['gold']['value']:.1f}%")
+                   f"gold {100 * p['gold']['value']:.1f}%{_delta(p)}")
     typer.echo(f"report: {stage.report_path} (PMs: {cfg.pm.out}/report.html); {time.time() - t0:.0f} s")

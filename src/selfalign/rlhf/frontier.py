@@ -99,7 +99,8 @@ def bon_points(policy: Any, items: Sequence[Any], prompts: Sequence[Any], train_
             picks_te.append(te[base + best])
             gold.append(float(contains_answer(r.texts[best], it.answers)))
         points.append({"method": "bon", "n": n, "kl": bon_kl(n), "train_reward": mean_ci(picks_tr, cfg.bootstrap, cfg.seed),
-                       "test_reward": mean_ci(picks_te, cfg.bootstrap, cfg.seed), "gold": mean_ci(gold, cfg.bootstrap, cfg.seed)})
+                       "test_reward": mean_ci(picks_te, cfg.bootstrap, cfg.seed), "gold": mean_ci(gold, cfg.bootstrap, cfg.seed),
+                       "per_prompt": {"train_reward": picks_tr, "test_reward": picks_te, "gold": gold}})
     return points
 
 
@@ -124,7 +125,8 @@ def policy_point(model: Any, initial: Any, items: Sequence[Any], prompts: Sequen
     kl = sequence_kl(model, initial, prompts, samples) if step else {"kl": 0.0, "kl_k3": 0.0, "n": len(flat_t)}
     return {"method": "rl", "step": step, "kl": max(0.0, kl["kl"]), "kl_raw": kl["kl"], "kl_k3": kl["kl_k3"],
             "train_reward": mean_ci(per_q_tr, cfg.bootstrap, cfg.seed), "test_reward": mean_ci(per_q_te, cfg.bootstrap, cfg.seed),
-            "gold": mean_ci(gold, cfg.bootstrap, cfg.seed)}
+            "gold": mean_ci(gold, cfg.bootstrap, cfg.seed),
+            "per_prompt": {"train_reward": per_q_tr, "test_reward": per_q_te, "gold": gold}}
 
 
 def step_monitor(items: Sequence[Any], prompts: Sequence[Any], test_pm: Any = None) -> Any:
@@ -173,6 +175,24 @@ def sqrt_kl_fit(points: Sequence[dict[str, Any]], key: str = "test_reward") -> d
     return {"slope": b, "intercept": a, "r2": 1 - ss_res / ss_tot if ss_tot > 0 else math.nan, "points": len(xs)}
 
 
+def vs_initial(points: list[dict[str, Any]], resamples: int = 1000, seed: int = 0) -> None:
+    """Add to each point its paired difference from the method's first point (BoN N=1, RL step 0)
+    on the same held-out prompts, for each reward and gold accuracy (bootstrap over prompts):
+    a much tighter test of "did it improve" than two overlapping intervals."""
+    from selfalign.evals.stats import paired_bootstrap
+
+    for method in ("bon", "rl"):
+        ps = [p for p in points if p["method"] == method and "per_prompt" in p]
+        if not ps:
+            continue
+        first = ps[0]["per_prompt"]
+        for p in ps:
+            p["vs_initial"] = {}
+            for key in ("train_reward", "test_reward", "gold"):
+                d = paired_bootstrap(first[key], p["per_prompt"][key], resamples=resamples, seed=seed)
+                p["vs_initial"][key] = {"value": d.diff, "lo": d.lo, "hi": d.hi}
+
+
 def _fits(points: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     out: dict[str, dict[str, dict[str, float]]] = {}
     for method in ("bon", "rl"):
@@ -199,6 +219,7 @@ def run_bon(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None
     if progress:
         progress(f"best-of-N (N up to {cfg.ns[-1]}) on {len(prompts)} held-out prompts")
     points = bon_points(policy, items, prompts, train_pm, test_pm, cfg)
+    vs_initial(points, cfg.bootstrap, cfg.seed)
     return {"points": points, "held_out_test_pm": test_pm is not train_pm, "test_prompts": len(prompts),
             "rl_prompts": 0, "rl_seconds": 0.0, "rl_history": [], "sqrt_kl_fits": _fits(points),
             "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
@@ -232,6 +253,7 @@ def run_rl(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None 
             progress(f"scoring RL step {step}")
         model = policy if path is None else policy.sibling(str(path))
         points.append(policy_point(model, policy, items, prompts, train_pm, test_pm, cfg, step))
+    vs_initial(points, cfg.bootstrap, cfg.seed)
     return {"points": points, "held_out_test_pm": test_pm is not train_pm, "rl_history": res.history or [],
             "rl_seconds": res.seconds, "test_prompts": len(prompts), "rl_prompts": len(rl_prompts),
             "rl_model": str(res.model_dir), "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points],
