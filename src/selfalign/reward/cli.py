@@ -26,11 +26,11 @@ SET = typer.Option([], "--set", help="override a config key (repeatable)")
 OUT = typer.Option(None, "--out", "-o", help="output directory")
 
 
-def _inputs(cfg) -> dict[str, str]:
-    """Hashes of the pair file a PM config reads (none for verifiable pairs)."""
+def _inputs(data: str) -> dict[str, str]:
+    """Hashes of the pair file a pair source (``hh:<path>``, a rows file) reads; none for verifiable pairs."""
     from selfalign.store.runs import input_hashes
 
-    data_file = cfg.data[3:] if cfg.data.startswith("hh:") else cfg.data
+    data_file = data[3:] if data.startswith("hh:") else data
     return input_hashes([data_file] if Path(data_file).is_file() else [])
 
 
@@ -50,7 +50,7 @@ def _finish(cfg, res, stage_name: str, t0: float) -> None:
 
     s = res["summary"]
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, stage_name, conf, _inputs(cfg), res["rows"], lambda d: pm_report(d, s, conf), None,
+    stage = write_stage(cfg.out, stage_name, conf, _inputs(cfg.data), res["rows"], lambda d: pm_report(d, s, conf), None,
                         time.time() - t0)
     temp = s["calibration"]["scaled"]["temperature"]
     Path(s["pm_dir"], "temperature.json").write_text(json.dumps({"temperature": temp, "fitted_on": stage_name}))
@@ -116,7 +116,7 @@ def split_half(config: Optional[str] = CONFIG, set: List[str] = SET, out: Option
     res = run_split(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
     s = res["summary"]
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "pm-split-half", conf, _inputs(cfg), res["rows"], lambda d: split_half_report(d, s, conf), None, time.time() - t0)
+    stage = write_stage(cfg.out, "pm-split-half", conf, _inputs(cfg.data), res["rows"], lambda d: split_half_report(d, s, conf), None, time.time() - t0)
     export_pairs(cfg.out, res)
     for n, p in s["pms"].items():
         a = p["accuracy"]
@@ -154,7 +154,7 @@ def evaluate(pm: str = typer.Argument(..., help="a trained PM directory (runs/pm
     from selfalign.reward.pm import CachedPM, PreferenceModel
     from selfalign.report.reward import pm_report
     from selfalign.store.cache import Store
-    from selfalign.store.runs import input_hashes, write_stage
+    from selfalign.store.runs import write_stage
 
     _check_pm_dir(pm)
     temp: float | None = None
@@ -175,8 +175,7 @@ def evaluate(pm: str = typer.Argument(..., help="a trained PM directory (runs/pm
     s.update({"made": made, "train_pairs": 0, "test_pairs": len(rows), "truncated": model.pm.truncated,
               "train_accuracy": s["accuracy"], "pm_dir": pm})
     conf = {"pm": pm, "data": data, "max_length": max_length, "seed": seed, "temperature": temperature}
-    data_file = data[3:] if data.startswith("hh:") else data
-    stage = write_stage(out, "pm-eval", conf, input_hashes([data_file]), scored, lambda d: pm_report(d, s, conf), None,
+    stage = write_stage(out, "pm-eval", conf, _inputs(data), scored, lambda d: pm_report(d, s, conf), None,
                         time.time() - t0)
     a = s["accuracy"]
     typer.echo(f"accuracy {100 * a['value']:.1f}% [{100 * a['lo']:.1f}, {100 * a['hi']:.1f}] on {a['n']} pairs; "
@@ -197,7 +196,7 @@ def calibrate(pm: str = typer.Argument(..., help="a trained PM directory"),
     from selfalign.reward.pm import CachedPM, PreferenceModel
     from selfalign.report.reward import pm_report
     from selfalign.store.cache import Store
-    from selfalign.store.runs import input_hashes, write_stage
+    from selfalign.store.runs import write_stage
 
     _check_pm_dir(pm)
     rows, made = _read_pairs(data)
@@ -217,8 +216,7 @@ def calibrate(pm: str = typer.Argument(..., help="a trained PM directory"),
               "train_accuracy": s["accuracy"], "pm_dir": pm})
     Path(pm, "temperature.json").write_text(json.dumps({"temperature": T, "fitted_on": data, "pairs": len(rows)}))
     conf = {"pm": pm, "data": data, "max_length": max_length, "seed": seed}
-    data_file = data[3:] if data.startswith("hh:") else data
-    stage = write_stage(out, "pm-calibrate", conf, input_hashes([data_file]), scored,
+    stage = write_stage(out, "pm-calibrate", conf, _inputs(data), scored,
                         lambda d: pm_report(d, s, conf), None, time.time() - t0)
     cal = s["calibration"]
     typer.echo(f"T = {T:.3f} fitted on {len(rows)} pairs -> {Path(pm, 'temperature.json')}\n"

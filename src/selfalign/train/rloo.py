@@ -176,16 +176,35 @@ def sampled_kl(trainer: Any, prompts: Sequence[Any], completion_ids: Sequence[Se
         lq = logps(model, model.disable_adapter())
     else:  # no reference to compare with (cannot happen with beta > 0 in TRL)
         return {}
-    plain, k3 = [], []
+    plain: list[float] = []
+    k3: list[float] = []
     for i, (a, b) in enumerate(spans):
         if b <= a:
             continue
-        r = (lp[i, a - 1:b - 1] - lq[i, a - 1:b - 1]).double()  # log p - log q on the sampled tokens
-        plain.append(float(r.sum()))
-        k3.append(float((torch.exp(-r) - 1 + r).sum()))
+        kl_plain, kl_k3 = kl_estimates(lp[i, a - 1:b - 1].tolist(), lq[i, a - 1:b - 1].tolist())  # sampled tokens
+        plain.append(kl_plain)
+        k3.append(kl_k3)
     if not plain:
         return {}
     return {"kl_seq": sum(plain) / len(plain), "kl_k3_seq": sum(k3) / len(k3)}
+
+
+def kl_estimates(logp: Sequence[float], logq: Sequence[float]) -> tuple[float, float]:
+    """Two estimates of KL(p || q) for one sequence sampled from p, from its tokens' log-probs
+    under p and q: the log-ratio sum (unbiased, one sample can be negative) and the sum of
+    Schulman's k3 = (q/p - 1) - log(q/p) per token (unbiased and never negative).
+
+    >>> kl_estimates([-1.0, -2.0], [-1.0, -2.0])
+    (0.0, 0.0)
+    >>> plain, k3 = kl_estimates([-0.1], [-1.1])  # log p - log q = 1
+    >>> plain, round(k3, 4)  # e^-1 - 1 + 1
+    (1.0, 0.3679)
+    """
+    import math
+
+    plain = sum(x - y for x, y in zip(logp, logq))
+    k3 = sum(math.exp(y - x) - 1 - (y - x) for x, y in zip(logp, logq))
+    return plain, k3
 
 
 def _Snapshots(folder: Path, steps: set[int], tok: Any, merged: bool) -> Any:
@@ -228,10 +247,9 @@ def sequence_kl(policy: Any, reference: Any, prompts: Sequence[Any], samples: Se
 
     ``policy``/``reference`` are store-wrapped models that can score. Two estimators, averaged
     over samples: ``kl`` = sum over tokens of log p - log q (unbiased; one sample can be
-    negative), ``kl_k3`` = sum of (q/p - 1) - log(q/p) (non-negative per token, also unbiased).
+    negative), ``kl_k3`` = sum of (q/p - 1) - log(q/p) (non-negative per token, also unbiased);
+    see :func:`kl_estimates`.
     """
-    import math
-
     from selfalign.types import ScoreRequest
 
     reqs = [ScoreRequest(p, s) for p, ss in zip(prompts, samples) for s in ss if s.strip()]
@@ -243,6 +261,7 @@ def sequence_kl(policy: Any, reference: Any, prompts: Sequence[Any], samples: Se
     for a, b in zip(lp, lq):
         if len(a.token_logprobs) != len(b.token_logprobs):
             raise ValueError("policy and reference tokenise the completion differently; KL needs one tokenizer")
-        plain.append(sum(x - y for x, y in zip(a.token_logprobs, b.token_logprobs)))
-        k3.append(sum(math.exp(y - x) - 1 - (y - x) for x, y in zip(a.token_logprobs, b.token_logprobs)))
+        x, y = kl_estimates(a.token_logprobs, b.token_logprobs)
+        plain.append(x)
+        k3.append(y)
     return {"kl": sum(plain) / len(plain), "kl_k3": sum(k3) / len(k3), "n": len(plain)}
