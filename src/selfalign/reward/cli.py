@@ -127,16 +127,6 @@ def split_half(config: Optional[str] = CONFIG, set: List[str] = SET, out: Option
                f"{s['spearman_gaps']:.3f}\nreport: {stage.report_path}")
 
 
-def _read_pairs(data: str) -> tuple[list, dict]:
-    from selfalign.reward.pairs import load_hh
-
-    if data.startswith("hh:"):
-        return load_hh(data[3:])
-    from selfalign.data.io import read_jsonl
-
-    return read_jsonl(data, required=("prompt", "chosen", "rejected")), {"source": data}
-
-
 def _check_pm_dir(pm: str) -> None:
     if not Path(pm, "config.json").is_file():
         raise ValueError(f"{pm}: not a saved model directory (no config.json)")
@@ -152,6 +142,7 @@ def evaluate(pm: str = typer.Argument(..., help="a trained PM directory (runs/pm
     """Evaluate a trained PM on pairs: accuracy, length baseline, calibration."""
     from selfalign.reward.evaluate import evaluate_pm
     from selfalign.reward.pm import CachedPM, PreferenceModel
+    from selfalign.reward.run import read_pairs
     from selfalign.report.reward import pm_report
     from selfalign.store.cache import Store
     from selfalign.store.runs import write_stage
@@ -168,7 +159,7 @@ def evaluate(pm: str = typer.Argument(..., help="a trained PM directory (runs/pm
             temp = float(temperature)
         except ValueError:
             raise ValueError(f"--temperature must be split, saved or a number, got {temperature!r}") from None
-    rows, made = _read_pairs(data)
+    rows, made = read_pairs(data)
     t0 = time.time()
     model = CachedPM(PreferenceModel(pm, max_length), Store(store or None))
     scored, s = evaluate_pm(model.rewards, rows, None, 0.5, seed=seed, temperature=temp)
@@ -194,12 +185,13 @@ def calibrate(pm: str = typer.Argument(..., help="a trained PM directory"),
     The ECE printed here is in-sample; measure it on other pairs with ``pm eval --temperature saved``."""
     from selfalign.reward.evaluate import evaluate_pm, fit_temperature
     from selfalign.reward.pm import CachedPM, PreferenceModel
+    from selfalign.reward.run import read_pairs
     from selfalign.report.reward import pm_report
     from selfalign.store.cache import Store
     from selfalign.store.runs import write_stage
 
     _check_pm_dir(pm)
-    rows, made = _read_pairs(data)
+    rows, made = read_pairs(data)
     if len(rows) < 2:
         raise ValueError(f"{data}: calibration needs at least 2 pairs, got {len(rows)}")
     t0 = time.time()

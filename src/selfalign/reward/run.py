@@ -65,20 +65,28 @@ class PMRunConfig:
             PMRunConfig(data=self.pmp)  # the same checks as data
 
 
+def read_pairs(data: str, limit: int = 0) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of a pair file (``hh:<path>`` transcripts or TRL preference rows), at most
+    ``limit`` (0 = all), and how they were read."""
+    from selfalign.reward.pairs import load_hh
+
+    if data.startswith("hh:"):
+        rows, counts = load_hh(data[3:], limit)
+        return rows, {"source": data, **counts}
+    from selfalign.data.io import read_jsonl
+
+    rows = read_jsonl(data, required=("prompt", "chosen", "rejected"))[:limit or None]
+    return rows, {"source": data, "pairs": len(rows)}
+
+
 def load_pairs(cfg: PMRunConfig, policy: Any = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """(train pairs, test pairs, how they were made). ``policy`` (a StageModel) samples verifiable pairs."""
-    from selfalign.reward.pairs import load_hh, split_by_prompt
+    from selfalign.reward.pairs import split_by_prompt
 
-    if cfg.data.startswith("hh:"):
-        rows, counts = load_hh(cfg.data[3:], cfg.n_pairs)
-        train, test = split_by_prompt(rows, cfg.test_fraction, cfg.seed)
-        return train, test, {"source": cfg.data, **counts}
     if cfg.data != "verifiable":
-        from selfalign.data.io import read_jsonl
-
-        rows = read_jsonl(cfg.data, required=("prompt", "chosen", "rejected"))[:cfg.n_pairs or None]
+        rows, made = read_pairs(cfg.data, cfg.n_pairs)
         train, test = split_by_prompt(rows, cfg.test_fraction, cfg.seed)
-        return train, test, {"source": cfg.data, "pairs": len(rows)}
+        return train, test, made
     if policy is None:
         raise ValueError("verifiable pairs need a policy model to sample from")
     from selfalign.data.formats import load_qa
