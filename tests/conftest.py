@@ -34,6 +34,20 @@ def _isolated_store(tmp_path, monkeypatch):
     monkeypatch.setenv("SELFALIGN_STORE", str(tmp_path / "store.sqlite"))
 
 
+@pytest.fixture(autouse=True)
+def _fp32_inference_on_every_cpu(request, monkeypatch):
+    """Models load in fp32 on every CPU in tests, so a test gives the same answers on a CPU with native
+    bf16 (where ``dtype="auto"`` loads bf16) and on one without; a test marked ``native_precision`` sees
+    the real rule."""
+    if request.node.get_closest_marker("native_precision"):
+        return
+    import selfalign.models.hf as hf
+
+    real = hf.inference_dtype
+    monkeypatch.setattr(hf, "inference_dtype",
+                        lambda device, flags=None: real(device, {"avx2"} if device == "cpu" else flags))
+
+
 def build_tiny_model(path: Path, seed: int = 0) -> Path:
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers

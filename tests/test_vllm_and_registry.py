@@ -52,9 +52,33 @@ def test_a_precision_suffix_loads_the_weights_in_that_precision(tiny_model_dir):
 
     m = load_model(f"{tiny_model_dir}+bf16")
     assert next(m.model.parameters()).dtype == torch.bfloat16 and m.model_id.endswith("+bf16")
-    assert load_model(str(tiny_model_dir)).model_id + "+bf16" == m.model_id
+    assert load_model(f"{tiny_model_dir}+fp32").model_id + "+bf16" == m.model_id
+    f = load_model(f"{tiny_model_dir}+fp32")
+    assert next(f.model.parameters()).dtype == torch.float32 and not f.model_id.endswith("+fp32")
     assert trainable_path(f"{tiny_model_dir}+bf16") == str(tiny_model_dir)  # training starts from the same weights
     assert split_precision("hf:a/b+int8") == ("hf:a/b", {"quantize": "int8"})
     for bad in ("openai:gpt-4o+bf16", "scripted+bf16"):
         with pytest.raises(ModelError, match="precision suffix"):
             check_spec(bad)
+
+
+@pytest.mark.native_precision
+def test_auto_precision_follows_the_cpu(tiny_model_dir, monkeypatch):
+    """No suffix: bf16 weights on a CPU with native bf16, fp32 on one without (where bf16 is emulated)."""
+    import torch
+
+    import selfalign.train.precision as prec
+    from selfalign.models.hf import HFModel
+
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "fma"})
+    plain = HFModel(str(tiny_model_dir), device="cpu")
+    assert next(plain.model.parameters()).dtype == torch.float32 and "without native bf16" in plain.precision_reason
+    monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    native = HFModel(str(tiny_model_dir), device="cpu")
+    assert next(native.model.parameters()).dtype == torch.bfloat16 and native.model_id == plain.model_id + "+bf16"
+    assert HFModel(str(tiny_model_dir), device="cpu", dtype="float32").model_id == plain.model_id
+    # dynamic int8 quantises fp32 layers: auto loads fp32 for it on any CPU
+    q = HFModel(str(tiny_model_dir), device="cpu", quantize="int8")
+    assert q.model_id == plain.model_id + "+int8"
+    with pytest.raises(ModelError, match="unknown dtype"):
+        HFModel(str(tiny_model_dir), dtype="fp8")

@@ -92,7 +92,7 @@ class HonestyConfig:
     seed: int = 0
     out: str = "runs/honesty"
     store: str = ""
-    batch_size: int = 64
+    batch_size: int = 256  # rows per decoding batch (hf): 256 sampled 1.6x faster than 64 in bf16, 1.44x in fp32
 
     def __post_init__(self) -> None:
         bad = [m for m in [*self.methods, *self.train_per_method] if m not in hds.METHODS]
@@ -163,6 +163,10 @@ class HonestyRun:
             from selfalign.models.registry import load_model
 
             self._base = load_model(self.cfg.model, batch_size=self.cfg.batch_size)
+            reason = getattr(self._base, "precision_reason", None)
+            if reason:
+                dtype = next(self._base.model.parameters()).dtype if hasattr(self._base, "model") else "?"
+                self.log(f"[model] {self._base.model_id}: {str(dtype).removeprefix('torch.')} ({reason})")
         if not isinstance(self._base, CachedModel):
             self._base = CachedModel(self._base, self.store, progress=self.progress)
         return self._base

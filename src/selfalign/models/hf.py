@@ -147,6 +147,31 @@ def _buffered_cache(cache: Any, rows: Any, spare: int) -> Any:
     return out
 
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def inference_dtype(device: str, flags: set[str] | None = None) -> tuple[str, str]:
+    """The weights' dtype that ``dtype="auto"`` loads on ``device``, and why.
+
+    On a GPU, bfloat16. On a CPU, bfloat16 where the CPU does bf16 arithmetic natively (x86
+    ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``: the rule training uses,
+    :func:`selfalign.train.precision.choose_precision`) and float32 elsewhere, where bf16 is
+    emulated and slower than fp32. On a Zen 4 EPYC with native bf16, bf16 weights decoded the
+    embedded model 1.96x faster than fp32 with the share of samples that hold the gold answer
+    inside fp32's interval (``bench/generate.py``, docs/RESULTS.md); a ``+fp32`` spec suffix
+    keeps fp32 anywhere.
+
+    >>> inference_dtype("cpu", {"avx2"})[0], inference_dtype("cpu", {"avx2", "avx512_bf16"})[0]
+    ('float32', 'bfloat16')
+    """
+    if device != "cpu":
+        return "bfloat16", f"{device} device"
+    from selfalign.train.precision import choose_precision
+
+    p = choose_precision("auto", cuda=False, flags=flags)
+    return ("bfloat16" if p.name == "bf16" else "float32"), p.reason
+
+
 @dataclass
 class _Row:
     prompt_idx: int
@@ -170,7 +195,7 @@ class HFModel:
         revision: str | None = None,
         dtype: str = "auto",
         device: str | None = None,
-        batch_size: int = 128,
+        batch_size: int = 256,
         quantize: str | None = None,
         model: Any = None,
         tokenizer: Any = None,
@@ -186,15 +211,23 @@ class HFModel:
         if model is None:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            torch_dtype = {"auto": torch.float32 if self.device == "cpu" else torch.bfloat16,
-                           "float32": torch.float32, "bfloat16": torch.bfloat16,
-                           "float16": torch.float16}[dtype]
+            if dtype not in DTYPES:
+                raise ModelError(f"unknown dtype={dtype!r}; known: {', '.join(DTYPES)}")
+            if dtype != "auto":
+                chosen, self.precision_reason = dtype, "asked for"
+            elif quantize == "int8":  # dynamic int8 quantises fp32 linear layers
+                chosen, self.precision_reason = "float32", "int8 quantises the fp32 weights"
+            else:
+                chosen, self.precision_reason = inference_dtype(self.device)
+            torch_dtype = getattr(torch, chosen)
             try:
                 tokenizer = AutoTokenizer.from_pretrained(self.name, revision=revision)
                 model = AutoModelForCausalLM.from_pretrained(self.name, revision=revision, dtype=torch_dtype)
             except OSError as e:
                 raise ModelError(f"could not load hf model '{self.name}': {e}") from None
             model.to(self.device)
+        else:
+            self.precision_reason = "a model passed in"
         self.model = model.eval()
         self.tokenizer = tokenizer
         # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks

@@ -8,10 +8,14 @@ Spec grammar:
 * ``vllm:<hub id or path>`` (extra ``selfalign[vllm]``)
 * ``scripted`` or ``scripted:<path.json>`` (a JSON of ``{"rules": {...}, "default": ...}``)
 
-A trailing ``+bf16``, ``+fp16`` or ``+int8`` on an embedded or hf spec (``smollm2-135m+bf16``,
-``runs/x/model+bf16``) loads the weights in that precision, the same suffix the model's id then
-carries in the store. bf16 decoding was about 2x as fast as fp32 on a Zen 4 EPYC with native bf16
-(``bench/generate.py --bf16``, docs/RESULTS.md); on a CPU without it bf16 is emulated and slow.
+Without a suffix an embedded or hf model loads in the precision the hardware does natively
+(:func:`selfalign.models.hf.inference_dtype`): bf16 on a GPU and on a CPU with native bf16
+(x86 ``avx512_bf16``/``amx_bf16``), fp32 on any other CPU. bf16 decoding was about 2x as fast as
+fp32 on a Zen 4 EPYC with native bf16 (``bench/generate.py``, docs/RESULTS.md); on a CPU without
+it bf16 is emulated and slow. A trailing ``+fp32``, ``+bf16``, ``+fp16`` or ``+int8``
+(``smollm2-135m+fp32``, ``runs/x/model+bf16``) asks for that precision on any machine. A model's
+id in the store carries its precision (fp32 adds nothing), so samples of one precision are never
+served for another.
 
 >>> split_precision("smollm2-135m+bf16")
 ('smollm2-135m', {'dtype': 'bfloat16'})
@@ -39,7 +43,8 @@ BACKENDS = {
 
 
 #: spec suffix -> the hf backend's loading options
-PRECISION_SUFFIXES = {"+bf16": {"dtype": "bfloat16"}, "+fp16": {"dtype": "float16"}, "+int8": {"quantize": "int8"}}
+PRECISION_SUFFIXES = {"+fp32": {"dtype": "float32"}, "+bf16": {"dtype": "bfloat16"}, "+fp16": {"dtype": "float16"},
+                      "+int8": {"quantize": "int8"}}
 
 
 def split_precision(spec: str) -> tuple[str, dict[str, str]]:
