@@ -43,7 +43,7 @@ def generate(
     max_tokens: int = typer.Option(128),
     stop: List[str] = typer.Option([], help="stop string (repeatable)"),
     seed: int = typer.Option(0),
-    batch_size: int = typer.Option(128, help="rows per forward pass (hf)"),
+    batch_size: int = typer.Option(256, help="rows per forward pass (hf)"),
     chunk_size: int = typer.Option(128, help="samples committed to the store at a time"),
     store: str = typer.Option("", help="store path (default: the user cache dir, or $SELFALIGN_STORE)"),
     base_url: str = typer.Option("", help="for openai:<model>: the server's base URL (or $SELFALIGN_OPENAI_BASE_URL)"),

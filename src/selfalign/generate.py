@@ -28,7 +28,7 @@ class GenerateConfig:
     max_tokens: int = 128
     stop: list[str] = field(default_factory=list)
     seed: int = 0
-    batch_size: int = 128  # rows per forward pass (hf)
+    batch_size: int = 256  # rows per forward pass (hf)
     chunk_size: int = 128  # samples committed to the store at a time
     store: str = ""
     base_url: str = ""  # for openai:<model>

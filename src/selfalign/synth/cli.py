@@ -28,7 +28,7 @@ def _cfg(cls, config, overrides, **flags):
     return config_from_yaml(cls, config, ovs)
 
 
-def _model(spec: str, store: str, batch_size: int = 64):
+def _model(spec: str, store: str, batch_size: int = 256):
     from selfalign.models.registry import load_model
     from selfalign.store.cache import CachedModel, Store
 
