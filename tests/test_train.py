@@ -85,6 +85,34 @@ def test_output_layer_on_labelled_positions_only_gives_the_same_losses_and_weigh
         assert torch.allclose(w, out[True][1][k], atol=1e-5), k
 
 
+def test_the_attention_kernel_while_training_changes_speed_not_losses(tiny_model_dir, tmp_path, monkeypatch):
+    """auto = eager on a CPU; eager and SDPA train to the same losses and share one fingerprint."""
+    import torch
+    import transformers
+
+    from selfalign.train.base import attn_kwargs
+    from selfalign.train.sft import fingerprint, train_sft
+
+    assert attn_kwargs(TrainConfig()) == ({} if torch.cuda.is_available() else {"attn_implementation": "eager"})
+    assert attn_kwargs(TrainConfig(attn_implementation="sdpa")) == {"attn_implementation": "sdpa"}
+    asked: list = []
+    orig = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **kw):
+        asked.append(kw.get("attn_implementation"))
+        return orig(*a, **kw)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    losses = {}
+    for attn in ("eager", "sdpa"):
+        cfg = TrainConfig(epochs=1, batch_size=4, lora_r=4, max_steps=2, logging_steps=1, warmup_ratio=0.0,
+                          precision="fp32", attn_implementation=attn)
+        losses[attn] = train_sft(ROWS, str(tiny_model_dir), tmp_path / attn, cfg).losses
+    assert asked == ["eager", "sdpa"]  # the option reached the model
+    assert len(losses["eager"]) == 2 and losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-4)
+    assert fingerprint("b", ROWS, TrainConfig(attn_implementation="eager")) == fingerprint("b", ROWS, TrainConfig())
+
+
 def test_python_m_entry_point(tiny_model_dir, tmp_path):
     import subprocess
     import sys

@@ -45,6 +45,7 @@ from selfalign.train.base import (
     TrainConfig,
     TrainingRun,
     TrainResult,
+    attn_kwargs,
     fingerprint as _fingerprint,
     lora_config,
     require_trl,
@@ -142,14 +143,15 @@ class PMTrainResult(TrainResult):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def load_seq_cls(path: str, seed: int = 0) -> tuple[Any, Any]:
-    """The model with a 1-output score head (new heads are initialised from ``seed``) and its tokenizer."""
+def load_seq_cls(path: str, seed: int = 0, **load: Any) -> tuple[Any, Any]:
+    """The model with a 1-output score head (new heads are initialised from ``seed``) and its tokenizer;
+    ``load`` goes to ``from_pretrained`` (training passes its attention kernel)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, set_seed
 
     set_seed(seed)
     tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32, **load)
     return model, tok
 
 
@@ -171,7 +173,7 @@ def train_pm(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg
 
     precision = resolve_precision(cfg)
     resume = run.prepare()
-    model, tok = load_seq_cls(base, cfg.seed)
+    model, tok = load_seq_cls(base, cfg.seed, **attn_kwargs(cfg))
     enc = PMEncoder(tok, cfg.max_length)
     tok.pad_token_id = enc.pad_id
     model.config.pad_token_id = enc.pad_id
