@@ -4,9 +4,11 @@ N questions of the bundled QA set x M samples at temperature 1, up to T new toke
 embedded model. Prints new tokens/s for each way and the ratio to batched ``generate``, plus
 the share of samples that contain the gold answer (same sampling distribution -> same
 quality; ``--int8`` adds the opt-in dynamic int8 model, to show what it costs). Then greedy
-answers (one per question, as evaluation asks) against batched greedy ``generate``.
+answers (one per question, as evaluation asks) against batched greedy ``generate``. Each precision
+(fp32 always; bf16 too where the default model loads in bf16, a CPU with native bf16) is compared
+with ``generate`` in the same precision, so a ratio never mixes precisions.
 
-    .venv/bin/python bench/generate.py            # 64 x 10, 32 new tokens
+    .venv/bin/python bench/generate.py            # 64 x 10, 32 new tokens; fp32, and bf16 where native
     .venv/bin/python bench/generate.py --n 16 --m 4 --tokens 16   # quick look
 """
 
@@ -23,7 +25,7 @@ from selfalign.evals.stats import wilson_interval
 from selfalign.honesty.prompts import plain_prompt
 from selfalign.judges.correctness import contains_answer
 from selfalign.models import embedded
-from selfalign.models.hf import HFModel
+from selfalign.models.hf import HFModel, inference_dtype
 from selfalign.types import GenParams, GenRequest
 
 
@@ -75,98 +77,97 @@ def main() -> None:
     ap.add_argument("--greedy-tokens", type=int, default=80, help="max new tokens of greedy answers (evaluation)")
     ap.add_argument("--one-at-a-time", type=int, default=8, help="questions for the one-prompt-at-a-time baseline")
     ap.add_argument("--int8", action="store_true", help="also time the opt-in dynamic int8 model")
-    ap.add_argument("--bf16", action="store_true", help="also time bf16 weights (smollm2-135m+bf16; fast only on a "
-                    "CPU with native bf16)")
-    ap.add_argument("--no-kv-buffer-rows", action="store_true",
-                    help="skip our decoder without its preallocated KV buffer (DynamicCache, a copy per step)")
+    ap.add_argument("--precisions", default="",
+                    help="comma-separated of fp32,bf16 (default: fp32, and bf16 too where it is what the default "
+                         "model loads, i.e. on a CPU with native bf16); each is timed against generate in the same "
+                         "precision")
+    ap.add_argument("--dynamic-cache-rows", action="store_true",
+                    help="also time our decoder without its preallocated KV buffer (DynamicCache, a copy per step)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
     items = random.Random(args.seed).sample(load_qa("bundled"), args.n)
     path = str(embedded.ensure_converted())
-    fp32 = HFModel(path)
-    rows_per_batch = fp32.batch_size  # the baseline gets the same rows per forward pass as ours
-    prompts = [fp32.encode_prompt(plain_prompt(it.question)) for it in items]
+    auto, why = inference_dtype("cuda" if torch.cuda.is_available() else "cpu")
+    names = [p for p in args.precisions.split(",") if p] or (["fp32", "bf16"] if auto == "bfloat16" else ["fp32"])
+    bad = [p for p in names if p not in ("fp32", "bf16")]
+    if bad:
+        raise SystemExit(f"unknown precision(s) {bad}; known: fp32, bf16")
+    print(f"the default (auto) precision here: {auto} ({why})", flush=True)
+    loaded = {p: HFModel(path, dtype={"fp32": "float32", "bf16": "bfloat16"}[p]) for p in names}
+    first = loaded[names[0]]
+    rows_per_batch = first.batch_size  # the baseline gets the same rows per forward pass as ours
+    prompts = [first.encode_prompt(plain_prompt(it.question)) for it in items]
     answers = [it.answers for it in items]
 
     def quality(texts: list[str], n_items: int) -> tuple[int, int]:
         per = len(texts) // n_items
         return sum(contains_answer(t, answers[i // per]) for i, t in enumerate(texts)), len(texts)
 
-    rows = []
-    torch.manual_seed(args.seed)
-    k = args.one_at_a_time
-    t = time.perf_counter()
-    n_tok, texts = hf_generate(fp32, prompts[:k], args.m, args.tokens, rows_per_batch=args.m)
-    rows.append(("sample: generate, one prompt at a time", f"{k}x{args.m}", n_tok, time.perf_counter() - t,
-                 quality(texts, k), None))
+    last_texts: list[str] = []
 
-    t = time.perf_counter()
-    n_tok, texts = hf_generate(fp32, prompts, args.m, args.tokens, rows_per_batch=rows_per_batch)
-    dt = time.perf_counter() - t
-    base = n_tok / dt
-    rows.append((f"sample: generate, batches of {rows_per_batch} rows", f"{args.n}x{args.m}", n_tok, dt,
-                 quality(texts, args.n), base))
+    def timed(label: str, shape: str, fn, ref: float | None) -> float:
+        t = time.perf_counter()
+        n_tok, texts = fn()
+        dt = time.perf_counter() - t
+        rows.append((label, shape, n_tok, dt, quality(texts, len(texts) // int(shape.split("x")[1])), ref))
+        last_texts[:] = texts
+        print(f"  {label}: {n_tok / dt:.0f} new tok/s", flush=True)
+        return n_tok / dt
 
+    def ours(model: HFModel, reqs: list[GenRequest]):
+        res = model.generate(reqs)
+        return sum(c.n_tokens for r in res for c in r.completions), [x for r in res for x in r.texts]
+
+    rows: list[tuple] = []
     params = GenParams(temperature=1.0, max_tokens=args.tokens)
     reqs = [GenRequest(plain_prompt(it.question), params, n=args.m, seed=args.seed) for it in items]
-    models = [("selfalign hf (fp32)", fp32)]
-    plain = None
-    if not args.no_kv_buffer_rows:
-        plain = HFModel(path, model=fp32.model, tokenizer=fp32.tokenizer, model_id=fp32.model_id)
-        plain.kv_buffer = False
-        models.append(("selfalign hf (fp32), DynamicCache instead of the KV buffer", plain))
-    if args.int8:
-        models.append(("selfalign hf (int8 dynamic)", HFModel(path, quantize="int8")))
-    bf16 = HFModel(path, dtype="bfloat16") if args.bf16 else None
-    if bf16 is not None:
-        models.append(("selfalign hf (bf16 weights)", bf16))
-    for name, model in models:
-        t = time.perf_counter()
-        res = model.generate(reqs)
-        dt = time.perf_counter() - t
-        texts = [x for r in res for x in r.texts]
-        rows.append((f"sample: {name}", f"{args.n}x{args.m}", sum(c.n_tokens for r in res for c in r.completions), dt,
-                     quality(texts, args.n), base))
-
-    # greedy answers, one per question (what evaluation does)
-    t = time.perf_counter()
-    n_tok, texts = hf_generate(fp32, prompts, 1, args.greedy_tokens, rows_per_batch=rows_per_batch, greedy=True)
-    dt = time.perf_counter() - t
-    gbase = n_tok / dt
-    rows.append((f"greedy: generate, batches of {rows_per_batch} rows", f"{args.n}x1", n_tok, dt,
-                 quality(texts, args.n), gbase))
     greqs = [GenRequest(plain_prompt(it.question), GenParams(max_tokens=args.greedy_tokens)) for it in items]
-    t = time.perf_counter()
-    res = fp32.generate(greqs)
-    dt = time.perf_counter() - t
-    rows.append(("greedy: selfalign hf (fp32)", f"{args.n}x1", sum(r.completions[0].n_tokens for r in res), dt,
-                 quality([r.texts[0] for r in res], args.n), gbase))
-    if bf16 is not None:
-        t = time.perf_counter()
-        res3 = bf16.generate(greqs)
-        dt = time.perf_counter() - t
-        rows.append(("greedy: selfalign hf (bf16 weights)", f"{args.n}x1", sum(r.completions[0].n_tokens for r in res3),
-                     dt, quality([r.texts[0] for r in res3], args.n), gbase))
-    if plain is not None:
-        t = time.perf_counter()
-        res2 = plain.generate(greqs)
-        dt = time.perf_counter() - t
-        assert [r.texts for r in res2] == [r.texts for r in res], "the KV buffer changed a greedy answer"
-        rows.append(("greedy: selfalign hf (fp32), DynamicCache instead of the KV buffer", f"{args.n}x1",
-                     sum(r.completions[0].n_tokens for r in res2), dt, quality([r.texts[0] for r in res2], args.n),
-                     gbase))
+    torch.manual_seed(args.seed)
+    k = args.one_at_a_time
+    if k:
+        timed(f"sample: generate ({names[0]}), one prompt at a time", f"{k}x{args.m}",
+              lambda: hf_generate(first, prompts[:k], args.m, args.tokens, rows_per_batch=args.m), None)
+    greedy_texts: dict[str, list[str]] = {}
+    sample_base: dict[str, float] = {}
+    for p in names:
+        model = loaded[p]
+        base = timed(f"sample: generate ({p}), batches of {rows_per_batch} rows", f"{args.n}x{args.m}",
+                     lambda: hf_generate(model, prompts, args.m, args.tokens, rows_per_batch=rows_per_batch), None)
+        rows[-1] = rows[-1][:5] + (base,)
+        sample_base[p] = base
+        timed(f"**sample: selfalign hf ({p})**", f"{args.n}x{args.m}", lambda: ours(model, reqs), base)
+        if args.dynamic_cache_rows:
+            plain = HFModel(path, model=model.model, tokenizer=model.tokenizer, model_id=model.model_id)
+            plain.kv_buffer = False
+            timed(f"sample: selfalign hf ({p}), DynamicCache instead of the KV buffer", f"{args.n}x{args.m}",
+                  lambda: ours(plain, reqs), base)
+        gbase = timed(f"greedy: generate ({p}), batches of {rows_per_batch} rows", f"{args.n}x1",
+                      lambda: hf_generate(model, prompts, 1, args.greedy_tokens, rows_per_batch=rows_per_batch,
+                                          greedy=True), None)
+        rows[-1] = rows[-1][:5] + (gbase,)
+        timed(f"**greedy: selfalign hf ({p})**", f"{args.n}x1", lambda: ours(model, greqs), gbase)
+        greedy_texts[p] = list(last_texts)
+    if args.int8:
+        q = HFModel(path, quantize="int8")
+        timed("sample: selfalign hf (int8 dynamic)", f"{args.n}x{args.m}", lambda: ours(q, reqs),
+              sample_base.get("fp32"))
 
     print(f"\n{args.n} questions; sampling {args.m} samples at T=1.0, <= {args.tokens} new tokens; greedy <= "
-          f"{args.greedy_tokens} new tokens; torch threads {torch.get_num_threads()}; CPU {cpu_name()}\n")
-    print("| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate | samples with gold answer [95% Wilson] |")
+          f"{args.greedy_tokens} new tokens; torch threads {torch.get_num_threads()}; CPU {cpu_name()}; "
+          f"default precision here {auto}\n")
+    print("| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate, same precision | "
+          "samples with gold answer [95% Wilson] |")
     print("|---|---|---|---|---|---|---|")
     for name, shape, n, dt, (hits, total), ref in rows:
         lo, hi = wilson_interval(hits, total)
-        ratio = f"{n / dt / ref:.2f}x" if ref else "-"
+        ratio = f"{n / dt / ref:.2f}x" if ref and "selfalign" in name else ("1.00x" if ref else "-")
         print(f"| {name} | {shape} | {n} | {dt:.1f} | {n / dt:.0f} | {ratio} | {100 * hits / total:.1f}% "
               f"[{100 * lo:.1f}, {100 * hi:.1f}] |")
-    print(f"\nhead KV reuses across chunks and calls: {fp32.head_reuses}")
+    if len(greedy_texts) == 2:
+        same = sum(a == b for a, b in zip(greedy_texts["fp32"], greedy_texts["bf16"]))
+        print(f"\ngreedy answers identical in fp32 and bf16: {same}/{args.n}")
+    print(f"head KV reuses across chunks and calls: {sum(m.head_reuses for m in loaded.values())}")
 
 
 def cpu_name() -> str:

@@ -6,8 +6,11 @@ Each variant trains ``--warmup`` steps (not timed) and then ``--steps`` timed op
 prints examples/s, the ratio to TRL's defaults (``bf16=True``, gradient checkpointing on),
 the last loss, and which precision ``auto`` chooses here and whether it is the faster one.
 
-    .venv/bin/python bench/train.py                      # every variant, 2 timed steps of 8 rows
+    .venv/bin/python bench/train.py                      # TRL's defaults against ours, 2 timed steps of 8 rows
     .venv/bin/python bench/train.py --variants fp32,bf16 --steps 3
+
+"ours" is what ``TrainConfig()`` resolves to on this machine: the precision ``auto`` picks,
+gradient checkpointing off, the output layer on labelled positions only, eager attention on a CPU.
 """
 
 from __future__ import annotations
@@ -21,18 +24,25 @@ from pathlib import Path
 from selfalign.data.formats import load_qa
 from selfalign.honesty.prompts import honesty_prompt
 from selfalign.models import embedded
-from selfalign.train.base import TrainConfig, completion_positions_only, lora_config, trainer_args
-from selfalign.train.precision import Precision, choose_precision, cpu_flags, cpu_model, native_cpu_bf16
+from selfalign.train.base import TrainConfig, attn_kwargs, completion_positions_only, lora_config, trainer_args
+from selfalign.train.precision import choose_precision, cpu_flags, cpu_model, native_cpu_bf16
 
-# name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free);
-# "trl-defaults" is what SFTConfig() gives a CPU user
+# name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free,
+# adapters on the top N layers only (0: every layer), attention kernel ("" = the model's default, SDPA));
+# "trl-defaults" is what SFTConfig() gives a CPU user, "ours" what TrainConfig() resolves to here
 VARIANTS = {
-    "trl-defaults": ("bf16", True, False, False),  # what SFTConfig() gives a CPU user
-    "bf16": ("bf16", False, False, False),
-    "fp32": ("fp32", False, False, False),
-    "fp32-compact": ("fp32", False, True, False),
-    "bf16-compact": ("bf16", False, True, False),
-    "fp32-compact-padfree": ("fp32", False, True, True),
+    "trl-defaults": ("bf16", True, False, False, 0, ""),
+    "ours": ("auto", False, True, False, 0, "auto"),
+    "bf16": ("bf16", False, False, False, 0, ""),
+    "fp32": ("fp32", False, False, False, 0, ""),
+    "fp32-compact": ("fp32", False, True, False, 0, ""),
+    "bf16-compact": ("bf16", False, True, False, 0, ""),
+    "fp32-compact-eager": ("fp32", False, True, False, 0, "eager"),
+    "bf16-compact-eager": ("bf16", False, True, False, 0, "eager"),
+    "fp32-compact-padfree": ("fp32", False, True, True, 0, ""),
+    "bf16-compact-top15": ("bf16", False, True, False, 15, ""),
+    "bf16-compact-top10": ("bf16", False, True, False, 10, ""),
+    "fp32-compact-top15": ("fp32", False, True, False, 15, ""),
 }
 
 
@@ -53,10 +63,12 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    prec_name, checkpointing, compact, padding_free = VARIANTS[name]
+    prec_name, checkpointing, compact, padding_free, top, attn = VARIANTS[name]
     completion_positions_only(compact)
     cfg = TrainConfig(batch_size=batch, max_steps=warmup + steps, logging_steps=1, save_steps=10_000,
-                      gradient_checkpointing=checkpointing, warmup_ratio=0.0, lr_scheduler="constant")
+                      gradient_checkpointing=checkpointing, warmup_ratio=0.0, lr_scheduler="constant", lora_layers=top,
+                      attn_implementation=attn or "sdpa")
+    precision = choose_precision(prec_name)
     stamps: list[float] = []
 
     class Clock(TrainerCallback):
@@ -64,9 +76,9 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
             stamps.append(time.perf_counter())
 
     tok = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **attn_kwargs(cfg))
     with tempfile.TemporaryDirectory() as tmp:
-        kwargs = {**trainer_args(cfg, Path(tmp), Precision(prec_name, "bench")), "save_strategy": "no"}
+        kwargs = {**trainer_args(cfg, Path(tmp), precision), "save_strategy": "no"}
         args = SFTConfig(**kwargs, max_length=None if padding_free else cfg.max_length, completion_only_loss=True,
                          padding_free=padding_free)
         trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
@@ -77,12 +89,12 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     timed = stamps[warmup - 1:] if warmup else [t0, *stamps]
     seconds = timed[-1] - timed[0]
     return {"variant": name, "examples_per_s": steps * batch / seconds, "s_per_step": seconds / steps,
-            "last_loss": losses[-1] if losses else float("nan")}
+            "last_loss": losses[-1] if losses else float("nan"), "precision": precision.name}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, of {', '.join(VARIANTS)}")
+    ap.add_argument("--variants", default="trl-defaults,ours", help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--steps", type=int, default=2, help="timed optimizer steps per variant")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
@@ -109,11 +121,12 @@ def main() -> None:
         print(f"  {name:13s} {r['examples_per_s']:7.2f} examples/s  {r['s_per_step']:7.1f} s/step  "
               f"last loss {r['last_loss']:.3f}", flush=True)
     by = {r["variant"]: r for r in results}
-    print("\n| variant | examples/s | s/step | last loss | vs TRL defaults |\n|---|---|---|---|---|")
+    print("\n| variant | precision | examples/s | s/step | last loss | vs TRL defaults |\n|---|---|---|---|---|---|")
     ref = by.get("trl-defaults")
     for r in results:
         ratio = f"{r['examples_per_s'] / ref['examples_per_s']:.2f}x" if ref else "n/a"
-        print(f"| {r['variant']} | {r['examples_per_s']:.2f} | {r['s_per_step']:.1f} | {r['last_loss']:.3f} | {ratio} |")
+        print(f"| {r['variant']} | {r['precision']} | {r['examples_per_s']:.2f} | {r['s_per_step']:.1f} | "
+              f"{r['last_loss']:.3f} | {ratio} |")
     for suffix in ("", "-compact"):  # like with like: the same output-layer path in both precisions
         f32, b16 = by.get("fp32" + suffix), by.get("bf16" + suffix)
         if f32 and b16:
