@@ -83,6 +83,8 @@ def main() -> None:
                          "precision")
     ap.add_argument("--dynamic-cache-rows", action="store_true",
                     help="also time our decoder without its preallocated KV buffer (DynamicCache, a copy per step)")
+    ap.add_argument("--rows-per-batch", type=int, default=0,
+                    help="rows per decoding batch, ours and generate's (default: the hf backend's default)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -95,6 +97,8 @@ def main() -> None:
         raise SystemExit(f"unknown precision(s) {bad}; known: fp32, bf16")
     print(f"the default (auto) precision here: {auto} ({why})", flush=True)
     loaded = {p: HFModel(path, dtype={"fp32": "float32", "bf16": "bfloat16"}[p]) for p in names}
+    for model in loaded.values():
+        model.batch_size = args.rows_per_batch or model.batch_size
     first = loaded[names[0]]
     rows_per_batch = first.batch_size  # the baseline gets the same rows per forward pass as ours
     prompts = [first.encode_prompt(plain_prompt(it.question)) for it in items]
