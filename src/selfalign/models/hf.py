@@ -150,28 +150,6 @@ def _buffered_cache(cache: Any, rows: Any, spare: int) -> Any:
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def _lookup_draft(ctx: list[int], k: int, room: int) -> list[int]:
-    """Up to ``k`` (and ``room``) tokens that followed the last earlier occurrence of the last 3, 2
-    or 1 tokens of ``ctx`` (longest match first); [] when none occurs.
-
-    >>> _lookup_draft([5, 6, 7, 8, 5, 6], 2, 10)
-    [7, 8]
-    >>> _lookup_draft([1, 2, 3], 4, 10)
-    []
-    """
-    k = min(k, room)
-    if k <= 0:
-        return []
-    for n in (3, 2, 1):
-        if len(ctx) <= n:
-            continue
-        tail = ctx[-n:]
-        for start in range(len(ctx) - n - 1, -1, -1):
-            if ctx[start:start + n] == tail:
-                return ctx[start + n:start + n + k]
-    return []
-
-
 def inference_dtype(device: str, flags: set[str] | None = None) -> tuple[str, str]:
     """The weights' dtype that ``dtype="auto"`` loads on ``device``, and why.
 
@@ -264,11 +242,6 @@ class HFModel:
         # decode into preallocated KV buffers (False: transformers' DynamicCache, a copy per step;
         # kept for the equivalence test and bench/generate.py)
         self.kv_buffer = True
-        # greedy decoding with drafts from each row's own text (see _greedy_lookahead): draft tokens a
-        # step (0 = off), used while a batch has at most lookahead_rows rows
-        self.lookahead = 0
-        self.lookahead_rows = 16
-        self.lookahead_tokens = 0  # draft tokens accepted so far
         if quantize == "int8":
             if self.device != "cpu":
                 raise ModelError("quantize='int8' is the CPU dynamic int8 path; on a GPU use vllm")
@@ -594,8 +567,6 @@ class HFModel:
         else:
             cache.batch_select_indices(sel)
         logits, mask, next_pos = logits[sel], mask[sel], next_pos[sel]
-        if self.lookahead > 0 and params.greedy and not params.logprobs and self.kv_buffer:
-            return self._greedy_lookahead(rows, distinct, logits, cache, mask, next_pos, params)
         # the attention mask grows by one column per step: written in place in a buffer too
         width = mask.shape[1]
         mask_buf = torch.ones((len(rows), width + params.max_tokens), dtype=mask.dtype, device=dev)
@@ -646,96 +617,6 @@ class HFModel:
         for a in batch:
             if done[a] is None:
                 done[a] = self._finish(tokens[a], lps[a], "length", params, rows[a].sample_index)
-        return [d for d in done]  # type: ignore[misc]
-
-    def _greedy_lookahead(self, rows: list[_Row], distinct: list[list[int]], logits: Any, cache: Any, mask: Any,
-                          next_pos: Any, params: GenParams) -> list[Completion]:
-        """Greedy decoding with drafts looked up in each row's own text (prompt lookup decoding,
-        Saxena 2023; the n-gram draft of Leviathan et al. 2023's speculative decoding without a
-        draft model), used while the batch has at most :attr:`lookahead_rows` rows.
-
-        A row's draft is the ``lookahead`` tokens that followed the last earlier occurrence of its
-        last 3 (else 2, else 1) tokens. One forward pass scores the current token and the draft;
-        the draft is kept up to its first token that differs from the model's argmax, and that
-        argmax comes next, so the tokens are the ones plain greedy decoding picks (up to float
-        rounding: several positions are scored in one pass). Rejected positions stay in the KV
-        buffer, masked out. A step of few rows costs about as much as one of many (the weights
-        are read once per step), which is when scoring a draft is nearly free; larger batches
-        take plain steps."""
-        torch = self.torch
-        dev = self.device
-        k = self.lookahead
-        width = mask.shape[1]
-        cap = width + params.max_tokens * (1 + k)
-        mask_buf = torch.zeros((len(rows), cap), dtype=mask.dtype, device=dev)
-        mask_buf[:, :width] = mask
-        n = len(rows)
-        ctx = [list(distinct[r.prompt_idx]) for r in rows]
-        tokens: list[list[int]] = [[] for _ in range(n)]
-        done: list[Completion | None] = [None] * n
-        batch = list(range(n))
-        eos = set(self.eos_ids)
-        queue = [[t] for t in logits.argmax(-1).tolist()]  # tokens each row emits next
-        while True:
-            live = []
-            for j, a in enumerate(batch):
-                if done[a] is not None:  # finished, still in the batch until pruned
-                    continue
-                for t in queue[j]:
-                    if t in eos:
-                        done[a] = self._finish(tokens[a], [], "stop", params, rows[a].sample_index, eos_count=1)
-                        break
-                    tokens[a].append(t)
-                    ctx[a].append(t)
-                    if params.stop and self._hit_stop(tokens[a], params.stop):
-                        done[a] = self._finish(tokens[a], [], "stop", params, rows[a].sample_index)
-                        break
-                    if len(tokens[a]) >= params.max_tokens:
-                        done[a] = self._finish(tokens[a], [], "length", params, rows[a].sample_index)
-                        break
-                else:
-                    live.append(j)
-            if not live:
-                break
-            # drop finished rows once they are an eighth of the batch (as _decode does)
-            if len(batch) - len(live) >= max(1, len(batch) // 8):
-                kt = torch.tensor(live, device=dev)
-                cache.batch_select_indices(kt)
-                mask_buf, next_pos = mask_buf[kt], next_pos[kt]
-                batch = [batch[j] for j in live]
-                queue = [queue[j] for j in live]
-            small = len(batch) <= self.lookahead_rows
-            drafts = [_lookup_draft(ctx[a], k, params.max_tokens - len(tokens[a]) - 1)
-                      if small and done[a] is None else [] for a in batch]
-            L = 1 + max(len(d) for d in drafts)
-            ids = torch.full((len(batch), L), self.pad_id, dtype=torch.long)
-            for j, a in enumerate(batch):
-                if done[a] is not None:
-                    continue  # a passenger: its input is padding, its output unused
-                row = [tokens[a][-1], *drafts[j]]
-                ids[j, :len(row)] = torch.tensor(row)
-                mask_buf[j, width:width + len(row)] = 1
-            pos = next_pos[:, None] + torch.arange(L, device=dev)[None, :]
-            out = self.model(input_ids=ids.to(dev), attention_mask=mask_buf[:, :width + L], position_ids=pos,
-                             past_key_values=cache, use_cache=True).logits
-            preds = out.float().argmax(-1).tolist()
-            queue = []
-            for j, a in enumerate(batch):
-                d = drafts[j]
-                kept = 0
-                while kept < len(d) and d[kept] == preds[j][kept]:
-                    kept += 1
-                queue.append([*d[:kept], preds[j][kept]])
-                # the draft's rejected positions (and the padding) stay in the cache, masked out
-                mask_buf[j, width + 1 + kept:width + L] = 0
-                self.lookahead_tokens += kept
-            # the current token and the kept draft tokens took positions: the next token follows them
-            next_pos = next_pos + torch.tensor([len(q) for q in queue], device=dev)
-            width += L
-            if width + 1 + k > cap:  # out of mask room (only after many rejected drafts): grow it
-                grown = torch.zeros((mask_buf.shape[0], 2 * cap), dtype=mask_buf.dtype, device=dev)
-                grown[:, :cap] = mask_buf
-                mask_buf, cap = grown, 2 * cap
         return [d for d in done]  # type: ignore[misc]
 
     def _draw(self, logits: Any, params: GenParams, gens: list[Any]) -> Any:
