@@ -95,6 +95,8 @@ def test_the_attention_kernel_while_training_changes_speed_not_losses(tiny_model
 
     assert attn_kwargs(TrainConfig()) == ({} if torch.cuda.is_available() else {"attn_implementation": "eager"})
     assert attn_kwargs(TrainConfig(attn_implementation="sdpa")) == {"attn_implementation": "sdpa"}
+    with pytest.raises(ValueError, match="attn_implementation must be one of"):
+        TrainConfig(attn_implementation="fast")  # a typo fails when the config is read, before any work
     asked: list = []
     orig = transformers.AutoModelForCausalLM.from_pretrained
 

@@ -31,6 +31,8 @@ from selfalign.types import stable_hash
 log = logging.getLogger("selfalign.train")
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: what ``train.attn_implementation`` takes: auto, or transformers' own kernel names
+ATTN_IMPLEMENTATIONS = ("auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass
@@ -58,8 +60,8 @@ class TrainConfig:
     # (see completion_positions_only; 1.8x per step in bench/train.py, same loss)
     labelled_positions_only: bool = True
     # the attention kernel while training: auto = eager on a CPU (SDPA's CPU flash kernel took 14% of
-    # an SFT step, mostly in its backward; eager 1.16x per step, same losses), the model's own default
-    # elsewhere; or any transformers attn_implementation ("sdpa", "eager", "flash_attention_2", ...)
+    # an SFT step, mostly in its backward; eager 1.23x per step in bf16, 1.05x in fp32 with identical
+    # losses, bench/train.py), the model's own default elsewhere; or a transformers attn_implementation
     attn_implementation: str = "auto"
 
     def __post_init__(self) -> None:
@@ -71,6 +73,9 @@ class TrainConfig:
                 setattr(self, f.name, float(v))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
+            raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)} (or a hub "
+                             f"kernel 'org/name'), got {self.attn_implementation!r}")
         for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -318,7 +323,8 @@ def attn_kwargs(cfg: Any) -> dict[str, str]:
     """``from_pretrained``'s ``attn_implementation`` for ``cfg.attn_implementation`` on this machine:
     ``auto`` is eager attention on a CPU (the SDPA CPU kernel's backward is slow for the short rows
     these trainers see: 3.69 against 3.18 s per SFT step of the demo's rows, losses equal to three
-    decimals) and the model's default on a GPU; any other value is passed through."""
+    decimals) and the model's default on a GPU; any other value is passed through (checked by
+    :class:`TrainConfig`)."""
     import torch
 
     want = getattr(cfg, "attn_implementation", "auto") or "auto"
