@@ -26,6 +26,7 @@ from selfalign.honesty.prompts import plain_prompt
 from selfalign.judges.correctness import contains_answer
 from selfalign.models import embedded
 from selfalign.models.hf import HFModel, inference_dtype
+from selfalign.train.precision import cpu_model
 from selfalign.types import GenParams, GenRequest
 
 
@@ -110,10 +111,12 @@ def main() -> None:
 
     last_texts: list[str] = []
 
-    def timed(label: str, shape: str, fn, ref: float | None) -> float:
+    def timed(label: str, shape: str, fn, ref: float | None, baseline: bool = False) -> float:
+        """Run ``fn``, add its row (its ratio against ``ref``; a baseline is its own ref) and return tok/s."""
         t = time.perf_counter()
         n_tok, texts = fn()
         dt = time.perf_counter() - t
+        ref = n_tok / dt if baseline else ref
         rows.append((label, shape, n_tok, dt, quality(texts, len(texts) // int(shape.split("x")[1])), ref))
         last_texts[:] = texts
         print(f"  {label}: {n_tok / dt:.0f} new tok/s", flush=True)
@@ -137,8 +140,8 @@ def main() -> None:
     for p in names:
         model = loaded[p]
         base = timed(f"sample: generate ({p}), batches of {rows_per_batch} rows", f"{args.n}x{args.m}",
-                     lambda: hf_generate(model, prompts, args.m, args.tokens, rows_per_batch=rows_per_batch), None)
-        rows[-1] = rows[-1][:5] + (base,)
+                     lambda: hf_generate(model, prompts, args.m, args.tokens, rows_per_batch=rows_per_batch), None,
+                     baseline=True)
         sample_base[p] = base
         timed(f"**sample: selfalign hf ({p})**", f"{args.n}x{args.m}", lambda: ours(model, reqs), base)
         if args.dynamic_cache_rows:
@@ -148,8 +151,7 @@ def main() -> None:
                   lambda: ours(plain, reqs), base)
         gbase = timed(f"greedy: generate ({p}), batches of {rows_per_batch} rows", f"{args.n}x1",
                       lambda: hf_generate(model, prompts, 1, args.greedy_tokens, rows_per_batch=rows_per_batch,
-                                          greedy=True), None)
-        rows[-1] = rows[-1][:5] + (gbase,)
+                                          greedy=True), None, baseline=True)
         timed(f"**greedy: selfalign hf ({p})**", f"{args.n}x1", lambda: ours(model, greqs), gbase)
         greedy_texts[p] = list(last_texts)
     if args.int8:
@@ -158,30 +160,20 @@ def main() -> None:
               sample_base.get("fp32"))
 
     print(f"\n{args.n} questions; sampling {args.m} samples at T=1.0, <= {args.tokens} new tokens; greedy <= "
-          f"{args.greedy_tokens} new tokens; torch threads {torch.get_num_threads()}; CPU {cpu_name()}; "
+          f"{args.greedy_tokens} new tokens; torch threads {torch.get_num_threads()}; CPU {cpu_model()}; "
           f"default precision here {auto}\n")
     print("| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate, same precision | "
           "samples with gold answer [95% Wilson] |")
     print("|---|---|---|---|---|---|---|")
     for name, shape, n, dt, (hits, total), ref in rows:
         lo, hi = wilson_interval(hits, total)
-        ratio = f"{n / dt / ref:.2f}x" if ref and "selfalign" in name else ("1.00x" if ref else "-")
+        ratio = f"{n / dt / ref:.2f}x" if ref else "-"
         print(f"| {name} | {shape} | {n} | {dt:.1f} | {n / dt:.0f} | {ratio} | {100 * hits / total:.1f}% "
               f"[{100 * lo:.1f}, {100 * hi:.1f}] |")
     if len(greedy_texts) == 2:
         same = sum(a == b for a, b in zip(greedy_texts["fp32"], greedy_texts["bf16"]))
         print(f"\ngreedy answers identical in fp32 and bf16: {same}/{args.n}")
     print(f"head KV reuses across chunks and calls: {sum(m.head_reuses for m in loaded.values())}")
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
