@@ -10,7 +10,9 @@ the last loss, and which precision ``auto`` chooses here and whether it is the f
     .venv/bin/python bench/train.py --variants fp32,bf16 --steps 3
 
 "ours" is what ``TrainConfig()`` resolves to on this machine: the precision ``auto`` picks,
-gradient checkpointing off, the output layer on labelled positions only, eager attention on a CPU.
+gradient checkpointing off, the output layer on labelled positions only, eager attention on a CPU,
+and each batch's common prefix run once (``selfalign.train.shared_prefix``); "ours-noshare" is the
+same without the shared prefix.
 """
 
 from __future__ import annotations
@@ -24,25 +26,30 @@ from pathlib import Path
 from selfalign.data.formats import load_qa
 from selfalign.honesty.prompts import honesty_prompt
 from selfalign.models import embedded
-from selfalign.train.base import TrainConfig, attn_kwargs, completion_positions_only, lora_config, trainer_args
+from selfalign.train.base import (TrainConfig, attn_kwargs, completion_positions_only, lora_config, share_prefix,
+                                  trainer_args)
 from selfalign.train.precision import choose_precision, cpu_flags, cpu_model, native_cpu_bf16
 
 # name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free,
-# adapters on the top N layers only (0: every layer), attention kernel ("" = the model's default, SDPA));
-# "trl-defaults" is what SFTConfig() gives a CPU user, "ours" what TrainConfig() resolves to here
+# adapters on the top N layers only (0: every layer), attention kernel ("" = the model's default, SDPA),
+# shared-prefix forward); "trl-defaults" is what SFTConfig() gives a CPU user, "ours" what TrainConfig()
+# resolves to here
 VARIANTS = {
-    "trl-defaults": ("bf16", True, False, False, 0, ""),
-    "ours": ("auto", False, True, False, 0, "auto"),
-    "bf16": ("bf16", False, False, False, 0, ""),
-    "fp32": ("fp32", False, False, False, 0, ""),
-    "fp32-compact": ("fp32", False, True, False, 0, ""),
-    "bf16-compact": ("bf16", False, True, False, 0, ""),
-    "fp32-compact-eager": ("fp32", False, True, False, 0, "eager"),
-    "bf16-compact-eager": ("bf16", False, True, False, 0, "eager"),
-    "fp32-compact-padfree": ("fp32", False, True, True, 0, ""),
-    "bf16-compact-top15": ("bf16", False, True, False, 15, ""),
-    "bf16-compact-top10": ("bf16", False, True, False, 10, ""),
-    "fp32-compact-top15": ("fp32", False, True, False, 15, ""),
+    "trl-defaults": ("bf16", True, False, False, 0, "", False),
+    "ours": ("auto", False, True, False, 0, "auto", True),
+    "ours-noshare": ("auto", False, True, False, 0, "auto", False),
+    "bf16": ("bf16", False, False, False, 0, "", False),
+    "fp32": ("fp32", False, False, False, 0, "", False),
+    "fp32-compact": ("fp32", False, True, False, 0, "", False),
+    "bf16-compact": ("bf16", False, True, False, 0, "", False),
+    "fp32-compact-eager": ("fp32", False, True, False, 0, "eager", False),
+    "bf16-compact-eager": ("bf16", False, True, False, 0, "eager", False),
+    "fp32-compact-eager-shared": ("fp32", False, True, False, 0, "eager", True),
+    "bf16-compact-eager-shared": ("bf16", False, True, False, 0, "eager", True),
+    "fp32-compact-padfree": ("fp32", False, True, True, 0, "", False),
+    "bf16-compact-top15": ("bf16", False, True, False, 15, "", False),
+    "bf16-compact-top10": ("bf16", False, True, False, 10, "", False),
+    "fp32-compact-top15": ("fp32", False, True, False, 15, "", False),
 }
 
 
@@ -63,11 +70,11 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    prec_name, checkpointing, compact, padding_free, top, attn = VARIANTS[name]
+    prec_name, checkpointing, compact, padding_free, top, attn, shared = VARIANTS[name]
     completion_positions_only(compact)
     cfg = TrainConfig(batch_size=batch, max_steps=warmup + steps, logging_steps=1, save_steps=10_000,
                       gradient_checkpointing=checkpointing, warmup_ratio=0.0, lr_scheduler="constant", lora_layers=top,
-                      attn_implementation=attn or "sdpa")
+                      attn_implementation=attn or "sdpa", shared_prefix=shared)
     precision = choose_precision(prec_name)
     stamps: list[float] = []
 
@@ -77,6 +84,7 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **attn_kwargs(cfg))
+    share_prefix(model, cfg)
     with tempfile.TemporaryDirectory() as tmp:
         kwargs = {**trainer_args(cfg, Path(tmp), precision), "save_strategy": "no"}
         args = SFTConfig(**kwargs, max_length=None if padding_free else cfg.max_length, completion_only_loss=True,

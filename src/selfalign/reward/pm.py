@@ -46,6 +46,7 @@ from selfalign.train.base import (
     TrainingRun,
     TrainResult,
     attn_kwargs,
+    share_prefix,
     fingerprint as _fingerprint,
     lora_config,
     require_trl,
@@ -174,6 +175,7 @@ def train_pm(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg
     precision = resolve_precision(cfg)
     resume = run.prepare()
     model, tok = load_seq_cls(base, cfg.seed, **attn_kwargs(cfg))
+    share_prefix(model, cfg)
     enc = PMEncoder(tok, cfg.max_length)
     tok.pad_token_id = enc.pad_id
     model.config.pad_token_id = enc.pad_id

@@ -1,0 +1,145 @@
+"""Shared-prefix forward for training: the tokens every row of a batch starts with run once.
+
+Every honesty training row starts with the same 64 tokens (the chat template's system message
+and the honesty instruction) out of about 105; a batch of 8 rows runs those 64 tokens 8 times in
+a plain forward pass. With the shared-prefix forward the backbone runs the common prefix once
+(batch 1, keeping its keys and values), repeats that KV for the batch, and runs only each row's
+tail on top of it, with positions continuing after the prefix. The hidden states returned are
+the same as a plain forward pass's (the prefix's row repeated, then the tails'), so the loss
+and the gradients are the same up to float rounding: the prefix's KV feeds every row's tail
+through the repeat, whose backward sums the rows' gradients into the one prefix pass, exactly
+as the plain pass's separate copies of the prefix would add up. On the demo's rows (64 shared
+of ~105 tokens, 8 rows) a step runs 392 + padding token positions instead of ~840
+(``bench/train.py``, docs/RESULTS.md).
+
+It is the same idea as vLLM's prefix caching applied to a training step, and needs no kernel of
+its own: two calls of the model's own backbone through its own KV cache. It applies only where
+it is exact, else the plain forward runs:
+
+* the batch has at least 2 rows and a common prefix of at least ``min_prefix`` tokens, every
+  row attending to all of it (a left-padded batch shares pads, not a prefix);
+* nothing asked for a cache or passed one (generation, which a trainer also calls, runs as is),
+  no ``inputs_embeds``, no attention/hidden-state outputs;
+* no gradient checkpointing (it drops caches) and no dropout anywhere in the backbone (one
+  prefix pass would share its dropout masks across rows): LoRA dropout is 0 by default.
+
+Speed-only: outside the training fingerprint (``train.shared_prefix``, default on); tests check
+that losses and gradients match the plain forward.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Any
+
+#: the fewest shared tokens worth a second backbone call
+MIN_PREFIX = 16
+
+
+def common_prefix_length(input_ids: Any, attention_mask: Any = None, position_ids: Any = None) -> int:
+    """How many leading positions every row of ``input_ids`` ([B, L]) shares: the same token, attended
+    to by every row (mask 1), at the same position id; at most L - 1 (a tail of one token at least).
+
+    >>> import torch
+    >>> ids = torch.tensor([[5, 6, 7, 8, 1], [5, 6, 7, 9, 0]])
+    >>> common_prefix_length(ids), common_prefix_length(ids, torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 0]]))
+    (3, 0)
+    """
+    same = (input_ids == input_ids[:1]).all(0)
+    if attention_mask is not None:
+        same &= (attention_mask != 0).all(0)
+    if position_ids is not None:
+        same &= (position_ids == position_ids[:1]).all(0)
+    n = int(same.int().cumprod(0).sum())
+    return min(n, input_ids.shape[1] - 1)
+
+
+def cache_kwarg(fn: Any) -> str:
+    """The name a transformers forward takes its KV cache by: ``cache`` since transformers 5.24
+    (``past_key_values`` is deprecated there and removed in 5.40), ``past_key_values`` before."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _has_dropout(backbone: Any) -> bool:
+    import torch
+
+    cfg = getattr(backbone, "config", None)
+    if any(float(getattr(cfg, k, 0.0) or 0.0) > 0 for k in ("attention_dropout", "hidden_dropout", "dropout")):
+        return True
+    return any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in backbone.modules())
+
+
+class SharedPrefixStats:
+    """Counts for the log: calls that shared a prefix, and token positions run vs a plain pass."""
+
+    def __init__(self) -> None:
+        self.shared_calls = 0
+        self.plain_calls = 0
+        self.positions_run = 0
+        self.positions_plain = 0
+
+    def saved_fraction(self) -> float:
+        return 1 - self.positions_run / self.positions_plain if self.positions_plain else 0.0
+
+
+def install(backbone: Any, min_prefix: int = MIN_PREFIX) -> SharedPrefixStats:
+    """Make ``backbone`` (a transformers decoder stack: ``model.model`` of a causal LM or a sequence
+    classifier) run each batch's common prefix once. Idempotent; returns its counters."""
+    if getattr(backbone, "_selfalign_shared_prefix", None) is not None:
+        return backbone._selfalign_shared_prefix
+    from transformers import DynamicCache
+    from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    original = backbone.forward
+    cache_kw = cache_kwarg(original)
+    stats = SharedPrefixStats()
+    with_dropout = _has_dropout(backbone)
+
+    @functools.wraps(original)
+    def forward(input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None, *args: Any, **kw: Any):
+        plain = (input_ids is None or args or with_dropout or kw.get("inputs_embeds") is not None
+                 or kw.get(cache_kw) is not None or kw.get("past_key_values") is not None or kw.get("use_cache")
+                 or kw.get("output_attentions") or kw.get("output_hidden_states")
+                 or getattr(backbone, "gradient_checkpointing", False) or input_ids.dim() != 2
+                 or input_ids.shape[0] < 2)
+        p = 0 if plain else common_prefix_length(input_ids, attention_mask, position_ids)
+        if p < min_prefix:
+            stats.plain_calls += 1
+            return original(input_ids, attention_mask, position_ids, *args, **kw)
+        b, n = input_ids.shape
+        kw = {k: v for k, v in kw.items() if k not in ("use_cache", cache_kw, "past_key_values")}
+        pre = original(input_ids=input_ids[:1, :p],
+                       attention_mask=None if attention_mask is None else attention_mask[:1, :p],
+                       position_ids=None if position_ids is None else position_ids[:1, :p],
+                       use_cache=True, **{cache_kw: DynamicCache(config=backbone.config)}, **kw)
+        cache = getattr(pre, cache_kw, None) or pre.past_key_values
+        cache.batch_repeat_interleave(b)  # differentiable: the backward sums every row's share
+        tail = original(input_ids=input_ids[:, p:], attention_mask=attention_mask,
+                        position_ids=None if position_ids is None else position_ids[:, p:],
+                        use_cache=True, **{cache_kw: cache}, **kw)
+        hidden = pre.last_hidden_state.expand(b, -1, -1)
+        stats.shared_calls += 1
+        stats.positions_run += p + b * (n - p)
+        stats.positions_plain += b * n
+        import torch
+
+        return BaseModelOutputWithPast(last_hidden_state=torch.cat([hidden, tail.last_hidden_state], dim=1))
+
+    backbone.forward = forward
+    backbone._selfalign_shared_prefix = stats
+    backbone._selfalign_plain_forward = original
+    return stats
+
+
+def uninstall(backbone: Any) -> None:
+    """Put the plain forward back."""
+    if getattr(backbone, "_selfalign_shared_prefix", None) is None:
+        return
+    del backbone.forward  # the instance attribute: the class's forward shows through again
+    backbone._selfalign_shared_prefix = None
+    backbone._selfalign_plain_forward = None
