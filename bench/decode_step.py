@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from selfalign.models import embedded
-from selfalign.models.hf import inference_dtype
+from selfalign.models.hf import cache_kwarg, inference_dtype
 
 
 def main() -> None:
@@ -30,14 +30,15 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(str(embedded.ensure_converted()), dtype=getattr(torch, dtype)).eval()
     print(f"{dtype}, torch threads {torch.get_num_threads()}\n")
     print("| rows | ms per decoding step | new tokens/s | ms for a 20-token prefill of every row |\n|---|---|---|---|")
+    kw = cache_kwarg(model.forward)  # `cache` since transformers 5.24, `past_key_values` before
     with torch.inference_mode():
         for rows in [int(r) for r in a.rows.split(",")]:
             ids = torch.randint(0, 1000, (rows, 60), generator=torch.Generator().manual_seed(0))
-            cache = model(input_ids=ids, use_cache=True).past_key_values
+            cache = getattr(model(input_ids=ids, use_cache=True), kw)
             nxt = ids[:, -1:]
             t = time.perf_counter()
             for _ in range(a.steps):
-                cache = model(input_ids=nxt, past_key_values=cache, use_cache=True).past_key_values
+                cache = getattr(model(input_ids=nxt, **{kw: cache}, use_cache=True), kw)
             step = (time.perf_counter() - t) / a.steps
             t = time.perf_counter()
             model(input_ids=ids[:, :20])

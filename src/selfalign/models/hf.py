@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,16 @@ def _local_revision(path: Path) -> str:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+def cache_kwarg(fn: Any) -> str:
+    """The name a transformers forward takes its KV cache by: ``cache`` since transformers 5.24
+    (``past_key_values`` is deprecated there and removed in 5.40), ``past_key_values`` before."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _layer_kv(cache: Any) -> list[tuple[Any, Any]]:
@@ -230,6 +241,8 @@ class HFModel:
             self.precision_reason = "a model passed in"
         self.model = model.eval()
         self.tokenizer = tokenizer
+        # the keyword the model's forward takes its KV cache by (transformers 5.24 renamed it to `cache`)
+        self.cache_kw = cache_kwarg(self.model.forward)
         # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks
         self._head_kv: tuple[tuple[int, ...], list[tuple[Any, Any]]] | None = None
         self.head_reuses = 0
@@ -363,7 +376,7 @@ class HFModel:
                     cache.update(key[..., :common, :], val[..., :common, :], layer)
                 self.head_reuses += common > 0
             if common < head:
-                self.model(input_ids=torch.tensor([first[common:head]], device=dev), past_key_values=cache,
+                self.model(input_ids=torch.tensor([first[common:head]], device=dev), **{self.cache_kw: cache},
                            use_cache=True, position_ids=torch.arange(common, head, device=dev)[None],
                            logits_to_keep=1)
             self._head_kv = (tuple(first[:head]), _layer_kv(cache))
@@ -388,7 +401,7 @@ class HFModel:
             gpos = (gmask.cumsum(1) - 1).clamp(min=0)[:, head:]
             # logits_to_keep=1: only the last position goes through the output layer (49k x hidden)
             out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
-                             past_key_values=gcache, use_cache=True, logits_to_keep=1)
+                             **{self.cache_kw: gcache}, use_cache=True, logits_to_keep=1)
             runs.append((group, head, w, out.logits[:, -1, :].float(), _layer_kv(gcache)))
         return self._join_groups(runs, prompt_ids, [head] * k, tails)
 
@@ -519,7 +532,7 @@ class HFModel:
                 gmask[r, ag + wg - b:] = 1
                 gpos[r, wg - b:] = torch.arange(a[j], a[j] + b)
             out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
-                             past_key_values=gcache, use_cache=True, logits_to_keep=1)
+                             **{self.cache_kw: gcache}, use_cache=True, logits_to_keep=1)
             runs.append((group, ag, wg, out.logits[:, -1, :].float(), _layer_kv(gcache)))
         return self._join_groups(runs, prompt_ids, a, tails)
 
@@ -612,7 +625,7 @@ class HFModel:
             width += 1
             logits = self.model(input_ids=nxt[:, None], attention_mask=mask_buf[:, :width],
                                 position_ids=next_pos[:, None],
-                                past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+                                **{self.cache_kw: cache}, use_cache=True).logits[:, -1, :].float()
             next_pos = next_pos + 1
         for a in batch:
             if done[a] is None:

@@ -30,8 +30,9 @@ that losses and gradients match the plain forward.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
+
+from selfalign.models.hf import cache_kwarg
 
 #: the fewest shared tokens worth a second backbone call
 MIN_PREFIX = 16
@@ -53,16 +54,6 @@ def common_prefix_length(input_ids: Any, attention_mask: Any = None, position_id
         same &= (position_ids == position_ids[:1]).all(0)
     n = int(same.int().cumprod(0).sum())
     return min(n, input_ids.shape[1] - 1)
-
-
-def cache_kwarg(fn: Any) -> str:
-    """The name a transformers forward takes its KV cache by: ``cache`` since transformers 5.24
-    (``past_key_values`` is deprecated there and removed in 5.40), ``past_key_values`` before."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _has_dropout(backbone: Any) -> bool:
