@@ -122,8 +122,9 @@ def _buffered_layer_type() -> type:
             return self.keys, self.values
 
         def batch_select_indices(self, indices: Any) -> None:
-            self._kbuf = self._kbuf[indices, ...]
-            self._vbuf = self._vbuf[indices, ...]
+            # index_select: 1.8x faster than advanced indexing for these copies (greedy prunes often)
+            self._kbuf = self._kbuf.index_select(0, indices)
+            self._vbuf = self._vbuf.index_select(0, indices)
             self._view()
 
         def reorder_cache(self, beam_idx: Any) -> None:
@@ -241,6 +242,13 @@ class HFModel:
             self.precision_reason = "a model passed in"
         self.model = model.eval()
         self.tokenizer = tokenizer
+        # decoding steps on a CPU: the query heads of each KV head as one matrix (selfalign.models.attention);
+        # prefills and scoring keep SDPA. Only for a model loaded here (one passed in is left as it is).
+        self.grouped_attention = False
+        if loaded_by_name and self.device == "cpu":
+            from selfalign.models.attention import use_for_decoding
+
+            self.grouped_attention = use_for_decoding(self.model)
         # the keyword the model's forward takes its KV cache by (transformers 5.24 renamed it to `cache`)
         self.cache_kw = cache_kwarg(self.model.forward)
         # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks
@@ -339,7 +347,8 @@ class HFModel:
         return results
 
     def _prefill(self, prompt_ids: list[list[int]]):
-        """Prefill distinct prompts, sharing their common head. Returns (last logits, cache, mask, next pos).
+        """Prefill distinct prompts, sharing their common head. Returns (last-position states (see
+        :meth:`_last_state`), cache, mask, next pos).
 
         The head's KV is also kept between chunks and calls (:attr:`_head_kv`): the next chunk
         reuses it as far as its own head agrees (the chat template and instruction every honesty
@@ -375,10 +384,9 @@ class HFModel:
                 for layer, (key, val) in enumerate(stored[1] if common else ()):
                     cache.update(key[..., :common, :], val[..., :common, :], layer)
                 self.head_reuses += common > 0
-            if common < head:
-                self.model(input_ids=torch.tensor([first[common:head]], device=dev), **{self.cache_kw: cache},
-                           use_cache=True, position_ids=torch.arange(common, head, device=dev)[None],
-                           logits_to_keep=1)
+            if common < head:  # only its KV is needed
+                self._last_state(input_ids=torch.tensor([first[common:head]], device=dev), **{self.cache_kw: cache},
+                                 use_cache=True, position_ids=torch.arange(common, head, device=dev)[None])
             self._head_kv = (tuple(first[:head]), _layer_kv(cache))
         head_kv = _layer_kv(cache) if head else []
         tails = [p[head:] for p in prompt_ids]
@@ -399,20 +407,20 @@ class HFModel:
                 ids[r, w - len(tails[j]):] = torch.tensor(tails[j])
                 gmask[r, head + w - len(tails[j]):] = 1
             gpos = (gmask.cumsum(1) - 1).clamp(min=0)[:, head:]
-            # logits_to_keep=1: only the last position goes through the output layer (49k x hidden)
-            out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
-                             **{self.cache_kw: gcache}, use_cache=True, logits_to_keep=1)
-            runs.append((group, head, w, out.logits[:, -1, :].float(), _layer_kv(gcache)))
+            # only the last position's state is kept: it goes through the output layer with the decode steps'
+            last = self._last_state(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
+                                    **{self.cache_kw: gcache}, use_cache=True)
+            runs.append((group, head, w, last, _layer_kv(gcache)))
         return self._join_groups(runs, prompt_ids, [head] * k, tails)
 
     def _join_groups(self, runs: list[tuple[list[int], int, int, Any, list[tuple[Any, Any]]]],
                      prompt_ids: list[list[int]], past: list[int], tails: list[list[int]]):
         """One decoding batch from groups prefilled apart. Each run is (prompt indices, its past
-        width, its tail width, last-position logits, per-layer KV laid out [past | tail], each part
+        width, its tail width, last-position states, per-layer KV laid out [past | tail], each part
         left-padded); prompt j has ``past[j]`` tokens of past and ``tails[j]`` after it. The KV of
         every group is padded in front and between to the widest past A and tail W, so each row is
         [pad | past | pad | tail] with the mask hiding the pads; rows come back in prompt order.
-        Returns (last logits, cache, mask, next position)."""
+        Returns (last-position states, cache, mask, next position)."""
         torch = self.torch
         from transformers import DynamicCache
 
@@ -436,9 +444,9 @@ class HFModel:
         for j, t in enumerate(tails):
             mask[j, A - past[j]:A] = 1
             mask[j, A + W - len(t):] = 1
-        logits = torch.cat([r[3] for r in runs])[back]
+        last = torch.cat([r[3] for r in runs])[back]
         next_pos = torch.tensor([len(p) for p in prompt_ids], device=dev)
-        return logits, cache, mask.to(dev), next_pos
+        return last, cache, mask.to(dev), next_pos
 
     # ------------------------------------------------------- prompt KV across calls
     def _longest_cached(self, prompt: list[int]) -> tuple[tuple[int, ...] | None, int]:
@@ -531,9 +539,9 @@ class HFModel:
                 gmask[r, ag - a[j]:ag] = 1
                 gmask[r, ag + wg - b:] = 1
                 gpos[r, wg - b:] = torch.arange(a[j], a[j] + b)
-            out = self.model(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
-                             **{self.cache_kw: gcache}, use_cache=True, logits_to_keep=1)
-            runs.append((group, ag, wg, out.logits[:, -1, :].float(), _layer_kv(gcache)))
+            last = self._last_state(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
+                                    **{self.cache_kw: gcache}, use_cache=True)
+            runs.append((group, ag, wg, last, _layer_kv(gcache)))
         return self._join_groups(runs, prompt_ids, a, tails)
 
     def _tail_groups(self, lengths: list[int]) -> list[list[int]]:
@@ -573,13 +581,13 @@ class HFModel:
                 prompt_of[key] = len(prompt_of)
             rows.append(_Row(prompt_of[key], i, s, sample_seed(requests[i].seed, s)))
         distinct = [list(k) for k in prompt_of]
-        logits, cache, mask, next_pos = self._prefill(distinct)
+        last, cache, mask, next_pos = self._prefill(distinct)
         sel = torch.tensor([r.prompt_idx for r in rows], device=dev)
         if self.kv_buffer:
             cache = _buffered_cache(cache, sel, params.max_tokens)
         else:
             cache.batch_select_indices(sel)
-        logits, mask, next_pos = logits[sel], mask[sel], next_pos[sel]
+        last, mask, next_pos = last[sel], mask[sel], next_pos[sel]
         # the attention mask grows by one column per step: written in place in a buffer too
         width = mask.shape[1]
         mask_buf = torch.ones((len(rows), width + params.max_tokens), dtype=mask.dtype, device=dev)
@@ -592,11 +600,7 @@ class HFModel:
         batch = list(range(n))  # positions in `rows` of the rows in the batch (finished ones until pruned)
         eos = torch.tensor(self.eos_ids or [-1], device=dev)
         for step in range(params.max_tokens):
-            if params.greedy:
-                nxt = logits.argmax(-1)
-            else:
-                nxt = self._draw(logits, params, [None if done[a] else gens[a] for a in batch])
-            lp = torch.log_softmax(logits, dim=-1).gather(-1, nxt[:, None])[:, 0] if params.logprobs else None
+            nxt, lp = self._pick(last, params, [None if done[a] else gens[a] for a in batch])
             is_eos = torch.isin(nxt, eos).tolist()
             nxt_l = nxt.tolist()
             live = []
@@ -623,37 +627,84 @@ class HFModel:
                 cache.batch_select_indices(kt)
                 nxt, mask_buf, next_pos = nxt[kt], mask_buf[kt], next_pos[kt]
             width += 1
-            logits = self.model(input_ids=nxt[:, None], attention_mask=mask_buf[:, :width],
-                                position_ids=next_pos[:, None],
-                                **{self.cache_kw: cache}, use_cache=True).logits[:, -1, :].float()
+            last = self._last_state(input_ids=nxt[:, None], attention_mask=mask_buf[:, :width],
+                                    position_ids=next_pos[:, None], **{self.cache_kw: cache}, use_cache=True)
             next_pos = next_pos + 1
         for a in batch:
             if done[a] is None:
                 done[a] = self._finish(tokens[a], lps[a], "length", params, rows[a].sample_index)
         return [d for d in done]  # type: ignore[misc]
 
-    def _draw(self, logits: Any, params: GenParams, gens: list[Any]) -> Any:
+    #: rows per pass through the output layer: 256 rows x 49k logits (50 MB in fp32) ran 1.4x slower per
+    #: step than two passes of 128 with the draw inside each (bench/generate.py, docs/RESULTS.md)
+    head_rows = 128
+
+    def _split_head(self) -> tuple[Any, Any]:
+        """(backbone, head) where the model's logits are plainly ``head(backbone(...).last_hidden_state)``
+        (no soft-capping or scaling), else (None, None): the whole model gives the logits."""
+        if not hasattr(self, "_split"):
+            head = self.model.get_output_embeddings()
+            plain = head is not None and not any(getattr(self.model.config, k, None) for k in
+                                                 ("final_logit_softcapping", "logit_scale", "logits_scaling"))
+            decoder = self.model.get_decoder() if plain and hasattr(self.model, "get_decoder") else None
+            self._split = (decoder, head) if decoder is not None and decoder is not self.model else (None, None)
+        return self._split
+
+    def _last_state(self, **inputs: Any) -> Any:
+        """The last position's hidden state of each row (what :meth:`_pick` puts through the output
+        layer), or its logits for a model whose logits are not plainly head(hidden)."""
+        backbone, _ = self._split_head()
+        if backbone is None:
+            return self.model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
+        return backbone(**inputs).last_hidden_state[:, -1, :]
+
+    def _pick(self, last: Any, params: GenParams, gens: list[Any]) -> tuple[Any, Any]:
+        """The next token of each row (argmax, or :meth:`_draw`), and its log-probability under the
+        model (T = 1) when ``params.logprobs``. The output layer runs ``head_rows`` rows at a time and
+        each slice is drawn from before the next is computed, so the full [rows x vocab] logits never
+        exist at once."""
+        torch = self.torch
+        _, head = self._split_head()
+        picks, lps = [], []
+        for a in range(0, last.shape[0], self.head_rows):
+            logits = last[a:a + self.head_rows]
+            logits = logits if head is None else head(logits).float()
+            if params.greedy:
+                nxt = logits.argmax(-1)
+            else:
+                nxt = self._draw(logits, params, gens[a:a + self.head_rows], in_place=not params.logprobs)
+            if params.logprobs:
+                lps.append(logits.gather(-1, nxt[:, None])[:, 0] - logits.logsumexp(-1))
+            picks.append(nxt)
+        cat = (lambda t: t[0] if len(t) == 1 else torch.cat(t))
+        return cat(picks), (cat(lps) if params.logprobs else None)
+
+    def _draw(self, logits: Any, params: GenParams, gens: list[Any], in_place: bool = False) -> Any:
         """One token per row from softmax(logits / T) (top-p truncated), by inverse transform
         sampling: each row's own generator draws one uniform u, and the token is the first whose
-        cumulative probability exceeds u times the total. One batched cumsum and search instead of
+        cumulative weight exceeds u times the total. One batched cumsum and search instead of
         a ``torch.multinomial`` call per row (which took ~1.3 ms each over a 49k vocabulary).
+        Without top-p the weights are exp((logits - max) / T), unnormalised: the total scales u, so
+        no division by the sum is needed. ``in_place`` lets it overwrite ``logits``.
         Rows whose generator is None (finished, still in the batch) get an arbitrary token."""
         torch = self.torch
-        probs = torch.softmax(logits / params.temperature, dim=-1)
+        t = params.temperature
+        z = (logits.div_(t) if t != 1.0 else logits) if in_place else logits / t
+        w = z.sub_(z.amax(-1, keepdim=True)).exp_()
         if params.top_p < 1.0:
-            sp, si = probs.sort(dim=-1, descending=True)
+            sp, si = (w / w.sum(-1, keepdim=True)).sort(dim=-1, descending=True)
             cut = sp.cumsum(-1) - sp > params.top_p
             sp[cut] = 0.0
-            probs = torch.zeros_like(probs).scatter_(-1, si, sp)
-        cdf = probs.cumsum(-1)  # fp32 partial sums of non-negative terms never decrease
+            w = torch.zeros_like(w).scatter_(-1, si, sp)
+        cdf = w.cumsum_(-1)  # fp32 partial sums of non-negative terms never decrease
         u = torch.tensor([float(torch.rand((), generator=g)) if g is not None else 0.0
                           for g in gens], device=cdf.device)
-        # right=True: the first index whose cdf is > u * total, so a zero-probability token is never drawn
-        idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
-        over = idx >= probs.shape[-1]  # u * total rounded up to the total: take the last possible token
+        # right=True: the first index whose cdf is > u * total, so a zero-weight token is never drawn
+        total = cdf[:, -1:]
+        idx = torch.searchsorted(cdf, u[:, None] * total, right=True)[:, 0]
+        over = idx >= cdf.shape[-1]  # u * total rounded up to the total: take the last possible token
         if bool(over.any()):
-            last = probs.shape[-1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
-            idx = torch.where(over, last, idx)
+            idx = torch.where(over, torch.searchsorted(cdf, total)[:, 0], idx)  # the first to reach the total
         return idx
 
     def _hit_stop(self, toks: list[int], stop: tuple[str, ...]) -> bool:
@@ -733,12 +784,7 @@ class HFModel:
         """Log-probabilities of the tokens in ``spans`` ((first predicting position, length) per row)."""
         torch = self.torch
         ids, att = ids.to(self.device), att.to(self.device)
-        head = self.model.get_output_embeddings()
-        plain_head = head is not None and not any(
-            getattr(self.model.config, k, None) for k in ("final_logit_softcapping", "logit_scale", "logits_scaling"))
-        decoder = self.model.get_decoder() if plain_head and hasattr(self.model, "get_decoder") else None
-        if decoder is self.model:
-            decoder = None
+        decoder, head = self._split_head()
         if decoder is None:  # a model whose logits are not plainly lm_head(hidden): the full forward
             logits = self.model(input_ids=ids, attention_mask=att).logits
             hidden, project = logits, (lambda h: h)
