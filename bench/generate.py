@@ -6,9 +6,7 @@ the share of samples that contain the gold answer (same sampling distribution ->
 quality; ``--int8`` adds the opt-in dynamic int8 model, to show what it costs). Then greedy
 answers (one per question, as evaluation asks) against batched greedy ``generate``. Each precision
 (fp32 always; bf16 too where the default model loads in bf16, a CPU with native bf16) is compared
-with ``generate`` in the same precision, so a ratio never mixes precisions. ``generate`` runs with
-the model's stock attention (SDPA), what plain transformers gives; ``--sdpa-rows`` adds our decoder
-with SDPA too, to show what the grouped decoding attention adds.
+with ``generate`` in the same precision, so a ratio never mixes precisions.
 
     .venv/bin/python bench/generate.py            # 64 x 10, 32 new tokens; fp32, and bf16 where native
     .venv/bin/python bench/generate.py --n 16 --m 4 --tokens 16   # quick look
@@ -47,23 +45,8 @@ def count_new_tokens(seqs: torch.Tensor, start: int, eos_ids: list[int]) -> tupl
 
 def hf_generate(model: HFModel, prompts: list[list[int]], m: int, tokens: int, rows_per_batch: int,
                 greedy: bool = False):
-    """Plain transformers generate: each prompt repeated m times, left-padded batches of rows_per_batch rows,
-    with the model's stock attention (SDPA), not the grouped decoding step our backend switches a CPU model to."""
-    return with_sdpa(model, lambda: _hf_generate(model, model.tokenizer, prompts, m, tokens, rows_per_batch, greedy))
-
-
-def with_sdpa(model: HFModel, fn):
-    """Run ``fn`` with the model's stock SDPA attention, then put back what it had."""
-    ours = model.model.config._attn_implementation
-    model.model.set_attn_implementation("sdpa")
-    try:
-        return fn()
-    finally:
-        model.model.set_attn_implementation(ours)
-
-
-def _hf_generate(model: HFModel, tok, prompts: list[list[int]], m: int, tokens: int, rows_per_batch: int,
-                 greedy: bool):
+    """Plain transformers generate: each prompt repeated m times, left-padded batches of rows_per_batch rows."""
+    tok = model.tokenizer
     rows = [p for p in prompts for _ in range(m)]
     texts, n_tok = [], 0
     for i in range(0, len(rows), rows_per_batch):
@@ -101,9 +84,6 @@ def main() -> None:
                          "precision")
     ap.add_argument("--dynamic-cache-rows", action="store_true",
                     help="also time our decoder without its preallocated KV buffer (DynamicCache, a copy per step)")
-    ap.add_argument("--sdpa-rows", action="store_true",
-                    help="also time our decoder with transformers' SDPA in the decoding steps instead of the grouped "
-                         "attention (selfalign.models.attention)")
     ap.add_argument("--rows-per-batch", type=int, default=0,
                     help="rows per decoding batch, ours and generate's (default: the hf backend's default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -169,17 +149,11 @@ def main() -> None:
             plain.kv_buffer = False
             timed(f"sample: selfalign hf ({p}), DynamicCache instead of the KV buffer", f"{args.n}x{args.m}",
                   lambda: ours(plain, reqs), base)
-        if args.sdpa_rows:
-            with_sdpa(model, lambda: timed(f"sample: selfalign hf ({p}), SDPA decoding steps", f"{args.n}x{args.m}",
-                                           lambda: ours(model, reqs), base))
         gbase = timed(f"greedy: generate ({p}), batches of {rows_per_batch} rows", f"{args.n}x1",
                       lambda: hf_generate(model, prompts, 1, args.greedy_tokens, rows_per_batch=rows_per_batch,
                                           greedy=True), None, baseline=True)
         timed(f"**greedy: selfalign hf ({p})**", f"{args.n}x1", lambda: ours(model, greqs), gbase)
         greedy_texts[p] = list(last_texts)
-        if args.sdpa_rows:
-            with_sdpa(model, lambda: timed(f"greedy: selfalign hf ({p}), SDPA decoding steps", f"{args.n}x1",
-                                           lambda: ours(model, greqs), gbase))
     if args.int8:
         q = HFModel(path, quantize="int8")
         timed("sample: selfalign hf (int8 dynamic)", f"{args.n}x{args.m}", lambda: ours(q, reqs),

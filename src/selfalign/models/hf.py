@@ -242,13 +242,6 @@ class HFModel:
             self.precision_reason = "a model passed in"
         self.model = model.eval()
         self.tokenizer = tokenizer
-        # decoding steps on a CPU: the query heads of each KV head as one matrix (selfalign.models.attention);
-        # prefills and scoring keep SDPA. Only for a model loaded here (one passed in is left as it is).
-        self.grouped_attention = False
-        if loaded_by_name and self.device == "cpu":
-            from selfalign.models.attention import use_for_decoding
-
-            self.grouped_attention = use_for_decoding(self.model)
         # the keyword the model's forward takes its KV cache by (transformers 5.24 renamed it to `cache`)
         self.cache_kw = cache_kwarg(self.model.forward)
         # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks
