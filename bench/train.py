@@ -46,6 +46,7 @@ VARIANTS = {
     "bf16-compact-eager": ("bf16", False, True, False, 0, "eager", False),
     "fp32-compact-eager-shared": ("fp32", False, True, False, 0, "eager", True),
     "bf16-compact-eager-shared": ("bf16", False, True, False, 0, "eager", True),
+    "fp32-compact-sdpa-shared": ("fp32", False, True, False, 0, "", True),
     "fp32-compact-padfree": ("fp32", False, True, True, 0, "", False),
     "bf16-compact-top15": ("bf16", False, True, False, 15, "", False),
     "bf16-compact-top10": ("bf16", False, True, False, 10, "", False),

@@ -99,12 +99,32 @@ def test_the_plain_forward_runs_where_sharing_would_not_be_exact(tiny_model_dir)
     uninstall(backbone)
     assert backbone._selfalign_shared_prefix is None and "forward" not in vars(backbone)
 
-    # dropout anywhere in the backbone: one prefix pass would share its masks across rows
+    # dropout anywhere in the backbone, in training mode: one prefix pass would share its masks across rows
     model.config.attention_dropout = 0.1
     dropped = install(model.model)
     model.train()
     model(input_ids=ids, attention_mask=att, use_cache=False)
     assert dropped.shared_calls == 0 and dropped.plain_calls == 1
+    model.eval()  # dropout is off in eval mode: sharing is exact again
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=att, use_cache=False)
+    assert dropped.shared_calls == 1
+
+
+def test_lora_dropout_added_after_install_turns_sharing_off(tiny_model_dir):
+    """The trainers install the shared prefix before PEFT adds its adapters: LoRA dropout must still count."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from selfalign.train.shared_prefix import install
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32, attn_implementation="eager")
+    stats = install(model.model)
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules=["q_proj", "v_proj"]))
+    model.train()
+    ids, att = _batch(20, [3, 7], model.config.vocab_size)
+    model(input_ids=ids, attention_mask=att, use_cache=False)
+    assert stats.shared_calls == 0 and stats.plain_calls == 1
 
 
 def test_sft_trains_to_the_same_losses_and_weights_with_and_without_the_shared_prefix(tiny_model_dir, tmp_path,

@@ -20,8 +20,10 @@ it is exact, else the plain forward runs:
   row attending to all of it (a left-padded batch shares pads, not a prefix);
 * nothing asked for a cache or passed one (generation, which a trainer also calls, runs as is),
   no ``inputs_embeds``, no attention/hidden-state outputs;
-* no gradient checkpointing (it drops caches) and no dropout anywhere in the backbone (one
-  prefix pass would share its dropout masks across rows): LoRA dropout is 0 by default.
+* no gradient checkpointing (it drops caches) and, in training mode, no dropout anywhere in the
+  backbone, LoRA's included (one prefix pass would share its dropout masks across rows): LoRA
+  dropout is 0 by default. This is looked up at each call, since PEFT adds its adapters after the
+  forward is installed.
 
 Speed-only: outside the training fingerprint (``train.shared_prefix``, default on); tests check
 that losses and gradients match the plain forward.
@@ -89,15 +91,17 @@ def install(backbone: Any, min_prefix: int = MIN_PREFIX) -> SharedPrefixStats:
     original = backbone.forward
     cache_kw = cache_kwarg(original)
     stats = SharedPrefixStats()
-    with_dropout = _has_dropout(backbone)
 
     @functools.wraps(original)
     def forward(input_ids: Any = None, attention_mask: Any = None, position_ids: Any = None, *args: Any, **kw: Any):
-        plain = (input_ids is None or args or with_dropout or kw.get("inputs_embeds") is not None
+        plain = (input_ids is None or args or kw.get("inputs_embeds") is not None
                  or kw.get(cache_kw) is not None or kw.get("past_key_values") is not None or kw.get("use_cache")
                  or kw.get("output_attentions") or kw.get("output_hidden_states")
                  or getattr(backbone, "gradient_checkpointing", False) or input_ids.dim() != 2
-                 or input_ids.shape[0] < 2)
+                 or input_ids.shape[0] < 2
+                 # looked up at each call: PEFT adds its LoRA dropout after this is installed, and dropout
+                 # acts only in training mode
+                 or (backbone.training and _has_dropout(backbone)))
         p = 0 if plain else common_prefix_length(input_ids, attention_mask, position_ids)
         if p < min_prefix:
             stats.plain_calls += 1
