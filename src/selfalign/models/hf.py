@@ -13,6 +13,10 @@ Sampling is our own short decode loop over the model's forward pass rather than
   prompts) runs only its new tokens.
 * **less padding**: tails of similar length are prefilled together, and only the last position
   of a prefill goes through the 49k-wide output layer.
+* **the output layer in row slices**: each step's hidden states go through the output layer 128
+  rows at a time, and each slice is drawn from (unnormalised exp weights, no softmax) before the
+  next is computed: 1.76x faster than one softmaxed pass over 256 rows (``bench/decode_step.py
+  --pick``).
 * **finished rows leave the batch**: rows that hit EOS or a stop string are pruned from the
   KV cache (once they are an eighth of it), so short answers stop costing compute.
 * **per-sample seeds, one batched draw**: every sample has its own ``torch.Generator`` seeded by
@@ -244,6 +248,8 @@ class HFModel:
         self.tokenizer = tokenizer
         # the keyword the model's forward takes its KV cache by (transformers 5.24 renamed it to `cache`)
         self.cache_kw = cache_kwarg(self.model.forward)
+        # (backbone, output layer), found on first use (:meth:`_split_head`), after any quantisation
+        self._split: tuple[Any, Any] | None = None
         # the KV of the last shared prompt head (tokens, per-layer (keys, values)), reused across chunks
         self._head_kv: tuple[tuple[int, ...], list[tuple[Any, Any]]] | None = None
         self.head_reuses = 0
@@ -400,7 +406,7 @@ class HFModel:
                 ids[r, w - len(tails[j]):] = torch.tensor(tails[j])
                 gmask[r, head + w - len(tails[j]):] = 1
             gpos = (gmask.cumsum(1) - 1).clamp(min=0)[:, head:]
-            # only the last position's state is kept: it goes through the output layer with the decode steps'
+            # only the last position's hidden state is kept; _pick puts it through the output layer
             last = self._last_state(input_ids=ids.to(dev), attention_mask=gmask.to(dev), position_ids=gpos.to(dev),
                                     **{self.cache_kw: gcache}, use_cache=True)
             runs.append((group, head, w, last, _layer_kv(gcache)))
@@ -628,14 +634,14 @@ class HFModel:
                 done[a] = self._finish(tokens[a], lps[a], "length", params, rows[a].sample_index)
         return [d for d in done]  # type: ignore[misc]
 
-    #: rows per pass through the output layer: 256 rows x 49k logits (50 MB in fp32) ran 1.4x slower per
-    #: step than two passes of 128 with the draw inside each (bench/generate.py, docs/RESULTS.md)
+    #: rows per pass through the output layer: the layer and the draw for 256 rows (50 MB of fp32 logits)
+    #: took 102 ms in one slice against 79 ms in two of 128 (bench/decode_step.py --pick, docs/RESULTS.md)
     head_rows = 128
 
     def _split_head(self) -> tuple[Any, Any]:
         """(backbone, head) where the model's logits are plainly ``head(backbone(...).last_hidden_state)``
         (no soft-capping or scaling), else (None, None): the whole model gives the logits."""
-        if not hasattr(self, "_split"):
+        if self._split is None:
             head = self.model.get_output_embeddings()
             plain = head is not None and not any(getattr(self.model.config, k, None) for k in
                                                  ("final_logit_softcapping", "logit_scale", "logits_scaling"))

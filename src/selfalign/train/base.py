@@ -10,7 +10,8 @@ next) is a short mapping from its rows and options to a TRL trainer:
 
 Speed defaults for a CPU: precision from the hardware (:mod:`selfalign.train.precision`);
 gradient checkpointing off (TRL turns it on; it recomputes the forward pass to save memory a
-135M model does not need on a 24 GiB machine). A config can override each.
+135M model does not need on a 24 GiB machine); each batch's common prefix run once
+(:mod:`selfalign.train.shared_prefix`). A config can override each.
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ def install(backbone: Any, min_prefix: int = MIN_PREFIX) -> SharedPrefixStats:
     classifier) run each batch's common prefix once. Idempotent; returns its counters."""
     if getattr(backbone, "_selfalign_shared_prefix", None) is not None:
         return backbone._selfalign_shared_prefix
+    import torch
     from transformers import DynamicCache
     from transformers.modeling_outputs import BaseModelOutputWithPast
 
@@ -108,11 +109,11 @@ def install(backbone: Any, min_prefix: int = MIN_PREFIX) -> SharedPrefixStats:
             return original(input_ids, attention_mask, position_ids, *args, **kw)
         b, n = input_ids.shape
         kw = {k: v for k, v in kw.items() if k not in ("use_cache", cache_kw, "past_key_values")}
+        cache = DynamicCache(config=backbone.config)  # filled in place by the prefix pass
         pre = original(input_ids=input_ids[:1, :p],
                        attention_mask=None if attention_mask is None else attention_mask[:1, :p],
                        position_ids=None if position_ids is None else position_ids[:1, :p],
-                       use_cache=True, **{cache_kw: DynamicCache(config=backbone.config)}, **kw)
-        cache = getattr(pre, cache_kw, None) or pre.past_key_values
+                       use_cache=True, **{cache_kw: cache}, **kw)
         cache.batch_repeat_interleave(b)  # differentiable: the backward sums every row's share
         tail = original(input_ids=input_ids[:, p:], attention_mask=attention_mask,
                         position_ids=None if position_ids is None else position_ids[:, p:],
@@ -121,8 +122,6 @@ def install(backbone: Any, min_prefix: int = MIN_PREFIX) -> SharedPrefixStats:
         stats.shared_calls += 1
         stats.positions_run += p + b * (n - p)
         stats.positions_plain += b * n
-        import torch
-
         return BaseModelOutputWithPast(last_hidden_state=torch.cat([hidden, tail.last_hidden_state], dim=1))
 
     backbone.forward = forward
