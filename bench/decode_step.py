@@ -10,8 +10,8 @@ and greedy answers end at different lengths, so their last steps run nearly empt
 
 ``--pick`` times what follows the backbone in a sampling step of 256 rows: the output layer and
 the draw, as the hf backend does it (``HFModel._pick``: 128-row slices, unnormalised weights)
-against one pass over all rows with a softmax before the cumulative sum (the backend before
-issue 12's last session), interleaved round by round so machine noise hits both alike.
+against one pass over all rows with a softmax before the cumulative sum (what the backend did
+before commit 8d77331), interleaved round by round so machine noise hits both alike.
 """
 
 from __future__ import annotations

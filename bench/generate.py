@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import statistics
 import time
 
 import torch
@@ -162,7 +163,7 @@ def main() -> None:
                                 gbase) / gbase)
         greedy_texts[p] = list(last_texts)
         if len(ratios) > 1:
-            medians[p] = (sorted(ratios)[len(ratios) // 2], ratios)
+            medians[p] = (statistics.median(ratios), ratios)
     if args.int8:
         q = HFModel(path, quantize="int8")
         timed("sample: selfalign hf (int8 dynamic)", f"{args.n}x{args.m}", lambda: ours(q, reqs),
