@@ -7,6 +7,7 @@ subcommand. Each prints what it measured; none is a pass/fail test.
     .venv/bin/python bench/probes.py prompt-cache    # k(x): greedy then 6 samples, with and without prompt KV reuse
     .venv/bin/python bench/probes.py batch-identity  # how many T=1 samples change when only the batch changes
     .venv/bin/python bench/probes.py kx-cap runs/quick   # k(x) labels if samples were capped below 32 tokens
+    .venv/bin/python bench/probes.py kx-merge        # k(x): greedy and 6 samples in two calls vs one
 """
 
 from __future__ import annotations
@@ -80,6 +81,36 @@ def prompt_cache(_: argparse.Namespace) -> None:
             print(f"| {r + 1} | {'yes' if kept else 'no'} | {t1 - t0:.1f} | {t2 - t1:.1f} | {t2 - t0:.1f} |", flush=True)
 
 
+def kx_merge(args: argparse.Namespace) -> None:
+    """k(x)'s greedy answers and samples in two calls (the code before) against one call, in which
+    the backend decodes each question's greedy row beside its sampled rows after one prefill."""
+    from selfalign.honesty.prompts import plain_prompt
+    from selfalign.types import GenParams, GenRequest
+
+    m, items = _model_and_items(args.questions)
+    greedy = [GenRequest(plain_prompt(it.question), GenParams(0.0, 1.0, 32), seed=0) for it in items]
+    sampled = [GenRequest(plain_prompt(it.question), GenParams(1.0, 1.0, 32), n=6, seed=0) for it in items]
+    # the order the store sends them in: each question's greedy request, then its sampled one
+    mixed = [r for pair in zip(greedy, sampled) for r in pair]
+    print("| round | way | seconds | new tokens | new tok/s |\n|---|---|---|---|---|")
+    texts = {}
+    for r in range(args.rounds):
+        for way in ("two calls", "one call"):
+            m._head_kv = None
+            t0 = time.perf_counter()
+            res = (m.generate(greedy) + m.generate(sampled)) if way == "two calls" else m.generate(mixed)
+            el = time.perf_counter() - t0
+            if way == "one call":
+                res = res[0::2] + res[1::2]
+            texts[way] = [r.texts for r in res]
+            n_tok = sum(c.n_tokens for x in res for c in x.completions)
+            print(f"| {r + 1} | {way} | {el:.1f} | {n_tok} | {n_tok / el:.0f} |", flush=True)
+    a, b = texts["two calls"], texts["one call"]
+    k = len(items)
+    print(f"greedy answers identical: {sum(x == y for x, y in zip(a[:k], b[:k]))} of {k}; samples identical: "
+          f"{sum(x == y for ra, rb in zip(a[k:], b[k:]) for x, y in zip(ra, rb))} of {6 * k}")
+
+
 def batch_identity(_: argparse.Namespace) -> None:
     from selfalign.honesty.prompts import plain_prompt
     from selfalign.types import GenParams, GenRequest
@@ -133,6 +164,10 @@ def main() -> None:
     cap = sub.add_parser("kx-cap")
     cap.add_argument("run", help="an honesty run directory with knowledge/train.jsonl (e.g. runs/quick)")
     cap.set_defaults(fn=kx_cap)
+    merge = sub.add_parser("kx-merge")
+    merge.add_argument("--questions", type=int, default=128)
+    merge.add_argument("--rounds", type=int, default=2)
+    merge.set_defaults(fn=kx_merge)
     a = ap.parse_args()
     a.fn(a)
 

@@ -35,6 +35,34 @@ def test_sample_i_is_the_same_whatever_the_batch(tiny_model):
     assert other_seed != alone
 
 
+def test_greedy_and_sampled_requests_decode_together_as_they_do_apart(tiny_model):
+    """Requests differing only in temperature share one decoding batch (one prefill per prompt),
+    each row at its own temperature: argmax rows give the greedy answers, sampled rows the samples
+    (and log-probabilities) each gives apart."""
+    from selfalign.models.hf import HFModel
+
+    greedy = GenParams(max_tokens=10, logprobs=True)
+    hot, warm = GenParams(temperature=1.0, max_tokens=10, logprobs=True), GenParams(temperature=0.7, max_tokens=10,
+                                                                                  logprobs=True)
+    reqs = ([GenRequest(user(q), greedy) for q in QS] + [GenRequest(user(q), hot, n=4, seed=2) for q in QS]
+            + [GenRequest(user(QS[0]), warm, n=3, seed=8)])
+    m = HFModel("tiny", model=tiny_model.model, tokenizer=tiny_model.tokenizer, model_id="t", batch_size=64)
+    decoded: list[int] = []
+    original = m._decode
+    m._decode = lambda chunk, *a: decoded.append(len(chunk)) or original(chunk, *a)  # type: ignore[method-assign]
+    together = m.generate(reqs)
+    assert decoded == [3 + 12 + 3]  # one batch: every prompt prefilled once for all its rows
+    for got, r in zip(together, reqs):
+        apart = tiny_model.generate([r])[0]
+        assert got.texts == apart.texts
+        for cg, ca in zip(got.completions, apart.completions):
+            assert cg.token_logprobs == pytest.approx(ca.token_logprobs, abs=1e-4)
+    assert together[QS.__len__()].texts != [together[0].texts[0]] * 4  # the sampled rows did sample
+    # without log-probabilities the draw scales the logits in place: the same tokens
+    plain = [GenRequest(r.prompt, GenParams(r.params.temperature, max_tokens=10), r.n, r.seed) for r in reqs]
+    assert [r.texts for r in m.generate(plain)] == [r.texts for r in together]
+
+
 def test_shared_prefix_changes_nothing(tiny_model):
     """Prompts sharing a long head (prefilled once) give what each gives alone."""
     p = GenParams(max_tokens=8)

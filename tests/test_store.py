@@ -124,3 +124,24 @@ def test_a_new_sampler_does_not_reuse_sampled_completions_but_reuses_greedy(tmp_
     again.sampler = "another-way"  # type: ignore[attr-defined]
     CachedModel(again, store, progress=False).generate(requests(2) + greedy)
     assert again._served == 0
+
+
+def test_a_prompts_requests_reach_the_backend_in_the_same_chunk(tmp_path):
+    """Greedy and sampled requests for one prompt, asked for in one call, go to the backend side by
+    side (so it can prefill the prompt once), prompts of similar length together."""
+    seen: list[list[tuple[str, float]]] = []
+
+    class Recording(ScriptedModel):
+        def generate(self, reqs, progress=None):
+            seen.append([(r.prompt[0].content, r.params.temperature) for r in reqs])
+            return super().generate(reqs, progress)
+
+    qs = [f"question {'x' * (i % 3)}{i}" for i in range(6)]
+    reqs = ([GenRequest(user(q), GenParams(max_tokens=4)) for q in qs]
+            + [GenRequest(user(q), GenParams(temperature=1.0, max_tokens=4), n=3, seed=1) for q in qs])
+    CachedModel(Recording(default=seeded_rule), Store(tmp_path / "s.sqlite"), progress=False,
+                chunk_size=4).generate(reqs)
+    assert [len(c) for c in seen] == [2] * 6  # each chunk of 4 samples: one prompt's greedy + 3 samples
+    assert all(c[0][1] == 0.0 and c[1][1] == 1.0 and c[0][0] == c[1][0] for c in seen)
+    lengths = [len(c[0][0]) for c in seen]
+    assert lengths == sorted(lengths)

@@ -3,6 +3,8 @@
 For each question: one greedy answer (temperature 0) and M samples (default 10, temperature 1)
 from the unaligned model, each judged idk / correct / wrong. Expected accuracy = correct
 samples / M. Every generation goes through the store, so this step is cached and resumable.
+The greedy answer and the samples are asked for in one call, so a backend that batches by
+prompt (``hf``) prefills each question once for both.
 
 Deviation: none in the method. The prompt frame ("Answer the question.\\nQ: ...\\nA: ") is ours;
 the paper's code uses the same Q/A frame for its unaligned model.
@@ -69,8 +71,10 @@ def estimate_knowledge(
     greedy_req = [GenRequest(plain_prompt(it.question), GenParams(0.0, 1.0, max_tokens), n=1, seed=seed) for it in items]
     sample_req = [GenRequest(plain_prompt(it.question), GenParams(temperature, top_p, max_tokens), n=samples, seed=seed)
                   for it in items] if samples > 0 else []
-    greedy_res = model.generate(greedy_req, description="k(x): greedy")
-    sample_res = model.generate(sample_req, description=f"k(x): {samples} samples") if sample_req else []
+    # one call: the backend decodes a question's greedy answer beside its samples, one prefill for all
+    res = model.generate(greedy_req + sample_req,
+                         description=f"k(x): greedy + {samples} samples" if samples > 0 else "k(x): greedy")
+    greedy_res, sample_res = res[:len(items)], res[len(items):]
     texts_g = [r.texts[0] for r in greedy_res]
     texts_s = [r.texts for r in sample_res] if sample_res else [[] for _ in items]
     flat_q, flat_r, flat_a = [], [], []

@@ -31,6 +31,7 @@ counted over real tokens only, so every row sees exactly its own prompt.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -311,15 +312,19 @@ class HFModel:
         torch = self.torch
         encoded = [self.encode_prompt(r.prompt) for r in requests]
         out: list[dict[int, Completion]] = [{} for _ in requests]
+        # Requests that differ only in temperature decode together, each row at its own temperature:
+        # a prompt asked for greedily and for samples in one call (k(x)) is prefilled once.
         groups: dict[GenParams, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault(r.params, []).append(i)
+            groups.setdefault(dataclasses.replace(r.params, temperature=0.0), []).append(i)
         with torch.inference_mode():
-            for params, idxs in groups.items():
+            for key, idxs in groups.items():
+                temps = {requests[i].params.temperature for i in idxs}
+                params = requests[idxs[0]].params if len(temps) == 1 else key
                 rows = []
                 for i in sorted(idxs, key=lambda i: len(encoded[i])):
                     indices = requests[i].sample_indices()
-                    if params.greedy:
+                    if requests[i].params.greedy:
                         # every greedy sample is the same: decode once, copy afterwards
                         rows.append((i, indices[0] if indices else 0))
                     else:
@@ -570,8 +575,16 @@ class HFModel:
         return torch.cat([t[..., :head, :], z, t[..., head:, :]], dim=-2)
 
     def _decode(self, chunk, encoded, requests, params: GenParams) -> list[Completion]:
+        """Decode the rows of ``chunk`` ((request, sample index) pairs) in one batch. Their requests
+        share ``params`` but may differ in temperature: then each row keeps its own (0: argmax)."""
         torch = self.torch
         dev = self.device
+        row_t = [requests[i].params.temperature for i, _ in chunk]
+        temps = None
+        if len(set(row_t)) == 1:
+            params = dataclasses.replace(params, temperature=row_t[0])
+        else:
+            temps = torch.tensor(row_t, device=dev)
         prompt_of: dict[Any, Any] = {}
         rows: list[_Row] = []
         for i, s in chunk:
@@ -599,7 +612,7 @@ class HFModel:
         batch = list(range(n))  # positions in `rows` of the rows in the batch (finished ones until pruned)
         eos = torch.tensor(self.eos_ids or [-1], device=dev)
         for step in range(params.max_tokens):
-            nxt, lp = self._pick(last, params, [None if done[a] else gens[a] for a in batch])
+            nxt, lp = self._pick(last, params, [None if done[a] else gens[a] for a in batch], temps)
             is_eos = torch.isin(nxt, eos).tolist()
             nxt_l = nxt.tolist()
             live = []
@@ -625,6 +638,7 @@ class HFModel:
                 kt = torch.tensor(live, device=dev)
                 cache.batch_select_indices(kt)
                 nxt, mask_buf, next_pos = nxt[kt], mask_buf[kt], next_pos[kt]
+                temps = None if temps is None else temps[kt]
             width += 1
             last = self._last_state(input_ids=nxt[:, None], attention_mask=mask_buf[:, :width],
                                     position_ids=next_pos[:, None], **{self.cache_kw: cache}, use_cache=True)
@@ -657,18 +671,30 @@ class HFModel:
             return self.model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
         return backbone(**inputs).last_hidden_state[:, -1, :]
 
-    def _pick(self, last: Any, params: GenParams, gens: list[Any]) -> tuple[Any, Any]:
+    def _pick(self, last: Any, params: GenParams, gens: list[Any], temps: Any = None) -> tuple[Any, Any]:
         """The next token of each row (argmax, or :meth:`_draw`), and its log-probability under the
         model (T = 1) when ``params.logprobs``. The output layer runs ``head_rows`` rows at a time and
         each slice is drawn from before the next is computed, so the full [rows x vocab] logits never
-        exist at once."""
+        exist at once. ``temps`` (one per row, 0 for argmax) overrides ``params.temperature``: each
+        sampled row's logits are divided by its own temperature before the draw, which is what
+        :meth:`_draw` does with one temperature, so a row draws the same token in a mixed batch."""
         torch = self.torch
         _, head = self._split_head()
         picks, lps = [], []
         for a in range(0, last.shape[0], self.head_rows):
             logits = last[a:a + self.head_rows]
             logits = logits if head is None else head(logits).float()
-            if params.greedy:
+            if temps is not None:
+                t = temps[a:a + self.head_rows]
+                argmax = t == 0
+                nxt = logits.argmax(-1)
+                if not bool(argmax.all()):
+                    scaled = torch.where(argmax, 1.0, t)[:, None]
+                    z = logits.div_(scaled) if not params.logprobs else logits / scaled
+                    drawn = self._draw(z, dataclasses.replace(params, temperature=1.0), gens[a:a + self.head_rows],
+                                       in_place=True)
+                    nxt = torch.where(argmax, nxt, drawn)
+            elif params.greedy:
                 nxt = logits.argmax(-1)
             else:
                 nxt = self._draw(logits, params, gens[a:a + self.head_rows], in_place=not params.logprobs)

@@ -226,9 +226,14 @@ class CachedModel:
         units = [(ri, s, self._key(r, s)) for ri, r in enumerate(requests) for s in r.sample_indices()]
         found = self.store.get_completions([k for _, _, k in units])
         missing = [(ri, s, k) for ri, s, k in units if k not in found]
-        # prompts of similar length in the same chunk: less padding in the backend's batches
-        plen = {ri: len(json.dumps(prompt_to_json(requests[ri].prompt))) for ri in {u[0] for u in missing}}
-        missing.sort(key=lambda u: (plen[u[0]], u[0], u[1]))
+        # prompts of similar length in the same chunk: less padding in the backend's batches; the
+        # requests for one prompt (greedy and sampled, say) next to each other, after its first
+        # request, so the backend prefills that prompt once for all of them
+        pj = {ri: json.dumps(prompt_to_json(requests[ri].prompt)) for ri in sorted({u[0] for u in missing})}
+        first: dict[str, int] = {}
+        for ri, text in pj.items():
+            first.setdefault(text, ri)
+        missing.sort(key=lambda u: (len(pj[u[0]]), first[pj[u[0]]], u[0], u[1]))
         new_tokens = 0
         with _progress(self.show_progress, description or self.description, len(units), len(units) - len(missing)) as bar:
             for chunk in _chunks(missing, self.chunk_size):
