@@ -12,7 +12,9 @@ the last loss, and which precision ``auto`` chooses here and whether it is the f
 "ours" is what ``TrainConfig()`` resolves to on this machine: the precision ``auto`` picks,
 gradient checkpointing off, the output layer on labelled positions only, eager attention on a CPU,
 and each batch's common prefix run once (``selfalign.train.shared_prefix``); "ours-noshare" is the
-same without the shared prefix.
+same without the shared prefix, "ours-nopack" with it but its tails always padded.
+
+    .venv/bin/python bench/train.py --variants ours,ours-nopack --steps 6 --rows runs/quick/datasets/confidence-verb.jsonl
 """
 
 from __future__ import annotations
@@ -32,25 +34,26 @@ from selfalign.train.precision import choose_precision, cpu_flags, cpu_model, na
 
 # name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free,
 # adapters on the top N layers only (0: every layer), attention kernel ("" = the model's default, SDPA),
-# shared-prefix forward); "trl-defaults" is what SFTConfig() gives a CPU user, "ours" what TrainConfig()
-# resolves to here
+# shared-prefix forward, its packed tails where they pay); "trl-defaults" is what SFTConfig() gives a CPU user,
+# "ours" what TrainConfig() resolves to here
 VARIANTS = {
-    "trl-defaults": ("bf16", True, False, False, 0, "", False),
-    "ours": ("auto", False, True, False, 0, "auto", True),
-    "ours-noshare": ("auto", False, True, False, 0, "auto", False),
-    "bf16": ("bf16", False, False, False, 0, "", False),
-    "fp32": ("fp32", False, False, False, 0, "", False),
-    "fp32-compact": ("fp32", False, True, False, 0, "", False),
-    "bf16-compact": ("bf16", False, True, False, 0, "", False),
-    "fp32-compact-eager": ("fp32", False, True, False, 0, "eager", False),
-    "bf16-compact-eager": ("bf16", False, True, False, 0, "eager", False),
-    "fp32-compact-eager-shared": ("fp32", False, True, False, 0, "eager", True),
-    "bf16-compact-eager-shared": ("bf16", False, True, False, 0, "eager", True),
-    "fp32-compact-sdpa-shared": ("fp32", False, True, False, 0, "", True),
-    "fp32-compact-padfree": ("fp32", False, True, True, 0, "", False),
-    "bf16-compact-top15": ("bf16", False, True, False, 15, "", False),
-    "bf16-compact-top10": ("bf16", False, True, False, 10, "", False),
-    "fp32-compact-top15": ("fp32", False, True, False, 15, "", False),
+    "trl-defaults": ("bf16", True, False, False, 0, "", False, True),
+    "ours": ("auto", False, True, False, 0, "auto", True, True),
+    "ours-nopack": ("auto", False, True, False, 0, "auto", True, False),
+    "ours-noshare": ("auto", False, True, False, 0, "auto", False, True),
+    "bf16": ("bf16", False, False, False, 0, "", False, True),
+    "fp32": ("fp32", False, False, False, 0, "", False, True),
+    "fp32-compact": ("fp32", False, True, False, 0, "", False, True),
+    "bf16-compact": ("bf16", False, True, False, 0, "", False, True),
+    "fp32-compact-eager": ("fp32", False, True, False, 0, "eager", False, True),
+    "bf16-compact-eager": ("bf16", False, True, False, 0, "eager", False, True),
+    "fp32-compact-eager-shared": ("fp32", False, True, False, 0, "eager", True, True),
+    "bf16-compact-eager-shared": ("bf16", False, True, False, 0, "eager", True, True),
+    "fp32-compact-sdpa-shared": ("fp32", False, True, False, 0, "", True, True),
+    "fp32-compact-padfree": ("fp32", False, True, True, 0, "", False, True),
+    "bf16-compact-top15": ("bf16", False, True, False, 15, "", False, True),
+    "bf16-compact-top10": ("bf16", False, True, False, 10, "", False, True),
+    "fp32-compact-top15": ("fp32", False, True, False, 15, "", False, True),
 }
 
 
@@ -71,7 +74,9 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    prec_name, checkpointing, compact, padding_free, top, attn, shared = VARIANTS[name]
+    from selfalign.train.shared_prefix import install
+
+    prec_name, checkpointing, compact, padding_free, top, attn, shared, pack = VARIANTS[name]
     completion_positions_only(compact)
     cfg = TrainConfig(batch_size=batch, max_steps=warmup + steps, logging_steps=1, save_steps=10_000,
                       gradient_checkpointing=checkpointing, warmup_ratio=0.0, lr_scheduler="constant", lora_layers=top,
@@ -85,7 +90,9 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **attn_kwargs(cfg))
-    share_prefix(model, cfg)
+    if shared and not pack:
+        install(model.model, pack=False)
+    share_prefix(model, cfg)  # (idempotent)
     with tempfile.TemporaryDirectory() as tmp:
         kwargs = {**trainer_args(cfg, Path(tmp), precision), "save_strategy": "no"}
         args = SFTConfig(**kwargs, max_length=None if padding_free else cfg.max_length, completion_only_loss=True,
@@ -107,6 +114,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2, help="timed optimizer steps per variant")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--rows", default="", help="a JSONL of prompt/completion rows to train on instead (e.g. an "
+                    "honesty run's datasets/confidence-verb.jsonl)")
     a = ap.parse_args()
     names = [v for v in a.variants.split(",") if v]
     unknown = [v for v in names if v not in VARIANTS]
@@ -115,7 +124,17 @@ def main() -> None:
     import torch
 
     base = str(embedded.ensure_converted())
-    rows = make_rows(a.batch_size * (a.warmup + a.steps))
+    n_rows = a.batch_size * (a.warmup + a.steps)
+    if a.rows:
+        import json
+
+        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.strip()]
+        random.Random(0).shuffle(rows)
+        if len(rows) < n_rows:
+            raise SystemExit(f"{a.rows}: {len(rows)} rows, the steps need {n_rows}")
+        rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows[:n_rows]]
+    else:
+        rows = make_rows(n_rows)
     chosen = choose_precision("auto")
     print(f"CPU: {cpu_model()} | native bf16: {native_cpu_bf16()} | threads: {torch.get_num_threads()} | "
           f"CUDA: {torch.cuda.is_available()}")

@@ -33,41 +33,48 @@ def _lora(model, seed: int = 0):
     return model
 
 
-@pytest.mark.parametrize("kind", ["causal", "seq-cls"])
-def test_the_prefix_runs_once_with_the_plain_passes_losses_and_gradients(tiny_model_dir, kind):
+@pytest.mark.parametrize("kind,attn,pack,positions", [
+    ("causal", "eager", True, False), ("causal", "sdpa", True, True), ("causal", "eager", False, False),
+    ("seq-cls", "eager", True, False), ("seq-cls", "eager", False, True)])
+def test_the_prefix_runs_once_with_the_plain_passes_losses_and_gradients(tiny_model_dir, monkeypatch, kind, attn, pack,
+                                                                         positions):
+    """Tails padded (the prefix's KV repeated per row) or packed (one row, a block mask), with and
+    without position ids from the collator: the plain pass's loss and gradients."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from selfalign.train.shared_prefix import install
+    import selfalign.train.shared_prefix as sp
 
+    monkeypatch.setattr(sp, "packing_pays", lambda *a: pack)
     if kind == "causal":
-        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32, attn_implementation="eager")
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32, attn_implementation=attn)
     else:
         model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir), num_labels=1, dtype=torch.float32,
-                                                                   attn_implementation="eager")
+                                                                   attn_implementation=attn)
         model.config.pad_token_id = 0
     model = _lora(model)
     model.train()
     ids, att = _batch(20, [3, 7, 1, 5], model.config.vocab_size)
+    extra = {"position_ids": (att.cumsum(1) + 2).clamp(min=0)} if positions else {}  # not 0, 1, ...: must be used
 
     def step():
         model.zero_grad()
         if kind == "causal":
             labels = ids.masked_fill(att == 0, -100)
             labels[:, :18] = -100  # the loss on the tails and the prefix's last tokens
-            out = model(input_ids=ids, attention_mask=att, labels=labels, use_cache=False)
+            out = model(input_ids=ids, attention_mask=att, labels=labels, use_cache=False, **extra)
             loss = out.loss
         else:
-            loss = model(input_ids=ids, attention_mask=att).logits.square().sum()
+            loss = model(input_ids=ids, attention_mask=att, **extra).logits.square().sum()
         loss.backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
         assert grads and all(g.abs().sum() > 0 for n, g in grads.items() if "lora" in n)
         return loss.item(), grads
 
     plain_loss, plain_grads = step()
-    stats = install(model.get_base_model().model)
+    stats = sp.install(model.get_base_model().model)
     loss, grads = step()
-    assert stats.shared_calls == 1 and stats.plain_calls == 0
-    assert stats.positions_run == 20 + 4 * 7 and stats.positions_plain == 4 * 27
+    assert stats.shared_calls == 1 and stats.plain_calls == 0 and stats.packed_calls == pack
+    assert stats.positions_run == 20 + (3 + 7 + 1 + 5 if pack else 4 * 7) and stats.positions_plain == 4 * 27
     assert loss == pytest.approx(plain_loss, rel=1e-5)
     for name, g in plain_grads.items():
         assert torch.allclose(grads[name], g, rtol=1e-4, atol=1e-6), name
@@ -95,7 +102,10 @@ def test_the_plain_forward_runs_where_sharing_would_not_be_exact(tiny_model_dir)
         assert stats.shared_calls == 0 and stats.plain_calls == 4
         shared = backbone(input_ids=ids, attention_mask=att, use_cache=False).last_hidden_state
         assert stats.shared_calls == 1
-    assert torch.allclose(shared, plain, atol=1e-5)
+    real = att.bool()
+    assert stats.packed_calls == 1  # tails of 3 and 7: packing pays
+    assert torch.allclose(shared[real], plain[real], atol=1e-5)
+    assert not shared[~real].any()  # pad positions: zeros (no loss, mask or pooling reads them)
     uninstall(backbone)
     assert backbone._selfalign_shared_prefix is None and "forward" not in vars(backbone)
 
