@@ -192,6 +192,7 @@ def install(backbone: Any, min_prefix: int = MIN_PREFIX, pack: bool = True) -> S
             stats.positions_run += p + b * (n - p)
             return BaseModelOutputWithPast(last_hidden_state=torch.cat([hidden, tail.last_hidden_state], dim=1))
         # packed: the real tail tokens of every row in one row, after the one prefix
+        assert lengths is not None and attn is not None
         tail_len = lengths - p
         rows = torch.repeat_interleave(torch.arange(b, device=input_ids.device), tail_len)
         cols = torch.cat([torch.arange(p, int(m), device=input_ids.device) for m in lengths])
