@@ -11,6 +11,10 @@ Sampling is our own short decode loop over the model's forward pass rather than
   about 46 KB of fp32 KV per token for SmolLM2-135M) every prefilled prompt's KV is kept across
   calls, and a later prompt that continues one (FSBS's rounds extend their previous round's
   prompts) runs only its new tokens.
+* **one batch across temperatures**: requests that differ only in temperature decode in the same
+  batch, each row at its own (0: argmax), so a prompt asked for greedily and for samples in one
+  call (k(x)) is prefilled once for both; a sampled row divides its logits by its own temperature
+  before the same draw, so it picks the token it would pick in a batch of its own.
 * **less padding**: tails of similar length are prefilled together, and only the last position
   of a prefill goes through the 49k-wide output layer.
 * **the output layer in row slices**: each step's hidden states go through the output layer 128
