@@ -23,8 +23,9 @@ knowledge-boundary set rather than TriviaQA (TriviaQA loads through ``data_forma
 training is LoRA by default on a CPU (the paper fine-tunes all weights); ``configs/full.yaml``
 caps MULTISAMPLE at the other methods' optimizer steps (``train_per_method``) to fit a CPU budget,
 so it sees about a fifth of its M x N rows once, where the paper trains on all of them;
-``configs/quick.yaml`` (the demo) estimates k(x) from M = 6 samples instead of 10 to fit a
-10-minute budget on a 2-core CPU (docs/RESULTS.md measured the scores with both).
+``configs/quick.yaml`` (the demo) estimates k(x) from M = 5 samples instead of 10 to fit a
+10-minute budget on a 2-core CPU (docs/RESULTS.md measured the scores with 10, 6 and 5); with 5,
+each count of correct samples (1-5) lands in its own one of CONFIDENCE-VERB's five bins.
 """
 
 from __future__ import annotations
