@@ -123,18 +123,31 @@ def main() -> None:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
     import torch
 
-    base = str(embedded.ensure_converted())
     n_rows = a.batch_size * (a.warmup + a.steps)
     if a.rows:
         import json
 
-        rows = [json.loads(line) for line in Path(a.rows).read_text().splitlines() if line.strip()]
+        if not Path(a.rows).is_file():
+            raise SystemExit(f"--rows {a.rows}: no such file")
+        rows = []
+        for no, line in enumerate(Path(a.rows).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SystemExit(f"{a.rows}:{no}: not JSON ({e.msg})") from None
+            missing = [k for k in ("prompt", "completion") if k not in row]
+            if missing:
+                raise SystemExit(f"{a.rows}:{no}: no field {missing[0]!r} (rows need 'prompt' and 'completion')")
+            rows.append(row)
         random.Random(0).shuffle(rows)
         if len(rows) < n_rows:
             raise SystemExit(f"{a.rows}: {len(rows)} rows, the steps need {n_rows}")
         rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows[:n_rows]]
     else:
         rows = make_rows(n_rows)
+    base = str(embedded.ensure_converted())  # after the rows are checked
     chosen = choose_precision("auto")
     print(f"CPU: {cpu_model()} | native bf16: {native_cpu_bf16()} | threads: {torch.get_num_threads()} | "
           f"CUDA: {torch.cuda.is_available()}")

@@ -19,9 +19,10 @@ position ids continuing after the prefix, so no padding runs at all and the pref
 repeated. Packing trades padding for a wider attention (each packed token scores the whole
 packed row, masked), so it runs only where a rough cost count says it is cheaper: per layer a
 position costs about 12 h^2 multiply-adds in the linear layers (h the hidden size) and 4 h per
-key it attends to. The demo's batches (8 rows, tails of 41 tokens on average, 25% padding) run
-1.12x faster per step packed than padded (``bench/train.py --variants ours,ours-nopack``,
-docs/RESULTS.md). Hidden states at pad positions, which a plain pass computes but no loss, mask
+key it attends to (so the attention's quadratic part never outgrows the padding it saves). The
+demo's batches (8 rows, tails of 41 tokens on average, 25% padding) ran 1.10-1.18x faster per step
+packed than padded (``bench/train.py --variants ours-nopack,ours --rows
+runs/quick/datasets/confidence-verb.jsonl``, docs/RESULTS.md). Hidden states at pad positions, which a plain pass computes but no loss, mask
 or pooling at a real token reads, are zeros when packed. Packing needs an attention that takes a
 custom mask (``eager``, ``sdpa``); others run the tails padded.
 
