@@ -125,22 +125,14 @@ def main() -> None:
 
     n_rows = a.batch_size * (a.warmup + a.steps)
     if a.rows:
-        import json
+        from selfalign.data.io import DataError, read_jsonl
 
         if not Path(a.rows).is_file():
             raise SystemExit(f"--rows {a.rows}: no such file")
-        rows = []
-        for no, line in enumerate(Path(a.rows).read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SystemExit(f"{a.rows}:{no}: not JSON ({e.msg})") from None
-            missing = [k for k in ("prompt", "completion") if k not in row]
-            if missing:
-                raise SystemExit(f"{a.rows}:{no}: no field {missing[0]!r} (rows need 'prompt' and 'completion')")
-            rows.append(row)
+        try:
+            rows = read_jsonl(a.rows, required=("prompt", "completion"))
+        except DataError as e:
+            raise SystemExit(str(e)) from None
         random.Random(0).shuffle(rows)
         if len(rows) < n_rows:
             raise SystemExit(f"{a.rows}: {len(rows)} rows, the steps need {n_rows}")
