@@ -316,15 +316,14 @@ class HFModel:
         torch = self.torch
         encoded = [self.encode_prompt(r.prompt) for r in requests]
         out: list[dict[int, Completion]] = [{} for _ in requests]
-        # Requests that differ only in temperature decode together, each row at its own temperature:
-        # a prompt asked for greedily and for samples in one call (k(x)) is prefilled once.
+        # Requests that differ only in temperature decode together, each row at its own temperature
+        # (:meth:`_decode` sets it per row): a prompt asked for greedily and for samples in one call
+        # (k(x)) is prefilled once. The group key is the params with the temperature left out.
         groups: dict[GenParams, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(dataclasses.replace(r.params, temperature=0.0), []).append(i)
         with torch.inference_mode():
-            for key, idxs in groups.items():
-                temps = {requests[i].params.temperature for i in idxs}
-                params = requests[idxs[0]].params if len(temps) == 1 else key
+            for params, idxs in groups.items():
                 rows = []
                 for i in sorted(idxs, key=lambda i: len(encoded[i])):
                     indices = requests[i].sample_indices()
