@@ -74,8 +74,6 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    from selfalign.train.shared_prefix import install
-
     prec_name, checkpointing, compact, padding_free, top, attn, shared, pack = VARIANTS[name]
     completion_positions_only(compact)
     cfg = TrainConfig(batch_size=batch, max_steps=warmup + steps, logging_steps=1, save_steps=10_000,
@@ -90,9 +88,7 @@ def run_variant(name: str, base: str, rows: list[dict], warmup: int, steps: int,
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **attn_kwargs(cfg))
-    if shared and not pack:
-        install(model.model, pack=False)
-    share_prefix(model, cfg)  # (idempotent)
+    share_prefix(model, cfg, pack=pack)
     with tempfile.TemporaryDirectory() as tmp:
         kwargs = {**trainer_args(cfg, Path(tmp), precision), "save_strategy": "no"}
         args = SFTConfig(**kwargs, max_length=None if padding_free else cfg.max_length, completion_only_loss=True,

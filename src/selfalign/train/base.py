@@ -324,10 +324,11 @@ def load_for_training(cfg: TrainConfig, run: TrainingRun, base: str) -> tuple[Pr
     return precision, resume, tok, model
 
 
-def share_prefix(model: Any, cfg: Any) -> Any:
+def share_prefix(model: Any, cfg: Any, pack: bool = True) -> Any:
     """Install the shared-prefix forward (:mod:`selfalign.train.shared_prefix`) on ``model``'s backbone
-    when ``cfg.shared_prefix`` (default on; it applies only where it is exact). Returns its counters
-    (None when off or where the model has no separate backbone)."""
+    when ``cfg.shared_prefix`` (default on; it applies only where it is exact), packing tails where it
+    pays unless ``pack`` is off (``bench/train.py``'s ``ours-nopack``). Returns its counters (None when
+    off or where the model has no separate backbone)."""
     if not getattr(cfg, "shared_prefix", False):
         return None
     from selfalign.train.shared_prefix import install
@@ -336,7 +337,7 @@ def share_prefix(model: Any, cfg: Any) -> Any:
     if backbone is None or backbone is model:
         return None
     log.info("shared-prefix forward: each batch's common prefix runs once")
-    return install(backbone)
+    return install(backbone, pack=pack)
 
 
 def attn_kwargs(cfg: Any) -> dict[str, str]:
