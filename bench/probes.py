@@ -13,7 +13,6 @@ subcommand. Each prints what it measured; none is a pass/fail test.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -94,7 +93,7 @@ def kx_merge(args: argparse.Namespace) -> None:
     mixed = [r for pair in zip(greedy, sampled) for r in pair]
     print("| round | way | seconds | new tokens | new tok/s |\n|---|---|---|---|---|")
     texts = {}
-    for r in range(args.rounds):
+    for rnd in range(args.rounds):
         for way in ("two calls", "one call"):
             m._head_kv = None
             t0 = time.perf_counter()
@@ -104,7 +103,7 @@ def kx_merge(args: argparse.Namespace) -> None:
                 res = res[0::2] + res[1::2]
             texts[way] = [r.texts for r in res]
             n_tok = sum(c.n_tokens for x in res for c in x.completions)
-            print(f"| {r + 1} | {way} | {el:.1f} | {n_tok} | {n_tok / el:.0f} |", flush=True)
+            print(f"| {rnd + 1} | {way} | {el:.1f} | {n_tok} | {n_tok / el:.0f} |", flush=True)
     a, b = texts["two calls"], texts["one call"]
     k = len(items)
     print(f"greedy answers identical: {sum(x == y for x, y in zip(a[:k], b[:k]))} of {k}; samples identical: "
@@ -134,7 +133,12 @@ def kx_cap(args: argparse.Namespace) -> None:
     from selfalign.judges.idk import IDK_SIGNS
     from selfalign.models import embedded
 
-    recs = [json.loads(line) for line in (Path(args.run) / "knowledge" / "train.jsonl").read_text().splitlines()]
+    from selfalign.data.io import DataError, read_jsonl
+
+    try:
+        recs = read_jsonl(Path(args.run) / "knowledge" / "train.jsonl", required=("question", "answers", "samples", "labels"))
+    except DataError as e:
+        raise SystemExit(str(e)) from None
     tok = AutoTokenizer.from_pretrained(str(embedded.ensure_converted()))
     judge = Judge(list(IDK_SIGNS), None)
     ids = [[tok(t, add_special_tokens=False)["input_ids"] for t in r["samples"]] for r in recs]

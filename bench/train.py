@@ -123,8 +123,6 @@ def main() -> None:
     if a.rows:
         from selfalign.data.io import DataError, read_jsonl
 
-        if not Path(a.rows).is_file():
-            raise SystemExit(f"--rows {a.rows}: no such file")
         try:
             rows = read_jsonl(a.rows, required=("prompt", "completion"))
         except DataError as e:
