@@ -195,8 +195,8 @@ def install(backbone: Any, min_prefix: int = MIN_PREFIX, pack: bool = True) -> S
         # packed: the real tail tokens of every row in one row, after the one prefix
         assert lengths is not None and attn is not None
         tail_len = lengths - p
-        rows = torch.repeat_interleave(torch.arange(b, device=input_ids.device), tail_len)
-        cols = torch.cat([torch.arange(p, int(m), device=input_ids.device) for m in lengths])
+        rows, cols = attention_mask[:, p:].nonzero(as_tuple=True)  # row by row: the packed order
+        cols = cols + p
         pos = (cols if position_ids is None else position_ids[rows, cols])[None]
         mask = _packed_mask(p, tail_len, attn, pre.last_hidden_state.dtype)
         tail = original(input_ids=input_ids[rows, cols][None], attention_mask=mask, position_ids=pos,
