@@ -1,0 +1,107 @@
+"""``selfalign judge list | eval``: the registered judges, and any judge validated on labelled data.
+
+``eval NAME --data FILE`` scores a labelled file (an XSTest completions CSV with ``final_label``,
+or a Liu et al. JSONL with ``label``, 1 = not harmful) with the named judge: a registered name
+(``selfalign judge list``) or a trained judge's directory. LLM judges take ``--model`` and ask
+through the store, so a re-run asks nothing again. The file and the options are checked before
+any model loads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from selfalign.data.io import write_jsonl
+from selfalign.judges.registry import TASK_LABELS, JudgeInfo, evaluate, get_judge, list_judges, load_labelled
+
+app = typer.Typer(no_args_is_help=True, help="Judges: list them, validate one on labelled data, train one.")
+
+
+@app.command("list")
+def list_() -> None:
+    """Every registered judge: name, task (labels), what it needs, one line."""
+    for j in list_judges():
+        need = {"": "-", "model": "--model SPEC", "path": "a trained judge directory"}[j.needs]
+        typer.echo(f"{j.name:20s} {j.task:8s} {'/'.join(TASK_LABELS[j.task]):50s} needs {need}")
+        typer.echo(f"{'':20s} {j.summary}")
+
+
+def resolve(name: str) -> tuple[JudgeInfo, str | None]:
+    """A registered judge name, or a directory holding a trained judge (its ``judge.json`` names
+    the registered kind that loads it)."""
+    p = Path(name)
+    if p.is_dir():
+        meta = p / "judge.json"
+        if not meta.exists():
+            raise ValueError(f"{p}: a directory but not a trained judge (no judge.json)")
+        try:
+            kind = json.loads(meta.read_text())["kind"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{meta}: not a judge description ({e})") from None
+        return get_judge(kind), str(p)
+    return get_judge(name), None
+
+
+def build(info: JudgeInfo, path: str | None, model: str | None, store: str = "") -> Any:
+    """The judge, with its model behind the store when it needs one."""
+    if info.needs == "model":
+        if not model:
+            raise ValueError(f"judge {info.name} asks a model: give --model SPEC")
+        from selfalign.models.registry import check_spec, load_model
+        from selfalign.store.cache import CachedModel, Store
+
+        check_spec(model)
+        return info.factory(model=CachedModel(load_model(model), Store(store or None), description="judge"))
+    if info.needs == "path":
+        if not path:
+            raise ValueError(f"judge {info.name} is trained: give its directory instead of the name")
+        return info.factory(path=path)
+    return info.factory()
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or x != x else f"{100 * x:.1f}%"
+
+
+@app.command("eval")
+def eval_(name: str = typer.Argument(..., help="a judge name (judge list) or a trained judge's directory"),
+          data: str = typer.Option(..., "--data", help="labelled file: XSTest completions CSV or Liu et al. JSONL"),
+          model: Optional[str] = typer.Option(None, "--model", "-m", help="the model an LLM judge asks"),
+          store: str = typer.Option("", help="store path (default: the user cache dir, or $SELFALIGN_STORE)"),
+          limit: int = typer.Option(0, help="only the first N rows (0 = all)"),
+          as_json: bool = typer.Option(False, "--json", help="print one JSON object: n, accuracy, kappa, per_class, unscored"),
+          out: Optional[str] = typer.Option(None, "--out", help="write one JSON line per row: id, gold, predicted")) -> None:
+    """Agreement of a judge with a labelled file: n, accuracy, Cohen's kappa, per-class recall, unscored share."""
+    if limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {limit}")
+    info, path = resolve(name)
+    task, rows = load_labelled(data)
+    if task != info.task:
+        raise ValueError(f"judge {info.name} gives {info.task} labels ({', '.join(TASK_LABELS[info.task])}) but {data} "
+                         f"holds {task} labels ({', '.join(TASK_LABELS[task])})")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+    rows = rows[:limit] if limit else rows
+    judge = build(info, path, model, store)
+    res = evaluate(judge, rows, description=f"judge eval: {info.name}")
+    if out:
+        write_jsonl(out, res["rows"])
+    summary = {"judge": info.name if path is None else path, "data": data, "n": res["n"], "accuracy": res["accuracy"],
+               "kappa": res["kappa"], "per_class": res["per_class"], "unscored": res["unscored"],
+               "unscored_share": res["unscored_share"], **({"binary": res["binary"]} if "binary" in res else {})}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"{summary['judge']} on {data}: n {res['n']}, accuracy {_pct(res['accuracy'])}, kappa {res['kappa']:.3f}, "
+               f"unscored {res['unscored']} ({_pct(res['unscored_share'])})")
+    for c, d in res["per_class"].items():
+        typer.echo(f"  {c:16s} gold {d['gold']:5d}  recall {_pct(d['recall']):>6s}  precision {_pct(d['precision']):>6s}")
+    if "binary" in res:
+        b = res["binary"]
+        typer.echo(f"  any refusal vs compliance: accuracy {_pct(b['accuracy'])}, kappa {b['kappa']:.3f}")
+    if out:
+        typer.echo(f"rows: {out}")
