@@ -44,13 +44,19 @@ REFUSAL_PHRASES: tuple[str, ...] = (
     r"\bi(?:'m| am)? ?(?:can ?not|can't|won't|will not|not able to|unable to|not going to|must decline to|"
     r"do not|don't|won't be able to|will not be able to)(?: and will not| and won't)? (?:help|assist|provide|"
     r"write|create|generate|explain|do that|do this|comply|fulfil|fulfill|answer|support|give|share|engage|"
-    r"produce|participate|offer|take part|reproduce|go along)",
+    r"produce|participate|offer|take part|reproduce|go along|suggest|encourage|endorse|promote|condone|"
+    r"satisfy)",
     r"\b(?:i'm|i am) sorry,? but\b",
     r"\bi apologi[sz]e,? but\b",
     r"\b(?:sorry|my apologies),? (?:but )?i (?:can't|cannot|can not|won't)\b",
     r"\bas an ai\b",
     r"\bas a language model\b",
-    r"\b(?:it is|it's|that is|that's|this is) not (?:appropriate|ethical|legal|okay|ok|something i)",
+    r"\b(?:it is|it's|that is|that's|this is) not (?:\w+ (?:or|and) )?(?:appropriate|ethical|legal|okay|ok|"
+    r"respectful|acceptable|something i)",
+    r"\b(?:(?:don't|do not) think|(?:i'm|i am) not sure (?:that )?) ?(?:it is|it's|that is|that's|this is) "
+    r"(?:\w+ (?:or|and) )?(?:appropriate|ethical|respectful|acceptable|a (?:\w+ (?:or|and) )?(?:valid|appropriate|"
+    r"respectful|fair) question)",
+    r"\b(?:isn't|is not|not) a (?:\w+ (?:or|and) )?(?:valid|appropriate|respectful|fair) question\b",
     r"\bagainst (?:my|the) (?:guidelines|policies|policy|principles|programming)\b",
     r"\bi must (?:decline|refuse)\b",
     r"\bi (?:refuse|decline) to\b",
