@@ -1,5 +1,7 @@
 """Reports of the trustworthiness studies: the 7 x 29 coverage grid, each study with its interval,
-unscored share and examples, the judges' validation, and two runs compared. Renders only."""
+unscored share and examples, a card for every judge that labelled a study's answers (what it was
+validated on, or that it was not), the XSTest per-type table, the judges' validation, and two
+runs compared. Renders only: every number comes from the run's result."""
 
 from __future__ import annotations
 
@@ -11,8 +13,42 @@ from typing import Any
 from selfalign.report.critique import _err, _img, _page, _plt
 from selfalign.trust.taxonomy import CATEGORIES
 
-_PCT = {"ece", "overconfidence", "mean_confidence", "accuracy", "safe_ratio", "refusal_ratio", "leak_rate",
-        "understood", "consistency", "q1_accuracy", "q2_accuracy", "accuracy_clean", "accuracy_typo"}
+_PCT = {"ece", "overconfidence", "mean_confidence", "accuracy", "refusal_share", "harm_safe_share", "refusal_ratio",
+        "verbatim_leak_rate", "both_correct", "consistency", "q1_accuracy", "q2_accuracy", "accuracy_clean",
+        "accuracy_typo", "unsafe_any_refusal",
+        *(f"{lab}_{c}" for lab in ("safe", "unsafe") for c in ("full_compliance", "full_refusal", "partial_refusal"))}
+#: numbers a study adds over every item (unscored included), shown beside its metrics
+_EXTRA = ("understood_rate", "q1_understood_rate", "q2_understood_rate", "q1_accuracy_all", "q2_accuracy_all",
+          "consistency_all_pairs")
+
+
+def _pct(x: Any) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _card(c: dict[str, Any]) -> str:
+    """One judge card as table cells: judge, validated on, n, accuracy, kappa, per-class recall, unscored here."""
+    run = _pct(c.get("run_unscored_share"))
+    if not c.get("validated"):
+        return (f"<td class=l>{html.escape(str(c['judge']))}</td><td class=l><b>not validated</b>"
+                f"{'<br><small>' + html.escape(str(c['note'])) + '</small>' if c.get('note') else ''}</td>"
+                f"<td>-</td><td>-</td><td>-</td><td class=l>-</td><td>{run}</td>")
+    recall = ", ".join(f"{k} {_pct(v)}" for k, v in (c.get("per_class_recall") or {}).items()) or "-"
+    kappa = c.get("kappa")
+    return (f"<td class=l>{html.escape(str(c['judge']))}</td><td class=l>{html.escape(str(c.get('source', '')))}</td>"
+            f"<td>{c.get('n', '-')}</td><td>{_pct(c.get('accuracy'))}</td>"
+            f"<td>{'-' if kappa is None else f'{kappa:.3f}'}</td><td class=l>{html.escape(recall)}</td><td>{run}</td>")
+
+
+def _per_type(per: dict[str, Any]) -> str:
+    rows = "".join(
+        f"<tr><td class=l>{html.escape(t)}</td><td class=l>{d['label']}</td><td>{d['n']}</td><td>{d['scored']}</td>"
+        f"<td>{_pct(d['full_compliance'])}</td><td>{_pct(d['full_refusal'])}</td><td>{_pct(d['partial_refusal'])}</td>"
+        f"</tr>" for t, d in per.items())
+    return ("<h2>Over-refusal (XSTest) per prompt type</h2><p class=sub>Shares of the scored answers, %. On safe "
+            "prompts full compliance is good; on unsafe (contrast) prompts any refusal is good.</p>"
+            "<table><tr><th class=l>type</th><th class=l>label</th><th>prompts</th><th>scored</th>"
+            "<th>full compliance</th><th>full refusal</th><th>partial refusal</th></tr>" + rows + "</table>")
 
 
 def _fmt(name: str, m: dict[str, Any]) -> str:
@@ -44,7 +80,8 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
         j = s["judge"]
         value = (_fmt(head, s["metrics"][head]) if s["reliable"] else
                  f"<b>unreliable</b> ({100 * j['unscored_share']:.0f}% unscored)")
-        others = "; ".join(f"{k} {_fmt(k, m)}" for k, m in s["metrics"].items() if k != head)
+        others = "; ".join([f"{k} {_fmt(k, m)}" for k, m in s["metrics"].items() if k != head] +
+                           [f"{k} {_pct(s[k])} (all items)" for k in _EXTRA if k in s])
         arrow = "higher is better" if s["higher_is_better"] else "lower is better"
         trs += (f"<tr><td class=l>{name}</td><td class=l>{head} ({arrow})</td><td>{value}</td><td>{j['n']}</td>"
                 f"<td>{j['unscored']} ({100 * j['unscored_share']:.0f}%)</td><td class=l>{s['judge_kind']}</td>"
@@ -68,6 +105,9 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
     for split, d in result["judges"]["refusal_detector"].items():
         judges += (f"<tr><td class=l>refusal detector</td><td class=l>{split}</td><td>{d['n']} ({d['positives']} "
                    f"refusals)</td><td>{100 * d['accuracy']:.1f}</td><td>{d['kappa']:.3f}</td></tr>")
+    cards = "".join(f"<tr><td class=l>{name}</td>{_card(c)}</tr>" for name, st in studies.items()
+                    for c in st.get("judge_cards") or ([st["judge_card"]] if "judge_card" in st else []))
+    per_type = "".join(_per_type(st["per_type"]) for st in studies.values() if st.get("per_type"))
     for kind, d in result["judges"].get("parsers", {}).items():
         judges += (f"<tr><td class=l>parser: {kind}</td><td class=l>specification set</td><td>{d['n']} "
                    f"({d['positives']} parseable)</td><td>{100 * d['accuracy']:.1f}</td><td>{d['kappa']:.3f}</td></tr>")
@@ -75,7 +115,11 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
             f"score: each study is its own measurement.</p>"
             f"<h2>Studies</h2><table><tr><th class=l>study</th><th class=l>headline</th><th>value, 95% CI</th>"
             f"<th>items</th><th>unscored</th><th class=l>judge</th><th class=l>other metrics</th></tr>{trs}</table>"
-            f"{img}{_grid(result['coverage'])}"
+            f"{img}<h2>Judge cards</h2><p class=sub>Which judge labelled each study's answers, what it was "
+            f"validated on (n, source, accuracy %, Cohen's kappa, per-class recall %) and the share of this run's "
+            f"answers it left unscored.</p><table><tr><th class=l>study</th><th class=l>judge</th>"
+            f"<th class=l>validated on</th><th>n</th><th>accuracy %</th><th>kappa</th><th class=l>per-class recall</th>"
+            f"<th>unscored here %</th></tr>{cards}</table>{per_type}{_grid(result['coverage'])}"
             f"<h2>Judges, validated on labelled sets the project wrote</h2><table><tr><th class=l>judge</th>"
             f"<th class=l>set</th><th>items</th><th>accuracy %</th><th>Cohen's kappa</th></tr>{judges}</table>"
             f"<h2>Examples</h2>{ex}")
@@ -103,7 +147,9 @@ def compare_report(out_dir: str | Path, comp: dict[str, Any]) -> Path:
     ax.set_xlabel("B - A, good-outcome rate, points")
     body = (f"<p class=sub>A = {html.escape(comp['a_model'])} ({html.escape(comp['a'])}); B = "
             f"{html.escape(comp['b_model'])} ({html.escape(comp['b'])}). Good outcome: correct (hallucination, "
-            f"miscalibration, causal, typo), safe (safety), refused (fairness, misuse), not leaked (copyright).</p>"
+            f"miscalibration, causal, typo), refused or judged not harmful (safety), refused (fairness, misuse), "
+            f"not leaked (copyright), full compliance on a safe prompt and any refusal on an unsafe one (xstest). "
+            f"The over_refusal row (XSTest's safe prompts) is outside Liu et al.'s 29 sub-categories.</p>"
             f"<h2>Per study</h2><table>{head.format('study')}{studies}</table>{_img(fig)}"
             f"<h2>Per sub-category</h2><table>{head.format('sub-category')}{subs}</table>")
     return _page(out_dir, "Trustworthiness: two models compared", body, {"compare": comp})

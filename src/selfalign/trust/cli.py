@@ -7,13 +7,27 @@ so a killed run resumes without asking again. ``compare`` reads two runs.
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
+from selfalign.data.io import read_jsonl
+from selfalign.models.registry import check_spec, load_model, require_trainable
+from selfalign.report.trust import compare_report, trust_report
+from selfalign.store.cache import CachedModel, Store
+from selfalign.store.runs import write_stage
+from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
+from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
+from selfalign.trust.run import (TrustConfig, compare as compare_runs, prepare_studies, run as run_studies,
+                                 validate_parsers, validate_refusal_detector)
+from selfalign.trust.studies import STUDIES
+from selfalign.trust.taxonomy import CATEGORIES, studies_for
+from selfalign.trust.to_data import to_data as make, write_data
 
-app = typer.Typer(no_args_is_help=True, help="Trustworthiness evaluation after Liu et al. 2023: 8 studies, 7 x 29 taxonomy.")
+app = typer.Typer(no_args_is_help=True, help=f"Trustworthiness evaluation after Liu et al. 2023 (7 x 29 taxonomy) and XSTest: {len(STUDIES)} studies.")
 
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config")
 SET = typer.Option([], "--set", help="override a config key (repeatable)")
@@ -22,8 +36,6 @@ SET = typer.Option([], "--set", help="override a config key (repeatable)")
 @app.command("list")
 def list_() -> None:
     """The taxonomy (7 categories, 29 sub-categories) and the studies that measure each."""
-    from selfalign.trust.studies import STUDIES
-    from selfalign.trust.taxonomy import CATEGORIES, studies_for
 
     for cat, subs in CATEGORIES.items():
         typer.echo(cat)
@@ -37,16 +49,10 @@ def run(config: Optional[str] = CONFIG, set: List[str] = SET,
         out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory"),
         model: Optional[str] = typer.Option(None, "--model", "-m", help="model under evaluation"),
         generator: Optional[str] = typer.Option(None, help="model that writes the safety questions (default: --model)"),
-        judge: Optional[str] = typer.Option(None, help="LLM judge for safety/misuse (default: the refusal detector)"),
-        studies: Optional[str] = typer.Option(None, help="comma-separated studies (default: all eight)")) -> None:
+        judge: Optional[str] = typer.Option(None, help="LLM judge for safety (harm), misuse and xstest (refusal) (default: the rule refusal judge)"),
+        studies: Optional[str] = typer.Option(None, help="comma-separated studies (default: all)")) -> None:
     """Run the studies on one model; report with intervals, unscored shares and the coverage grid."""
-    import time
 
-    from selfalign.models.registry import check_spec, load_model
-    from selfalign.report.trust import trust_report
-    from selfalign.store.cache import CachedModel, Store
-    from selfalign.store.runs import write_stage
-    from selfalign.trust.run import TrustConfig, prepare_studies, run as run_studies
 
     flags = {"out": out, "model": model, "generator": generator, "judge": judge}
     overrides = list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None]
@@ -85,8 +91,6 @@ def compare(a: str = typer.Argument(..., help="run directory A (e.g. the unalign
             out: str = typer.Option("runs/trust-compare", "--out", "-o"),
             studies: Optional[str] = typer.Option(None, help="comma-separated studies (default: all in both)")) -> None:
     """Two runs on the same items: paired differences and McNemar per study and per sub-category."""
-    from selfalign.report.trust import compare_report
-    from selfalign.trust.run import compare as compare_runs
 
     comp = compare_runs(a, b, [s.strip() for s in studies.split(",")] if studies else None)
     path = compare_report(out, comp)
@@ -102,7 +106,6 @@ def compare(a: str = typer.Argument(..., help="run directory A (e.g. the unalign
 @app.command()
 def judges() -> None:
     """Accuracy and Cohen's kappa of the rule judges on the labelled sets the project wrote."""
-    from selfalign.trust.run import validate_parsers, validate_refusal_detector
 
     for split, d in validate_refusal_detector().items():
         typer.echo(f"refusal detector, {split}: {d['n']} items ({d['positives']} refusals), accuracy "
@@ -124,7 +127,6 @@ def to_data(run_dir: str = typer.Argument(..., help="a trust run directory (its 
                                                 "(0: refusals only)"),
             seed: int = typer.Option(0)) -> None:
     """Failures -> SFT rows (a refusal that says why, beside helpful QA rows), preference pairs, KTO rows; split by key."""
-    from selfalign.trust.to_data import to_data as make, write_data
 
     data = make(run_dir, heldout_share, seed, helpful_ratio)
     paths = write_data(out, data)
@@ -145,18 +147,13 @@ def train(data_dir: str = typer.Argument(..., help="a `trust to-data` directory"
           out: str = typer.Option("runs/trust-train", "--out", "-o"),
           set: List[str] = SET) -> None:
     """Train on the evaluation-made rows through the shared trainers (LoRA, resumable)."""
-    from pathlib import Path
 
-    from selfalign.data.io import read_jsonl
-    from selfalign.models.registry import check_spec, require_trainable
 
     if method not in ("sft", "dpo"):
         raise ValueError(f"method must be sft or dpo, got {method!r}")
     check_spec(base)
     name = {"sft": "sft.jsonl", "dpo": "pairs.jsonl"}[method]
     rows_path = Path(data_dir) / name
-    from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
-    from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
 
     # options and rows are checked before the base model is converted or loaded
     sft_cfg = config_from_yaml(TrainConfig, None, list(set)) if method == "sft" else None

@@ -22,9 +22,13 @@ from typing import Any, Callable
 from selfalign.data.io import DataError, iter_jsonl, read_jsonl
 from selfalign.evals.runner import EvalResult, Item, compare as compare_results, run_task
 from selfalign.evals.stats import mcnemar, paired_bootstrap
-from selfalign.judges.verdict import Verdict
+from selfalign.judges import refusal as refusal_judge
+from selfalign.judges.registry import judge_card
+from selfalign.judges.verdict import Verdict, parse_choice, parse_yes_no
+from selfalign.store.runs import RunDir
 from selfalign.trust.refusal import cohen_kappa, is_refusal
-from selfalign.trust.studies import STUDIES, Study, StudyConfig, bundled, make_study
+from selfalign.trust.studies import STUDIES, Study, StudyConfig, bundled, make_study, parse_answer_confidence
+from selfalign.trust.studies.safety import TRAINED_HARM_JUDGE
 from selfalign.trust.taxonomy import STUDY_SUBCATEGORIES, coverage
 
 
@@ -32,7 +36,7 @@ from selfalign.trust.taxonomy import STUDY_SUBCATEGORIES, coverage
 class TrustConfig(StudyConfig):
     model: str = "smollm2-135m"  # the model under evaluation
     generator: str = ""  # writes the safety study's questions ("" = the model itself)
-    judge: str = ""  # "" = rule judges (refusal detector); a model spec = an LLM harm/refusal judge
+    judge: str = ""  # "" = rule judges (refusal-rule); a model spec = an LLM harm/refusal judge (safety, misuse, xstest)
     studies: list[str] = field(default_factory=lambda: list(STUDIES))
     out: str = "runs/trust"
     store: str = ""
@@ -90,8 +94,6 @@ def validate_parsers() -> dict[str, Any]:
     ``null`` = unscored; written from templates while the parsers existed, so it is a check of
     their specification rather than an independent estimate): exact-match accuracy, and Cohen's
     kappa of the scored/unscored decision."""
-    from selfalign.judges.verdict import parse_choice, parse_yes_no
-    from selfalign.trust.studies import parse_answer_confidence
 
     def parse(r: dict[str, Any]) -> Any:
         if r["judge"] == "letter":
@@ -114,12 +116,65 @@ def validate_parsers() -> dict[str, Any]:
     return out
 
 
+REFUSAL_RULE_SOURCE = "data/bundled/judges/refusal_validation.json"
+PARSER_SOURCE = "parser_labelled.jsonl (a specification set written with the parsers, not an independent sample)"
+
+
+def refusal_rule_validation() -> tuple[dict[str, Any] | None, str]:
+    """The rule refusal judge's recorded validation (``judges.refusal.recorded_validation``) and
+    its source; (None, why) when none is recorded yet."""
+    recorded = getattr(refusal_judge, "recorded_validation", None)
+    if recorded is None:
+        return None, "no recorded validation (judges.refusal.recorded_validation is missing)"
+    try:
+        val = recorded("refusal-rule")
+    except (OSError, DataError, ValueError, KeyError) as e:
+        return None, f"no recorded validation ({e})"
+    if isinstance(val, dict) and "accuracy" not in val and isinstance(val.get("validation"), dict):
+        val = {**val["validation"], "source": val.get("source", "")}
+    if not isinstance(val, dict):
+        return None, "no recorded validation"
+    return val, str(val.get("source") or REFUSAL_RULE_SOURCE)
+
+
+def judge_cards(st: Study, run_unscored_share: float, parsers: dict[str, Any], llm: str = "") -> list[dict[str, Any]]:
+    """One card per judge that labelled a study's answers: which judge, what it was validated on
+    (n, source, accuracy, kappa, per-class recall) or ``validated: False``, and the share of this
+    run's answers it left unscored."""
+    cards = []
+    for name in st.judges_used():
+        if name == "llm":
+            card = judge_card(f"llm:{llm or 'judge'}", None)
+            card["note"] = "an LLM judge; not validated on a labelled set in this project"
+        elif name == "refusal-rule":
+            val, source = refusal_rule_validation()
+            card = judge_card(name, val, source)
+            if val is None:
+                card["note"] = source
+        elif name.startswith("parser:"):
+            d = parsers.get(name.split(":", 1)[1])
+            card = judge_card(name, {"n": d["n"], "accuracy": d["accuracy"], "kappa": d["kappa"]} if d else None,
+                              PARSER_SOURCE)
+        elif name == TRAINED_HARM_JUDGE:
+            model = getattr(st, "harm_model", None)
+            val = getattr(model, "validation", None)
+            card = judge_card(f"{name}:{st.cfg.harm_judge}", val if isinstance(val, dict) else None,
+                              str(getattr(model, "validation_source", "") or st.cfg.harm_judge))
+        else:
+            card = judge_card(name, None)
+            card["note"] = "a deterministic rule (string comparison), nothing to validate against"
+        card["run_unscored_share"] = run_unscored_share
+        cards.append(card)
+    return cards
+
+
 def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, studies: list[Study] | None = None,
         progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     studies = studies if studies is not None else prepare_studies(cfg)
     out = Path(cfg.out)
     results: dict[str, Any] = {}
     measured: dict[str, list[str]] = {}
+    parsers = validate_parsers()
     for st in studies:
         if progress:
             progress(st.name)
@@ -128,15 +183,19 @@ def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, 
             st.prepare(generator or model)  # type: ignore[attr-defined]
         res = run_task(st, model, out / st.name, seed=cfg.seed, resamples=cfg.bootstrap)
         s = dict(res.summary)
-        s.update(headline=st.headline, higher_is_better=st.higher_is_better, subcategories=st.covered(),
-                 judge_kind="llm" if judge is not None and st.name in ("safety", "misuse") else "rules",
-                 examples=[r for r in res.rows()[:3]])
+        used = st.judges_used()
+        cards = judge_cards(st, s["judge"]["unscored_share"], parsers, cfg.judge)
+        s.update(st.extra_summary(res.items, res.verdicts))
+        s.update(headline=st.headline_metric(), higher_is_better=st.higher_is_better, subcategories=st.covered(),
+                 judge_kind="llm" if "llm" in used else "trained" if TRAINED_HARM_JUDGE in used else "rules",
+                 judge_card=cards[0], judge_cards=cards, examples=[r for r in res.rows()[:3]])
         if st.name == "safety":
             s["questions_dropped"] = st.dropped  # type: ignore[attr-defined]
+        RunDir(out / st.name).write_json("summary.json", {k: v for k, v in s.items() if k != "examples"})
         results[st.name] = s
         measured[st.name] = st.covered()
     return {"model": getattr(model, "model_id", str(model)), "studies": results, "coverage": coverage(measured),
-            "judges": {"refusal_detector": validate_refusal_detector(), "parsers": validate_parsers()}}
+            "judges": {"refusal_detector": validate_refusal_detector(), "parsers": parsers}}
 
 
 # ------------------------------------------------------------------ compare

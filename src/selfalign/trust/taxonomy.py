@@ -43,7 +43,15 @@ STUDY_SUBCATEGORIES: dict[str, tuple[str, ...]] = {
     "copyright": ("leaking_copyrighted_content",),
     "causal": ("limited_causal_reasoning",),
     "typo": ("prompt_attacks", "inconsistency"),
+    # XSTest's unsafe contrast prompts probe these; its safe prompts measure OVER_REFUSAL
+    "xstest": ("violence", "injustice", "privacy_violation"),
 }
+
+#: what XSTest's safe prompts measure (Röttger et al. 2024): refusing what should be answered.
+#: None of Liu et al.'s 29 sub-categories is this (the nearest, their safety sub-categories,
+#: measure the opposite failure), so it is kept as its own tag outside the 29: items carry it
+#: as their sub-category, ``compare`` reports it as a row, and the 7 x 29 grid does not show it.
+OVER_REFUSAL = "over_refusal"
 
 #: harm category of a safety keyword file (Liu et al.'s released names) -> sub-category
 SAFETY_SUBCATEGORY: dict[str, str] = {

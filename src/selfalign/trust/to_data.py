@@ -31,14 +31,19 @@ trained on. They carry ``meta.study = "helpful"``.
 
 from __future__ import annotations
 
-import hashlib
+import random
 from pathlib import Path
 from typing import Any
 
-from selfalign.data.io import DataError, read_json_field, read_jsonl
+from selfalign.data.formats import load_qa
+from selfalign.data.io import DataError, read_jsonl
+from selfalign.store.runs import RunDir
+from selfalign.trust.holdout import KEYED, is_held_out, load_holdout, split_key
+from selfalign.trust.studies.hallucination import choice_question
+from selfalign.trust.studies.safety import GOOD_LABELS as SAFETY_GOOD
 
-#: the studies whose failures become data, and what makes their items' split key
-KEYED = ("safety", "misuse", "fairness")
+__all__ = ["KEYED", "is_held_out", "load_holdout", "split_key", "to_data", "write_data", "helpful_rows",
+           "refusal_text", "WHY"]
 
 WHY = {
     "violence": "It could help someone hurt people or animals.",
@@ -59,25 +64,6 @@ WHY = {
 OFFER = "I'm happy to help with a related question that doesn't cause harm."
 
 
-def split_key(study: str, row: dict[str, Any]) -> str:
-    inp = row.get("input") or {}
-    if study == "safety":
-        return str(inp["keyword"])
-    if study == "misuse":
-        return f"{inp['kind']}:{inp['fill']}"
-    return str(row["id"])
-
-
-def is_held_out(key: str, share: float, seed: int = 0) -> bool:
-    """Deterministic, order-independent split of a key (same key, same side, in every run).
-
-    >>> is_held_out("arson", 0.0), is_held_out("arson", 1.0)
-    (False, True)
-    """
-    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return h < share
-
-
 def refusal_text(study: str, row: dict[str, Any]) -> str:
     sub = (row.get("meta") or {}).get("subcategory") or ("stereotype_bias" if study == "fairness" else "violence")
     why = WHY.get(sub, "It could cause harm.")
@@ -88,16 +74,11 @@ def refusal_text(study: str, row: dict[str, Any]) -> str:
 
 
 def _good(study: str, label: str | None) -> bool:
-    return label in {"safety": ("safe",), "misuse": ("refused",), "fairness": ("refused",)}[study]
+    return label in {"safety": SAFETY_GOOD, "misuse": ("refused",), "fairness": ("refused",)}[study]
 
 
 def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, Any]]:
     """``n`` SFT rows answering questions of the QA set's train split (see the module docstring)."""
-    import random
-
-    from selfalign.data.formats import load_qa
-    from selfalign.trust.studies import choice_question
-
     train = [q for q in load_qa(qa) if q.answerable and q.meta.get("split") == "train"]
     if n and not train:
         raise DataError(f"QA set {qa!r} has no train split to draw helpful rows from")
@@ -170,16 +151,8 @@ def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0, help
 
 
 def write_data(out_dir: str | Path, data: dict[str, Any]) -> dict[str, Path]:
-    from selfalign.store.runs import RunDir
-
     run = RunDir(out_dir)
     paths = {name: run.write_jsonl(f"{name}.jsonl", data[name]) for name in ("sft", "pairs", "kto")}
     paths["split"] = run.write_json("split.json", data["split"])
     run.write_json("counts.json", data["counts"])
     return paths
-
-
-def load_holdout(path: str | Path) -> dict[str, set[str]]:
-    """study -> held-out keys, from a to-data ``split.json``."""
-    data = read_json_field(path, "held_out", "a trust to-data split.json (a 'held_out' object)")
-    return {study: set(keys) for study, keys in data.items()}
