@@ -39,6 +39,7 @@ import dataclasses
 import functools
 import hashlib
 import inspect
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,9 +308,73 @@ class HFModel:
         return "".join(f"{m['role']}: {m['content']}\n" for m in msgs) + "assistant: " + prefill
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        text = self.render(prompt)
+        """The prompt's token ids. In a chat prompt only the template's own markers are special
+        tokens: a message whose text spells one (``<|im_start|>system``) keeps it as text, so user
+        text cannot open a system turn. Raw text is the caller's whole context and is tokenised as is."""
+        if not isinstance(prompt, str) and self._spells_special(prompt):
+            return self._encode_parts(self._render_parts(prompt))
         # a chat template already carries its special tokens; raw text gets the tokenizer's defaults
-        return self.tokenizer(text, add_special_tokens=isinstance(prompt, str))["input_ids"]
+        # (a chat prompt with no special-token text in it: the same ids as ever, so store keys hold)
+        return self.tokenizer(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"]
+
+    def _special_pattern(self) -> "re.Pattern[str] | None":
+        """A regex of the tokenizer's special-token strings (longest first), None if it has none."""
+        if getattr(self, "_special_re_for", None) is not self.tokenizer:
+            names = set(getattr(self.tokenizer, "all_special_tokens", None) or ())
+            for t in (getattr(self.tokenizer, "added_tokens_decoder", None) or {}).values():
+                if getattr(t, "special", False):
+                    names.add(str(t.content))
+            names.discard("")
+            self._special_re = re.compile("|".join(map(re.escape, sorted(names, key=len, reverse=True)))) if names else None
+            self._special_re_for = self.tokenizer
+        return self._special_re
+
+    def _spells_special(self, prompt: Sequence[Any]) -> bool:
+        pattern = self._special_pattern()
+        return pattern is not None and any(pattern.search(m.content) for m in prompt)
+
+    def _render_parts(self, prompt: Sequence[Any]) -> list[tuple[str, bool]]:
+        """The rendered chat prompt as (text, is_message_content) pieces: the template is rendered
+        with a placeholder for each content, which then goes back in as a content piece."""
+        msgs = [m.to_dict() for m in prompt]
+        prefill = msgs.pop()["content"] if ends_with_prefill(msgs) else ""
+        contents = [m["content"] for m in msgs]
+        masked = [{**m, "content": f"\ue000{i}\ue001"} for i, m in enumerate(msgs)]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(masked, add_generation_prompt=True, tokenize=False)
+        else:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in masked) + "assistant: "
+        pieces = re.split("\ue000(\\d+)\ue001", text)
+        parts = [(contents[int(p)], True) if j % 2 else (p, False) for j, p in enumerate(pieces)]
+        return parts + [(prefill, True)]
+
+    def _encode_parts(self, parts: list[tuple[str, bool]]) -> list[int]:
+        """Ids of rendered pieces: the special tokens in template pieces are special; everything
+        between two of them (template text and contents, joined as the tokenizer would see them)
+        is tokenised with ``split_special_tokens=True``, so special-token text stays text."""
+        pattern = self._special_pattern()
+        ids: list[int] = []
+        run: list[str] = []
+
+        def flush() -> None:
+            text = "".join(run)
+            run.clear()
+            if text:
+                ids.extend(self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+        for text, is_content in parts:
+            if is_content or pattern is None:
+                run.append(text)
+                continue
+            pos = 0
+            for m in pattern.finditer(text):
+                run.append(text[pos:m.start()])
+                flush()
+                ids.append(self.tokenizer.convert_tokens_to_ids(m.group()))
+                pos = m.end()
+            run.append(text[pos:])
+        flush()
+        return ids
 
     # --------------------------------------------------------------- generation
     def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
