@@ -92,19 +92,47 @@ def models() -> None:
 @app.command()
 def serve(
     model: str = typer.Option("smollm2-135m", "--model", "-m"),
-    host: str = typer.Option("127.0.0.1"),
+    host: str = typer.Option("127.0.0.1", help="beyond loopback needs --api-key (or --insecure-no-key)"),
     port: int = typer.Option(8000),
+    api_key: str = typer.Option("", envvar="SELFALIGN_API_KEY", show_default=False,
+                                help="required as 'Authorization: Bearer KEY' (or $SELFALIGN_API_KEY)"),
+    insecure_no_key: bool = typer.Option(False, help="serve beyond loopback with no API key"),
+    max_body_bytes: int = typer.Option(1 << 20, min=1, help="request body size limit (413 above)"),
+    max_n: int = typer.Option(16, min=1, help="choices per request"),
+    default_max_tokens: int = typer.Option(256, min=1, help="max_tokens when a request gives none"),
+    max_tokens: int = typer.Option(0, min=0, help="max_tokens limit (0: the model's context)"),
+    context_length: int = typer.Option(0, min=0, help="prompt + max_tokens limit (0: the model's own)"),
+    max_queue: int = typer.Option(64, min=1, help="requests waiting to generate (429 beyond)"),
+    max_batch: int = typer.Option(8, min=1, help="queued requests sent to the backend together"),
+    request_timeout: float = typer.Option(300.0, min=0.1, help="seconds per request, queue and generation (504)"),
+    max_connections: int = typer.Option(256, min=1, help="open connections (503 beyond)"),
+    store: bool = typer.Option(False, help="answer through the store: a request asked before comes from it"),
 ) -> None:
-    """Serve a model over an OpenAI-compatible HTTP API (chat and text completions)."""
-    from selfalign.models.registry import load_model
-    from selfalign.models.serve import OpenAIServer
-
-    srv = OpenAIServer(load_model(model), host=host, port=port)
-    console.print(f"serving {model} at {srv.base_url}")
+    """Serve a model over an OpenAI-compatible HTTP API (chat and text completions); see docs/serve.md."""
     try:
-        srv.httpd.serve_forever()
-    except KeyboardInterrupt:
-        srv.stop()
+        from selfalign.models.serve import Limits, OpenAIServer, exposure_problem
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise ConfigError("selfalign serve needs FastAPI and uvicorn: pip install 'selfalign[serve]'") from None
+    from selfalign.models.registry import load_model
+
+    problem, warning = exposure_problem(host, api_key, insecure_no_key)
+    if problem:
+        raise ConfigError(problem)
+    limits = Limits(max_body_bytes=max_body_bytes, max_n=max_n, default_max_tokens=default_max_tokens,
+                    max_tokens=max_tokens or None, context_length=context_length or None, max_queue=max_queue,
+                    max_batch=max_batch, request_timeout=request_timeout, max_connections=max_connections)
+    generator = load_model(model)
+    if store:
+        from selfalign.store.cache import CachedModel
+
+        generator = CachedModel(generator, progress=False)
+    srv = OpenAIServer(generator, host=host, port=port, api_key=api_key or None, limits=limits, log_level="info")
+    if warning:
+        console.print(f"[bold red]{escape(warning)}[/bold red]", soft_wrap=True)
+    console.print(f"serving {model} at {srv.base_url}" + (" (API key required)" if api_key else ""))
+    srv.serve_forever()
 
 
 def _register_subcommands() -> None:
