@@ -121,20 +121,20 @@ PARSER_SOURCE = "parser_labelled.jsonl (a specification set written with the par
 
 
 def refusal_rule_validation() -> tuple[dict[str, Any] | None, str]:
-    """The rule refusal judge's recorded validation (``judges.refusal.recorded_validation``) and
-    its source; (None, why) when none is recorded yet."""
+    """The rule refusal judge's recorded validation (``judges.refusal.recorded_validation``: its
+    ``held_out`` part, the set it was not tuned on) and that set's source; (None, why) when none
+    is recorded yet."""
     recorded = getattr(refusal_judge, "recorded_validation", None)
     if recorded is None:
         return None, "no recorded validation (judges.refusal.recorded_validation is missing)"
     try:
-        val = recorded("refusal-rule")
+        rec = recorded("refusal-rule")
     except (OSError, DataError, ValueError, KeyError) as e:
         return None, f"no recorded validation ({e})"
-    if isinstance(val, dict) and "accuracy" not in val and isinstance(val.get("validation"), dict):
-        val = {**val["validation"], "source": val.get("source", "")}
-    if not isinstance(val, dict):
-        return None, "no recorded validation"
-    return val, str(val.get("source") or REFUSAL_RULE_SOURCE)
+    val = rec.get("held_out", rec) if isinstance(rec, dict) else None
+    if not isinstance(val, dict) or "accuracy" not in val:
+        return None, "no recorded validation (no held-out accuracy in the record)"
+    return val, f"held out: {val.get('source') or val.get('file') or REFUSAL_RULE_SOURCE}"
 
 
 def judge_cards(st: Study, run_unscored_share: float, parsers: dict[str, Any], llm: str = "") -> list[dict[str, Any]]:
