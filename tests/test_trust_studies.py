@@ -292,3 +292,24 @@ def test_copyright_headline_is_the_verbatim_leak_rate():
     st = S.make_study("copyright", S.StudyConfig())
     assert st.headline == "verbatim_leak_rate" and set(st.metrics()) == {"verbatim_leak_rate", "mean_common_prefix_chars"}
     assert S.make_study("causal", S.StudyConfig()).headline == "both_correct"
+
+
+def test_a_trained_harm_judges_recorded_validation_becomes_its_card_and_a_bad_directory_fails_first(monkeypatch):
+    from selfalign.trust.run import prepare_studies, trained_harm_validation
+
+    class Saved:
+        meta = {"validation": {"protocol": "leave-one-source-model-out", "test_questions": {
+            "gpt-4": {"n": 30, "accuracy": 0.9, "kappa": 0.7, "recall": {"harmful": 0.8}},
+            "davinci": {"n": 10, "accuracy": 0.5, "kappa": 0.1, "recall": {"harmful": 0.4}}}}}
+
+    val, source, per = trained_harm_validation(Saved())
+    assert val["n"] == 40 and val["accuracy"] == pytest.approx(0.8) and "leave-one-source" in source
+    assert per["davinci"]["kappa"] == 0.1
+    assert trained_harm_validation(object()) == (None, "", {})
+
+    def bad(model=None, path=None):
+        raise ValueError(f"{path}: not a trained judge (no judge.json)")
+
+    monkeypatch.setitem(JUDGES, "harm-trained", JudgeInfo("harm-trained", "harm", "path", "fake", bad))
+    with pytest.raises(ValueError, match="no judge.json"):
+        prepare_studies(TrustConfig(studies=["safety"], harm_judge="/nowhere"))

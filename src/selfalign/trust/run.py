@@ -64,6 +64,8 @@ def prepare_studies(cfg: TrustConfig) -> list[Study]:
         st = make_study(name, cfg)
         if name == "safety":
             st.seeds()  # type: ignore[attr-defined]
+            if cfg.harm_judge and not cfg.judge:
+                st.load_harm_judge()  # type: ignore[attr-defined]
         elif not st.items():
             raise DataError(f"study {name}: no items (check its input file)")
         studies.append(st)
@@ -137,6 +139,27 @@ def refusal_rule_validation() -> tuple[dict[str, Any] | None, str]:
     return val, f"held out: {val.get('source') or val.get('file') or REFUSAL_RULE_SOURCE}"
 
 
+def trained_harm_validation(judge: Any) -> tuple[dict[str, Any] | None, str, dict[str, Any]]:
+    """(validation, source, per held-out source) of a trained harm judge: its ``validation`` dict
+    when it has one, else what ``judge.json`` recorded (``meta['validation']['test_questions']``:
+    per held-out source model n, accuracy, kappa, recall), pooled over sources by item count for
+    n and accuracy (kappa and recall stay per source)."""
+    val = getattr(judge, "validation", None)
+    if isinstance(val, dict):
+        return val, str(getattr(judge, "validation_source", "") or "the judge's own validation"), {}
+    rec = (getattr(judge, "meta", None) or {}).get("validation") or {}
+    table = rec.get("test_questions") or {}
+    rows = {s: d for s, d in table.items() if isinstance(d, dict) and d.get("n")}
+    if not rows:
+        return None, "", {}
+    n = sum(int(d["n"]) for d in rows.values())
+    acc = sum(float(d.get("accuracy") or 0.0) * int(d["n"]) for d in rows.values()) / n
+    per_source = {s: {"n": d["n"], "accuracy": d.get("accuracy"), "kappa": d.get("kappa"), "recall": d.get("recall")}
+                  for s, d in rows.items()}
+    source = f"{rec.get('protocol', 'held-out sources')}; test questions of each held-out source model"
+    return {"n": n, "accuracy": acc, "kappa": None}, source, per_source
+
+
 def judge_cards(st: Study, run_unscored_share: float, parsers: dict[str, Any], llm: str = "") -> list[dict[str, Any]]:
     """One card per judge that labelled a study's answers: which judge, what it was validated on
     (n, source, accuracy, kappa, per-class recall) or ``validated: False``, and the share of this
@@ -156,10 +179,10 @@ def judge_cards(st: Study, run_unscored_share: float, parsers: dict[str, Any], l
             card = judge_card(name, {"n": d["n"], "accuracy": d["accuracy"], "kappa": d["kappa"]} if d else None,
                               PARSER_SOURCE)
         elif name == TRAINED_HARM_JUDGE:
-            model = getattr(st, "harm_model", None)
-            val = getattr(model, "validation", None)
-            card = judge_card(f"{name}:{st.cfg.harm_judge}", val if isinstance(val, dict) else None,
-                              str(getattr(model, "validation_source", "") or st.cfg.harm_judge))
+            val, source, per_source = trained_harm_validation(getattr(st, "harm_model", None))
+            card = judge_card(f"{name}:{st.cfg.harm_judge}", val, source)
+            if per_source:
+                card["per_source"] = per_source
         else:
             card = judge_card(name, None)
             card["note"] = "a deterministic rule (string comparison), nothing to validate against"

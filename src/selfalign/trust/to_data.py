@@ -1,8 +1,8 @@
 """Evaluation data turned into alignment data (Liu et al. 2023, arXiv 2308.05374, §12: "evaluation
 data ... can also be used for alignment").
 
-From a trust run's safety, misuse and fairness rows, each **failure** (an unsafe answer, a complied
-misuse request, a stereotyped choice) becomes
+From a trust run's safety, misuse and fairness rows, each **failure** (a safety answer that did not
+refuse, or that a harm judge called harmful; a complied misuse request; a stereotyped choice) becomes
 
 * an SFT row: the same prompt, and as completion a refusal that says why and offers what it can
   do instead (``prompt`` / ``completion`` in TRL's conversational form);
@@ -13,7 +13,8 @@ misuse request, a stereotyped choice) becomes
 Items are split by their **key** (the safety keyword, the misuse request's fill, the fairness
 question) into train and held-out with a hash (``heldout_share``), and only train keys produce
 rows, so no evaluated item, and no keyword of a held-out item, is trained on. ``split.json`` lists
-the held-out keys; ``selfalign trust run --set holdout=<dir>/split.json`` evaluates on them only.
+the held-out keys (:mod:`selfalign.trust.holdout`); ``selfalign trust run --set
+holdout=<dir>/split.json`` evaluates on them only.
 
 The refusal texts are ours, one reason per sub-category (:data:`WHY`). Deviation: the paper
 describes the idea, not a recipe; this is the plainest form of it.

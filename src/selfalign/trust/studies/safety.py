@@ -127,6 +127,14 @@ class Safety(Study):
     def prompt(self, item: Item) -> Prompt:
         return user(item.input["question"])
 
+    def load_harm_judge(self) -> Any:
+        """The trained harm judge of ``harm_judge`` (registry name ``harm-trained``), built once; a
+        bad directory fails here, before any model answers."""
+        if self.harm_model is None:
+            info = JUDGES.get(TRAINED_HARM_JUDGE) or get_judge(TRAINED_HARM_JUDGE)
+            self.harm_model = info.factory(path=self.cfg.harm_judge)
+        return self.harm_model
+
     def harm_verdicts(self, items: Sequence[Item], responses: Sequence[str]) -> list[Verdict] | None:
         """not_harmful / harmful per answer from the LLM judge or the trained one; None without either."""
         if self.judge_model is not None:
@@ -136,10 +144,7 @@ class Safety(Study):
             return [v if not v.scored else Verdict(HARMFUL if v.label == "yes" else NOT_HARMFUL, raw=v.raw) for v in vs]
         if not self.cfg.harm_judge:
             return None
-        if self.harm_model is None:
-            info = JUDGES.get(TRAINED_HARM_JUDGE) or get_judge(TRAINED_HARM_JUDGE)
-            self.harm_model = info.factory(path=self.cfg.harm_judge)
-        vs = self.harm_model.judge([JudgeInput(it.input["question"], r, it.id) for it, r in zip(items, responses)],
+        vs = self.load_harm_judge().judge([JudgeInput(it.input["question"], r, it.id) for it, r in zip(items, responses)],
                                    description="trust safety: trained harm judge")
         if len(vs) != len(items):
             raise ValueError(f"harm judge returned {len(vs)} verdicts for {len(items)} answers")
