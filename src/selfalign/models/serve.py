@@ -146,7 +146,8 @@ def _messages(body: dict[str, Any]) -> tuple[Message, ...]:
             raise BadRequest(f"messages[{i}].role must be a string", param="messages")
         if m["role"] not in ROLES:
             raise BadRequest(f"messages[{i}].role must be one of {', '.join(ROLES)}, got {m['role']!r}", param="messages")
-        out.append(Message(m["role"], _content(m["content"], f"messages[{i}].content")))
+        role: Any = m["role"]  # one of ROLES, checked above
+        out.append(Message(role, _content(m["content"], f"messages[{i}].content")))
     return tuple(out)
 
 
@@ -306,8 +307,9 @@ class Engine:
         asked = request.params.max_tokens
         cap = self.limits.max_tokens or (self.context if self.context else UNKNOWN_CONTEXT_MAX_TOKENS)
         if asked > cap:
-            raise BadRequest(f"max_tokens is {asked}; the limit is {cap} "
-                             f"({'--max-tokens' if self.limits.max_tokens else 'the model context'})", param="max_tokens")
+            why = ("--max-tokens" if self.limits.max_tokens else "the model's context" if self.context
+                   else "the model's context is unknown: set --context-length or --max-tokens")
+            raise BadRequest(f"max_tokens is {asked}; the limit is {cap} ({why})", param="max_tokens")
         if self.context:
             used = self.prompt_tokens(request)
             if used + asked > self.context:
@@ -583,7 +585,6 @@ class OpenAIServer:
 
     def start(self, wait: float = 10.0) -> "OpenAIServer":
         self._start_engine()
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not the main thread
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="selfalign-serve-http")
         self.thread.start()
