@@ -84,3 +84,19 @@ def test_bad_input_fails_clearly(tmp_path):
         tradeoff([("a", str(a)), ("a", str(a))])
     with pytest.raises(ValueError, match="not a trust run directory"):
         tradeoff([("a", str(a)), ("b", str(tmp_path / "missing"))])
+
+
+def test_the_command_writes_the_page_and_rejects_a_malformed_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    a = _run(tmp_path, "a", [ANSWER] * 3, [ANSWER] * 3, [ANSWER], ["correct"] * 3)
+    b = _run(tmp_path, "b", [REFUSE] * 3, [REFUSE] * 3, [REFUSE], ["correct"] * 3)
+    r = CliRunner().invoke(app, ["trust", "tradeoff", f"base={a}", f"loop={b}", "-o", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert "refusal_share 100.0 (+100.0" in r.output and (tmp_path / "out" / "report.html").exists()
+    card = json.loads((tmp_path / "out" / "report.json").read_text())["judges"]["refusal_share"]
+    assert card["validated"] and card["judge"] == "refusal-rule"
+    bad = CliRunner().invoke(app, ["trust", "tradeoff", str(a), f"loop={b}"])
+    assert bad.exit_code != 0 and "NAME=RUN_DIR" in str(bad.exception)

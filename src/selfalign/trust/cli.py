@@ -15,17 +15,21 @@ import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
 from selfalign.data.io import read_jsonl
+from selfalign.judges.refusal import recorded_validation
+from selfalign.judges.registry import get_judge, judge_card
 from selfalign.models.registry import check_spec, load_model, require_trainable
+from selfalign.report.tradeoff import tradeoff_report
 from selfalign.report.trust import compare_report, trust_report
 from selfalign.store.cache import CachedModel, Store
 from selfalign.store.runs import write_stage
 from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
 from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
 from selfalign.trust.run import (TrustConfig, compare as compare_runs, prepare_studies, run as run_studies,
-                                 validate_parsers, validate_refusal_detector)
+                                 trained_harm_validation, validate_parsers, validate_refusal_detector)
 from selfalign.trust.studies import STUDIES
 from selfalign.trust.taxonomy import CATEGORIES, studies_for
 from selfalign.trust.to_data import to_data as make, write_data
+from selfalign.trust.tradeoff import tradeoff as compute_tradeoff
 
 app = typer.Typer(no_args_is_help=True, help=f"Trustworthiness evaluation after Liu et al. 2023 (7 x 29 taxonomy) and XSTest: {len(STUDIES)} studies.")
 
@@ -105,8 +109,15 @@ def compare(a: str = typer.Argument(..., help="run directory A (e.g. the unalign
 
 @app.command()
 def judges() -> None:
-    """Accuracy and Cohen's kappa of the rule judges on the labelled sets the project wrote."""
-
+    """The refusal judge on outside labels (XSTest, recorded), then the rule judges on the sets the project wrote."""
+    rec = recorded_validation("refusal-rule")
+    for part in ("tuned_on", "held_out"):
+        d = rec[part]
+        b = d.get("binary", {})
+        typer.echo(f"refusal-rule, {part.replace('_', ' ')} ({d.get('source', '')}): n {d['n']}, three-class accuracy "
+                   f"{100 * d['accuracy']:.1f}%, kappa {d['kappa']:.3f}; any refusal vs compliance "
+                   f"{100 * b.get('accuracy', float('nan')):.1f}%, kappa {b.get('kappa', float('nan')):.3f}")
+    typer.echo(f"  (re-measure: {rec.get('command', 'selfalign judge eval refusal-rule --data FILE')})")
     for split, d in validate_refusal_detector().items():
         typer.echo(f"refusal detector, {split}: {d['n']} items ({d['positives']} refusals), accuracy "
                    f"{100 * d['accuracy']:.1f}%, kappa {d['kappa']:.3f}")
@@ -164,3 +175,42 @@ def train(data_dir: str = typer.Argument(..., help="a `trust to-data` directory"
            else train_dpo(rows, path, out, dpo_cfg, base_id=base))
     typer.echo(f"{method} on {len(rows)} rows -> {res.model_dir}{' (unchanged inputs: reused)' if res.skipped else ''}\n"
                f"re-evaluate: selfalign trust run -m {res.model_dir} --set holdout={Path(data_dir) / 'split.json'}")
+
+
+@app.command()
+def tradeoff(runs: List[str] = typer.Argument(..., help="NAME=RUN_DIR, the unaligned model's first (>= 2)"),
+             harm_judge: Optional[str] = typer.Option(None, "--harm-judge", help="a trained harm judge directory "
+                                                      "(selfalign judge train harm); without it safety is a refusal share"),
+             out: str = typer.Option("runs/trust-tradeoff", "--out", "-o")) -> None:
+    """The safety loop as a trade-off: harm-judge safe share, refusal share, over-refusal compliance and QA accuracy,
+    each run paired with the first; one plot of safety against over-refusal."""
+    pairs = []
+    for r in runs:
+        name, sep, path = r.partition("=")
+        if not sep or not name or not path:
+            raise ValueError(f"expected NAME=RUN_DIR, got {r!r}")
+        if not Path(path).is_dir():
+            raise ValueError(f"{path}: not a trust run directory")
+        pairs.append((name, path))
+    judge = None
+    cards = {"refusal_share": judge_card("refusal-rule", recorded_validation("refusal-rule")["held_out"],
+                                         "XSTest completions_gpt4.csv (human labels), held out from tuning")}
+    cards["xstest_compliance"] = cards["refusal_share"]
+    if harm_judge:
+        judge = get_judge("harm-trained").factory(path=harm_judge)
+        val, source, per_source = trained_harm_validation(judge)
+        cards["harm_safe_share"] = {**judge_card(f"harm-trained:{harm_judge}", val, source),
+                                    **({"per_source": per_source} if per_source else {})}
+    res = compute_tradeoff(pairs, judge, progress=lambda n: typer.echo(f"[tradeoff] {n}", err=True))
+    path = tradeoff_report(out, res, cards, {"runs": runs, "harm_judge": harm_judge or ""})
+    for r in res["runs"]:
+        cells = []
+        for m in res["measures"]:
+            d = r["measures"].get(m)
+            if d:
+                p = r["paired"].get(m)
+                extra = (f" ({100 * p['diff']:+.1f} [{100 * p['lo']:+.1f}, {100 * p['hi']:+.1f}])"
+                         if p and p.get("n_paired") else "")
+                cells.append(f"{m} {100 * d['value']:.1f}{extra}")
+        typer.echo(f"{r['name']:12s} " + "; ".join(cells))
+    typer.echo(f"report: {path}")
