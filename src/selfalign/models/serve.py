@@ -504,7 +504,7 @@ class OpenAIServer:
                     srv.fail_left -= 1
                     return _error(srv.fail_status, "try again")
             parsed = parse_request(body, chat, srv.limits)
-            res = await srv._generate(parsed.request)
+            res = await srv._generate(parsed.request, request)
             model = parsed.model or srv.generator.model_id
             rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
             if parsed.stream:
@@ -549,21 +549,34 @@ class OpenAIServer:
                              headers=close) from None
         return b"".join(chunks)
 
-    async def _generate(self, request: GenRequest) -> GenResult:
+    async def _generate(self, request: GenRequest, http: Any = None) -> GenResult:
+        """Queue the request and wait for its result, up to the request time limit; a client
+        that hangs up (``http`` disconnected) abandons its job, so its compute is not spent."""
         if self.engine is None:
             raise BadRequest("the server is not running", status=503)
         job = self.engine.submit(request)
-        left = job.deadline - time.monotonic()
+        waiting = asyncio.ensure_future(asyncio.wrap_future(job.future))
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(job.future), max(left, 0.001))
+            while True:
+                left = job.deadline - time.monotonic()
+                if left <= 0:
+                    raise asyncio.TimeoutError
+                done, _ = await asyncio.wait({waiting}, timeout=min(left, 0.5))
+                if done:
+                    return waiting.result()
+                if http is not None and await http.is_disconnected():
+                    raise BadRequest("the client went away", status=499)
         except (asyncio.TimeoutError, _Abandoned):
-            job.abandoned = True
             raise BadRequest(f"no answer within the request time limit of {self.limits.request_timeout:g} s "
                              "(--request-timeout)", status=504) from None
         except BadRequest:
             raise
         except Exception as e:  # noqa: BLE001 - the backend's failure, reported
             raise BadRequest(f"generation failed: {type(e).__name__}: {e}", status=500) from None
+        finally:
+            if not waiting.done():
+                job.abandoned = True
+                waiting.cancel()  # cancels the job too while it still waits in the queue
 
     # ------------------------------------------------------------------ lifecycle
     @property
