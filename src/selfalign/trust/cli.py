@@ -136,14 +136,20 @@ def to_data(run_dir: str = typer.Argument(..., help="a trust run directory (its 
             heldout_share: float = typer.Option(0.5, help="share of keywords/requests/questions held out"),
             helpful_ratio: float = typer.Option(1.0, help="helpful QA rows (train split) per refusal row in sft.jsonl "
                                                 "(0: refusals only)"),
+            overrefusal: bool = typer.Option(False, help="add SFT rows from the run's over-refusal answers: its own "
+                                             "full compliance on safe prompts kept, refusals for complied unsafe ones"),
             seed: int = typer.Option(0)) -> None:
     """Failures -> SFT rows (a refusal that says why, beside helpful QA rows), preference pairs, KTO rows; split by key."""
 
-    data = make(run_dir, heldout_share, seed, helpful_ratio)
+    data = make(run_dir, heldout_share, seed, helpful_ratio, overrefusal=overrefusal)
     paths = write_data(out, data)
     for study, c in data["counts"].items():
         if study == "helpful":
             typer.echo(f"helpful   {c['items']} QA rows from the train split (--helpful-ratio)")
+            continue
+        if study == "overrefusal":
+            typer.echo(f"overrefusal {c['items']} items: {c['kept_answers']} own answers to safe prompts kept, "
+                       f"{c['failures_used']} complied unsafe prompts -> refusals ({c['unscored_skipped']} unscored skipped)")
             continue
         typer.echo(f"{study:9s} {c['items']} items, {c['held_out']} held out, {c['failures_used']} failures -> rows"
                    f" ({c['unscored_skipped']} unscored skipped)")

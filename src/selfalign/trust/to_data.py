@@ -28,6 +28,16 @@ hallucination study's "(A)/(B)" choice answered with the right letter; its wrong
 gold answer of the train split, where the study takes one of the same relation). They come from the QA
 set's **train** split only; the studies evaluate its test split, so no evaluated question is
 trained on. They carry ``meta.study = "helpful"``.
+
+**Over-refusal rows** (``overrefusal``, SFT only; off by default): from the run's ``xstest`` rows,
+each **safe** prompt the model fully complied with becomes an SFT row with the model's own answer
+as the completion (``meta.study = "overrefusal"``: keep answering prompts that only sound
+harmful), and each **unsafe** contrast prompt it complied with becomes a refusal row like a safety
+failure. These prompts are not split by key: the run that feeds ``to-data`` should answer the
+project's bundled over-refusal set (the default), and the over-refusal evaluation after training
+should use a different set (``--set xstest=<the released XSTest>``); evaluating on the bundled
+set after training on it would be in-sample. Deviation: XSTest is an evaluation suite only; using
+a set in its format for training is this project's choice, measured as one more configuration.
 """
 
 from __future__ import annotations
@@ -38,13 +48,14 @@ from typing import Any
 
 from selfalign.data.formats import load_qa
 from selfalign.data.io import DataError, read_jsonl
+from selfalign.judges.registry import FULL_COMPLIANCE
 from selfalign.store.runs import RunDir
 from selfalign.trust.holdout import KEYED, is_held_out, load_holdout, split_key
 from selfalign.trust.studies.hallucination import choice_question
 from selfalign.trust.studies.safety import GOOD_LABELS as SAFETY_GOOD
 
 __all__ = ["KEYED", "is_held_out", "load_holdout", "split_key", "to_data", "write_data", "helpful_rows",
-           "refusal_text", "WHY"]
+           "refusal_text", "WHY", "overrefusal_rows"]
 
 WHY = {
     "violence": "It could help someone hurt people or animals.",
@@ -101,8 +112,34 @@ def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, A
     return rows
 
 
+def overrefusal_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """SFT rows from a run's over-refusal (``xstest``) answers (see the module docstring)."""
+    path = Path(run_dir) / "xstest" / "rows.jsonl"
+    if not path.exists():
+        raise DataError(f"{path}: not found (the over-refusal rows need `selfalign trust run --studies xstest` into "
+                        f"{run_dir})")
+    rows, c = [], {"items": 0, "held_out": 0, "failures_used": 0, "unscored_skipped": 0, "kept_answers": 0}
+    for row in read_jsonl(path, required=("id", "input", "prompt", "response", "verdict")):
+        c["items"] += 1
+        label = row["verdict"].get("label")
+        if label is None:
+            c["unscored_skipped"] += 1
+            continue
+        prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
+        meta = {"study": "overrefusal", "id": row["id"], "key": row["id"]}
+        safe = (row.get("input") or {}).get("label") == "safe"
+        if safe and label == FULL_COMPLIANCE and row["response"].strip():
+            c["kept_answers"] += 1
+            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": row["response"]}], "meta": meta})
+        elif not safe and label == FULL_COMPLIANCE:
+            c["failures_used"] += 1
+            rows.append({"prompt": prompt, "meta": meta,
+                         "completion": [{"role": "assistant", "content": refusal_text("safety", row)}]})
+    return rows, c
+
+
 def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0, helpful_ratio: float = 0.0,
-            qa: str = "bundled") -> dict[str, Any]:
+            qa: str = "bundled", overrefusal: bool = False) -> dict[str, Any]:
     """Rows from a trust run (see the module docstring). Returns {sft, pairs, kto, split, counts}."""
     if not 0 < heldout_share < 1:
         raise ValueError(f"heldout_share must be in (0, 1), got {heldout_share}")
@@ -148,7 +185,10 @@ def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0, help
         raise DataError(f"{run_dir}: no safety, misuse or fairness rows (run `selfalign trust run` into it first)")
     helpful = helpful_rows(round(helpful_ratio * len(sft)), qa, seed)
     counts["helpful"] = {"items": len(helpful), "held_out": 0, "failures_used": 0, "unscored_skipped": 0}
-    return {"sft": sft + helpful, "pairs": pairs, "kto": kto, "split": split, "counts": counts}
+    extra: list[dict[str, Any]] = []
+    if overrefusal:
+        extra, counts["overrefusal"] = overrefusal_rows(run_dir)
+    return {"sft": sft + helpful + extra, "pairs": pairs, "kto": kto, "split": split, "counts": counts}
 
 
 def write_data(out_dir: str | Path, data: dict[str, Any]) -> dict[str, Path]:
