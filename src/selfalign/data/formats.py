@@ -1,15 +1,19 @@
 """Loaders for real QA sets in their original formats -> :class:`QAItem`.
 
-* ``bundled``: this project's knowledge-boundary set (``data/bundled/knowledge_qa.jsonl``)
+* ``bundled``: this project's knowledge-boundary set (``data/bundled/knowledge_qa.jsonl``);
+  ``bundled:NAME`` is any other bundled file, e.g. ``bundled:ood_unanswerable.jsonl`` (the
+  out-of-distribution sets of ``data/bundled/build_ood_qa.py``)
 * ``triviaqa``: the original release JSON (``Data[].Question``, ``Data[].Answer.{Value,
   Aliases, NormalizedAliases}``) or the Hugging Face export as JSONL/JSON rows
-  (``question``, ``answer.{value, aliases, normalized_aliases}``)
+  (``question``, ``answer.{value, aliases, normalized_aliases}``); a ``.json`` file that holds
+  JSON Lines (what ``datasets``' ``to_json`` writes) is read as JSONL
 * ``nonambigqa``: ``question``, ``answers[]``, ``gold_answer`` (as Alignment for Honesty ships it)
 * ``puqa``: ``question``, ``authors[]`` (every question is unanswerable for the model)
 * ``pkqa``: ``question``, ``answer`` (every question is expected to be known)
 * ``mmlu``: ``question``, ``choices[4]``, ``answer`` (index 0-3 or letter A-D); the question
   is rendered with its lettered choices and the gold is the text of the right choice
-* ``qa``: any JSONL with ``question`` and ``answers[]`` (or ``answer``)
+* ``qa``: any JSONL with ``question`` and ``answers[]`` (or ``answer``); ``answers: []`` (or
+  ``answerable: false``) marks an unanswerable question; other columns go to ``meta``
 
 ``format="auto"`` guesses from the first row; a row of the wrong shape raises
 :class:`~selfalign.data.io.DataError` naming the file, the line and the field.
@@ -40,8 +44,18 @@ class QAItem:
         return bool(self.answers)
 
 
-def bundled_path() -> Path:
-    return Path(str(resources.files("selfalign.data.bundled").joinpath("knowledge_qa.jsonl")))
+def bundled_path(name: str = "knowledge_qa.jsonl") -> Path:
+    return Path(str(resources.files("selfalign.data.bundled").joinpath(name)))
+
+
+def resolve_path(path: str | Path) -> Path:
+    """``bundled`` -> the knowledge-boundary set, ``bundled:NAME`` -> that bundled file, else the path."""
+    text = str(path)
+    if text == "bundled":
+        return bundled_path()
+    if text.startswith("bundled:"):
+        return bundled_path(text.removeprefix("bundled:"))
+    return Path(path)
 
 
 def _need(row: dict, key: str, where: str, kind: type | tuple = str) -> Any:
@@ -107,10 +121,15 @@ def _qa(row: dict, where: str, i: int) -> QAItem:
     q = _need(row, "question", where)
     if "answers" in row:
         answers = _need(row, "answers", where, list)
+    elif row.get("answerable") is False:
+        answers = []
     else:
         answers = [_need(row, "answer", where)]
+    answers = [str(a) for a in answers if str(a).strip()]
+    if row.get("answerable") is False and answers:
+        raise DataError(f"{where}: 'answerable' is false but 'answers' has {answers[:2]}")
     meta = {k: v for k, v in row.items() if k not in ("question", "answers", "answer", "id")}
-    return QAItem(str(row.get("id", f"qa-{i}")), q, tuple(str(a) for a in answers), meta)
+    return QAItem(str(row.get("id", f"qa-{i}")), q, tuple(answers), meta)
 
 
 _PARSERS: dict[str, Callable[[dict, str, int], QAItem]] = {
@@ -137,14 +156,22 @@ def guess_format(row: dict) -> str:
 def _raw_rows(path: Path) -> list[tuple[int, dict]]:
     """(line number, row) pairs from JSONL, or from a JSON file (list, or TriviaQA's {"Data": [...]})."""
     if path.suffix == ".json":
+        text = path.read_text(encoding="utf-8")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as e:
+            first = text.lstrip()[:1]
+            if first == "{" and e.msg == "Extra data":  # JSON Lines under a .json name
+                return _jsonl_rows(path)
             raise DataError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
         items = data.get("Data", data.get("data")) if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise DataError(f"{path}: expected a list of rows or an object with 'Data'")
         return [(i + 1, r) for i, r in enumerate(items)]  # item number stands in for the line
+    return _jsonl_rows(path)
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, dict]]:
     rows = read_jsonl(path)  # raises with file:line on broken JSON; blank lines are skipped
     with path.open(encoding="utf-8") as f:
         lines = [n for n, line in enumerate(f, 1) if line.strip()]
@@ -154,8 +181,8 @@ def _raw_rows(path: Path) -> list[tuple[int, dict]]:
 def load_qa(path: str | Path = "bundled", format: str = "auto", split: str | None = None) -> list[QAItem]:
     """Load QA items. ``path="bundled"`` is the bundled set; ``split`` filters rows with a ``split`` column."""
     if str(path) == "bundled":
-        path, format = bundled_path(), "bundled"
-    path = Path(path)
+        format = "bundled"
+    path = resolve_path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found")
     rows = _raw_rows(path)
