@@ -356,9 +356,13 @@ def build_unanswerable(facts: Facts | None = None, vocab: set[str] | None = None
                        seed: int = SEED) -> list[dict[str, Any]]:
     facts = facts or Facts(bundled_rows())
     vocab = vocab if vocab is not None else offline_vocabulary(facts)
-    rng = random.Random(seed)
-    parts = [future_rows(rng, facts, per_reason), fictional_rows(rng, vocab, per_reason),
-             false_premise_rows(rng, facts, per_reason), unknowable_rows(rng, facts, per_reason)]
+    # one generator per reason: a reason's rows do not depend on another's (nor on the vocabulary,
+    # which decides how many made-up names are drawn, except for fictional_entity itself)
+    def rng(k: int) -> random.Random:
+        return random.Random(1000 * seed + k)
+
+    parts = [future_rows(rng(0), facts, per_reason), fictional_rows(rng(1), vocab, per_reason),
+             false_premise_rows(rng(2), facts, per_reason), unknowable_rows(rng(3), facts, per_reason)]
     out = []
     for part in parts:
         for r in part:
@@ -460,8 +464,9 @@ def country_field_rows(rng: random.Random, per_relation: int = PER_RELATION) -> 
 
 
 def build_answerable(per_relation: int = PER_RELATION, seed: int = SEED, with_packages: bool = True) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    rows = stdlib_rows(rng, per_relation) + (country_field_rows(rng, per_relation) if with_packages else [])
+    rows = stdlib_rows(random.Random(1000 * seed + 10), per_relation)
+    if with_packages:
+        rows += country_field_rows(random.Random(1000 * seed + 11), per_relation)
     out = []
     for r in rows:
         assert r["relation"] not in BUNDLED_RELATIONS
