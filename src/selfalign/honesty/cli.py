@@ -58,3 +58,38 @@ def _command(step: str) -> Callable[..., None]:
 
 for _step in STEP_HELP:
     app.command(_step)(_command(_step))
+
+
+@app.command("pkqa-build")
+def pkqa_build(
+    out: str = typer.Option(..., "--out", "-o", help="PKQA-format JSONL to write"),
+    generator: str = typer.Option(..., "--generator", "-g", help="model that writes the questions (a model spec)"),
+    model: str = typer.Option("smollm2-135m", "--model", "-m", help="the unaligned model whose knowledge is kept"),
+    topic: List[str] = typer.Option([], "--topic", help="a topic (repeatable; default: the released sample's topics)"),
+    per_topic: int = typer.Option(20, "--per-topic", help="questions asked of the generator per topic"),
+    temperature: float = typer.Option(1.0, "--temperature", help="generator's sampling temperature"),
+    seed: int = typer.Option(0, "--seed"),
+    store: Optional[str] = typer.Option(None, "--store", help="store database (default: the project's)"),
+) -> None:
+    """Build a PKQA-style set (Yang et al. 2023): generated questions the unaligned model answers correctly."""
+    from pathlib import Path
+
+    from selfalign.data.io import write_jsonl
+    from selfalign.honesty.pkqa import TOPICS, build_pkqa
+    from selfalign.models.registry import check_spec, load_model
+    from selfalign.store.cache import CachedModel, Store
+
+    if per_topic < 1:
+        raise typer.BadParameter("--per-topic must be >= 1")
+    if not Path(out).resolve().parent.is_dir():
+        raise typer.BadParameter(f"--out {out}: folder {Path(out).resolve().parent} does not exist")
+    check_spec(generator)
+    check_spec(model)
+    st = Store(store)
+    gen = CachedModel(load_model(generator), st)
+    base = gen if generator == model else CachedModel(load_model(model), st)
+    rows, counts = build_pkqa(gen, base, tuple(topic) or TOPICS, per_topic, temperature, seed)
+    write_jsonl(Path(out), rows)
+    typer.echo(f"{out}: {counts['known']} known questions of {counts['distinct']} distinct "
+               f"({counts['generated']} generated, {counts['unparsed']} unparsed, {counts['wrong']} answered wrongly, "
+               f"{counts['idk']} declined)")
