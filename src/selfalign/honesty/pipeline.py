@@ -6,9 +6,12 @@ Steps, each resumable, each writing into the run directory:
    the unaligned greedy answers on the test questions -> ``knowledge/{train,test}.jsonl``
 2. ``build``: the training set of each method -> ``datasets/<method>.jsonl``
 3. ``train``: SFT of each trained method -> ``models/<method>/model``
-4. ``eval``: greedy answers of every method on the test questions (and PUQA / PKQA if given),
-   the 9-cell transition table against the unaligned model, the paper's scores with bootstrap
-   intervals -> ``eval/<method>.jsonl``, ``eval/summary.json``
+4. ``eval``: greedy answers of every method on the test questions, the 9-cell transition table
+   against the unaligned model, the paper's scores with bootstrap intervals -> ``eval/<method>.jsonl``,
+   ``eval/summary.json``; and the same on every out-of-distribution set (``ood``, ``nonambigqa``,
+   ``puqa``, ``pkqa``): the unaligned model and every method answer it, each set gets its table,
+   prudence, over-conservativeness, honesty where defined, accuracy, the cells those rates ignore
+   and paired intervals against the unaligned model -> ``eval/ood/<set>/<method>.jsonl``
 5. ``report``: ``report.html`` (tables, a bar chart, examples of each cell) and ``report.json``
 
 Every generation goes through the store, so a killed run, re-run, repeats no generation; a
@@ -16,6 +19,14 @@ trained model is skipped when its inputs are unchanged. Each step records ``step
 (config and input hashes, output hashes, versions, git commit): a step whose config or inputs
 changed is redone before anything reads its outputs, one whose inputs are unchanged is reused.
 Every input file and option is checked before the first model call (:meth:`HonestyRun.validate`).
+
+Out-of-distribution sets (the paper's Sec. 5.3 evaluates on Non-AmbigQA, PUQA and PKQA): by
+default the two rule-made bundled sets of :mod:`selfalign.data.bundled.build_ood_qa` (their
+``test`` split), which stand in for PUQA (unanswerable, with a reason per question) and for new
+knowledge (answerable relations the training set never asks about); the paper's own files load
+through the ``puqa``, ``pkqa`` and ``nonambigqa`` keys. On PKQA the paper's over-conservativeness
+is the share declined of all questions (``idk`` here); over-conservativeness proper is over the
+questions the unaligned model answered correctly (:func:`selfalign.honesty.metrics.set_scores`).
 
 Deviations from the paper: answers are matched as whole words (see
 :mod:`selfalign.judges.correctness`); the default data is this project's bundled
@@ -33,13 +44,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from selfalign.config import config_to_dict
-from selfalign.data.formats import QAItem, load_qa
+from selfalign.data.formats import FORMATS, QAItem, load_qa, resolve_path
 from selfalign.data.io import DataError, read_jsonl
 from selfalign.honesty import datasets as hds
 from selfalign.honesty import metrics
@@ -62,8 +74,37 @@ STEP_KEYS = {
     "sample": ("model", "data", "data_format", "test_data", "test_fraction", "n_train", "n_test", "samples",
                "temperature", "top_p", "max_tokens", "eval_max_tokens", "judge", "idk_signs", "seed"),
     "build": ("methods", "tau", "balance", "known_rule", "seed"),
-    "eval": ("methods", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "bootstrap", "seed"),
+    "eval": ("methods", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "nonambigqa", "ood", "n_ood",
+             "bootstrap", "seed"),
 }
+
+#: the paper's out-of-distribution files, each a config key holding a path, and its format
+PAPER_SETS = ("nonambigqa", "puqa", "pkqa")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+
+
+@dataclass
+class OodSet:
+    """One out-of-distribution evaluation set: ``{name, path, format, split, n}`` in a config's
+    ``ood`` list. ``path`` may be ``bundled:ood_unanswerable.jsonl``; ``split`` keeps the rows
+    whose ``split`` column has that value ("" = every row); ``n`` caps the questions (0 = the
+    config's ``n_ood``; a seeded shuffle, then the first n, so a larger n keeps a smaller one's)."""
+
+    name: str = ""
+    path: str = ""
+    format: str = "auto"
+    split: str = ""
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise ValueError(f"name must be lower-case letters, digits, '-' or '_' (it names a folder), got {self.name!r}")
+        if not self.path:
+            raise ValueError(f"set '{self.name}': path is required")
+        if self.format not in ("auto", *FORMATS):
+            raise ValueError(f"set '{self.name}': format must be auto or one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.n < 0:
+            raise ValueError(f"set '{self.name}': n must be >= 0, got {self.n}")
 
 
 @dataclass
@@ -91,6 +132,9 @@ class HonestyConfig:
     train_per_method: dict[str, dict] = field(default_factory=dict)
     puqa: str = ""
     pkqa: str = ""
+    nonambigqa: str = ""  # the paper's Non-AmbigQA file (answerable, out of distribution)
+    ood: list[OodSet] = field(default_factory=list)
+    n_ood: int = 0  # questions per out-of-distribution set unless the set says (0 = all)
     bootstrap: int = 1000
     seed: int = 0
     out: str = "runs/honesty"
@@ -105,7 +149,11 @@ class HonestyConfig:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if self.known_rule not in hds.KNOWN_RULES:
             raise ValueError(f"known_rule must be one of {', '.join(hds.KNOWN_RULES)}, got {self.known_rule!r}")
-        for name in ("samples", "n_train", "n_test", "bootstrap"):
+        names = [s.name for s in self.ood] + [k for k in PAPER_SETS if getattr(self, k)]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"ood: set name(s) {twice} used twice (puqa, pkqa and nonambigqa name their own sets)")
+        for name in ("samples", "n_train", "n_test", "bootstrap", "n_ood"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_tokens", "eval_max_tokens", "batch_size"):
@@ -145,6 +193,47 @@ def load_splits(cfg: HonestyConfig) -> tuple[list[QAItem], list[QAItem]]:
     if not train or not test:
         raise DataError(f"{cfg.data}: need training and test questions, got {len(train)} and {len(test)}")
     return train, test
+
+
+def ood_sets(cfg: HonestyConfig) -> list[tuple[str, OodSet]]:
+    """(config key, set) for every out-of-distribution set: ``ood[i]`` entries, then the paper's."""
+    out = [(f"ood[{i}]", s) for i, s in enumerate(cfg.ood)]
+    out += [(k, OodSet(k, getattr(cfg, k), k, "", 0)) for k in PAPER_SETS if getattr(cfg, k)]
+    return out
+
+
+def load_ood(cfg: HonestyConfig) -> dict[str, list[QAItem]]:
+    """Every out-of-distribution set's questions; a bad file or an empty selection is an error
+    naming the config key, the file and (for a bad row) its line."""
+    out = {}
+    for key, s in ood_sets(cfg):
+        try:
+            items = load_qa(s.path, s.format, s.split or None)
+        except DataError as e:
+            raise DataError(f"{key} ({s.name}): {e}") from None
+        if not items:
+            raise DataError(f"{key} ({s.name}): {s.path}: no rows with split '{s.split}'")
+        seed = int(hashlib.sha256(f"{cfg.seed}:{s.name}".encode()).hexdigest()[:8], 16)
+        random.Random(seed).shuffle(items)
+        n = s.n or cfg.n_ood
+        out[s.name] = items[:n] if n else items
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "  n/a" if v is None else f"{v:5.1f}"
+
+
+def _group_counts(groups: list[str], labels: list[str], loose: list[bool]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for g, lab, lc in zip(groups, labels, loose):
+        if not g:
+            continue
+        c = out.setdefault(g, {"n": 0, "correct": 0, "wrong": 0, "idk": 0, "loosely_correct": 0})
+        c["n"] += 1
+        c[lab] += 1
+        c["loosely_correct"] += int(lc)
+    return dict(sorted(out.items()))
 
 
 class HonestyRun:
@@ -199,9 +288,7 @@ class HonestyRun:
         """Read every input file and check every option the steps will need, before any model
         call: a bad file or option costs nothing and loses nothing."""
         load_splits(self.cfg)
-        for name, path in (("puqa", self.cfg.puqa), ("pkqa", self.cfg.pkqa)):
-            if path:
-                load_qa(path, name)
+        load_ood(self.cfg)
         from selfalign.models.registry import check_spec
 
         check_spec(self.cfg.model)
@@ -240,10 +327,8 @@ class HonestyRun:
                 done = d / "models" / m / "train.json"
                 trained = json.loads(done.read_text()).get("fingerprint") if done.exists() else None
                 out[f"models/{m}"] = fp if trained == fp else f"not trained yet: {fp}"
-            for name in ("puqa", "pkqa"):
-                path = getattr(self.cfg, name)
-                if path:
-                    out[name] = file_hash(path)
+            for _, s in ood_sets(self.cfg):
+                out[f"ood/{s.name}"] = file_hash(resolve_path(s.path))
             return out
         raise KeyError(step)
 
@@ -348,33 +433,26 @@ class HonestyRun:
         trained = {m: self.train_method(m) for m in cfg.methods if m != "prompt"}
         before = [r.greedy_label for r in test]
         judge = self.judge()
-        ood = {name: load_qa(path, name) for name, path in (("puqa", cfg.puqa), ("pkqa", cfg.pkqa)) if path}
+        sets = load_ood(cfg)
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
         unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0)
+        models: dict[str, Any] = {}
         for m in ["unaligned", *cfg.methods]:
             model = self.base().sibling(trained[m], batch_size=cfg.batch_size) if m in trained else self.base()
+            models[m] = model
             result = unaligned if m == "unaligned" else run_task(self._task(m, qa), model, seed=cfg.seed, resamples=0)
             responses = result.responses
             labels = [v.label or "wrong" for v in result.verdicts]  # the honesty judge labels every response
             loose = [loosely_correct(v) for v in result.verdicts]
             table = metrics.transition_table(before, labels)
-            entry: dict[str, Any] = {"table": table,
+            entry: dict[str, Any] = {"table": table, "ignored": metrics.ignored_cells(table),
                                      "scores": metrics.scores_with_ci(before, labels, loose, cfg.bootstrap, cfg.seed)}
             if m != "unaligned":  # paired against the unaligned model on the same questions
                 c = compare(unaligned, result, loosely_correct, cfg.bootstrap, cfg.seed)
                 entry["vs_unaligned"] = {"accuracy_diff": 100 * c["diff"], "lo": 100 * c["diff_lo"],
                                          "hi": 100 * c["diff_hi"], "mcnemar_p": c["mcnemar"]["p_value"],
                                          "only_unaligned": c["mcnemar"]["only_a"], "only_aligned": c["mcnemar"]["only_b"]}
-            for name, items in ood.items():
-                ood_qa = [(f"{name}-{k}", it.question, tuple(it.answers)) for k, it in enumerate(items)]
-                r = run_task(self._task(m, ood_qa, name), model, seed=cfg.seed, resamples=0)
-                labs = [v.label or "wrong" for v in r.verdicts]
-                if name == "puqa":
-                    entry["puqa"] = {"prudence": 100 * metrics.idk_rate(labs)}
-                else:
-                    entry["pkqa"] = {"over_conservativeness": 100 * metrics.idk_rate(labs),
-                                     "accuracy": 100 * metrics.accuracy([loosely_correct(v) for v in r.verdicts])}
             self.dir.write_jsonl(f"eval/{m}.jsonl", [
                 {"id": r.id, "question": r.question, "answers": list(r.answers), "before": r.greedy,
                  "before_label": b, "response": y, "label": a, "loosely_correct": lc}
@@ -383,12 +461,64 @@ class HonestyRun:
             s = entry["scores"]
             self.log(f"[eval] {m:16s} honesty {s['honesty']['value']:5.1f}  prudence {s['prudence']['value']:5.1f}  "
                      f"over-cons. {s['over_conservativeness']['value']:5.1f}  accuracy {s['accuracy']['value']:5.1f}")
+        summary["ood"], ood_files = self._evaluate_ood(sets, models)
+        for name, res in summary["ood"].items():  # the paper's PUQA / PKQA numbers, as earlier summaries had them
+            for m, e in res["methods"].items():
+                if name == "puqa":
+                    summary["methods"][m]["puqa"] = {"prudence": e["scores"]["idk"]["value"]}
+                elif name == "pkqa":
+                    summary["methods"][m]["pkqa"] = {"over_conservativeness": e["scores"]["idk"]["value"],
+                                                     "accuracy": e["scores"]["accuracy"]["value"]}
         summary["judge"] = judge.counts()
         self.dir.write_json("eval/summary.json", summary)
         self.dir.record_step("eval", self._config_part("eval"), self._inputs("eval"),
-                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in ["unaligned", *cfg.methods]]],
+                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in ["unaligned", *cfg.methods]], *ood_files],
                              time.time() - t0, {"judge": summary["judge"]})
         return summary
+
+    def _evaluate_ood(self, sets: dict[str, list[QAItem]], models: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Every model's greedy answers on every out-of-distribution set, and per set and model the
+        nine-cell table against the unaligned model, the scores with intervals, the cells the rates
+        ignore, paired differences against the unaligned model, and counts per group (a row's
+        ``reason``, ``relation`` or ``topic``)."""
+        cfg = self.cfg
+        out: dict[str, Any] = {}
+        files: list[str] = []
+        for name, items in sets.items():
+            qa = [(it.id, it.question, tuple(it.answers)) for it in items]
+            answerable = [it.answerable for it in items]
+            groups = [str(it.meta.get("reason") or it.meta.get("relation") or it.meta.get("topic") or "") for it in items]
+            results = {m: run_task(self._task(m, qa, name), model, seed=cfg.seed, resamples=0)
+                       for m, model in models.items()}
+            before = [v.label or "wrong" for v in results["unaligned"].verdicts]
+            loose_before = [loosely_correct(v) for v in results["unaligned"].verdicts]
+            per: dict[str, Any] = {}
+            for m, res in results.items():
+                labels = [v.label or "wrong" for v in res.verdicts]
+                loose = [loosely_correct(v) for v in res.verdicts]
+                table = metrics.transition_table(before, labels)
+                entry: dict[str, Any] = {
+                    "table": table, "ignored": metrics.ignored_cells(table),
+                    "scores": metrics.set_scores_with_ci(before, labels, loose, answerable, cfg.bootstrap, cfg.seed),
+                    "groups": _group_counts(groups, labels, loose)}
+                if m != "unaligned":
+                    entry["vs_unaligned"] = metrics.paired_against(before, loose_before, labels, loose, answerable,
+                                                                   cfg.bootstrap, cfg.seed)
+                per[m] = entry
+                path = f"eval/ood/{name}/{m}.jsonl"
+                self.dir.write_jsonl(path, [
+                    {"id": it.id, "question": it.question, "answers": list(it.answers), "answerable": it.answerable,
+                     "group": g, "before": yb, "before_label": b, "response": y, "label": a, "loosely_correct": lc}
+                    for it, g, yb, b, y, a, lc in zip(items, groups, results["unaligned"].responses, before,
+                                                      res.responses, labels, loose)])
+                files.append(path)
+                sc = entry["scores"]
+                self.log(f"[eval] {name:>12s} {m:16s} " + "  ".join(
+                    f"{k.replace('over_conservativeness', 'over-cons.')} {_pct(sc[k]['value'])}"
+                    for k in ("prudence", "over_conservativeness", "accuracy", "idk")))
+            out[name] = {"n": len(items), "n_answerable": sum(answerable), "n_unanswerable": len(items) - sum(answerable),
+                         "methods": per}
+        return out, files
 
     def report(self) -> Path:
         from selfalign.report.honesty import write_report

@@ -1,5 +1,11 @@
 """The honesty report: ``report.html`` (self-contained: inline CSS and a PNG bar chart) and
-``report.json`` (the same numbers, machine-readable)."""
+``report.json`` (the same numbers, machine-readable).
+
+In-distribution scores and those of every out-of-distribution set stand side by side (Alignment
+for Honesty, Yang et al. 2023, Sec. 5.3: honesty that does not transfer is not learned), each
+with its paired difference against the unaligned model, and every transition table shows the
+cells prudence and over-conservativeness leave out (answers gained, N2 and N3; a known answer
+turned wrong, N4)."""
 
 from __future__ import annotations
 
@@ -61,7 +67,8 @@ def _scores_table(summary: dict[str, Any]) -> str:
     methods = summary["methods"]
     trained = [m for m in methods if m != "unaligned"]
     best = max(trained, key=lambda m: methods[m]["scores"]["honesty"]["value"]) if trained else None
-    ood_cols = [c for c in ("puqa", "pkqa") if any(c in e for e in methods.values())]
+    # earlier summaries carried PUQA / PKQA here; newer ones have their own section ("ood")
+    ood_cols = [] if "ood" in summary else [c for c in ("puqa", "pkqa") if any(c in e for e in methods.values())]
     head = "".join(f"<th>{n.replace('_', '-')}</th>" for n in SCORE_NAMES)
     head += "<th>PUQA prudence</th>" if "puqa" in ood_cols else ""
     head += "<th>PKQA over-cons.</th><th>PKQA accuracy</th>" if "pkqa" in ood_cols else ""
@@ -91,7 +98,122 @@ def _transition_table(cells: dict[str, int]) -> str:
     for r, a in enumerate(LABELS):
         rows.append(f"<tr><th class=l>after: {a}</th>" + "".join(
             f"<td>N{3 * r + c + 1} = {t[3 * r + c + 1]}</td>" for c in range(3)) + "</tr>")
-    return f"<table class=cell><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+    return f"<table class=cell><tr><th></th>{head}</tr>{''.join(rows)}</table>" + _ignored_line(t)
+
+
+def _ignored_line(t: dict[int, int]) -> str:
+    """The cells neither rate counts in its numerator, with their counts."""
+    from selfalign.honesty.metrics import ignored_cells
+
+    parts = ", ".join(f"{html.escape(k)} {v}" for k, v in ignored_cells(t).items())
+    return f"<p class=cell>not in prudence or over-conservativeness: {parts} (N2, N3, N4)</p>"
+
+
+def _val(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.1f}"
+
+
+def _diff(d: dict[str, Any] | None) -> str:
+    if not d:
+        return ""
+    p = f", p = {d['mcnemar_p']:.3g}" if "mcnemar_p" in d else ""
+    return f"<br><span class=ci>{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]{p}</span>"
+
+
+#: the scores the side-by-side table shows for each kind of set
+SIDE_SCORES = ("honesty", "prudence", "over_conservativeness", "accuracy")
+
+
+def _side_by_side(summary: dict[str, Any]) -> str:
+    """Methods as rows; the in-distribution scores, then each out-of-distribution set's defined
+    scores, each aligned value with its paired difference against the unaligned model."""
+    ood = summary.get("ood") or {}
+    if not ood:
+        return ""
+    cols: list[tuple[str, str]] = [("test", n) for n in SIDE_SCORES]
+    for name, res in ood.items():
+        first = next(iter(res["methods"].values()))["scores"]
+        cols += [(name, n) for n in SIDE_SCORES if first[n]["value"] is not None
+                 or any(e["scores"][n]["value"] is not None for e in res["methods"].values())]
+    top = "<tr><th class=l></th>" + "".join(
+        f"<th colspan={sum(c[0] == g for c in cols)}>{html.escape('in distribution (test)' if g == 'test' else g)}</th>"
+        for g in dict.fromkeys(c[0] for c in cols)) + "</tr>"
+    head = "<tr><th class=l>method</th>" + "".join(f"<th>{n.replace('_', '-')}</th>" for _, n in cols) + "</tr>"
+    rows = []
+    for m, e in summary["methods"].items():
+        cells = []
+        for g, n in cols:
+            if g == "test":
+                v = e["scores"][n]["value"]
+                d = None
+                if n == "accuracy" and e.get("vs_unaligned"):
+                    va = e["vs_unaligned"]
+                    d = {"diff": va["accuracy_diff"], "lo": va["lo"], "hi": va["hi"], "mcnemar_p": va["mcnemar_p"]}
+                cells.append(f"<td>{_val(v)}{_diff(d)}</td>")
+            else:
+                oe = ood[g]["methods"].get(m, {})
+                cells.append(f"<td>{_val(oe.get('scores', {}).get(n, {}).get('value'))}"
+                             f"{_diff(oe.get('vs_unaligned', {}).get(n))}</td>")
+        rows.append(f"<tr><td class=l>{html.escape(m)}</td>{''.join(cells)}</tr>")
+    return (f"<h2>In distribution and out of distribution</h2><table>{top}{head}{''.join(rows)}</table>"
+            "<p class=sub>%; under each aligned value its paired difference against the unaligned model on the same "
+            "questions [95% bootstrap], with McNemar's p for per-question outcomes. n/a: undefined on that set "
+            "(no unanswerable or not-known questions for prudence, none the unaligned model got right for "
+            "over-conservativeness).</p>")
+
+
+def _ood_sections(summary: dict[str, Any], run_dir: Path) -> str:
+    out = []
+    for name, res in (summary.get("ood") or {}).items():
+        head = ("<tr><th class=l>method</th><th>prudence</th><th>over-cons.</th><th>honesty</th><th>accuracy</th>"
+                "<th>idk share</th><th>wrong → correct (N2)</th><th>idk → correct (N3)</th>"
+                "<th>correct → wrong (N4)</th></tr>")
+        rows = []
+        for m, e in res["methods"].items():
+            sc, vs = e["scores"], e.get("vs_unaligned", {})
+            cells = "".join(
+                f"<td>{_val(sc[n]['value'])}"
+                + (f" <span class=ci>[{sc[n]['lo']:.1f}, {sc[n]['hi']:.1f}]</span>" if sc[n]["value"] is not None else "")
+                + f"{_diff(vs.get(n))}</td>"
+                for n in ("prudence", "over_conservativeness", "honesty", "accuracy", "idk"))
+            cells += "".join(f"<td>{v}</td>" for v in e["ignored"].values())
+            rows.append(f"<tr><td class=l>{html.escape(m)}</td>{cells}</tr>")
+        groups = _ood_groups(res)
+        tables = "".join(f"<div><h4>{html.escape(m)}</h4>{_transition_table(e['table'])}"
+                         f"{_examples(_ood_rows(run_dir, name, m), 1)}</div>"
+                         for m, e in res["methods"].items() if m != "unaligned")
+        out.append(f"<h3>{html.escape(name)}</h3><p class=sub>{res['n']} questions: {res['n_answerable']} answerable, "
+                   f"{res['n_unanswerable']} unanswerable</p><table>{head}{''.join(rows)}</table>{groups}"
+                   f"<details><summary>transition tables and examples</summary><div class=grid>{tables}</div></details>")
+    if not out:
+        return ""
+    return ("<h2>Out-of-distribution sets</h2><p>Each set's questions answered greedily by the unaligned model and "
+            "by every method; \"before\" is the unaligned model's label on the same question. An unanswerable question "
+            "is never correct, so it lands in N5, N6, N8 or N9 and prudence is the share of those declined.</p>"
+            + "".join(out))
+
+
+def _ood_rows(run_dir: Path, name: str, method: str) -> list[dict[str, Any]]:
+    path = run_dir / "eval" / "ood" / name / f"{method}.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+def _ood_groups(res: dict[str, Any]) -> str:
+    """Per group (reason or relation): each method's idk share and loose accuracy."""
+    methods = res["methods"]
+    names = sorted({g for e in methods.values() for g in e.get("groups", {})})
+    if not names:
+        return ""
+    head = "<tr><th class=l>group</th><th>n</th>" + "".join(
+        f"<th>{html.escape(m)}<br>idk / correct</th>" for m in methods) + "</tr>"
+    body = []
+    for g in names:
+        n = next(e["groups"][g]["n"] for e in methods.values() if g in e.get("groups", {}))
+        cells = "".join(
+            f"<td>{e['groups'][g]['idk']} / {e['groups'][g]['loosely_correct']}</td>" if g in e.get("groups", {}) else "<td></td>"
+            for e in methods.values())
+        body.append(f"<tr><td class=l>{html.escape(g)}</td><td>{n}</td>{cells}</tr>")
+    return f"<details><summary>by reason / relation</summary><table class=cell>{head}{''.join(body)}</table></details>"
 
 
 def _eval_rows(run_dir: Path, method: str) -> list[dict[str, Any]]:
@@ -177,8 +299,10 @@ def write_report(run_dir: str | Path, summary: dict[str, Any], config: dict[str,
 accuracy = responses containing a gold answer / N. "before" is the unaligned model's greedy answer.</p>
 <p class=sub>judge: {html.escape(_judge_line(summary.get("judge")))}</p>
 <img alt="scores by method" src="data:image/png;base64,{chart}" style="max-width:100%">
+{_side_by_side(summary)}
 <h2>Transition tables and examples</h2>
 <div class=grid>{tables}</div>
+{_ood_sections(summary, run_dir)}
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
 </body></html>"""
     out = run_dir / "report.html"
