@@ -58,12 +58,15 @@ proxies, stdlib modules re-imported, plain values copied). ``docker`` is not imp
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import marshal
 import os
 import select
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
@@ -83,7 +86,7 @@ _MARKER = "SELFALIGN_SANDBOX_RUN"
 # Installed in the worker before the program runs: a second layer (bwrap) or the only file and
 # network guard (process mode). Bypassable through ctypes/posix/_socket; see the module docstring.
 _PRELUDE = r'''
-import builtins, io, os, socket
+import builtins, io, os, sys
 _ROOT = os.path.realpath(os.getcwd())
 def _inside(p):
     try:
@@ -93,9 +96,22 @@ def _inside(p):
     return p == _ROOT or p.startswith(_ROOT + os.sep)
 def _no_net(*a, **k):
     raise OSError("network access is disabled in the sandbox")
-socket.socket = _no_net
-socket.create_connection = _no_net
-socket.socketpair = _no_net
+class _NetGuard:  # patches socket when the program imports it (importing it here costs ~20 ms)
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if name != "socket":
+            return None
+        import _frozen_importlib_external as fe
+        spec = fe.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        real = spec.loader.exec_module
+        def exec_module(module):
+            real(module)
+            module.socket = module.create_connection = module.socketpair = _no_net
+        spec.loader.exec_module = exec_module
+        return spec
+sys.meta_path.insert(0, _NetGuard)
 _open = builtins.open
 def _guarded_open(file, mode="r", *a, **k):
     if any(c in mode for c in "wax+") and not _inside(file):
@@ -130,13 +146,48 @@ def _no_system(*a, **k):
 os.system = _no_system
 '''
 
-# The checker: trusted code run as ``python -I -c _CHECKER TAG VERDICT_FD MODE``. It reads
+# The checker: trusted code run as ``python -I -S -c _LAUNCH CODE TAG VERDICT_FD MODE`` (CODE: this
+# source compiled once in the parent and marshalled). It reads
 # length-framed JSON messages from stdin: first {program, entry, limits}, then (after the fork)
 # {test}. It writes one JSON verdict to VERDICT_FD.
 _CHECKER = r'''
-import builtins, ctypes, json, os, resource, struct, sys
-VFD, MODE = int(sys.argv[2]), sys.argv[3]
-libc = ctypes.CDLL(None, use_errno=True)
+import _ctypes, builtins, os, resource, sys
+VFD, MODE = int(sys.argv[3]), sys.argv[4]
+_libc = _ctypes.dlopen(None)
+
+def c(name, *args):  # a libc call through _ctypes (``import ctypes`` costs ~10 ms); bytes pass as char*
+    return _ctypes.call_function(_ctypes.dlsym(_libc, name), args)
+
+class _U8(_ctypes._SimpleCData):
+    _type_ = "B"
+
+def cbuf(data):  # a C buffer that stays put, for a pointer inside a struct
+    return type("Buf", (_ctypes.Array,), {"_type_": _U8, "_length_": len(data)}).from_buffer_copy(data)
+
+def le(n, width):
+    return n.to_bytes(width, "little")
+try:  # the json module's C parts without json itself (which imports re, enum: ~10 ms)
+    import _json
+    class _Ctx:
+        strict, object_hook, object_pairs_hook, memo = True, None, None, {}
+        parse_float, parse_int, parse_constant = float, int, float
+    _scan = _json.make_scanner(_Ctx())
+    def _nojson(o):
+        raise TypeError("not JSON")
+    _enc = _json.make_encoder(None, _nojson, _json.encode_basestring_ascii, None, ":", ",", False, False, True)
+    def loads(b):
+        s = b.decode()
+        try:
+            o, end = _scan(s, 0)
+        except StopIteration:
+            raise ValueError("bad message")
+        if end != len(s):
+            raise ValueError("bad message")
+        return o
+    def dumps(o):
+        return "".join(_enc(o, 0))
+except Exception:
+    from json import loads, dumps
 
 def rd(fd, n):
     b = b""
@@ -148,10 +199,10 @@ def rd(fd, n):
     return b
 
 def recv(fd):
-    return json.loads(rd(fd, int(rd(fd, 12))))
+    return loads(rd(fd, int(rd(fd, 12))))
 
 def send(fd, obj):
-    b = json.dumps(obj).encode()
+    b = dumps(obj).encode()
     b = b"%012d" % len(b) + b
     while b:
         b = b[os.write(fd, b):]
@@ -213,21 +264,17 @@ def seccomp():
         else:
             prog += [(JEQ, 0, 1, nr), (RET, 0, 0, ERR | err)]
     prog.append((RET, 0, 0, ALLOW))
-    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *i) for i in prog))
-    class Fprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-    fp = Fprog(len(prog), ctypes.addressof(buf))
-    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.prctl(22, 2, ctypes.byref(fp), 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "seccomp")
+    buf = cbuf(b"".join(le(op, 2) + bytes([jt, jf]) + le(k, 4) for op, jt, jf, k in prog))
+    fprog = le(len(prog), 2) + bytes(6) + le(_ctypes.addressof(buf), 8)
+    if c("prctl", 38, 1, 0, 0, 0) != 0 or c("prctl", 22, 2, fprog, 0, 0) != 0:
+        raise OSError("the sandbox could not install its seccomp filter")
     return True
 
 def drop_caps():
     for cap in range(64):
-        libc.prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
-    hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
-    data = (ctypes.c_uint32 * 6)()
-    if libc.prctl(38, 1, 0, 0, 0) != 0 or libc.capset(hdr, data) != 0:
-        raise OSError(ctypes.get_errno(), "capset")
+        c("prctl", 24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
+    if c("prctl", 38, 1, 0, 0, 0) != 0 or c("capset", le(0x20080522, 4) + bytes(4), bytes(24)) != 0:
+        raise OSError("the sandbox could not drop its capabilities")
 
 def worker(job, rq, rs):
     try:
@@ -238,6 +285,7 @@ def worker(job, rq, rs):
         if MODE == "process" and os.geteuid() == 0:
             drop_caps()
         seccomp()
+        sys.path += job.pop("site")  # the checker starts with -S: no .pth files, no site import
         prelude = job.pop("prelude")
         exec(compile(prelude, "<prelude>", "exec"), {})
         ns = {}
@@ -282,7 +330,7 @@ lim = job["limits"]
 for name in ("AS", "CPU", "CORE"):
     if lim.get(name) is not None:
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (lim[name], lim[name]))
-if libc.prctl(4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: the worker cannot ptrace us or open our fds
+if c("prctl", 4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: the worker cannot ptrace us or open our fds
     verdict("fail", "the sandbox could not make its checker non-dumpable")
 rq_r, rq_w = os.pipe()
 rs_r, rs_w = os.pipe()
@@ -345,6 +393,14 @@ except BaseException as e:
     verdict("fail", f"{type(e).__name__}: {e}")
 verdict("pass")
 '''
+
+
+_LAUNCH = "import marshal, sys; exec(marshal.loads(bytes.fromhex(sys.argv[1])))"
+
+
+@functools.lru_cache(maxsize=1)
+def _checker_code() -> str:
+    return marshal.dumps(compile(_CHECKER, "<sandbox-checker>", "exec")).hex()
 
 
 @dataclass(frozen=True)
@@ -451,6 +507,14 @@ def resolve_sandbox(sandbox: str | None = None) -> str:
     return "process"
 
 
+def _site_dirs() -> list[str]:
+    """Where the program may import installed packages from (the checker skips ``site``)."""
+    try:
+        return [p for p in site.getsitepackages() if os.path.isdir(p)]
+    except AttributeError:
+        return []
+
+
 def _frame(obj: object) -> bytes:
     b = json.dumps(obj).encode()
     return b"%012d" % len(b) + b
@@ -496,13 +560,14 @@ def run_tests(program: str, test: str, entry_point: str, timeout: float = 10.0,
             tmp = tempfile.mkdtemp(prefix="selfalign-sandbox-")
             cmd, cwd = [], tmp
             penv = {**env, "HOME": tmp, "TMPDIR": tmp, _MARKER: marker}
-        cmd += [_interpreter(), "-I", "-c", _CHECKER, _TAG, str(vw), mode]
+        cmd += [_interpreter(), "-I", "-S", "-c", _LAUNCH, _checker_code(), _TAG, str(vw), mode]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=(vw,), cwd=cwd, env=penv,
                                 start_new_session=True)
         os.close(vw)
         vw = -1
-        return _supervise(proc, vr, _frame({"program": program, "prelude": _PRELUDE, "limits": limits})
+        return _supervise(proc, vr, _frame({"program": program, "prelude": _PRELUDE, "limits": limits,
+                                             "site": _site_dirs()})
                           + _frame({"test": test, "entry": entry_point}), timeout, max_output, mode, marker)
     finally:
         for fd in (vr, vw):
