@@ -354,3 +354,17 @@ def test_a_client_that_hangs_up_is_not_generated_for():
         assert post(srv, "/chat/completions", chat()).status_code == 200
     prompts = [r.prompt[-1].content for r in model.calls]
     assert prompts == ["block", "capital of France?"]
+
+
+def test_a_failing_backend_answers_500_and_the_server_lives_on():
+    def boom(text, i, seed):
+        raise RuntimeError("the backend broke")
+
+    model = scripted(boom=boom)
+    with OpenAIServer(model) as srv:
+        r = post(srv, "/chat/completions", chat("boom"))
+        assert r.status_code == 500 and "the backend broke" in r.json()["error"]["message"]
+        model.fail_after = model._served  # the next sample raises KeyboardInterrupt, as in resume tests
+        assert post(srv, "/chat/completions", chat()).status_code == 500
+        model.fail_after = None
+        assert post(srv, "/chat/completions", chat()).json()["choices"][0]["message"]["content"] == "Paris"

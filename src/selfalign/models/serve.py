@@ -281,6 +281,8 @@ class Engine:
         self.thread.start()
 
     def submit(self, request: GenRequest) -> _Job:
+        if not self.thread.is_alive():
+            raise BadRequest("the generation thread has stopped: restart the server", status=503)
         job = _Job(request, time.monotonic() + self.limits.request_timeout)
         try:
             self.jobs.put_nowait(job)
@@ -356,7 +358,8 @@ class Engine:
 
         try:
             results = self.generator.generate([j.request for j in jobs], progress=check)
-        except Exception as e:  # noqa: BLE001 - handed to the waiting request(s)
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request(s); the thread lives on
+            e = exc if isinstance(exc, Exception) else RuntimeError(f"{type(exc).__name__}: {exc}")
             if len(jobs) > 1 and not isinstance(e, _Abandoned):
                 for job in jobs:  # one request's failure must not fail the others
                     self._run([job])
