@@ -177,6 +177,9 @@ def test_ood_scores_tables_and_paired_intervals_follow_the_scripted_answers(tmp_
     rows = [json.loads(line) for line in (tmp_path / "run" / "eval" / "ood" / "ans" / "prompt.jsonl").read_text().splitlines()]
     assert sorted((r["id"], r["before_label"], r["label"]) for r in rows) == [
         ("a1", "correct", "correct"), ("a2", "correct", "idk"), ("a3", "wrong", "correct"), ("a4", "wrong", "idk")]
+    # in distribution every test answer is the idk default for both models: paired differences of 0
+    ind = summary["methods"]["prompt"]["paired"]
+    assert ind["idk"]["diff"] == 0.0 and ind["accuracy"]["diff"] == 0.0 and ind["prudence"]["diff"] == 0.0
     html = (tmp_path / "run" / "report.html").read_text()
     assert "In distribution and out of distribution" in html and "wrong -&gt; correct 1" in html
     assert "Out-of-distribution sets" in html and "future_event" in html
@@ -297,3 +300,18 @@ def test_pkqa_build_command(tmp_path):
     r = CliRunner().invoke(app, ["honesty", "pkqa-build", "--generator", f"scripted:{gen}", "--out",
                                  str(tmp_path / "no" / "dir" / "pk.jsonl")])
     assert r.exit_code == 2 and "exist" in r.output  # a usage error, before any model loads
+
+
+def test_the_papers_files_are_ood_sets_under_their_own_keys(tmp_path):
+    """nonambigqa (answerable), puqa (unanswerable) and pkqa (known) from the fixtures in the
+    paper's formats: each a set of its own in the summary; PUQA's prudence and PKQA's idk share
+    also under the method, as earlier summaries had them."""
+    _run(_cfg(tmp_path, ood=[], nonambigqa=str(FIXTURES / "nonambigqa.jsonl"), puqa=str(FIXTURES / "puqa.jsonl"),
+              pkqa=str(FIXTURES / "pkqa.jsonl")))
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    assert list(summary["ood"]) == ["nonambigqa", "puqa", "pkqa"]
+    puqa = summary["ood"]["puqa"]
+    assert puqa["n_unanswerable"] == puqa["n"] > 0 and summary["ood"]["nonambigqa"]["n_unanswerable"] == 0
+    for m in ("unaligned", "prompt"):  # every answer here is the idk default
+        assert summary["methods"][m]["puqa"] == {"prudence": 100.0}
+        assert summary["methods"][m]["pkqa"]["over_conservativeness"] == 100.0

@@ -453,6 +453,9 @@ class HonestyRun:
                 entry["vs_unaligned"] = {"accuracy_diff": 100 * c["diff"], "lo": 100 * c["diff_lo"],
                                          "hi": 100 * c["diff_hi"], "mcnemar_p": c["mcnemar"]["p_value"],
                                          "only_unaligned": c["mcnemar"]["only_a"], "only_aligned": c["mcnemar"]["only_b"]}
+                # every score paired, as the out-of-distribution sets have it
+                entry["paired"] = metrics.paired_against(before, [loosely_correct(v) for v in unaligned.verdicts], labels,
+                                                         loose, [True] * len(test), cfg.bootstrap, cfg.seed)
             self.dir.write_jsonl(f"eval/{m}.jsonl", [
                 {"id": r.id, "question": r.question, "answers": list(r.answers), "before": r.greedy,
                  "before_label": b, "response": y, "label": a, "loosely_correct": lc}

@@ -144,12 +144,7 @@ def _side_by_side(summary: dict[str, Any]) -> str:
         cells = []
         for g, n in cols:
             if g == "test":
-                v = e["scores"][n]["value"]
-                d = None
-                if n == "accuracy" and e.get("vs_unaligned"):
-                    va = e["vs_unaligned"]
-                    d = {"diff": va["accuracy_diff"], "lo": va["lo"], "hi": va["hi"], "mcnemar_p": va["mcnemar_p"]}
-                cells.append(f"<td>{_val(v)}{_diff(d)}</td>")
+                cells.append(f"<td>{_val(e['scores'][n]['value'])}{_diff(e.get('paired', {}).get(n))}</td>")
             else:
                 oe = ood[g]["methods"].get(m, {})
                 cells.append(f"<td>{_val(oe.get('scores', {}).get(n, {}).get('value'))}"
