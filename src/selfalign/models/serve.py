@@ -283,6 +283,7 @@ class Engine:
     def submit(self, request: GenRequest) -> _Job:
         if not self.thread.is_alive():
             raise BadRequest("the generation thread has stopped: restart the server", status=503)
+        self.check_budget(request)
         job = _Job(request, time.monotonic() + self.limits.request_timeout)
         try:
             self.jobs.put_nowait(job)
@@ -305,13 +306,18 @@ class Engine:
 
         return len(prompt_text(request.prompt).split())  # a word count where the backend has no tokenizer
 
-    def check_length(self, request: GenRequest) -> None:
+    def check_budget(self, request: GenRequest) -> None:
+        """max_tokens against its cap (no tokenizer needed: checked before the request queues)."""
         asked = request.params.max_tokens
         cap = self.limits.max_tokens or (self.context if self.context else UNKNOWN_CONTEXT_MAX_TOKENS)
         if asked > cap:
             why = ("--max-tokens" if self.limits.max_tokens else "the model's context" if self.context
                    else "the model's context is unknown: set --context-length or --max-tokens")
             raise BadRequest(f"max_tokens is {asked}; the limit is {cap} ({why})", param="max_tokens")
+
+    def check_length(self, request: GenRequest) -> None:
+        """Prompt tokens + max_tokens against the context (tokenises: runs on the generation thread)."""
+        asked = request.params.max_tokens
         if self.context:
             used = self.prompt_tokens(request)
             if used + asked > self.context:
