@@ -132,8 +132,8 @@ class Facts:
         self.rows = rows
         self.capital = {r["entity"]: r["answers"] for r in rows if r["relation"] == "capital"}
         self.continent = {r["entity"]: r["answers"][0] for r in rows if r["relation"] == "continent"}
-        self.subregions = sorted({a for r in rows if r["relation"] == "continent" for a in r["answers"][1:]
-                                  if a not in ("America",)})
+        regions = sorted({a for r in rows if r["relation"] == "continent" for a in r["answers"][1:] if a != "America"})
+        self.subregions = list({_fold(a): a for a in reversed(regions)}.values())[::-1]  # one per spelling
         self.numbers = {int(r["answers"][0]) for r in rows if r["relation"] == "atomic_number"}
         self.symbols = {r["answers"][0] for r in rows if r["relation"] == "element_symbol"}
         self.elements = sorted(r["entity"] for r in rows if r["relation"] == "atomic_number")
@@ -209,8 +209,8 @@ FICTIONAL = (
     ("place", "What is the currency of the Republic of {Name}?"),
     ("person", "In which year was the physicist {Name} {Name2} born?"),
     ("person", "Which novel made the writer {Name} {Name2} famous?"),
-    ("element", "What is the atomic number of {name}ium?"),
-    ("compound", "What is the boiling point of {name}ide in degrees Celsius?"),
+    ("element", "What is the atomic number of {stem}ium?"),
+    ("compound", "What is the boiling point of {stem}ide in degrees Celsius?"),
     ("company", "Who founded the company {Name} Industries?"),
     ("book", "Who wrote the novel \"The {Name} of {Name2}\"?"),
 )
@@ -237,6 +237,7 @@ SYLLABLES = ("ba be bi bo da de di do fa fe ka ke ki ko la le li lo ma me mi mo 
              "sa se si so ta te ti to va ve vi vo za ze zi zo qua quo xan xer vel mor tul dra gri bre").split()
 
 CONTINENT_PLACES = {"Americas": "the Americas"}
+NAMED_LIKE_A_COUNTRY = {"Micronesia"}
 COMMON_TWO_LETTER_WORDS = {"It", "Is", "If", "Of", "On", "Or", "Up", "Us", "Do", "Go", "Me", "My", "So", "To", "We",
                            "By", "Hi", "Oh", "Ok", "An", "Id", "Ox"}
 
@@ -280,7 +281,7 @@ def fictional_rows(rng: random.Random, vocab: set[str], n: int) -> list[dict[str
         t = i % len(FICTIONAL)
         kind, template = FICTIONAL[t]
         a, b = names[2 * i], names[2 * i + 1]
-        q = template.format(Name=a.capitalize(), Name2=b.capitalize(), name=a)
+        q = template.format(Name=a.capitalize(), Name2=b.capitalize(), stem=a.rstrip("aeiou"))
         rows.append({"question": q, "reason": "fictional_entity", "template": t, "kind": kind, "entity": a,
                      "made_up": [a] + ([b] if "{Name2}" in template else [])})
     return rows
@@ -292,7 +293,14 @@ def false_premise_rows(rng: random.Random, facts: Facts, n: int) -> list[dict[st
     for c in continents:  # a continent has no capital
         candidates.append({"question": f"What is the capital of {CONTINENT_PLACES.get(c, c)}?", "premise": "continent_capital",
                            "entity": c})
+    country_names = {_fold(a) for r in facts.rows if r["relation"] == "country_of_capital" for a in r["answers"]}
+    country_names |= {_fold(c) for c in facts.countries}
     for s in facts.subregions:
+        # a region whose name is (part of) a country's name has a capital in many readers' eyes:
+        # Polynesia (French Polynesia); Micronesia is also the Federated States of Micronesia
+        # (capital Palikir), which the bundled facts do not name, so it is listed by hand
+        if s in NAMED_LIKE_A_COUNTRY or any(re.search(rf"\b{re.escape(_fold(s))}\b", c) for c in country_names):
+            continue
         candidates.append({"question": f"What is the capital city of {s}?", "premise": "continent_capital", "entity": s})
     top = max(facts.numbers)
     beyond = [0] + list(range(top + 1, top + 40))  # the bundled set's elements stop at the last one known
