@@ -382,6 +382,9 @@ def build_unanswerable(facts: Facts | None = None, vocab: set[str] | None = None
 
 
 # ---------------------------------------------------------------------------- answerable
+#: other common English names of languages whose ISO 639 name is the less common one
+LANGUAGE_ALIASES = {"Kirghiz": ["Kyrgyz"], "Divehi": ["Dhivehi", "Maldivian"], "Swati": ["Swazi"],
+                    "Chichewa": ["Chewa", "Nyanja"], "Tswana": ["Setswana"], "Southern Sotho": ["Sesotho"]}
 GREEK = [unicodedata.name(chr(c)).removeprefix("GREEK SMALL LETTER ").lower() for c in range(0x3B1, 0x3CA)
          if "FINAL" not in unicodedata.name(chr(c))]
 GREEK_ALIASES = {"lamda": ["lambda", "lamda"]}
@@ -460,7 +463,7 @@ def country_field_rows(rng: random.Random, per_relation: int = PER_RELATION) -> 
         for code in info.get("languages") or []:
             lang = pycountry.languages.get(alpha_2=code)
             if lang is not None:
-                langs.append(lang.name)
+                langs += [lang.name, *LANGUAGE_ALIASES.get(lang.name, [])]
         if langs:
             pools["official_language"].append({"question": f"What is an official language of {name}?",
                                                "answers": langs, "entity": name})
