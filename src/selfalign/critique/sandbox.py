@@ -405,6 +405,7 @@ def _checker_code() -> str:
 
 @dataclass(frozen=True)
 class TestRun:
+    __test__ = False  # not a pytest test class
     outcome: str  # pass | fail | timeout | error
     detail: str = ""
     sandbox: str = ""  # bwrap | process (| docker)
@@ -537,9 +538,10 @@ def _kill_marked(marker: str) -> None:
 
 def run_tests(program: str, test: str, entry_point: str, timeout: float = 10.0,
               memory_mb: int = 1024, *, sandbox: str | None = None, max_output: int = 1 << 20,
-              max_procs: int = 64, max_file_mb: int = 64, max_files: int = 256) -> TestRun:
+              max_procs: int = 64, max_file_mb: int = 64, max_files: int = 256, label: str = "") -> TestRun:
     """Run ``check(entry_point)`` from ``test`` against ``program`` in a sandbox (see the module
-    docstring); ``sandbox`` is ``auto`` (default), ``bwrap``, ``process`` or ``docker``."""
+    docstring); ``sandbox`` is ``auto`` (default), ``bwrap``, ``process`` or ``docker``. ``label``
+    shows in the sandbox's command lines (``ps``), to find its processes."""
     mode = resolve_sandbox(sandbox)
     limits = {"AS": memory_mb * 2**20 if memory_mb else None, "CPU": int(timeout) + 1, "CORE": 0,
               "NPROC": max_procs, "FSIZE": max_file_mb * 2**20, "NOFILE": max_files}
@@ -560,7 +562,7 @@ def run_tests(program: str, test: str, entry_point: str, timeout: float = 10.0,
             tmp = tempfile.mkdtemp(prefix="selfalign-sandbox-")
             cmd, cwd = [], tmp
             penv = {**env, "HOME": tmp, "TMPDIR": tmp, _MARKER: marker}
-        cmd += [_interpreter(), "-I", "-S", "-c", _LAUNCH, _checker_code(), _TAG, str(vw), mode]
+        cmd += [_interpreter(), "-I", "-S", "-c", _LAUNCH, _checker_code(), _TAG, str(vw), mode, label]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, pass_fds=(vw,), cwd=cwd, env=penv,
                                 start_new_session=True)
