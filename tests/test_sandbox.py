@@ -391,3 +391,16 @@ def test_bwrap_binds_no_home_or_work_tree():
     binds = {args[i + 1] for i, a in enumerate(args) if a == "--ro-bind"}
     assert "/" not in binds and "/root" not in binds and str(Path.home()) not in binds
     assert "--unshare-all" in args and "--die-with-parent" in args and "--clearenv" in args
+
+
+def test_a_sandbox_that_cannot_be_set_up_raises(monkeypatch):
+    # e.g. a kernel without seccomp: every run failing quietly would read as "all mutants caught"
+    broken = sandbox._CHECKER.replace("def seccomp():\n", "def seccomp():\n    raise OSError('no seccomp here')\n")
+    monkeypatch.setattr(sandbox, "_CHECKER", broken)
+    sandbox._checker_code.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="could not be set up here: OSError: no seccomp here"):
+            run_tests("def f():\n    return 1\n", "def check(c):\n    assert c() == 1\n", "f", sandbox="process")
+    finally:
+        monkeypatch.undo()
+        sandbox._checker_code.cache_clear()

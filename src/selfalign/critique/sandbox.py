@@ -282,9 +282,13 @@ def worker(job, rq, rs):
         for name in ("NPROC", "FSIZE", "NOFILE"):
             if lim.get(name):
                 resource.setrlimit(getattr(resource, "RLIMIT_" + name), (lim[name], lim[name]))
-        if MODE == "process" and os.geteuid() == 0:
-            drop_caps()
-        seccomp()
+        try:
+            if MODE == "process" and os.geteuid() == 0:
+                drop_caps()
+            seccomp()
+        except Exception as e:
+            send(rs, {"setup": f"{type(e).__name__}: {e}"})
+            os._exit(0)
         sys.path += job.pop("site")  # the checker starts with -S: no .pth files, no site import
         prelude = job.pop("prelude")
         exec(compile(prelude, "<prelude>", "exec"), {})
@@ -331,7 +335,7 @@ for name in ("AS", "CPU", "CORE"):
     if lim.get(name) is not None:
         resource.setrlimit(getattr(resource, "RLIMIT_" + name), (lim[name], lim[name]))
 if c("prctl", 4, 0, 0, 0, 0) != 0:  # PR_SET_DUMPABLE 0: the worker cannot ptrace us or open our fds
-    verdict("fail", "the sandbox could not make its checker non-dumpable")
+    verdict("setup", "the checker could not make itself non-dumpable (prctl)")
 rq_r, rq_w = os.pipe()
 rs_r, rs_w = os.pipe()
 pid = os.fork()
@@ -365,6 +369,8 @@ try:
     head = recv(rs_r)
 except (EOFError, ValueError):
     verdict("fail", "the program's process ended before its functions could be checked")
+if "setup" in head:
+    verdict("setup", str(head["setup"]))
 if "error" in head:
     verdict("error", str(head["error"]))
 test = recv(0)
@@ -478,7 +484,11 @@ def _probe_bwrap() -> str | None:
                                    capture_output=True, text=True, timeout=30)
                 why = None if p.stdout.strip() == "42" else \
                     f"bwrap failed (exit {p.returncode}): {p.stderr.strip()[-200:]}"
-            except (OSError, subprocess.TimeoutExpired) as e:
+                if why is None:  # the whole path: checker, worker, seccomp, verdict
+                    r = _run("bwrap", "def f():\n    return 42\n", "def check(c):\n    assert c() == 42\n", "f",
+                             timeout=30.0)
+                    why = None if r.passed else f"a trial run in bwrap did not pass: {r.outcome} {r.detail}"
+            except (OSError, subprocess.TimeoutExpired, SandboxUnavailable) as e:
                 why = f"bwrap failed: {e}"
         _probed["bwrap"] = why
         return why
@@ -542,7 +552,13 @@ def run_tests(program: str, test: str, entry_point: str, timeout: float = 10.0,
     """Run ``check(entry_point)`` from ``test`` against ``program`` in a sandbox (see the module
     docstring); ``sandbox`` is ``auto`` (default), ``bwrap``, ``process`` or ``docker``. ``label``
     shows in the sandbox's command lines (``ps``), to find its processes."""
-    mode = resolve_sandbox(sandbox)
+    return _run(resolve_sandbox(sandbox), program, test, entry_point, timeout, memory_mb, max_output,
+                max_procs, max_file_mb, max_files, label)
+
+
+def _run(mode: str, program: str, test: str, entry_point: str, timeout: float = 10.0, memory_mb: int = 1024,
+         max_output: int = 1 << 20, max_procs: int = 64, max_file_mb: int = 64, max_files: int = 256,
+         label: str = "") -> TestRun:
     limits = {"AS": memory_mb * 2**20 if memory_mb else None, "CPU": int(timeout) + 1, "CORE": 0,
               "NPROC": max_procs, "FSIZE": max_file_mb * 2**20, "NOFILE": max_files}
     marker = uuid.uuid4().hex
@@ -626,9 +642,11 @@ def _supervise(proc: subprocess.Popen[bytes], vr: int, job: bytes, timeout: floa
         return result
     try:
         d = json.loads(verdict[12:12 + int(verdict[:12])])
+        if isinstance(d, dict) and d.get("outcome") == "setup":
+            raise SandboxUnavailable(f"the {mode} sandbox could not be set up here: {d.get('detail')}")
         if isinstance(d, dict) and d.get("outcome") in ("pass", "fail", "error"):
             return TestRun(str(d["outcome"]), str(d.get("detail", "")), mode)
-    except ValueError:
+    except (ValueError, TypeError):
         pass
     # the checker died (memory or CPU limit, a signal) before reporting
     return TestRun("fail", f"exit {proc.returncode}: {tail.decode('utf-8', 'replace').strip()[-300:]}", mode)
