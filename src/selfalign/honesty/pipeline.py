@@ -428,12 +428,12 @@ class HonestyRun:
     def evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
         t0 = time.time()
+        sets = load_ood(cfg)  # a bad OOD file fails here, before any model call of this step
         test = self._records("test")
         # every model current (trained or reused) before anything is answered or hashed
         trained = {m: self.train_method(m) for m in cfg.methods if m != "prompt"}
         before = [r.greedy_label for r in test]
         judge = self.judge()
-        sets = load_ood(cfg)
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
         unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0)
