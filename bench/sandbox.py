@@ -5,6 +5,7 @@ the machine's load falls on all three alike. Every run must pass in every harnes
 
     .venv/bin/python bench/sandbox.py                      # the bundled problems, 3 rounds
     .venv/bin/python bench/sandbox.py --data humaneval     # HumanEval (skipped if absent)
+    .venv/bin/python bench/sandbox.py --data humaneval --mutants 3   # also: do old and new judge mutants alike?
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from selfalign.critique import sandbox
-from selfalign.critique.tamper import bundled_problems, load_humaneval
+from selfalign.critique.tamper import bundled_problems, load_humaneval, mutants
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH = "src/selfalign/critique/sandbox.py"
@@ -62,6 +63,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="first N problems only")
     ap.add_argument("--old-rev", default=None, help="git revision of the old harness")
+    ap.add_argument("--mutants", type=int, default=0,
+                    help="then run the first N mutants of each problem in each harness and compare the outcomes")
     a = ap.parse_args()
     if a.data == "bundled":
         problems = bundled_problems()
@@ -100,6 +103,25 @@ def main() -> None:
         print(f"{name:8s} {rate:6.2f} runs/s  ({rate / base:6.1%} of old)  not passing: {len(bad[name])}")
         for line in sorted(set(bad[name]))[:10]:
             print(f"    {line}")
+    if a.mutants:
+        agree = {k: 0 for k in harnesses if k != "old"}
+        differ: dict[str, list[str]] = {k: [] for k in agree}
+        total = 0
+        for p in problems:
+            for m in list(mutants(p))[:a.mutants]:
+                total += 1
+                ref = harnesses["old"](m.code, p.test, p.entry_point)
+                for name in agree:
+                    r = harnesses[name](m.code, p.test, p.entry_point)
+                    if r.outcome == ref.outcome:
+                        agree[name] += 1
+                    else:
+                        differ[name].append(f"{m.task_id} {m.description}: old {ref.outcome} {ref.detail[:60]!r}, "
+                                            f"new {r.outcome} {r.detail[:60]!r}")
+        for name in agree:
+            print(f"mutants  {name:8s} same outcome as old: {agree[name]}/{total}")
+            for line in differ[name][:10]:
+                print(f"    {line}")
 
 
 if __name__ == "__main__":
