@@ -325,7 +325,8 @@ class HFModel:
                 if getattr(t, "special", False):
                     names.add(str(t.content))
             names.discard("")
-            self._special_re = re.compile("|".join(map(re.escape, sorted(names, key=len, reverse=True)))) if names else None
+            self._special_names = sorted(names, key=len, reverse=True)
+            self._special_re = re.compile("|".join(map(re.escape, self._special_names))) if names else None
             self._special_re_for = self.tokenizer
         return self._special_re
 
@@ -349,10 +350,17 @@ class HFModel:
         return parts + [(prefill, True)]
 
     def _encode_parts(self, parts: list[tuple[str, bool]]) -> list[int]:
-        """Ids of rendered pieces: the special tokens in template pieces are special; everything
-        between two of them (template text and contents, joined as the tokenizer would see them)
-        is tokenised with ``split_special_tokens=True``, so special-token text stays text."""
+        """Ids of rendered pieces in which only the template pieces' special tokens are special.
+
+        A fast tokenizer encodes the whole text in one call (:meth:`_anchored_tokenizer`), so every
+        piece is tokenised in its context exactly as the tokenizer would; otherwise everything
+        between two template markers is tokenised with ``split_special_tokens=True``."""
         pattern = self._special_pattern()
+        anchored = self._anchored_tokenizer()
+        if pattern is not None and anchored is not None and not any(c and "\ue000" in t for t, c in parts):
+            backend, anchor_of, special_of = anchored
+            text = "".join(t if c else pattern.sub(lambda m: anchor_of[m.group()], t) for t, c in parts)
+            return [special_of.get(i, i) for i in backend.encode(text, add_special_tokens=False).ids]
         ids: list[int] = []
         run: list[str] = []
 
@@ -375,6 +383,48 @@ class HFModel:
             run.append(text[pos:])
         flush()
         return ids
+
+    def _anchored_tokenizer(self) -> tuple[Any, dict[str, str], dict[int, int]] | None:
+        """A copy of the fast tokenizer that encodes special tokens as text and knows one anchor per
+        special token: a non-special added token with the special's flags, put where the template
+        has that special, and mapped back to its id. Template markers so split the text where the
+        original splits it (a Metaspace "first" prefix included) while message text spelling them
+        stays text. (backend, {special: anchor}, {anchor id: special id}); None without a fast tokenizer."""
+        cached = getattr(self, "_anchored", None)
+        if cached is not None and cached[0] is self.tokenizer:
+            return cached[1]
+        self._anchored: tuple[Any, tuple[Any, dict[str, str], dict[int, int]] | None] = (self.tokenizer, None)
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is None or self._special_pattern() is None:
+            return None
+        try:
+            from tokenizers import AddedToken, Tokenizer
+
+            copy = Tokenizer.from_str(backend.to_str())
+            flags = {str(t.content): t for t in (getattr(self.tokenizer, "added_tokens_decoder", None) or {}).values()}
+            anchor_of: dict[str, str] = {}
+            wanted: dict[str, int] = {}
+            for name in self._special_names:
+                sid = self.tokenizer.convert_tokens_to_ids(name)
+                if not isinstance(sid, int):
+                    return None
+                t = flags.get(name)
+                anchor_of[name] = f"\ue000{sid}\ue001"
+                wanted[anchor_of[name]] = sid
+                copy.add_tokens([AddedToken(anchor_of[name], single_word=getattr(t, "single_word", False),
+                                            lstrip=getattr(t, "lstrip", False), rstrip=getattr(t, "rstrip", False),
+                                            normalized=False, special=False)])
+            copy.encode_special_tokens = True
+            copy.no_truncation()
+            copy.no_padding()
+            special_of = {aid: sid for a, sid in wanted.items() if (aid := copy.token_to_id(a)) is not None}
+            if len(special_of) != len(wanted):
+                return None
+        except Exception:  # noqa: BLE001 - an unusual tokenizer: the split path still holds
+            return None
+        result = (copy, anchor_of, special_of)
+        self._anchored = (self.tokenizer, result)
+        return result
 
     # --------------------------------------------------------------- generation
     def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
