@@ -8,6 +8,7 @@ claims to stop it, in ``process`` mode too. Forged verdicts fail in every mode.
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import os
@@ -404,3 +405,16 @@ def test_a_sandbox_that_cannot_be_set_up_raises(monkeypatch):
     finally:
         monkeypatch.undo()
         sandbox._checker_code.cache_clear()
+
+
+@needs_bwrap
+def test_memory_backed_filesystems_are_capped():
+    # tmpfs pages are the host's memory and escape RLIMIT_AS; many small files escape RLIMIT_FSIZE.
+    # Bounded by construction: at most 40 MB per directory even if every cap failed.
+    body = ("import io\nres = {}\nfor d in ('/dev', '/dev/shm', '/sandbox', '/'):\n    n = 0\n"
+            "    try:\n        for i in range(40):\n"
+            "            with io.FileIO(f'{d}/fill{i}.bin', 'w') as fh:\n                fh.write(b'x' * 2**20)\n"
+            "            n += 1\n    except OSError:\n        pass\n    res[d] = n\nreturn repr(res)")
+    r, _ = probe(body, "bwrap", max_file_mb=8)  # the cwd tmpfs gets 16 MB
+    got = ast.literal_eval(r.detail.split("AssertionError: ", 1)[1])
+    assert got["/dev"] == 0 and got["/"] == 0 and got["/dev/shm"] <= 4 and got["/sandbox"] <= 16, got

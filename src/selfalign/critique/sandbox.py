@@ -460,7 +460,9 @@ def _bwrap_args(bwrap: str, tmpfs_mb: int) -> list[str]:
     for f in ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime"):
         if os.path.exists(f):
             args += ["--ro-bind", f, f]
-    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/sandbox",
+    # /dev and its shm are tmpfs without a size cap (half the RAM): a small shm, /dev read-only
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", str(4 * 2**20), "--tmpfs", "/dev/shm",
+             "--remount-ro", "/dev", "--size", str(tmpfs_mb * 2**20), "--tmpfs", "/sandbox",
              "--chdir", "/sandbox", "--remount-ro", "/", "--clearenv"]
     return args
 
