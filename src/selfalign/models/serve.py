@@ -464,7 +464,8 @@ class OpenAIServer:
         self.config = uvicorn.Config(self.app, log_level=log_level, access_log=False, lifespan="off",
                                      http=_header_timeout_protocol(lim.header_timeout), ws="none",
                                      timeout_keep_alive=lim.keep_alive, limit_concurrency=lim.max_connections,
-                                     h11_max_incomplete_event_size=lim.max_header_bytes, timeout_graceful_shutdown=5)
+                                     h11_max_incomplete_event_size=lim.max_header_bytes, timeout_graceful_shutdown=5,
+                                     server_header=False)
         self.server = uvicorn.Server(self.config)
         self.thread: threading.Thread | None = None
 
