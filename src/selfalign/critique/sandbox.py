@@ -35,8 +35,9 @@ writes ``{"outcome": ...}`` there; stdout and stderr are data, capped at ``max_o
 all die with the checker, which runs as PID 1), ``--die-with-parent``, ``--new-session``, no
 capabilities, uid/gid 65534; the filesystem is a read-only bind of only what the interpreter
 needs (its prefix, the venv, ``/usr``, ``/lib*``, ``/etc/ld.so*``) plus a private, size-capped
-tmpfs as cwd, HOME and TMPDIR; fresh ``/proc`` and ``/dev``; an environment of an allow-list
-only. Rlimits (address space, CPU seconds, open files, file size, processes; no core files) are
+tmpfs as cwd, HOME and TMPDIR; fresh ``/proc``; a read-only ``/dev`` with a 4 MB ``/dev/shm``
+(bwrap's own ``/dev`` tmpfs has no size cap, and tmpfs pages escape RLIMIT_AS); an environment of
+an allow-list only. Rlimits (address space, CPU seconds, open files, file size, processes; no core files) are
 set by the checker before the fork. Python-level guards (sockets off, writes outside cwd refused
 with a clear message) stay on as a second layer.
 
@@ -44,9 +45,19 @@ with a clear message) stay on as a second layer.
 logged once as a warning): the same checker/worker split, rlimits, seccomp filter, capped output
 and a private temporary cwd, but **no filesystem, network or /proc isolation** beyond the
 Python-level guards, which ``ctypes``, ``posix`` or ``_socket`` bypass: files the user can write
-may be changed, local services reached, and the parent's environment read through ``/proc``. When
-running as root, the worker drops every capability (with ``no_new_privs``) so that it cannot
-ptrace the checker. Leftover processes are killed by a per-run marker in their environment.
+may be changed, files read, local services reached, the cwd (a disk directory) filled file by
+file, and, for a non-root user, the parent's environment read through ``/proc`` and its other
+runs' pipes reached. When running as root, the worker drops every capability (with
+``no_new_privs``), so it can neither ptrace the checker nor read a capable process's ``/proc``
+entries (but root-owned files stay writable to it). Leftover processes are killed by a per-run
+marker in their environment.
+
+What bwrap does not stop: reading what is bound (``/usr``, the interpreter, the venv) and the host
+facts ``/proc`` shows (CPU, memory, kernel); burning CPU and memory up to the limits; timing side
+channels; kernel bugs (the sandbox shares the host kernel, and user namespaces add attack
+surface). The tests are trusted: ``check`` runs in the checker with the same limits, unproxied.
+A checker or worker that cannot set itself up (no seccomp, prctl refused) raises
+:class:`SandboxUnavailable` rather than failing every program.
 
 Limits and deviations: the seccomp filter is built for x86-64 and aarch64 only (elsewhere the
 fork limit is RLIMIT_NPROC, which does not bind root); programs cannot start processes or
