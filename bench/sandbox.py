@@ -64,7 +64,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="first N problems only")
     ap.add_argument("--old-rev", default=None, help="git revision of the old harness")
     ap.add_argument("--mutants", type=int, default=0,
-                    help="then run the first N mutants of each problem in each harness and compare the outcomes")
+                    help="then run N mutants of each problem (spread over its list) in each harness and compare outcomes")
     a = ap.parse_args()
     if a.data == "bundled":
         problems = bundled_problems()
@@ -108,7 +108,8 @@ def main() -> None:
         differ: dict[str, list[str]] = {k: [] for k in agree}
         total = 0
         for p in problems:
-            for m in list(mutants(p))[:a.mutants]:
+            ms = list(mutants(p))  # spread over the kinds (they come kind by kind)
+            for m in ms[::max(1, len(ms) // a.mutants)][:a.mutants]:
                 total += 1
                 ref = harnesses["old"](m.code, p.test, p.entry_point)
                 for name in agree:
