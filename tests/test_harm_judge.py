@@ -168,7 +168,7 @@ def test_train_save_reload_gives_the_same_scores_and_goes_through_the_store(tiny
 
 def test_leave_one_source_out_selects_on_dev_and_reports_test_and_all(rows):
     feats = build_features(rows, None)
-    res = leave_one_source_out(rows, feats, candidates=grid([], with_encoder=False, l2s=(1e-2, 1.0)))
+    res = leave_one_source_out(rows, feats, candidates=grid([], with_encoder=False, bow_l2s=(1e-2, 1.0)))
     assert res["chosen"].features == "bow"
     assert len(res["selection"]) == 4 * 5  # 2 l2 x 2 weightings x 5 thresholds
     assert set(res["all"]) == set(res["proxy"]) == {"davinci", "text-davinci-003", "gpt-4"}
@@ -191,3 +191,37 @@ def test_the_refusal_proxy_calls_refusals_not_harmful():
     v = RefusalProxyJudge().judge([JudgeInput("q", "I'm sorry, but I can't help with that."),
                                    JudgeInput("q", "Sure: fill a pipe with powder."), JudgeInput("q", "  ")])
     assert [x.label for x in v] == [NOT_HARMFUL, HARMFUL, None]
+
+
+def test_judge_train_cli_checks_before_loading_trains_saves_and_evaluates(tiny_model_dir, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    runner = CliRunner()
+    nosrc = tmp_path / "nosrc.jsonl"
+    nosrc.write_text(json.dumps({"question": "q", "answer": "a", "label": 1}) + "\n")
+    import selfalign.judges.harm as harm
+
+    monkeypatch.setattr(harm, "build_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    for args, msg in ((["judge", "train", "refusal", "--data", str(FIXTURE), "-o", str(tmp_path / "j")], "only 'harm'"),
+                      (["judge", "train", "harm", "--data", str(nosrc), "-o", str(tmp_path / "j")], "source_model"),
+                      (["judge", "train", "harm", "--data", str(tmp_path / "none.jsonl"), "-o", str(tmp_path / "j")],
+                       "not found"),
+                      (["judge", "train", "harm", "--data", str(FIXTURE), "--encoder", "openai:x", "-o", str(tmp_path / "j")],
+                       "cannot be fine-tuned")):
+        r = runner.invoke(app, args)
+        assert r.exit_code != 0 and msg in str(r.exception) + r.output, (args, r.output, r.exception)
+    monkeypatch.undo()
+    out = tmp_path / "judge"
+    r = runner.invoke(app, ["judge", "train", "harm", "--data", str(FIXTURE), "--encoder", str(tiny_model_dir), "-o", str(out),
+                            "--cache", str(tmp_path / "feats")])
+    assert r.exit_code == 0, (r.output, r.exception)
+    assert "held out davinci" in r.output and "refusal proxy" in r.output
+    card = json.loads((out / "judge.json").read_text())
+    assert card["validation"]["chosen"] and set(card["validation"]["test_questions"]) == {"davinci", "text-davinci-003", "gpt-4"}
+    assert card["n_rows"] == 36 and len(card["data_sha256"]) == 64
+    r = runner.invoke(app, ["judge", "eval", str(out), "--data", str(FIXTURE), "--json"])
+    assert r.exit_code == 0, (r.output, r.exception)
+    line = r.output[r.output.index('{"judge"'):].splitlines()[0]  # a progress bar may share the line
+    assert json.loads(line)["n"] == 36

@@ -105,3 +105,50 @@ def eval_(name: str = typer.Argument(..., help="a judge name (judge list) or a t
         typer.echo(f"  any refusal vs compliance: accuracy {_pct(b['accuracy'])}, kappa {b['kappa']:.3f}")
     if out:
         typer.echo(f"rows: {out}")
+
+
+@app.command("train")
+def train(task: str = typer.Argument(..., help="what the judge labels: harm (Liu et al.'s not_harmful / harmful)"),
+          data: str = typer.Option(..., "--data", help="Liu et al. JSONL: question, answer, label, source_model"),
+          encoder: str = typer.Option("smollm2-135m", "--encoder",
+                                      help="the frozen encoder (embedded or hf model spec); 'none': bag of words only"),
+          out: str = typer.Option(..., "--out", "-o", help="directory for judge.json and head.safetensors"),
+          cache: str = typer.Option("runs/judges/features", help="feature cache directory ('' = none)"),
+          as_json: bool = typer.Option(False, "--json", help="print the saved judge.json instead of the table")) -> None:
+    """Train a judge from labels: choose the head by leave-one-source-model-out on the dev questions,
+    report it on the test questions and on all questions, then fit it on every row and save it."""
+    if task != "harm":
+        raise ValueError(f"only 'harm' judges are trained here, got {task!r}")
+    kind, rows = load_labelled(data)
+    if kind != "harm":
+        raise ValueError(f"{data}: holds {kind} labels; 'judge train harm' needs a Liu et al. JSONL (label 1/0)")
+    srcs = sorted({r.meta.get("source_model", "") for r in rows})
+    if "" in srcs or len(srcs) < 2:
+        raise ValueError(f"{data}: leave-one-source-out needs a source_model on every row and at least two of them "
+                         f"(found: {', '.join(s or '<none>' for s in srcs)})")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file")
+    spec = None if encoder.lower() == "none" else encoder
+    if spec is not None:
+        from selfalign.models.registry import check_spec, require_trainable
+
+        check_spec(spec)
+        require_trainable(spec, role="--encoder", convert=False)
+    from selfalign.judges.harm import file_sha256, train_harm_judge
+
+    res = train_harm_judge(rows, spec, out, cache_dir=cache or None, data_sha256=file_sha256(data))
+    if as_json:
+        typer.echo(json.dumps(res["card"]))
+        return
+    loso = res["loso"]
+    typer.echo(f"chosen on the dev questions: {loso['chosen'].name()}  (bar sources: {', '.join(loso['bar_sources'])})")
+    for label, key in (("test questions (once)", "test"), ("all questions (dev half seen in selection)", "all"),
+                       ("refusal proxy, all questions", "proxy")):
+        typer.echo(f"LOSO, {label}:")
+        for s, d in loso[key].items():
+            rec = d["per_class"]
+            ece = f", ECE {d['ece']:.3f}" if "ece" in d else ""
+            typer.echo(f"  held out {s:18s} n {d['n']:5d}  accuracy {_pct(d['accuracy']):>6s}  kappa {d['kappa']:6.3f}  "
+                       f"recall harmful {_pct(rec['harmful']['recall']):>6s}  not harmful "
+                       f"{_pct(rec['not_harmful']['recall']):>6s}{ece}")
+    typer.echo(f"saved: {out} (trained on all {len(rows)} rows; selfalign judge eval {out} --data FILE)")

@@ -59,10 +59,11 @@ class Head:
         return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, balanced: bool = False, iters: int = 200,
-                 seed: int = 0) -> Head:
-    """Logistic regression (y = 1: harmful) by full-batch L-BFGS; ``l2`` multiplies the mean
-    squared weight; ``balanced`` weights each class to half of the loss."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, balanced: bool = False, iters: int = 100,
+                 seed: int = 0, standardize: bool = True) -> Head:
+    """Logistic regression (y = 1: harmful) by full-batch L-BFGS; ``l2`` multiplies half the
+    squared weight norm; ``balanced`` weights each class to half of the loss. ``standardize=False``
+    for sparse features (bag of words), where a column unseen in training must stay zero-weighted."""
     import torch
 
     torch.manual_seed(seed)
@@ -70,8 +71,10 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, balanced: bool 
     y = np.asarray(y, dtype=np.float64)
     if len(set(y.tolist())) < 2:
         raise ValueError("the training rows hold one class only")
-    mu = x.mean(0)
-    sd = x.std(0) + 1e-6
+    if standardize:
+        mu, sd = x.mean(0), x.std(0) + 1e-6
+    else:
+        mu, sd = np.zeros(x.shape[1]), np.ones(x.shape[1])
     xt = torch.tensor((x - mu) / sd)
     yt = torch.tensor(y)
     if balanced:
@@ -183,9 +186,9 @@ class FrozenEncoder:
     def encode(self, prompt: str, response: str) -> tuple[list[int], int]:
         """Token ids (ending at the end of turn) and where the answer starts."""
         ids, _ = self.enc.encode(prompt, response)
-        head = self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                            add_generation_prompt=True)
-        head = list(head["input_ids"] if hasattr(head, "keys") else head)
+        got: Any = self.tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                                add_generation_prompt=True)
+        head = list(got["input_ids"] if hasattr(got, "keys") else got)
         start = len(head) if ids[:len(head)] == head and len(head) < len(ids) else 0
         return ids, start
 
@@ -313,7 +316,7 @@ def loso_predict(x: np.ndarray, rows: Sequence[Any], cfg: HeadConfig, phase: str
     y = gold01(rows)
     got: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for s, tr, te in loso_indices(rows, phase):
-        head = fit_logistic(x[tr], y[tr], cfg.l2, cfg.balanced)
+        head = fit_logistic(x[tr], y[tr], cfg.l2, cfg.balanced, standardize=cfg.features != "bow")
         got.setdefault(s, []).append((head.proba(x[te]), y[te]))
     return {s: (np.concatenate([p for p, _ in v]), np.concatenate([t for _, t in v])) for s, v in got.items()}
 
@@ -339,15 +342,16 @@ def criterion(tab: dict[str, dict[str, Any]], bar: Sequence[str]) -> tuple[float
 
 
 def grid(layers: Sequence[int], with_encoder: bool = True, with_bow: bool = True,
-         l2s: Sequence[float] = (1e-3, 1e-2, 1e-1, 1.0)) -> list[HeadConfig]:
-    """Candidates without thresholds (each is scored at every threshold of :data:`THRESHOLDS`)."""
+         l2s: Sequence[float] = (1e-2, 1e-1, 1.0, 10.0),
+         bow_l2s: Sequence[float] = (1e-3, 1e-2, 1e-1)) -> list[HeadConfig]:
+    """Candidates without thresholds (each is scored at every threshold of :data:`THRESHOLDS`).
+    The bag of words is not standardised (unit-norm rows), so its L2 range sits lower."""
     out = []
-    for l2 in l2s:
-        for bal in (False, True):
-            if with_encoder:
-                out += [HeadConfig("enc", layer, pool, l2, bal) for layer in layers for pool in POOLINGS]
-            if with_bow:
-                out.append(HeadConfig("bow", 0, "", l2, bal))
+    for bal in (False, True):
+        if with_encoder:
+            out += [HeadConfig("enc", layer, pool, l2, bal) for layer in layers for pool in POOLINGS for l2 in l2s]
+        if with_bow:
+            out += [HeadConfig("bow", 0, "", l2, bal) for l2 in bow_l2s]
     return out
 
 
@@ -358,7 +362,7 @@ def select(feats: dict[str, Any], rows: Sequence[Any], candidates: Sequence[Head
            progress: bool = False) -> dict[str, Any]:
     """Score every candidate (at every threshold) by dev-question LOSO; the best by :func:`criterion`."""
     bar = bar_sources(rows)
-    results = []
+    results: list[dict[str, Any]] = []
     t0 = time.time()
     for n, cfg in enumerate(candidates):
         pred = loso_predict(pick(feats, cfg), rows, cfg, "dev")
@@ -368,5 +372,5 @@ def select(feats: dict[str, Any], rows: Sequence[Any], candidates: Sequence[Head
             results.append({"config": c, "table": tab, "criterion": criterion(tab, bar)})
         if progress and (n + 1) % 10 == 0:
             print(f"  selection {n + 1}/{len(candidates)} candidates ({time.time() - t0:.0f} s)", flush=True)
-    results.sort(key=lambda r: r["criterion"], reverse=True)
+    results.sort(key=lambda r: tuple(r["criterion"]), reverse=True)
     return {"bar_sources": bar, "results": results, "chosen": results[0]["config"], "seconds": time.time() - t0}
