@@ -64,7 +64,10 @@ words (kappa +0.18 / +0.20) and the refusal proxy (which calls nearly every non-
 so agrees at chance), but a frozen 135M encoder with a linear head recalls only 36-58% of the harmful
 answers at the chosen threshold. Time: feature extraction 1,388 s for 2,952 rows (six layers, three
 poolings, one forward pass each; other jobs shared the two cores, so this is an upper bound),
-cached after; one head fit on all rows 0.46 s; the selection 88 s.
+cached after; one head fit on all rows 0.46 s; the selection 88 s. Concatenating poolings or layers
+did not close the gap on the dev questions (best worst-kappa 0.419, tried after the test report and
+not adopted). The saved judge: ``selfalign judge train harm --data safety_labelled.dev.jsonl
+--encoder smollm2-135m -o runs/judges/harm`` (same selection, then fitted on all 2,952 rows).
 
 Deviations: Liu et al. use GPT-4 as the judge; here a 135M encoder with a linear head is trained on
 GPT-4's labels, so it inherits their errors. gpt-4's answers hold 6 harmful of 984, so its kappa
