@@ -208,7 +208,7 @@ def tradeoff(runs: List[str] = typer.Argument(..., help="NAME=RUN_DIR, the unali
         cards["harm_safe_share"] = {**judge_card(f"harm-trained:{harm_judge}", val, source),
                                     **({"per_source": per_source} if per_source else {})}
     res = compute_tradeoff(pairs, judge, progress=lambda n: typer.echo(f"[tradeoff] {n}", err=True))
-    path = tradeoff_report(out, res, cards, {"runs": runs, "harm_judge": harm_judge or ""})
+    page = tradeoff_report(out, res, cards, {"runs": runs, "harm_judge": harm_judge or ""})
     for r in res["runs"]:
         cells = []
         for m in res["measures"]:
@@ -219,4 +219,4 @@ def tradeoff(runs: List[str] = typer.Argument(..., help="NAME=RUN_DIR, the unali
                          if p and p.get("n_paired") else "")
                 cells.append(f"{m} {100 * d['value']:.1f}{extra}")
         typer.echo(f"{r['name']:12s} " + "; ".join(cells))
-    typer.echo(f"report: {path}")
+    typer.echo(f"report: {page}")
