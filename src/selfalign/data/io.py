@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import secrets
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import IO, Any, Iterable, Iterator, Sequence
 
 
 class DataError(ValueError):
@@ -52,15 +55,55 @@ def read_jsonl(path: str | Path, required: Sequence[str] = (), any_of: Sequence[
     return rows
 
 
+def temp_name(path: str | Path) -> Path:
+    """A temporary name next to ``path``, unique to this process and call (pid + random): two runs
+    writing the same output never share one, and the rename stays on the same filesystem."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+@contextmanager
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a unique temporary file next to ``path``; renamed over ``path`` when the block ends
+    without an error, removed when it raises (nothing half-written is left behind)."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        with tmp.open(mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_output_path(path: str | Path, what: str = "output") -> Path:
+    """Refuse, before any work, an output path that cannot be written: an existing directory, a
+    parent that is a file, or a folder that is not writable. A missing parent folder is fine: the
+    writers create it (``write_jsonl`` makes its parents)."""
+    path = Path(path)
+    if not str(path).strip():
+        raise DataError(f"{what}: empty path")
+    if path.is_dir():
+        raise DataError(f"{what} {path}: is a directory; give a file name")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise DataError(f"{what} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise DataError(f"{what} {path}: folder {parent} is not writable")
+    return path
+
+
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> Path:
-    """Write atomically (temporary file + rename)."""
+    """Write atomically: a unique temporary file next to ``path`` (removed if anything fails),
+    then a rename. Missing parent folders are created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
     return path
 
 

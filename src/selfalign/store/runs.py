@@ -148,10 +148,11 @@ class RunDir:
         return p
 
     def write_json(self, name: str, obj: Any) -> Path:
+        from selfalign.data.io import atomic_open
+
         p = self.file(name)
-        tmp = p.with_suffix(p.suffix + ".tmp")
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
-        tmp.replace(p)
+        with atomic_open(p) as f:  # a unique temporary name: concurrent runs never share one
+            f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
         return p
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
