@@ -4,6 +4,7 @@ as the Python API; nothing here holds logic of its own.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import List
 
@@ -151,17 +152,57 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
-def main() -> None:
-    """Every bad input (config, data file, model spec, an option a stage rejects) ends in one
-    line, ``error: ...``, and exit status 2. ``SELFALIGN_DEBUG=1`` shows the traceback instead."""
+#: environment variables whose values never appear in an error message
+SECRET_ENV = ("OPENAI_API_KEY", "SELFALIGN_API_KEY")
+_SECRET_TOKEN = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+
+
+def redact(text: str) -> str:
+    """``text`` with the values of :data:`SECRET_ENV` and ``sk-...``-looking tokens replaced by ``***``."""
     import os
+
+    for name in SECRET_ENV:
+        value = os.environ.get(name, "")
+        if len(value) >= 4:
+            text = text.replace(value, "***")
+    return _SECRET_TOKEN.sub("sk-***", text)
+
+
+def error_message(e: BaseException) -> str:
+    """One line for an error that ends a command: what failed, with the file it concerns."""
+    import json
+    import sqlite3
+
+    if isinstance(e, OSError) and not isinstance(e, (DataError, ConfigError)):
+        what = e.strerror or str(e)
+        where = e.filename if e.filename is not None else ""
+        msg = f"{where}: {what}" if where else what
+    elif isinstance(e, json.JSONDecodeError):
+        msg = f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"
+    elif isinstance(e, KeyError):
+        msg = f"missing key {e.args[0]!r}" if e.args else "missing key"
+    elif isinstance(e, sqlite3.Error):
+        msg = f"store (SQLite): {e}; check it with `selfalign store check` (and `selfalign store repair`)"
+    else:
+        msg = str(e) or type(e).__name__
+    return redact(" ".join(msg.split()))
+
+
+def main() -> None:
+    """Every bad input (config, data file, model spec, an option a stage rejects, a file that
+    cannot be read or written, a broken store) ends in one line, ``error: ...``, and exit status 2;
+    secrets (API keys) are redacted from it. ``SELFALIGN_DEBUG=1`` shows the traceback instead."""
+    import json
+    import os
+    import sqlite3
 
     try:
         app()
-    except (DataError, ConfigError, ModelError, ValueError) as e:
+    except (DataError, ConfigError, ModelError, ValueError, OSError, sqlite3.Error, KeyError,
+            json.JSONDecodeError) as e:
         if os.environ.get("SELFALIGN_DEBUG"):
             raise
-        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(error_message(e))}", soft_wrap=True)
         sys.exit(2)
 
 

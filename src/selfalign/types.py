@@ -26,18 +26,36 @@ class Message:
 Prompt = Union[tuple[Message, ...], str]
 
 
+class MessageError(TypeError, ValueError):
+    """A message that is not ``{role: str, content: str}`` (a TypeError for the callers that
+    catch those, a ValueError so that the CLI reports it in one line)."""
+
+
 def as_prompt(value: Any) -> Prompt:
-    """Turn a str, a list of {role, content} dicts or of Messages into a :data:`Prompt`."""
+    """Turn a str, a list of {role, content} dicts or of Messages into a :data:`Prompt`.
+
+    >>> as_prompt([{"role": "user", "content": 5}])
+    Traceback (most recent call last):
+    ...
+    selfalign.types.MessageError: message 0: 'content' must be a string, got int 5
+    """
     if isinstance(value, str):
         return value
+    if not isinstance(value, (list, tuple)):
+        raise MessageError(f"a prompt must be a string or a list of messages, got {type(value).__name__}")
     out = []
-    for m in value:
+    for i, m in enumerate(value):
         if isinstance(m, Message):
             out.append(m)
         elif isinstance(m, dict) and "role" in m and "content" in m:
+            for k in ("role", "content"):
+                if not isinstance(m[k], str):
+                    raise MessageError(f"message {i}: {k!r} must be a string, got {type(m[k]).__name__} {m[k]!r:.60}")
+            if not m["role"]:
+                raise MessageError(f"message {i}: empty 'role'")
             out.append(Message(m["role"], m["content"]))
         else:
-            raise TypeError(f"a message must be a dict with 'role' and 'content', got {m!r}")
+            raise MessageError(f"message {i}: a message must be a dict with 'role' and 'content', got {m!r:.80}")
     return tuple(out)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import time
 import dataclasses
@@ -83,10 +84,33 @@ class TrainConfig:
         for name in ("batch_size", "grad_accum", "max_length", "save_steps", "logging_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.learning_rate <= 0:
+        # checked as "not > 0" so that NaN fails too; a run that would train 0 steps is refused here,
+        # before any model loads, instead of saving the untouched model with a fingerprint as trained
+        if not (math.isfinite(self.epochs) and self.epochs > 0):
+            raise ValueError(f"epochs must be > 0, got {self.epochs}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"max_steps must be >= 1, or -1 (train for epochs), got {self.max_steps}")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.lora and self.lora_r < 1:
+            raise ValueError(f"lora_r must be >= 1, got {self.lora_r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+def check_rows(rows: Sequence[Any], cfg: TrainConfig, source: str = "") -> None:
+    """Refuse, before a model loads, rows that would train nothing: none at all (naming where they
+    came from), or a schedule of zero optimizer steps."""
+    where = f"{source}: " if source else ""
+    if not rows:
+        raise ValueError(f"{where}no training rows")
+    steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(
+        cfg.epochs * max(1, math.ceil(len(rows) / cfg.batch_size) // cfg.grad_accum))
+    if steps < 1:
+        raise ValueError(f"{where}{len(rows)} rows with batch_size={cfg.batch_size}, grad_accum={cfg.grad_accum} "
+                         f"and epochs={cfg.epochs} give 0 training steps")
 
 
 @dataclass
@@ -376,7 +400,8 @@ def script_main(argv: list[str] | None, prog: str, doc: str, cfg_cls: type, colu
     try:
         cfg: Any = config_from_yaml(cfg_cls, a.config or None, a.set)
         rows = read_jsonl(a.rows, required=columns)
-    except (DataError, ConfigError) as e:
+        check_rows(rows, cfg, a.rows)
+    except (DataError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     res = train(rows, a.base, a.out, cfg)

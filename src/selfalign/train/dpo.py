@@ -25,6 +25,7 @@ from selfalign.train.base import (
     TrainConfig,
     TrainingRun,
     TrainResult,
+    check_rows,
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
@@ -77,6 +78,7 @@ def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     import json
 
     cfg = cfg or DPOTrainConfig()
+    check_rows(rows, cfg)  # zero rows or zero steps: refused before anything loads
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
     earlier = run.finished(len(rows))
     if earlier is not None:

@@ -34,6 +34,7 @@ from selfalign.train.base import (
     TrainConfig,
     TrainingRun,
     TrainResult,
+    check_rows,
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
@@ -55,6 +56,7 @@ def train_sft(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
               base_id: str | None = None) -> TrainResult:
     """Fine-tune ``base`` (hub id or local path) on ``rows``; the merged model lands in ``out_dir/model``."""
     cfg = cfg or TrainConfig()
+    check_rows(rows, cfg)  # zero rows or zero steps: refused before anything loads
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
     earlier = run.finished(len(rows))
     if earlier is not None:
