@@ -14,6 +14,7 @@ Schema changes are named migrations, applied once each, in order.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -87,15 +88,66 @@ def default_store_path() -> Path:
     return cache_root() / "store.sqlite"
 
 
+#: the columns each table must have (checked when a store opens, and by ``selfalign store check``)
+SCHEMA: dict[str, tuple[str, ...]] = {
+    "generations": ("key", "model_id", "request", "completion", "n_tokens", "latency_s", "created_at"),
+    "scores": ("key", "model_id", "request", "token_logprobs", "created_at"),
+    "calls": ("id", "kind", "model_id", "n_items", "n_cached", "n_tokens", "seconds", "created_at"),
+}
+
+log = logging.getLogger("selfalign.store")
+
+
+class StoreError(ValueError):
+    """The store file cannot be used (not a database, corrupt, wrong schema): the message names the
+    file and the commands that check and repair it."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path = Path(path)
+        self.problem = problem = " ".join(problem.split())
+        super().__init__(f"store {path}: {problem}; see `selfalign store check {path}`, then "
+                         f"`selfalign store repair {path}` (keeps a backup) or delete the file")
+
+
 class Store:
-    def __init__(self, path: str | Path | None = None):
+    """``check`` (default): before anything else uses it, the file passes SQLite's ``quick_check``
+    and has the expected tables; otherwise :class:`StoreError`, one line naming the file."""
+
+    def __init__(self, path: str | Path | None = None, check: bool = True):
         self.path = Path(path) if path else default_store_path()
+        if self.path.is_dir():
+            raise StoreError(self.path, "is a directory, not a store file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=60000")
-        self._migrate()
+        #: keys of rows whose stored JSON did not decode: treated as missing and overwritten when regenerated
+        self.bad_keys: set[str] = set()
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(self.path, f"cannot open ({e})") from None
+        try:
+            self.db.execute("PRAGMA busy_timeout=60000")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            if check:
+                res = self.db.execute("PRAGMA quick_check(1)").fetchone()
+                if not res or res[0] != "ok":
+                    raise StoreError(self.path, f"damaged (quick_check: {res[0] if res else 'no answer'})")
+            self._migrate()
+            if check:
+                problem = schema_problem(self.db)
+                if problem:
+                    raise StoreError(self.path, problem)
+        except sqlite3.OperationalError as e:
+            self.db.close()
+            if "locked" in str(e) or "busy" in str(e):
+                raise  # another process holds it: not damage
+            raise StoreError(self.path, f"cannot be used ({e})") from None
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise StoreError(self.path, f"damaged or not a store ({e})") from None
+        except StoreError:
+            self.db.close()
+            raise
 
     def _migrate(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
@@ -127,13 +179,34 @@ class Store:
             out.update(self.db.execute(q, part).fetchall())
         return out
 
+    def _bad_row(self, table: str, key: str, e: Exception) -> None:
+        if key not in self.bad_keys:
+            log.warning("store %s: the %s row %s does not decode (%s): treated as missing, regenerated "
+                        "(`selfalign store check %s` lists every such row)", self.path, table, key, e, self.path)
+        self.bad_keys.add(key)
+
     def get_completions(self, keys: Sequence[str]) -> dict[str, Completion]:
-        return {k: Completion.from_dict(json.loads(v), cached=True) for k, v in self._get("generations", "completion", keys).items()}
+        """The stored completions of ``keys`` (those that exist). A row whose JSON does not decode
+        is logged by its key and left out, so the caller regenerates it."""
+        out = {}
+        for k, v in self._get("generations", "completion", keys).items():
+            try:
+                out[k] = Completion.from_dict(json.loads(v), cached=True)
+            except (ValueError, KeyError, TypeError) as e:
+                self._bad_row("generations", k, e)
+        return out
+
+    def _drop_bad(self, table: str, keys: Sequence[str]) -> None:
+        bad = [k for k in keys if k in self.bad_keys]
+        if bad:
+            self.db.executemany(f"DELETE FROM {table} WHERE key=?", [(k,) for k in bad])
+            self.bad_keys.difference_update(bad)
 
     def put_completions(self, rows: list[tuple[str, str, dict, Completion, float]]) -> None:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            self._drop_bad("generations", [r[0] for r in rows])
             self.db.executemany(
                 "INSERT OR IGNORE INTO generations VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(k, m, json.dumps(req, ensure_ascii=False), json.dumps(c.to_dict(), ensure_ascii=False),
@@ -145,12 +218,22 @@ class Store:
             raise
 
     def get_scores(self, keys: Sequence[str]) -> dict[str, tuple[float, ...]]:
-        return {k: tuple(json.loads(v)) for k, v in self._get("scores", "token_logprobs", keys).items()}
+        out = {}
+        for k, v in self._get("scores", "token_logprobs", keys).items():
+            try:
+                lp = json.loads(v)
+                if not isinstance(lp, list):
+                    raise TypeError(f"expected a list, got {type(lp).__name__}")
+                out[k] = tuple(float(x) for x in lp)
+            except (ValueError, TypeError) as e:
+                self._bad_row("scores", k, e)
+        return out
 
     def put_scores(self, rows: list[tuple[str, str, dict, tuple[float, ...]]]) -> None:
         now = time.time()
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            self._drop_bad("scores", [r[0] for r in rows])
             self.db.executemany(
                 "INSERT OR IGNORE INTO scores VALUES (?, ?, ?, ?, ?)",
                 [(k, m, json.dumps(req, ensure_ascii=False), json.dumps(list(lp)), now) for k, m, req, lp in rows],
@@ -171,6 +254,18 @@ class Store:
         return {"path": str(self.path), "generations": {m: {"samples": n, "tokens": t} for m, n, t in gens},
                 "scores": self.db.execute("SELECT COUNT(*) FROM scores").fetchone()[0],
                 "calls": self.db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]}
+
+
+def schema_problem(db: sqlite3.Connection) -> str | None:
+    """What is wrong with the tables of an open store (a missing table or column), or None."""
+    for table, cols in SCHEMA.items():
+        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+        if not have:
+            return f"no table '{table}' (not a selfalign store?)"
+        missing = [c for c in cols if c not in have]
+        if missing:
+            return f"table '{table}' lacks the column(s) {', '.join(missing)}"
+    return None
 
 
 def request_json(req: GenRequest) -> dict[str, Any]:
