@@ -8,13 +8,20 @@ rows: ``prompt`` (as a message list), ``completion`` (one assistant message), an
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfalign.data.io import DataError, read_jsonl, write_jsonl
+from selfalign.data.io import DataError, check_output_path, read_jsonl, write_jsonl
 from selfalign.store.cache import CachedModel, Store
 from selfalign.types import GenParams, GenRequest, as_prompt, prompt_to_json
+
+
+#: sane caps, checked before anything loads (beyond them a typo, not a wish: --max-tokens 1e9 once
+#: tried to allocate 384 GB); the model's own context is checked once it is loaded
+MAX_TOKENS = 1 << 17
+MAX_N = 10_000
 
 
 @dataclass
@@ -36,13 +43,17 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
-        if self.temperature < 0:
+        if self.n > MAX_N:
+            raise ValueError(f"n must be <= {MAX_N}, got {self.n}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         for name in ("max_tokens", "batch_size", "chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_tokens > MAX_TOKENS:
+            raise ValueError(f"max_tokens must be <= {MAX_TOKENS}, got {self.max_tokens}")
 
 
 def _row_prompt(row: dict[str, Any], path: str, line: int):
@@ -52,9 +63,23 @@ def _row_prompt(row: dict[str, Any], path: str, line: int):
     if isinstance(value, list) and value:
         try:
             return as_prompt(value)
-        except TypeError as e:
-            raise DataError(f"{path}:{line}: field 'prompt': {e}") from None
+        except (TypeError, ValueError) as e:
+            raise DataError(f"{path}:{line}: field {'prompt' if 'prompt' in row else 'messages'}: {e}") from None
     raise DataError(f"{path}:{line}: field 'prompt' must be a non-empty string or list of messages, got {value!r}")
+
+
+def context_length(model: Any) -> int | None:
+    """The context length of ``model`` (behind a store wrapper too), where the backend tells it."""
+    model = getattr(model, "backend", model)
+    n = getattr(model, "context_length", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    config = getattr(getattr(model, "model", None), "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        n = getattr(config, attr, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None
 
 
 def load_prompts(path: str | Path) -> list[tuple[Any, dict[str, Any]]]:
@@ -66,12 +91,21 @@ def run(cfg: GenerateConfig, model: Any = None, progress: bool = True) -> list[d
     """Generate ``cfg.n`` completions per prompt; returns the rows it wrote to ``cfg.output``."""
     if not cfg.input:
         raise DataError("generate: no input file given")
-    prompts = load_prompts(cfg.input)  # validate everything before loading a model
+    # everything is checked before a model loads: the prompts, where the output goes (a missing
+    # folder is created when writing; a directory or an unwritable folder is refused), the store
+    prompts = load_prompts(cfg.input)
+    if not prompts:
+        raise DataError(f"{cfg.input}: no prompts")
+    check_output_path(cfg.output, "--output")
+    store = None if isinstance(model, CachedModel) else Store(cfg.store or None)
     if model is None:
         from selfalign.models.registry import load_model
 
         model = load_model(cfg.model, batch_size=cfg.batch_size, base_url=cfg.base_url or None)
-    cached = model if isinstance(model, CachedModel) else CachedModel(model, Store(cfg.store or None), progress=progress,
+    context = context_length(model)
+    if context is not None and cfg.max_tokens >= context:
+        raise ValueError(f"max_tokens {cfg.max_tokens} does not fit the context of {cfg.model} ({context} tokens)")
+    cached = model if isinstance(model, CachedModel) else CachedModel(model, store, progress=progress,
                                                                                chunk_size=cfg.chunk_size)
     params = GenParams(cfg.temperature, cfg.top_p, cfg.max_tokens, tuple(cfg.stop))
     reqs = [GenRequest(p, params, n=cfg.n, seed=cfg.seed) for p, _ in prompts]
