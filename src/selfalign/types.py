@@ -41,7 +41,7 @@ def as_prompt(value: Any) -> Prompt:
     """
     if isinstance(value, str):
         return value
-    if not isinstance(value, (list, tuple)):
+    if isinstance(value, (dict, bytes)) or not hasattr(value, "__iter__"):
         raise MessageError(f"a prompt must be a string or a list of messages, got {type(value).__name__}")
     out = []
     for i, m in enumerate(value):
@@ -95,7 +95,7 @@ class GenParams:
     logprobs: bool = False
 
     def __post_init__(self) -> None:
-        if self.temperature < 0:
+        if not self.temperature >= 0:  # NaN too
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
