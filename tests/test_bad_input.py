@@ -339,3 +339,31 @@ def test_temp_names_are_unique_and_removed_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_jsonl(out, [{"a": 1}])
     assert [p.name for p in tmp_path.iterdir()] == ["o.jsonl"]
+
+
+def test_a_corrupted_score_row_is_treated_as_missing_and_overwritten(tmp_path):
+    st = Store(tmp_path / "s.sqlite")
+    st.put_scores([("a", "m", {}, (-1.0, -2.0)), ("b", "m", {}, (-0.5,))])
+    st.db.execute("UPDATE scores SET token_logprobs='[oops' WHERE key='a'")
+    assert set(st.get_scores(["a", "b"])) == {"b"} and st.bad_keys == {"a"}
+    st.put_scores([("a", "m", {}, (-3.0,))])
+    assert st.get_scores(["a"]) == {"a": (-3.0,)} and not st.bad_keys
+
+
+def test_max_tokens_beyond_the_models_context_is_refused_before_generating(tmp_path, monkeypatch):
+    from selfalign.generate import GenerateConfig, run
+
+    class Small:
+        model_id = "small"
+        context_length = 64
+
+        def generate(self, *a, **k):
+            raise AssertionError("must not generate")
+
+    monkeypatch.setenv("SELFALIGN_STORE", str(tmp_path / "s.sqlite"))
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"prompt": "hi"}\n')
+    cfg = GenerateConfig(input=str(p), output=str(tmp_path / "o.jsonl"), max_tokens=100)
+    with pytest.raises(ValueError, match="does not fit the context"):
+        run(cfg, model=Small(), progress=False)
+    assert not (tmp_path / "o.jsonl").exists()

@@ -36,7 +36,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 @app.command()
 def generate(
     input: str = typer.Argument(..., help="prompts JSONL: rows with 'prompt' (string or messages) or 'messages'"),
-    output: str = typer.Option("completions.jsonl", "--output", "-o"),
+    output: str = typer.Option("completions.jsonl", "--output", "-o",
+                               help="output JSONL (missing folders are created; a directory is refused before generating)"),
     model: str = typer.Option("smollm2-135m", "--model", "-m", help="model spec (see `selfalign models`)"),
     n: int = typer.Option(1, "--n", help="samples per prompt"),
     temperature: float = typer.Option(0.0, help="0 = greedy"),
