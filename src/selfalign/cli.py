@@ -156,17 +156,22 @@ _register_subcommands()
 #: environment variables whose values never appear in an error message
 SECRET_ENV = ("OPENAI_API_KEY", "SELFALIGN_API_KEY")
 _SECRET_TOKEN = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+")
 
 
 def redact(text: str) -> str:
-    """``text`` with the values of :data:`SECRET_ENV` and ``sk-...``-looking tokens replaced by ``***``."""
+    """``text`` with the values of :data:`SECRET_ENV`, ``sk-...``-looking tokens and ``Bearer`` tokens replaced by ``***``.
+
+    >>> redact("401 for key sk-abcdefgh12345678, header 'Authorization: Bearer abc.def'")
+    "401 for key sk-***, header 'Authorization: Bearer ***'"
+    """
     import os
 
     for name in SECRET_ENV:
         value = os.environ.get(name, "")
         if len(value) >= 4:
             text = text.replace(value, "***")
-    return _SECRET_TOKEN.sub("sk-***", text)
+    return _BEARER.sub(r"\1***", _SECRET_TOKEN.sub("sk-***", text))
 
 
 def error_message(e: BaseException) -> str:
@@ -174,14 +179,14 @@ def error_message(e: BaseException) -> str:
     import json
     import sqlite3
 
-    if isinstance(e, OSError) and not isinstance(e, (DataError, ConfigError)):
-        what = e.strerror or str(e)
-        where = e.filename if e.filename is not None else ""
+    if isinstance(e, OSError):
+        what = e.strerror or str(e) or type(e).__name__
+        where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
         msg = f"{where}: {what}" if where else what
     elif isinstance(e, json.JSONDecodeError):
         msg = f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})"
     elif isinstance(e, KeyError):
-        msg = f"missing key {e.args[0]!r}" if e.args else "missing key"
+        msg = (f"missing key {e.args[0]!r}" if e.args else "missing key") + " (SELFALIGN_DEBUG=1 shows where)"
     elif isinstance(e, sqlite3.Error):
         msg = f"store (SQLite): {e}; check it with `selfalign store check` (and `selfalign store repair`)"
     else:
