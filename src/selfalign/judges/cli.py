@@ -15,8 +15,11 @@ from typing import Any, Optional
 
 import typer
 
-from selfalign.data.io import write_jsonl
+from selfalign.data.io import check_output_path, write_jsonl
+from selfalign.judges.harm import file_sha256, train_harm_judge
 from selfalign.judges.registry import TASK_LABELS, JudgeInfo, evaluate, get_judge, list_judges, load_labelled
+from selfalign.models.registry import check_spec, load_model, require_trainable
+from selfalign.store.cache import CachedModel, Store
 
 app = typer.Typer(no_args_is_help=True, help="Judges: list them, validate one on labelled data, train one.")
 
@@ -51,11 +54,9 @@ def build(info: JudgeInfo, path: str | None, model: str | None, store: str = "")
     if info.needs == "model":
         if not model:
             raise ValueError(f"judge {info.name} asks a model: give --model SPEC")
-        from selfalign.models.registry import check_spec, load_model
-        from selfalign.store.cache import CachedModel, Store
-
         check_spec(model)
-        return info.factory(model=CachedModel(load_model(model), Store(store or None), description="judge"))
+        opened = Store(store or None)  # a damaged store fails here, before the model loads
+        return info.factory(model=CachedModel(load_model(model), opened, description="judge"))
     if info.needs == "path":
         if not path:
             raise ValueError(f"judge {info.name} is trained: give its directory instead of the name")
@@ -84,7 +85,7 @@ def eval_(name: str = typer.Argument(..., help="a judge name (judge list) or a t
         raise ValueError(f"judge {info.name} gives {info.task} labels ({', '.join(TASK_LABELS[info.task])}) but {data} "
                          f"holds {task} labels ({', '.join(TASK_LABELS[task])})")
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        check_output_path(out, "--out")
     rows = rows[:limit] if limit else rows
     judge = build(info, path, model, store)
     res = evaluate(judge, rows, description=f"judge eval: {info.name}")
@@ -130,12 +131,8 @@ def train(task: str = typer.Argument(..., help="what the judge labels: harm (Liu
         raise ValueError(f"--out {out} is a file")
     spec = None if encoder.lower() == "none" else encoder
     if spec is not None:
-        from selfalign.models.registry import check_spec, require_trainable
-
         check_spec(spec)
         require_trainable(spec, role="--encoder", convert=False)
-    from selfalign.judges.harm import file_sha256, train_harm_judge
-
     res = train_harm_judge(rows, spec, out, cache_dir=cache or None, data_sha256=file_sha256(data))
     if as_json:
         typer.echo(json.dumps(res["card"]))
