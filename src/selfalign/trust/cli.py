@@ -23,6 +23,7 @@ from selfalign.report.trust import compare_report, trust_report
 from selfalign.store.cache import CachedModel, Store
 from selfalign.store.runs import write_stage
 from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
+from selfalign.train.base import check_rows
 from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
 from selfalign.trust.run import (TrustConfig, compare as compare_runs, prepare_studies, run as run_studies,
                                  trained_harm_validation, validate_parsers, validate_refusal_detector)
@@ -176,6 +177,9 @@ def train(data_dir: str = typer.Argument(..., help="a `trust to-data` directory"
     sft_cfg = config_from_yaml(TrainConfig, None, list(set)) if method == "sft" else None
     dpo_cfg = config_from_yaml(DPOTrainConfig, None, list(set)) if method == "dpo" else None
     rows = read_jsonl(str(rows_path), required=COLUMNS if method == "sft" else DCOLS)
+    cfg = sft_cfg if sft_cfg is not None else dpo_cfg
+    assert cfg is not None
+    check_rows(rows, cfg, str(rows_path))  # zero rows or zero steps fail before the model is converted
     path = require_trainable(base)
     res = (train_sft(rows, path, out, sft_cfg, base_id=base) if sft_cfg is not None
            else train_dpo(rows, path, out, dpo_cfg, base_id=base))
