@@ -29,6 +29,10 @@ TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 
 
 def number_words(n: int) -> str:
+    """A number in English words, tens hyphenated (the build of the OOD sets uses it too).
+
+    >>> number_words(56), number_words(144)
+    ('fifty-six', 'one hundred forty-four')"""
     if n < 20:
         return NUMBER_WORDS[n]
     if n < 100:

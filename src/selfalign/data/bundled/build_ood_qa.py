@@ -46,6 +46,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
 
+from selfalign.data.bundled.build_knowledge_qa import number_words
+
 HERE = Path(__file__).parent
 BUNDLED = HERE / "knowledge_qa.jsonl"
 OUT_UNANSWERABLE = HERE / "ood_unanswerable.jsonl"
@@ -58,24 +60,6 @@ REASONS = ("future_event", "fictional_entity", "false_premise", "unknowable_spec
 #: the bundled set's nine relations; an OOD answerable relation must be none of them
 BUNDLED_RELATIONS = ("capital", "country_of_capital", "currency", "demonym", "continent", "element_symbol",
                      "symbol_element", "atomic_number", "number_element")
-
-NUMBER_WORDS = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-                "sixteen seventeen eighteen nineteen").split()
-TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
-
-
-def number_words(n: int) -> str:
-    """A number in English words (hyphenated tens, as the bundled set writes them).
-
-    >>> number_words(56), number_words(144)
-    ('fifty-six', 'one hundred forty-four')"""
-    if n < 20:
-        return NUMBER_WORDS[n]
-    if n < 100:
-        return TENS[n // 10] + ("" if n % 10 == 0 else "-" + NUMBER_WORDS[n % 10])
-    rest = n % 100
-    return NUMBER_WORDS[n // 100] + " hundred" + ("" if rest == 0 else " " + number_words(rest))
-
 
 def numeric_answers(n: int) -> list[str]:
     return [str(n)] + ([number_words(n)] if 0 <= n < 1000 else [])
