@@ -7,7 +7,7 @@ Prints: the CPU, feature-extraction and head-fitting wall times, the dev-questio
 every variant (best L2 / weighting / threshold per feature set, layer and pooling), the chosen
 config, then on the test questions (once) the chosen config, the best bag-of-words config (also
 chosen on dev) and the refusal proxy, the reliability table, and the all-questions LOSO (labelled:
-the dev half was seen in selection). The protocol is selfalign.judges.harm's docstring.
+the dev half was seen in selection). The protocol is selfalign.reward.harm_judge's docstring.
 """
 
 from __future__ import annotations
@@ -115,8 +115,8 @@ def main() -> None:
         pm_cost(a.pm_cost, a.encoder)
         return
 
-    from selfalign.judges.harm import build_features, leave_one_source_out, proxy_table
-    from selfalign.judges.harm_train import (HeadConfig, fit_logistic, gold01, grid, loso_predict, pick, table)
+    from selfalign.reward.harm_judge import build_features, leave_one_source_out, proxy_table
+    from selfalign.reward.harm_train import (HeadConfig, fit_logistic, gold01, grid, loso_predict, pick, table)
     from selfalign.judges.registry import load_labelled
 
     _, rows = load_labelled(a.data)

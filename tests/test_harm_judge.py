@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 
-from selfalign.judges.harm import (
+from selfalign.reward.harm_judge import (
     LLMHarmJudge, RefusalProxyJudge, TrainedHarmJudge, build_features, leave_one_source_out, parse_harm,
     train_harm_judge)
-from selfalign.judges.harm_train import (
+from selfalign.reward.harm_train import (
     HeadConfig, FrozenEncoder, ece, fit_logistic, fold_ids, gold01, grid, hashed_bow, loso_indices, loso_predict,
     pick, question_half, table)
 from selfalign.judges.registry import HARMFUL, NOT_HARMFUL, JudgeInput, LabelledRow, evaluate, get_judge, load_labelled
@@ -144,7 +144,7 @@ def test_train_save_reload_gives_the_same_scores_and_goes_through_the_store(tiny
     assert card["kind"] == "harm-trained" and card["layer"] == 2 and card["pooling"] == "resp"
     assert card["data_sha256"] == "abc" and card["encoder"] == str(tiny_model_dir) and res["card"] == card
 
-    from selfalign.judges.harm_train import Head
+    from selfalign.reward.harm_train import Head
     from safetensors.numpy import load_file
 
     t = load_file(str(tmp_path / "judge" / "head.safetensors"))
@@ -201,7 +201,7 @@ def test_judge_train_cli_checks_before_loading_trains_saves_and_evaluates(tiny_m
     runner = CliRunner()
     nosrc = tmp_path / "nosrc.jsonl"
     nosrc.write_text(json.dumps({"question": "q", "answer": "a", "label": 1}) + "\n")
-    import selfalign.judges.harm as harm
+    import selfalign.reward.harm_judge as harm
 
     monkeypatch.setattr(harm, "build_features", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
     for args, msg in ((["judge", "train", "refusal", "--data", str(FIXTURE), "-o", str(tmp_path / "j")], "only 'harm'"),

@@ -12,7 +12,7 @@ from selfalign.data.io import DataError
 from selfalign.models.scripted import ScriptedModel
 from selfalign.store.cache import CachedModel, Store
 from selfalign.trust import studies as S
-from selfalign.trust.refusal import cohen_kappa, is_refusal
+from selfalign.judges.refusal_phrases import cohen_kappa, is_refusal
 from selfalign.trust.run import TrustConfig, compare, prepare_studies, run, validate_parsers, validate_refusal_detector
 from selfalign.trust.taxonomy import CATEGORIES, STUDY_SUBCATEGORIES, coverage, subcategories
 

@@ -16,7 +16,7 @@ from typing import Any, Optional
 import typer
 
 from selfalign.data.io import check_output_path, write_jsonl
-from selfalign.judges.harm import file_sha256, train_harm_judge
+from selfalign.reward.harm_judge import file_sha256, train_harm_judge
 from selfalign.judges.registry import TASK_LABELS, JudgeInfo, evaluate, get_judge, list_judges, load_labelled
 from selfalign.models.registry import check_spec, load_model, require_trainable
 from selfalign.store.cache import CachedModel, Store

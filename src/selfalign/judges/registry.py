@@ -99,11 +99,12 @@ def list_judges() -> list[JudgeInfo]:
 
 
 def _load_builtin() -> None:
-    """Import the modules whose judges register themselves (they import this module, so the
-    import is deferred to the first look-up)."""
+    """Import the modules whose judges register themselves (plug-in discovery: they import this
+    module, so the import is deferred to the first look-up). The trained harm judge lives with the
+    preference-model machinery it reuses (``selfalign.reward``); nothing in ``judges/`` imports it."""
     import importlib
 
-    for mod in ("selfalign.judges.refusal", "selfalign.judges.harm"):
+    for mod in ("selfalign.judges.refusal", "selfalign.reward.harm_judge"):
         importlib.import_module(mod)
 
 

@@ -26,7 +26,7 @@ from selfalign.judges import refusal as refusal_judge
 from selfalign.judges.registry import judge_card
 from selfalign.judges.verdict import Verdict, parse_choice, parse_yes_no
 from selfalign.store.runs import RunDir
-from selfalign.trust.refusal import cohen_kappa, is_refusal
+from selfalign.judges.refusal_phrases import cohen_kappa, is_refusal
 from selfalign.trust.studies import STUDIES, Study, StudyConfig, bundled, make_study, parse_answer_confidence
 from selfalign.trust.studies.safety import TRAINED_HARM_JUDGE
 from selfalign.trust.taxonomy import STUDY_SUBCATEGORIES, coverage

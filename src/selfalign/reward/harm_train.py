@@ -1,6 +1,6 @@
 """Features, the logistic head, and leave-one-source-model-out evaluation for the harm judge.
 
-See :mod:`selfalign.judges.harm` for the method, the selection protocol and the measured numbers.
+See :mod:`selfalign.reward.harm_judge` for the method, the selection protocol and the measured numbers.
 Everything here is numpy/torch; sklearn is not a dependency.
 
 * :class:`FrozenEncoder`: the embedded model (or any causal LM the project's loader resolves),
@@ -29,6 +29,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from selfalign.judges.registry import HARMFUL, evaluate_labels, HARM_LABELS, NOT_HARMFUL
+from selfalign.models.hf import model_revision
+from selfalign.models.registry import require_trainable
+from selfalign.reward.pm import PMEncoder
 
 POOLINGS = ("last", "mean", "resp")
 TEMPLATE = "pm-chat-v1"  # PMEncoder's rendering: chat template, text ends at the end-of-turn token
@@ -164,9 +167,6 @@ class FrozenEncoder:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from selfalign.models.hf import model_revision
-        from selfalign.models.registry import require_trainable
-        from selfalign.reward.pm import PMEncoder
 
         self.torch = torch
         self.spec = spec

@@ -19,7 +19,7 @@ Judges (``selfalign judge list``):
 * ``harm-refusal-proxy`` (offline): the old verdict, a refusal (any of
   :func:`~selfalign.judges.refusal.classify_refusal`'s refusal labels) => not harmful, else harmful.
 
-Method (:mod:`selfalign.judges.harm_train`): features are (a) the embedded SmolLM2-135M, frozen,
+Method (:mod:`selfalign.reward.harm_train`): features are (a) the embedded SmolLM2-135M, frozen,
 fp32, the pair rendered as the preference model renders it (chat template, ending at the
 end-of-turn token), layers 5/10/15/20/25/30 pooled three ways (end-of-turn token; mean of all
 tokens; mean of the answer's tokens), cached on disk keyed by encoder + template + rows hash; or
@@ -88,8 +88,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from selfalign.judges.registry import HARMFUL, NOT_HARMFUL, JudgeInput, register_judge
+from selfalign.judges.llm import RubricJudge
+from selfalign.judges.refusal import classify_refusal
+from selfalign.judges.registry import (FULL_COMPLIANCE, HARM_LABELS, HARMFUL, NOT_HARMFUL, JudgeInput, evaluate_labels,
+                                       register_judge)
 from selfalign.judges.verdict import Verdict, parse_yes_no, unscored
+from selfalign.reward.harm_train import (POOLINGS, TEMPLATE, FrozenEncoder, Head, cached_features, fit_logistic, gold01, grid,
+                                        hashed_bow, loso_predict, pick, question_half, select, sources, table)
+from selfalign.store.cache import Store
+from selfalign.types import stable_hash
 
 KIND = "harm-trained"
 
@@ -124,7 +131,6 @@ class TrainedHarmJudge:
     def __init__(self, path: str | Path, store: Any = None, encoder: Any = None):
         from safetensors.numpy import load_file
 
-        from selfalign.judges.harm_train import Head
 
         self.path = Path(path)
         meta_file = self.path / "judge.json"
@@ -142,7 +148,6 @@ class TrainedHarmJudge:
         self.id = f"harm:{sha[:16]}:{self.meta.get('encoder_id', 'bow')}"
 
     def _features(self, rows: Sequence[JudgeInput]) -> np.ndarray:
-        from selfalign.judges.harm_train import POOLINGS, FrozenEncoder, hashed_bow
 
         if self.meta["features"] == "bow":
             return hashed_bow(rows, int(self.meta["bow_dim"]))
@@ -154,7 +159,6 @@ class TrainedHarmJudge:
 
     def proba(self, rows: Sequence[JudgeInput]) -> list[float]:
         """P(harmful) per row, through the store when one is given."""
-        from selfalign.types import stable_hash
 
         rows = list(rows)
         keys = [stable_hash({"harm": self.id, "prompt": r.prompt, "response": r.response}) for r in rows]
@@ -177,7 +181,6 @@ class TrainedHarmJudge:
 def _trained(model: Any = None, path: str | None = None) -> TrainedHarmJudge:
     if not path:
         raise ValueError(f"{KIND} loads a trained judge directory (selfalign judge train harm ... -o DIR)")
-    from selfalign.store.cache import Store
 
     return TrainedHarmJudge(path, store=Store())
 
@@ -189,7 +192,6 @@ def build_features(rows: Sequence[Any], encoder_spec: str | None, cache_dir: str
     the frozen encoder when ``encoder_spec`` is given (read from / written to ``cache_dir``)."""
     import time
 
-    from selfalign.judges.harm_train import FrozenEncoder, cached_features, hashed_bow
 
     feats: dict[str, Any] = {"bow": hashed_bow(rows, BOW_DIM), "encoder": None, "timing": {}}
     if encoder_spec:
@@ -211,7 +213,6 @@ def leave_one_source_out(rows: Sequence[Any], feats: dict[str, Any], candidates:
     config on the test questions and on all questions (both halves), the refusal proxy beside it.
     Returns ``selection`` (every candidate's dev table), ``chosen``, ``test``, ``all``, ``proxy``
     (per held-out source: n, accuracy, kappa, per-class recall, ECE, reliability table)."""
-    from selfalign.judges.harm_train import grid, loso_predict, pick, select, table
 
     if candidates is None:
         candidates = grid(feats.get("layers") or [], with_encoder=feats.get("enc") is not None)
@@ -228,8 +229,6 @@ def leave_one_source_out(rows: Sequence[Any], feats: dict[str, Any], candidates:
 
 def proxy_table(rows: Sequence[Any], phase: str = "all") -> dict[str, dict[str, Any]]:
     """The refusal proxy per source model on the rows of a phase (``test``: test questions only)."""
-    from selfalign.judges.harm_train import question_half, sources
-    from selfalign.judges.registry import HARM_LABELS, evaluate_labels
 
     out = {}
     for s in sources(rows):
@@ -246,7 +245,7 @@ def validation_card(res: dict[str, Any]) -> dict[str, Any]:
         return {s: {**{k: d.get(k) for k in keep}, "recall": {c: v["recall"] for c, v in d["per_class"].items()}}
                 for s, d in tab.items()}
 
-    return {"protocol": "leave-one-source-model-out, question-disjoint (selfalign.judges.harm)",
+    return {"protocol": "leave-one-source-model-out, question-disjoint (selfalign.reward.harm_judge)",
             "chosen": res["chosen"].name(), "bar_sources": res["bar_sources"],
             "test_questions": slim(res["test"]), "all_questions": slim(res["all"]),
             "refusal_proxy_all_questions": slim(res["proxy"])}
@@ -261,7 +260,6 @@ def train_harm_judge(rows: Sequence[Any], encoder_spec: str | None, out_dir: str
     ``card`` (the saved judge.json) and ``loso`` (the LOSO result, when it ran)."""
     import time
 
-    from selfalign.judges.harm_train import TEMPLATE, fit_logistic, gold01, pick
 
     if feats is None:
         feats = build_features(rows, encoder_spec, cache_dir, progress=progress)
@@ -311,7 +309,6 @@ class LLMHarmJudge:
     name, task = "harm-llm", "harm"
 
     def __init__(self, model: Any, max_tokens: int = 8):
-        from selfalign.judges.llm import RubricJudge
 
         self.rubric = RubricJudge(model, HARM_RUBRIC, parse_harm, max_tokens=max_tokens, name=self.name)
 
@@ -329,7 +326,6 @@ def _llm(model: Any = None, path: str | None = None) -> LLMHarmJudge:
 # ------------------------------------------------------------------ the old offline verdict
 def refusal_proxy(prompt: str, response: str) -> str | None:
     """A refusal => not harmful, anything else => harmful; None for an empty answer."""
-    from selfalign.judges.refusal import FULL_COMPLIANCE, classify_refusal
 
     label = classify_refusal(response, prompt)
     return None if label is None else (NOT_HARMFUL if label != FULL_COMPLIANCE else HARMFUL)
