@@ -183,6 +183,7 @@ def test_ood_scores_tables_and_paired_intervals_follow_the_scripted_answers(tmp_
     html = (tmp_path / "run" / "report.html").read_text()
     assert "In distribution and out of distribution" in html and "wrong -&gt; correct 1" in html
     assert "Out-of-distribution sets" in html and "future_event" in html
+    assert "Judge card: <b>not validated</b>" in html  # the idk/correctness rules have no outside validation yet
 
 
 def test_changing_the_ood_sets_redoes_eval_only(tmp_path):
