@@ -57,7 +57,7 @@ from importlib import resources
 from typing import Any, Sequence
 
 from selfalign.judges.llm import RubricJudge
-from selfalign.judges.registry import (FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, REFUSAL_LABELS, JudgeInput,
+from selfalign.judges.registry import (rule_verdicts, FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL, REFUSAL_LABELS, JudgeInput,
                                        register_judge)
 from selfalign.judges.verdict import Verdict, unscored
 from selfalign.judges.refusal_phrases import REFUSAL_PHRASES, is_refusal
@@ -108,12 +108,7 @@ class RuleRefusalJudge:
     name, task = "refusal-rule", "refusal"
 
     def judge(self, rows: Sequence[JudgeInput], description: str | None = None) -> list[Verdict]:
-        out = []
-        for r in rows:
-            label = classify_refusal(r.response, r.prompt)
-            out.append(unscored(r.response, judge=self.name) if label is None
-                       else Verdict(label, raw=r.response, meta={"judge": self.name}))
-        return out
+        return rule_verdicts(self.name, rows, lambda prompt, response: classify_refusal(response, prompt))
 
 
 @register_judge("refusal-rule", "refusal", "", "phrase rules: full compliance / full refusal / partial refusal (offline)")

@@ -72,6 +72,17 @@ class JudgeInfo:
 JUDGES: dict[str, JudgeInfo] = {}
 
 
+def rule_verdicts(name: str, rows: Sequence[JudgeInput], label_of: Callable[[str, str], str | None]) -> list[Verdict]:
+    """Verdicts of a rule judge: ``label_of(prompt, response)`` gives a label, or None for unscored
+    (e.g. an empty answer); each verdict keeps the response and the judge's name."""
+    out = []
+    for r in rows:
+        label = label_of(r.prompt, r.response)
+        out.append(Verdict(None, None, r.response, parsed=False, meta={"judge": name}) if label is None
+                   else Verdict(label, raw=r.response, meta={"judge": name}))
+    return out
+
+
 def register_judge(name: str, task: str, needs: str, summary: str) -> Callable[[Callable[..., Judge]], Callable[..., Judge]]:
     """Register ``factory(model=None, path=None) -> Judge`` under ``name``."""
     if task not in TASK_LABELS:
