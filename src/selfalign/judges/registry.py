@@ -25,7 +25,6 @@ folded into a label.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -256,4 +255,4 @@ def judge_card(name: str, validation: dict[str, Any] | None, source: str = "") -
     if "binary" in validation:
         card["binary_accuracy"] = validation["binary"].get("accuracy")
         card["binary_kappa"] = validation["binary"].get("kappa")
-    return json.loads(json.dumps(card))
+    return card
