@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from selfalign.data.io import DataError
-from selfalign.judges import refusal as refusal_module
+from selfalign.trust import run as trust_run
 from selfalign.judges.registry import JUDGES, JudgeInfo
 from selfalign.judges.verdict import Verdict
 from selfalign.models.scripted import ScriptedModel
@@ -248,7 +248,7 @@ def test_refusal_rule_card_reads_the_recorded_validation_or_says_not_validated(m
     st = S.make_study("misuse", S.StudyConfig())
     rec = {"held_out": {"source": "XSTest gpt4 completions", "n": 450, "accuracy": 0.95, "kappa": 0.9,
                         "per_class": {"full_compliance": {"recall": 0.97}}}}
-    monkeypatch.setattr(refusal_module, "recorded_validation", lambda name="refusal-rule": rec, raising=False)
+    monkeypatch.setattr(trust_run, "recorded_validation", lambda name="refusal-rule": rec)
     (card,) = judge_cards(st, 0.1, {})
     assert card["validated"] is True and card["n"] == 450 and "XSTest gpt4" in card["source"]
     assert card["run_unscored_share"] == 0.1
@@ -256,7 +256,7 @@ def test_refusal_rule_card_reads_the_recorded_validation_or_says_not_validated(m
     def missing(name="refusal-rule"):
         raise FileNotFoundError("refusal_validation.json")
 
-    monkeypatch.setattr(refusal_module, "recorded_validation", missing, raising=False)
+    monkeypatch.setattr(trust_run, "recorded_validation", missing)
     (card,) = judge_cards(st, 0.0, {})
     assert card["validated"] is False and "refusal_validation.json" in card["note"]
 

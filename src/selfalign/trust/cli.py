@@ -26,7 +26,7 @@ from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
 from selfalign.train.base import check_rows
 from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
 from selfalign.trust.run import (TrustConfig, compare as compare_runs, prepare_studies, run as run_studies,
-                                 trained_harm_validation, validate_parsers, validate_refusal_detector)
+                                 refusal_rule_validation, trained_harm_validation, validate_parsers, validate_refusal_detector)
 from selfalign.trust.studies import STUDIES
 from selfalign.trust.taxonomy import CATEGORIES, studies_for
 from selfalign.trust.to_data import to_data as make, write_data
@@ -203,8 +203,7 @@ def tradeoff(runs: List[str] = typer.Argument(..., help="NAME=RUN_DIR, the unali
             raise ValueError(f"{path}: not a trust run directory")
         pairs.append((name, path))
     judge = None
-    cards = {"refusal_share": judge_card("refusal-rule", recorded_validation("refusal-rule")["held_out"],
-                                         "XSTest completions_gpt4.csv (human labels), held out from tuning")}
+    cards = {"refusal_share": judge_card("refusal-rule", *refusal_rule_validation())}
     cards["xstest_compliance"] = cards["refusal_share"]
     if harm_judge:
         judge = get_judge("harm-trained").factory(path=harm_judge)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 from selfalign.data.io import DataError, iter_jsonl, read_jsonl
 from selfalign.evals.runner import EvalResult, Item, compare as compare_results, run_task
 from selfalign.evals.stats import mcnemar, paired_bootstrap
-from selfalign.judges import refusal as refusal_judge
+from selfalign.judges.refusal import recorded_validation
 from selfalign.judges.registry import judge_card
 from selfalign.judges.verdict import Verdict, parse_choice, parse_yes_no
 from selfalign.store.runs import RunDir
@@ -126,11 +126,8 @@ def refusal_rule_validation() -> tuple[dict[str, Any] | None, str]:
     """The rule refusal judge's recorded validation (``judges.refusal.recorded_validation``: its
     ``held_out`` part, the set it was not tuned on) and that set's source; (None, why) when none
     is recorded yet."""
-    recorded = getattr(refusal_judge, "recorded_validation", None)
-    if recorded is None:
-        return None, "no recorded validation (judges.refusal.recorded_validation is missing)"
     try:
-        rec = recorded("refusal-rule")
+        rec = recorded_validation("refusal-rule")
     except (OSError, DataError, ValueError, KeyError) as e:
         return None, f"no recorded validation ({e})"
     val = rec.get("held_out", rec) if isinstance(rec, dict) else None
