@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selfalign.data.io import DataError, check_output_path, read_jsonl, write_jsonl
+from selfalign.models.base import context_length
 from selfalign.store.cache import CachedModel, Store
 from selfalign.types import GenParams, GenRequest, as_prompt, prompt_to_json
 
@@ -66,20 +67,6 @@ def _row_prompt(row: dict[str, Any], path: str, line: int):
         except (TypeError, ValueError) as e:
             raise DataError(f"{path}:{line}: field {'prompt' if 'prompt' in row else 'messages'}: {e}") from None
     raise DataError(f"{path}:{line}: field 'prompt' must be a non-empty string or list of messages, got {value!r}")
-
-
-def context_length(model: Any) -> int | None:
-    """The context length of ``model`` (behind a store wrapper too), where the backend tells it."""
-    model = getattr(model, "backend", model)
-    n = getattr(model, "context_length", None)
-    if isinstance(n, int) and n > 0:
-        return n
-    config = getattr(getattr(model, "model", None), "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        n = getattr(config, attr, None)
-        if isinstance(n, int) and n > 0:
-            return n
-    return None
 
 
 def load_prompts(path: str | Path) -> list[tuple[Any, dict[str, Any]]]:

@@ -84,3 +84,17 @@ class StageModel(Protocol):
     def sibling(self, spec: Any, **options: Any) -> "StageModel":
         """Another model (e.g. a directory a stage has trained) through the same store."""
         ...
+
+
+def context_length(model: Any) -> int | None:
+    """The context length of ``model`` (behind a store wrapper too), where the backend tells it."""
+    model = getattr(model, "backend", model)
+    n = getattr(model, "context_length", None)
+    if isinstance(n, int) and n > 0:
+        return n
+    config = getattr(getattr(model, "model", None), "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        n = getattr(config, attr, None)
+        if isinstance(n, int) and n > 0:
+            return n
+    return None

@@ -38,6 +38,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
+from selfalign.models.base import context_length
 from selfalign.types import GenParams, GenRequest, GenResult, Message
 
 ROLES = ("system", "user", "assistant")
@@ -255,18 +256,6 @@ class _Job:
     abandoned: bool = False
 
 
-def context_length_of(generator: Any) -> int | None:
-    n = getattr(generator, "context_length", None)
-    if isinstance(n, int) and n > 0:
-        return n
-    config = getattr(getattr(generator, "model", None), "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        n = getattr(config, attr, None)
-        if isinstance(n, int) and n > 0:
-            return n
-    return None
-
-
 class Engine:
     """One thread runs every generation, fed by a bounded queue of jobs."""
 
@@ -275,7 +264,7 @@ class Engine:
         self.limits = limits
         # the model itself behind a store wrapper (CachedModel): its tokenizer and context
         self.model = getattr(generator, "backend", generator)
-        self.context = limits.context_length or context_length_of(self.model)
+        self.context = limits.context_length or context_length(self.model)
         self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=limits.max_queue)
         self.thread = threading.Thread(target=self._loop, name="selfalign-serve-generate", daemon=True)
         self.thread.start()
