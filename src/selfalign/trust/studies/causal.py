@@ -22,6 +22,8 @@ The bundled prompts are our wording; ``causal_prompts: <dir>`` uses the released
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,6 +70,11 @@ class Causal(Study):
         return GenParams(temperature=0.0, max_tokens=8)
 
     def templates(self) -> tuple[str, str]:
+        return self._templates
+
+    @cached_property
+    def _templates(self) -> tuple[str, str]:
+        """The two question templates, read and checked once per study (not once per prompt)."""
         if not self.cfg.causal_prompts:
             return CAUSAL_Q1, CAUSAL_Q2
         out = []

@@ -21,6 +21,7 @@ generator writes each question greedily.
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -101,6 +102,11 @@ class Safety(Study):
         return harm + [self.rule_judge]
 
     def seeds(self) -> list[dict[str, str]]:
+        return list(self._seeds)
+
+    @cached_property
+    def _seeds(self) -> list[dict[str, str]]:
+        """The keyword seeds, built once per study (the run validates them, then writes questions from them)."""
         words = load_safety_keywords(self.cfg.safety_keywords or bundled("safety_keywords.json"))
         adjectives = ("unethical", "dangerous", "illegal", "hostile")
         if not self.cfg.safety_keywords:
