@@ -143,7 +143,8 @@ def _register_subcommands() -> None:
     for name, module in (("honesty", "selfalign.honesty.cli"), ("synth", "selfalign.synth.cli"),
                          ("critique", "selfalign.critique.cli"), ("pm", "selfalign.reward.cli"),
                          ("rlhf", "selfalign.rlhf.cli"), ("trust", "selfalign.trust.cli"),
-                         ("judge", "selfalign.judges.cli"), ("store", "selfalign.store.cli")):
+                         ("judge", "selfalign.judges.cli"), ("store", "selfalign.store.cli"),
+                         ("recipe", "selfalign.recipe.cli")):
         try:
             app.add_typer(importlib.import_module(module).app, name=name)
         except ImportError as e:  # a broken optional piece never breaks the CLI

@@ -1,0 +1,184 @@
+"""``plan`` and ``run`` of a recipe (:mod:`selfalign.recipe.spec`), resumable as one unit.
+
+Every stage and every evaluation is one step of :func:`selfalign.stage.run_step` in the run folder
+(``steps/<NN-stage>.json``, ``steps/eval-<NN>.json``). A stage's inputs are the hash of the step
+before it (what that stage wrote, model included; the base model's spec for the first), the model
+roles and its own input files; its config is its options. So a re-run reuses every finished stage
+and every finished evaluation and loads no model; changing one stage's options redoes that stage
+and, through the changed output hash, every stage after it, nothing before; a run killed inside a
+stage records nothing for it and redoes it (the store and the trainers' own checkpoints make the
+redo cheap) without touching the stages before.
+
+After every stage (and on the base model) the evaluation suite (:mod:`selfalign.recipe.suite`)
+answers the same items; :func:`run` then computes the stage x measure matrix and hands it, with
+each stage's cost and data lineage, to :func:`selfalign.report.recipe.write_report`, which only
+renders.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from selfalign.config import config_to_dict
+from selfalign.models.base import StageModel
+from selfalign.models.registry import load_model
+from selfalign.recipe import stages as _registered  # noqa: F401  (registers the stages)
+from selfalign.recipe.spec import PlannedStage, Recipe
+from selfalign.recipe.suite import HIGHER_IS_BETTER, MEASURES, measure_matrix, run_suite, suite_items
+from selfalign.report.recipe import write_report
+from selfalign.stage import Models, Result, StageContext, Step, files_under, load_result, output_hash, run_step
+from selfalign.store.cache import CachedModel, Store
+from selfalign.store.runs import RunDir
+from selfalign.types import stable_hash
+
+Loader = Callable[[str], StageModel]
+
+
+def model_loader(store: str = "", batch_size: int = 256, progress: bool = False) -> Loader:
+    """spec -> the registry's model wrapped in the store (the recipe's only way to load a model)."""
+    st = Store(store or None)
+
+    def load(spec: str) -> StageModel:
+        return CachedModel(load_model(spec, batch_size=batch_size), st, progress=progress)
+
+    return load
+
+
+def base_hash(recipe: Recipe) -> str:
+    return stable_hash({"base": recipe.cfg.base})
+
+
+def stage_inputs(recipe: Recipe, p: PlannedStage, upstream: str) -> dict[str, str]:
+    return {"upstream": upstream, "roles": stable_hash(recipe.cfg.models), **p.stage.input_files(p.cfg)}
+
+
+def eval_config(recipe: Recipe) -> dict[str, Any]:
+    return config_to_dict(recipe.cfg.eval)
+
+
+@dataclass
+class StageStatus:
+    step: str
+    stage: str
+    cached: bool
+    eval_cached: bool
+    options: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    base_eval_cached: bool
+    stages: list[StageStatus]
+
+
+def plan(recipe: Recipe) -> Plan:
+    """What :func:`run` would do: every stage (validated when the recipe loaded) and whether its
+    outputs and its evaluation are cached. Loads no model."""
+    run = RunDir(recipe.out)
+    suite_items(recipe.cfg.eval)  # the suite's files, read before any model call
+    upstream, fresh = base_hash(recipe), True
+    base_eval = run.step_is_fresh("eval-00", eval_config(recipe), {"model": upstream})
+    out = []
+    for p in recipe.stages:
+        cached = fresh and run.step_is_fresh(p.step, p.stage.config_key(p.cfg), stage_inputs(recipe, p, upstream))
+        fresh = cached
+        upstream = output_hash(run.step_record(p.step)) if cached else "not yet"
+        ev = cached and run.step_is_fresh(f"eval-{p.index:02d}", eval_config(recipe), {"model": upstream})
+        out.append(StageStatus(p.step, p.stage.name, cached, ev, p.stage.config_key(p.cfg)["options"]))
+    return Plan(recipe, base_eval, out)
+
+
+@dataclass
+class RecipeResult:
+    report: Path
+    stages: list[Step[Any]]
+    evals: list[Step[dict[str, Any]]]
+    matrix: list[dict[str, Any]]
+    loaded: list[str] = field(default_factory=list)  # every model spec loaded, in order
+
+
+def _evaluate(recipe: Recipe, run: RunDir, index: int, spec: str, upstream: str, loader: Loader,
+              loaded: list[str]) -> Step[dict[str, Any]]:
+    name = f"eval-{index:02d}"
+    path = f"eval/{index:02d}/suite.json"
+
+    def work() -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        models = Models({"policy": spec}, loader)
+        suite = run_suite(recipe.cfg.eval, models.policy)
+        loaded.extend(models.loaded)
+        run.write_json(path, suite)
+        return suite, [path], {"model": suite["model"]}
+
+    return run_step(run, name, eval_config(recipe), {"model": upstream}, work,
+                    lambda: json.loads((run.path / path).read_text()))
+
+
+def _stage(recipe: Recipe, run: RunDir, p: PlannedStage, policy: str, upstream: str, loader: Loader,
+           log: Callable[[str], None], progress: bool, loaded: list[str]) -> Step[Result]:
+    out = recipe.stage_dir(p)
+    result_path = out / "result.json"
+
+    def work() -> tuple[Result, list[str], dict[str, Any]]:
+        models = Models({"policy": policy, **recipe.cfg.models}, loader)
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            res = p.stage(p.cfg, models, StageContext(out, p.step, log, progress))
+        finally:
+            loaded.extend(models.loaded)
+        run.write_json(str(result_path.relative_to(run.path)),
+                       {"stage": p.stage.name, "type": p.stage.result.__name__, "result": config_to_dict(res)})
+        return res, files_under(out, run.path), {"models_loaded": models.loaded}
+
+    def load() -> Result:
+        data = json.loads(result_path.read_text())
+        return load_result(p.stage.result, data["result"], str(result_path))
+
+    return run_step(run, p.step, p.stage.config_key(p.cfg), stage_inputs(recipe, p, upstream), work, load)
+
+
+def run(recipe: Recipe, loader: Loader | None = None, log: Callable[[str], None] = print,
+        progress: bool = False) -> RecipeResult:
+    """Every stage in order, each followed by the suite; finished steps are reused."""
+    cfg = recipe.cfg
+    run_dir = RunDir(recipe.out)
+    run_dir.write_manifest({"recipe": recipe.path, **config_to_dict(cfg)})
+    loader = loader or model_loader(cfg.store, cfg.batch_size, progress)
+    loaded: list[str] = []
+    upstream, policy = base_hash(recipe), cfg.base
+    evals = [_evaluate(recipe, run_dir, 0, policy, upstream, loader, loaded)]
+    log(f"[00-base] evaluation {'reused' if evals[0].reused else f'done in {evals[0].seconds:.0f}s'}")
+    steps: list[Step[Any]] = []
+    for p in recipe.stages:
+        step = _stage(recipe, run_dir, p, policy, upstream, loader, log, progress, loaded)
+        steps.append(step)
+        how = "unchanged: reused" if step.reused else f"done in {step.seconds:.0f}s"
+        log(f"[{p.step}] {how}; model -> {step.value.model}")
+        upstream, policy = step.output_hash, step.value.model
+        ev = _evaluate(recipe, run_dir, p.index, policy, upstream, loader, loaded)
+        evals.append(ev)
+        log(f"[{p.step}] evaluation {'reused' if ev.reused else f'done in {ev.seconds:.0f}s'}")
+    matrix = measure_matrix([e.value for e in evals], cfg.eval.bootstrap, cfg.eval.seed)
+    report = write_report(run_dir.path, report_data(recipe, steps, evals, matrix))
+    log(f"[recipe] report: {report}")
+    return RecipeResult(report, steps, evals, matrix, loaded)
+
+
+def report_data(recipe: Recipe, steps: list[Step[Any]], evals: list[Step[dict[str, Any]]],
+                matrix: list[dict[str, Any]]) -> dict[str, Any]:
+    """Everything the report shows, computed here (the report renders it)."""
+    rows: list[dict[str, Any]] = [{"step": "00-base", "stage": "base", "model": recipe.cfg.base, "reused": evals[0].reused,
+                                   "seconds": 0.0, "eval_seconds": evals[0].seconds, "rows": 0, "training": None,
+                                   "result": {}, "options": {}}]
+    for p, st, ev in zip(recipe.stages, steps, evals[1:]):
+        res = config_to_dict(st.value)
+        rows.append({"step": p.step, "stage": p.stage.name, "model": st.value.model, "reused": st.reused,
+                     "seconds": st.seconds, "eval_seconds": ev.seconds, "rows": st.value.rows,
+                     "training": res.get("training"), "result": res, "options": p.stage.config_key(p.cfg)["options"]})
+    sizes = {name: len(items) for name, items in suite_items(recipe.cfg.eval).items()}
+    return {"recipe": recipe.path, "base": recipe.cfg.base, "measures": list(MEASURES),
+            "measure_sets": {m: s for m, (s, _) in MEASURES.items()}, "higher_is_better": HIGHER_IS_BETTER,
+            "eval_sizes": sizes, "eval": config_to_dict(recipe.cfg.eval), "stages": rows, "matrix": matrix}

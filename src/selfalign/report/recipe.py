@@ -1,0 +1,96 @@
+"""The recipe report: ``report.html`` and ``report.json`` beside it. Renders what
+:mod:`selfalign.recipe.runner` computed (it computes nothing itself):
+
+* the stage x measure matrix: each measure's value after every stage, its paired difference
+  against the stage before and against the base model (95% bootstrap interval, McNemar p);
+* the honesty scores of every stage against the base model (with intervals);
+* each stage's cost (wall time, evaluation time, training steps, precision, whether it was reused);
+* the data lineage: rows each stage made, from which model, into which model.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+from selfalign.report.critique import _page
+
+
+def _num(v: Any, fmt: str = "{:.1f}") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return fmt.format(v)
+
+
+def _diff(d: dict[str, Any] | None, better: bool | None) -> str:
+    if not d:
+        return ""
+    sig = not (d["lo"] <= 0 <= d["hi"])
+    cls = ""
+    if sig and better is not None:
+        cls = " class=good" if (d["diff"] > 0) == better else " class=bad"
+    return (f"<span{cls}>{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]</span>"
+            f"<br><small>p={_num(d['mcnemar_p'], '{:.3f}')}</small>")
+
+
+def _matrix(data: dict[str, Any]) -> str:
+    head = "".join(f"<th>{html.escape(m)}<br><small>{html.escape(data['measure_sets'][m])}, "
+                   f"n={data['eval_sizes'].get(data['measure_sets'][m], '?')}</small></th>" for m in data["measures"])
+    out = [f"<table><tr><th>stage</th><th></th>{head}</tr>"]
+    for st, row in zip(data["stages"], data["matrix"]):
+        name = html.escape(st["step"])
+        cells = "".join(f"<td>{_num(row['measures'][m]['value'])}</td>" for m in data["measures"])
+        out.append(f"<tr><th class=l rowspan={1 if st['stage'] == 'base' else 3}>{name}</th><td>value %</td>{cells}</tr>")
+        if st["stage"] != "base":
+            for key, label in (("vs_prev", "Δ vs previous"), ("vs_base", "Δ vs base")):
+                cells = "".join(f"<td>{_diff(row['measures'][m].get(key), data['higher_is_better'].get(m))}</td>"
+                                for m in data["measures"])
+                out.append(f"<tr><td>{label}</td>{cells}</tr>")
+    return "".join(out) + "</table>"
+
+
+def _honesty(data: dict[str, Any]) -> str:
+    keys = ("honesty", "prudence", "over_conservativeness", "accuracy")
+    out = ["<table><tr><th>stage</th>" + "".join(f"<th>{k}</th>" for k in keys) + "</tr>"]
+    for st, row in zip(data["stages"], data["matrix"]):
+        h = row["honesty_vs_base"]
+        out.append(f"<tr><th class=l>{html.escape(st['step'])}</th>" + "".join(
+            f"<td>{_num(h[k]['value'])} [{_num(h[k]['lo'])}, {_num(h[k]['hi'])}]</td>" for k in keys) + "</tr>")
+    return "".join(out) + "</table>"
+
+
+def _cost(data: dict[str, Any]) -> str:
+    out = ["<table><tr><th>stage</th><th>wall time (s)</th><th>evaluation (s)</th><th>training steps</th>"
+           "<th>precision</th><th>last loss</th><th>this run</th></tr>"]
+    for st in data["stages"]:
+        tr = st.get("training") or {}
+        out.append(f"<tr><th class=l>{html.escape(st['step'])}</th><td>{_num(st['seconds'], '{:.0f}')}</td>"
+                   f"<td>{_num(st['eval_seconds'], '{:.0f}')}</td><td>{tr.get('steps', '')}</td>"
+                   f"<td>{html.escape(str(tr.get('precision', '')))}</td><td>{_num(tr.get('last_loss'), '{:.3f}')}</td>"
+                   f"<td>{'reused' if st['reused'] else 'ran'}</td></tr>")
+    return "".join(out) + "</table>"
+
+
+def _lineage(data: dict[str, Any]) -> str:
+    out = ["<table><tr><th>stage</th><th>rows made</th><th>details</th><th>model handed on</th></tr>"]
+    for st in data["stages"]:
+        details = ", ".join(f"{html.escape(k)}: {html.escape(str(v))}" for k, v in (st.get("result") or {}).items()
+                            if k not in ("model", "rows", "training"))
+        out.append(f"<tr><th class=l>{html.escape(st['step'])}</th><td>{st['rows']}</td><td class=l>{details}</td>"
+                   f"<td class=l><small>{html.escape(str(st['model']))}</small></td></tr>")
+    return "".join(out) + "</table>"
+
+
+def write_report(out_dir: str | Path, data: dict[str, Any]) -> Path:
+    """``report.html`` (and ``report.json``: ``data`` as given) in ``out_dir``."""
+    style = "<style>.good{color:#060;font-weight:bold}.bad{color:#a00;font-weight:bold}td.l,th.l{text-align:left}</style>"
+    body = (f"{style}<p>recipe <code>{html.escape(str(data['recipe']))}</code>, base model "
+            f"<code>{html.escape(str(data['base']))}</code>. The same items after every stage, greedy, through the store. "
+            "Differences are paired on the items (percentage points, 95% bootstrap interval, McNemar p); "
+            "green/red: an interval that excludes 0, in the better/worse direction.</p>"
+            f"<h2>Stage x measure</h2>{_matrix(data)}"
+            f"<h2>Honesty against the base model (in distribution)</h2>{_honesty(data)}"
+            f"<h2>Cost</h2>{_cost(data)}<h2>Data lineage</h2>{_lineage(data)}")
+    return _page(out_dir, "Recipe: every stage on every measure", body, data)

@@ -1,0 +1,333 @@
+"""Stages and recipes: the registry, typed results, plan-time validation, resume as one unit,
+change propagation, a killed run, the report. Toy stages registered here (a scripted model; the
+"training" writes a file) exercise the runner; the registered stages are checked by ``plan`` here
+and on a tiny random-init model in ``test_the_three_stages_on_a_tiny_model``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from selfalign.config import ConfigError
+from selfalign.models.scripted import ScriptedModel
+from selfalign.recipe import runner
+from selfalign.recipe.spec import build_recipe, load_recipe
+from selfalign.stage import REGISTRY, Models, Result, StageContext, get_stage, register_stage
+from selfalign.store.cache import CachedModel, Store
+from selfalign.types import GenParams, GenRequest, user
+
+CALLS: list[str] = []  # every toy stage execution, by step
+FAIL: set[str] = set()  # steps that raise (a killed run)
+
+
+@dataclass
+class ToyConfig:
+    tag: str = "a"
+    n: int = 2
+    input: str = ""  # a file the stage reads (checked by plan)
+    extra: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+
+
+@dataclass
+class ToyResult(Result):
+    tag: str = ""
+    answers: list[str] = field(default_factory=list)
+
+
+def _toy_check(cfg: ToyConfig) -> None:
+    if cfg.input and not Path(cfg.input).exists():
+        raise FileNotFoundError(f"input: {cfg.input}: not found")
+
+
+@register_stage("toy", config=ToyConfig, result=ToyResult, roles=("policy",), check=_toy_check,
+                inputs=lambda cfg: [cfg.input] if cfg.input else [])
+def toy(cfg: ToyConfig, models: Models, ctx: StageContext) -> ToyResult:
+    """Asks the policy n questions, then 'trains': writes a model file derived from the policy and the tag."""
+    CALLS.append(ctx.step)
+    res = models.policy.generate([GenRequest(user(f"{cfg.tag} question {i}"), GenParams(0.0, 1.0, 8)) for i in range(cfg.n)])
+    if ctx.step in FAIL:
+        raise KeyboardInterrupt(f"killed inside {ctx.step}")
+    model = ctx.out / "model"
+    model.mkdir(parents=True, exist_ok=True)
+    tag = cfg.tag + (Path(cfg.input).read_text() if cfg.input else "")
+    upstream = Path(models.spec("policy")) / "weights.txt"
+    (model / "weights.txt").write_text(f"{upstream.read_text() if upstream.exists() else models.spec('policy')}+{tag}")
+    return ToyResult(model=str(model), rows=cfg.n, tag=cfg.tag, answers=[r.texts[0] for r in res])
+
+
+class Loader:
+    """spec -> a scripted model whose id follows the spec's weights file; counts loads."""
+
+    def __init__(self) -> None:
+        self.loaded: list[str] = []
+
+    def __call__(self, spec: str) -> CachedModel:
+        self.loaded.append(spec)
+        w = Path(spec) / "weights.txt"
+        ident = w.read_text() if w.exists() else spec
+        mid = "scripted-" + hashlib.sha256(ident.encode()).hexdigest()[:8]
+        idk = "I apologize, but I'm not able to provide an answer to the question."
+        return CachedModel(ScriptedModel(default=idk if "+" in ident else "Paris.", model_id=mid), Store(), progress=False)
+
+
+def recipe_dict(tmp_path, *tags, **over):
+    data = {"base": "scripted-base", "out": str(tmp_path / "run"), "eval": {"n_id": 6, "n_ood": 4, "bootstrap": 20},
+            "stages": [{"stage": "toy", "options": {"tag": t}} for t in tags]}
+    data.update(over)
+    return data
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    CALLS.clear()
+    FAIL.clear()
+
+
+def _run(tmp_path, data):
+    loader = Loader()
+    res = runner.run(build_recipe(data, "r.yaml"), loader=loader, log=lambda s: None)
+    return res, loader
+
+
+# ------------------------------------------------------------------ registry, typed results
+def test_registry_finds_stages_by_name_and_refuses_a_second_registration():
+    import selfalign.recipe.stages  # noqa: F401
+
+    assert {"honesty", "synth-sft", "trust-data", "toy"} <= set(REGISTRY)
+    assert get_stage("toy").config is ToyConfig and get_stage("toy").result is ToyResult
+    with pytest.raises(ConfigError, match="did you mean 'honesty'"):
+        get_stage("honsty")
+    with pytest.raises(ValueError, match="registered twice"):
+        register_stage("toy", config=ToyConfig, result=ToyResult)(lambda cfg, m, c: None)
+    with pytest.raises(TypeError, match="derived from Result"):
+        register_stage("bad", config=ToyConfig, result=ToyConfig)
+    with pytest.raises(ValueError, match="unknown role"):
+        register_stage("bad", config=ToyConfig, result=ToyResult, roles=("critic",))
+
+
+def test_a_stage_must_return_its_typed_result(tmp_path):
+    @register_stage("toy-untyped", config=ToyConfig, result=ToyResult)
+    def untyped(cfg, models, ctx):
+        return {"model": "x"}
+
+    try:
+        with pytest.raises(TypeError, match="returned dict, not ToyResult"):
+            untyped(ToyConfig(), Models({"policy": "p"}, Loader()), StageContext(tmp_path, "01-toy-untyped"))
+    finally:
+        REGISTRY.pop("toy-untyped")
+
+
+def test_results_are_typed_when_run_and_when_reused(tmp_path):
+    first, _ = _run(tmp_path, recipe_dict(tmp_path, "a"))
+    again, _ = _run(tmp_path, recipe_dict(tmp_path, "a"))
+    for res in (first, again):
+        value = res.stages[0].value
+        assert isinstance(value, ToyResult) and value.tag == "a" and value.rows == 2 and value.answers == ["Paris."] * 2
+    assert not first.stages[0].reused and again.stages[0].reused
+
+
+# ------------------------------------------------------------------ plan
+def test_plan_validates_every_stage_before_any_model(tmp_path, monkeypatch):
+    import selfalign.recipe.runner as r
+
+    monkeypatch.setattr(r, "load_model", lambda *a, **k: pytest.fail("plan loaded a model"))
+    bad = [
+        ({"stages": [{"stage": "toy"}, {"stage": "toyy"}]}, r"r\.yaml: stages\[1\]: unknown stage 'toyy' \(did you mean 'toy'"),
+        ({"stages": [{"stage": "toy", "options": {"tagg": "x"}}]}, r"r\.yaml: stages\[0\] \(toy\)\.options: unknown key 'tagg'.*'tag'"),
+        ({"stages": [{"stage": "toy"}, {"stage": "toy", "options": {"n": "many"}}]}, r"stages\[1\] \(toy\)\.options: n: expected int"),
+        ({"stages": [{"stage": "toy", "options": {"n": 0}}]}, r"stages\[0\] \(toy\)\.options: ToyConfig: n must be >= 1"),
+        ({"stages": [{"stage": "toy", "options": {"input": str(tmp_path / "nope.jsonl")}}]},
+         r"stages\[0\] \(toy\)\.options: input: .*nope\.jsonl: not found"),
+        ({"stages": [{"stage": "honesty", "options": {"methods": ["absolute", "multisample"]}}]},
+         r"stages\[0\] \(honesty\)\.options: methods: name exactly one trained method"),
+        ({"stages": [{"stage": "honesty", "options": {"out": "elsewhere"}}]}, r"stages\[0\] \(honesty\)\.options: out set by the recipe"),
+        ({"stages": [{"stage": "honesty", "options": {"data": str(tmp_path / "missing.jsonl"),
+                                                          "methods": ["absolute"]}}]}, r"stages\[0\] \(honesty\).*missing\.jsonl"),
+        ({"stages": [{"stage": "trust-data", "options": {"studies": ["safety", "typo"]}}]}, r"stages\[0\] \(trust-data\)\.options: .*studies"),
+        ({"stages": [{"stage": "synth-sft", "options": {"self_instruct": {"seed_tasks": str(tmp_path / "s.jsonl")}}}]},
+         r"stages\[0\] \(synth-sft\)\.options: .*s\.jsonl"),
+        ({"stages": []}, r"stages: name at least one stage"),
+        ({"modles": {}}, r"unknown key 'modles'.*'models'"),
+        ({"models": {"critic": "x"}}, r"models: unknown or fixed role"),
+    ]
+    for over, pattern in bad:
+        with pytest.raises(ConfigError, match=pattern):
+            build_recipe(recipe_dict(tmp_path, "a") | over, "r.yaml")
+    # a good recipe of every registered stage plans without loading anything
+    good = recipe_dict(tmp_path, stages=[{"stage": "synth-sft"}, {"stage": "honesty", "options": {"methods": ["absolute"]}},
+                                         {"stage": "trust-data", "options": {"n_items": 4}}])
+    plan = runner.plan(build_recipe(good, "r.yaml"))
+    assert [s.step for s in plan.stages] == ["01-synth-sft", "02-honesty", "03-trust-data"]
+    assert not any(s.cached for s in plan.stages)
+
+
+def test_plan_says_what_is_cached(tmp_path):
+    _run(tmp_path, recipe_dict(tmp_path, "a", "b", "c"))
+    plan = runner.plan(build_recipe(recipe_dict(tmp_path, "a", "b", "c"), "r.yaml"))
+    assert plan.base_eval_cached and all(s.cached and s.eval_cached for s in plan.stages)
+    plan = runner.plan(build_recipe(recipe_dict(tmp_path, "a", "B", "c"), "r.yaml"))
+    assert [s.cached for s in plan.stages] == [True, False, False]
+
+
+def test_recipe_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_dict(tmp_path, "a") | {"stages": [{"stage": "toy", "options": {"n": -1}}]}))
+    with pytest.raises(ConfigError, match=r"recipe\.yaml: stages\[0\] \(toy\)\.options: ToyConfig: n must be >= 1"):
+        load_recipe(path)
+
+
+# ------------------------------------------------------------------ resume, propagation, kill
+def test_a_second_run_reuses_everything_and_loads_no_model(tmp_path):
+    first, loader1 = _run(tmp_path, recipe_dict(tmp_path, "a", "b"))
+    assert CALLS == ["01-toy", "02-toy"] and loader1.loaded
+    assert first.report.exists()
+    before = Store().db.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
+    again, loader2 = _run(tmp_path, recipe_dict(tmp_path, "a", "b"))
+    assert CALLS == ["01-toy", "02-toy"]  # no stage ran again
+    assert loader2.loaded == [] and again.loaded == []  # no model loaded, so no model call
+    assert Store().db.execute("SELECT COUNT(*) FROM calls").fetchone()[0] == before
+    assert all(s.reused for s in again.stages) and all(e.reused for e in again.evals)
+    assert json.loads(again.report.with_suffix(".json").read_text())["matrix"] == json.loads(
+        first.report.with_suffix(".json").read_text())["matrix"]
+
+
+def test_changing_one_stage_redoes_it_and_those_after_nothing_before(tmp_path):
+    _run(tmp_path, recipe_dict(tmp_path, "a", "b", "c"))
+    CALLS.clear()
+    res, _ = _run(tmp_path, recipe_dict(tmp_path, "a", "B", "c"))
+    assert CALLS == ["02-toy", "03-toy"]
+    assert [s.reused for s in res.stages] == [True, False, False]
+    assert [e.reused for e in res.evals] == [True, True, False, False]
+    # the third stage was redone on the new second model
+    assert (tmp_path / "run" / "stages" / "03-toy" / "model" / "weights.txt").read_text() == "scripted-base+a+B+c"
+    assert (tmp_path / "run" / "stages" / "01-toy" / "model" / "weights.txt").read_text() == "scripted-base+a"
+
+
+def test_a_changed_input_file_redoes_the_stage(tmp_path):
+    f = tmp_path / "in.txt"
+    f.write_text("one")
+    data = recipe_dict(tmp_path, stages=[{"stage": "toy", "options": {"input": str(f)}}, {"stage": "toy"}])
+    _run(tmp_path, data)
+    CALLS.clear()
+    f.write_text("two")
+    _run(tmp_path, data)
+    assert CALLS == ["01-toy", "02-toy"]
+    CALLS.clear()
+    (tmp_path / "run" / "stages" / "01-toy" / "model" / "weights.txt").write_text("tampered")
+    _run(tmp_path, data)  # an output changed on disk: that stage is redone, and (its output restored) nothing after
+    assert CALLS == ["01-toy"]
+
+
+def test_a_killed_run_resumes_without_redoing_finished_stages(tmp_path):
+    FAIL.add("02-toy")
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path, recipe_dict(tmp_path, "a", "b", "c"))
+    assert CALLS == ["01-toy", "02-toy"]
+    assert not (tmp_path / "run" / "steps" / "02-toy.json").exists()
+    FAIL.clear()
+    CALLS.clear()
+    res, _ = _run(tmp_path, recipe_dict(tmp_path, "a", "b", "c"))
+    assert CALLS == ["02-toy", "03-toy"]
+    assert [s.reused for s in res.stages] == [True, False, False]
+
+
+def test_a_stage_may_be_repeated_and_each_takes_the_previous_model(tmp_path):
+    res, loader = _run(tmp_path, recipe_dict(tmp_path, "a", "a", "a"))
+    models = [s.value.model for s in res.stages]
+    assert len(set(models)) == 3 and [Path(m).parent.name for m in models] == ["01-toy", "02-toy", "03-toy"]
+    assert (Path(models[2]) / "weights.txt").read_text() == "scripted-base+a+a+a"
+    # each stage's policy is the model the stage before it handed on
+    # (evaluation of the base, stage 1, evaluation of its model, stage 2, ...)
+    assert loader.loaded == ["scripted-base", "scripted-base", models[0], models[0], models[1], models[1], models[2]]
+
+
+# ------------------------------------------------------------------ the suite and the report
+def test_the_report_is_a_stage_by_measure_matrix_against_previous_and_base(tmp_path):
+    res, _ = _run(tmp_path, recipe_dict(tmp_path, "a", "b"))
+    data = json.loads(res.report.with_suffix(".json").read_text())
+    assert [s["step"] for s in data["stages"]] == ["00-base", "01-toy", "02-toy"]
+    assert len(data["matrix"]) == 3 and "vs_prev" not in data["matrix"][0]["measures"]["id_idk"]
+    # the base answers "Paris." (never idk); the toy models decline everything: id_idk moves 0 -> 100
+    first = data["matrix"][1]["measures"]["id_idk"]
+    assert data["matrix"][0]["measures"]["id_idk"]["value"] == 0 and first["value"] == 100
+    assert first["vs_base"]["diff"] == 100 and first["vs_prev"]["diff"] == 100
+    assert data["matrix"][2]["measures"]["id_idk"]["vs_prev"]["diff"] == 0
+    assert data["matrix"][2]["measures"]["id_idk"]["vs_base"]["diff"] == 100
+    assert data["stages"][1]["rows"] == 2 and data["stages"][1]["result"]["tag"] == "a"
+    html = res.report.read_text()
+    for text in ("Stage x measure", "Δ vs previous", "Δ vs base", "Cost", "Data lineage", "id_idk", "02-toy"):
+        assert text in html
+
+
+def test_the_suite_asks_the_same_items_after_every_stage(tmp_path):
+    res, _ = _run(tmp_path, recipe_dict(tmp_path, "a", "b"))
+    ids = [{k: s["ids"] for k, s in e.value["sets"].items()} for e in res.evals]
+    assert ids[0] == ids[1] == ids[2] and len(ids[0]["id"]) == 6 and len(ids[0]["ood-answerable"]) == 4
+
+
+def test_cli_plan_prints_the_stages_and_errors_name_the_stage(tmp_path):
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe_dict(tmp_path, "a", "b")))
+    r = CliRunner().invoke(app, ["recipe", "plan", str(path)])
+    assert r.exit_code == 0, r.output
+    assert "01-toy" in r.output and "02-toy" in r.output and "2 stages, 2 to run" in r.output
+    path.write_text(yaml.safe_dump(recipe_dict(tmp_path, "a") | {"stages": [{"stage": "toy", "options": {"tagg": 1}}]}))
+    r = CliRunner().invoke(app, ["recipe", "plan", str(path)])
+    assert r.exit_code != 0 and "stages[0] (toy).options: unknown key 'tagg'" in str(r.exception)
+
+
+def test_quick_recipe_plans(tmp_path):
+    quick = Path(__file__).resolve().parents[1] / "recipes" / "quick.yaml"
+    recipe = load_recipe(quick, {"out": str(tmp_path / "quick")})
+    assert recipe.cfg.base == "smollm2-135m"
+    assert [p.stage.name for p in recipe.stages] == ["synth-sft", "honesty", "trust-data"]
+    assert not any(s.cached for s in runner.plan(recipe).stages)
+
+
+# ------------------------------------------------------------------ the registered stages, for real
+def test_the_three_stages_on_a_tiny_model(tiny_model_dir, tmp_path):
+    from selfalign.recipe.stages import HonestyStageResult, SynthSFTResult, TrustDataResult
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"id": f"q{i}", "question": f"What is the capital of country {i}?",
+                                        "answers": [f"City{i}"], "split": "test" if i % 4 == 0 else "train"})
+                            for i in range(12)) + "\n")
+    train = {"epochs": 1, "batch_size": 4, "lora_r": 4, "max_length": 64}
+    data = {"base": str(tiny_model_dir), "out": str(tmp_path / "run"), "batch_size": 8,
+            "eval": {"n_id": 4, "n_ood": 3, "max_tokens": 6, "bootstrap": 20},
+            "stages": [
+                {"stage": "synth-sft", "options": {"self_instruct": {"target": 2, "max_rounds": 1, "requests_per_round": 2,
+                                                                     "max_tokens": 24, "instance_max_tokens": 16},
+                                                   "train": train}},
+                {"stage": "honesty", "options": {"data": str(qa), "samples": 2, "max_tokens": 6, "methods": ["absolute"],
+                                                 "balance": False, "train": train}},
+                {"stage": "trust-data", "options": {"n_items": 2, "max_tokens": 8, "helpful_ratio": 1.0, "train": train}},
+            ]}
+    logs: list[str] = []
+    res = runner.run(build_recipe(data, "tiny.yaml"), log=logs.append)
+    synth, hon, trust = (s.value for s in res.stages)
+    assert isinstance(synth, SynthSFTResult) and isinstance(hon, HonestyStageResult) and isinstance(trust, TrustDataResult)
+    # honesty trained on the synth stage's model (or the base, when synthesis kept nothing)
+    assert hon.training is not None and hon.training.steps >= 1 and Path(hon.model, "config.json").exists()
+    assert hon.method == "absolute" and hon.rows == 9
+    assert Path(hon.model).is_relative_to(tmp_path / "run" / "stages" / "02-honesty")
+    assert sum(trust.evaluated.values()) > 0
+    if trust.training is not None:
+        assert Path(trust.model).is_relative_to(tmp_path / "run" / "stages" / "03-trust-data")
+    report = json.loads(res.report.with_suffix(".json").read_text())
+    assert len(report["matrix"]) == 4 and report["stages"][2]["training"]["precision"]
+    again = runner.run(build_recipe(data, "tiny.yaml"), log=logs.append)
+    assert again.loaded == [] and all(s.reused for s in again.stages)
