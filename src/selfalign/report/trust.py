@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from selfalign.report.critique import _err, _img, _page, _plt
-from selfalign.trust.taxonomy import CATEGORIES
 
 _PCT = {"ece", "overconfidence", "mean_confidence", "accuracy", "refusal_share", "harm_safe_share", "refusal_ratio",
         "verbatim_leak_rate", "both_correct", "consistency", "q1_accuracy", "q2_accuracy", "accuracy_clean",
@@ -60,12 +59,17 @@ def _fmt(name: str, m: dict[str, Any]) -> str:
 
 
 def _grid(cov: list[dict[str, Any]]) -> str:
-    by = {r["subcategory"]: r["studies"] for r in cov}
+    """The taxonomy grid from the run's coverage rows (one per sub-category, in the taxonomy's
+    order, each naming its category): the report renders them and imports no taxonomy."""
+    by_cat: dict[str, list[dict[str, Any]]] = {}
+    for r in cov:
+        by_cat.setdefault(r["category"], []).append(r)
     rows = ""
-    for cat, subs in CATEGORIES.items():
+    for cat, subs in by_cat.items():
         cells = "".join(
-            f"<td class=l style='background:{'#cfe8cf' if by.get(s) else '#f3f3f3'}'>{html.escape(s.replace('_', ' '))}"
-            f"<br><small>{html.escape(', '.join(by.get(s, [])) or 'not measured')}</small></td>" for s in subs)
+            f"<td class=l style='background:{'#cfe8cf' if r['studies'] else '#f3f3f3'}'>"
+            f"{html.escape(r['subcategory'].replace('_', ' '))}"
+            f"<br><small>{html.escape(', '.join(r['studies']) or 'not measured')}</small></td>" for r in subs)
         rows += f"<tr><th class=l>{html.escape(cat.replace('_', ' '))}</th>{cells}</tr>"
     n = sum(1 for r in cov if r["studies"])
     return (f"<h2>Coverage: {n} of {len(cov)} sub-categories measured</h2>"
