@@ -31,7 +31,7 @@ from selfalign.recipe.suite import HIGHER_IS_BETTER, MEASURES, measure_matrix, r
 from selfalign.report.recipe import write_report
 from selfalign.stage import Models, Result, StageContext, Step, files_under, load_result, output_hash, run_step
 from selfalign.store.cache import CachedModel, Store
-from selfalign.store.runs import RunDir
+from selfalign.store.runs import RunDir, input_hashes
 from selfalign.types import stable_hash
 
 Loader = Callable[[str], StageModel]
@@ -48,7 +48,11 @@ def model_loader(store: str = "", batch_size: int = 256, progress: bool = False)
 
 
 def base_hash(recipe: Recipe) -> str:
-    return stable_hash({"base": recipe.cfg.base})
+    """The identity of the base model: its spec, and for a local directory the hashes of its files
+    (a model replaced in place is a new base)."""
+    base = Path(recipe.cfg.base)
+    files = input_hashes(sorted(str(p) for p in base.rglob("*") if p.is_file())) if base.is_dir() else {}
+    return stable_hash({"base": recipe.cfg.base, "files": files})
 
 
 def stage_inputs(recipe: Recipe, p: PlannedStage, upstream: str) -> dict[str, str]:

@@ -92,7 +92,7 @@ def _honesty_inputs(cfg: HonestyConfig) -> list[str]:
     return [p for p in (cfg.data, cfg.test_data) if p and p != "bundled"]
 
 
-@register_stage("honesty", config=HonestyConfig, result=HonestyStageResult, roles=("policy", "judge"),
+@register_stage("honesty", config=HonestyConfig, result=HonestyStageResult, roles=("policy",),
                 owned=("model", "out", "store"), check=_honesty_check, inputs=_honesty_inputs)
 def honesty(cfg: HonestyConfig, models: Models, ctx: StageContext) -> HonestyStageResult:
     """Alignment for Honesty on the current model: k(x), the method's training set, SFT."""
