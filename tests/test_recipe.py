@@ -305,7 +305,7 @@ def test_the_three_stages_on_a_tiny_model(tiny_model_dir, tmp_path):
     qa.write_text("\n".join(json.dumps({"id": f"q{i}", "question": f"What is the capital of country {i}?",
                                         "answers": [f"City{i}"], "split": "test" if i % 4 == 0 else "train"})
                             for i in range(12)) + "\n")
-    train = {"epochs": 1, "batch_size": 4, "lora_r": 4, "max_length": 64}
+    train = {"epochs": 1, "batch_size": 4, "lora_r": 4}
     data = {"base": str(tiny_model_dir), "out": str(tmp_path / "run"), "batch_size": 8,
             "eval": {"n_id": 4, "n_ood": 3, "max_tokens": 6, "bootstrap": 20},
             "stages": [
