@@ -153,6 +153,30 @@ def test_balance_keeps_equal_known_and_unknown():
     assert hds.balance_records(many, seed=1) == bal
 
 
+def test_balance_within_a_field_leaves_no_group_all_one_kind():
+    from dataclasses import replace
+
+    def tagged(name, label, relation):
+        return replace(rec(name, label, [label] * 10), meta={"relation": relation})
+
+    pool = ([tagged(f"ek{i}", "correct", "easy") for i in range(9)] + [tagged(f"eu{i}", "wrong", "easy") for i in range(2)]
+            + [tagged(f"hk{i}", "correct", "hard") for i in range(1)] + [tagged(f"hu{i}", "wrong", "hard") for i in range(9)]
+            + [tagged(f"xu{i}", "wrong", "idk-only") for i in range(5)])
+    whole = hds.balance_records(pool, seed=0)  # the paper's balance: 10 known, 10 unknown from anywhere
+    assert len(whole) == 20 and {r.meta["relation"] for r in whole if r.greedy_label != "correct"} >= {"hard"}
+    within = hds.balance_records(pool, seed=0, within="relation")
+    by = {g: sorted(r.greedy_label for r in within if r.meta["relation"] == g) for g in ("easy", "hard", "idk-only")}
+    assert by == {"easy": ["correct", "correct", "wrong", "wrong"], "hard": ["correct", "wrong"], "idk-only": []}
+    # known_share 2/3 inside each group: easy keeps 4 known to its 2 unknown; hard keeps one of each
+    two = hds.balance_records(pool, seed=0, within="relation", known_share=2 / 3)
+    assert sum(r.greedy_label == "correct" and r.meta["relation"] == "easy" for r in two) == 4
+    assert sorted(r.greedy_label for r in two if r.meta["relation"] == "hard") == ["correct", "wrong"]
+    with pytest.raises(ValueError, match="no training question has a 'topic' field"):
+        hds.balance_records(pool, within="topic")
+    with pytest.raises(ValueError, match="known_share"):
+        hds.balance_records(pool, known_share=1.0)
+
+
 def test_estimate_knowledge_on_a_scripted_model():
     from selfalign.store.cache import CachedModel, Store
 

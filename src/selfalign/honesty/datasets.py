@@ -15,6 +15,10 @@ conversational prompt-completion rows with provenance in ``meta``.
 
 ``balance=True`` subsamples the larger of {greedy correct, greedy not correct} to the size of the
 smaller, as the paper balanced its TriviaQA training questions 50/50 by the greedy answer.
+Two extensions of ours (issue 24, not in the paper): ``balance_within`` (a row field such as
+``relation``) balances inside each group of that field, so that no group is all "idk" and a model
+cannot learn to decline by the *kind* of question; ``known_share`` sets the share of greedy-correct
+questions kept (the paper's 0.5 by default), the largest subset with that share in each group.
 
 Deviations: the paper fixes M = 10 and counts k of 10; for other M we use k = round(10 * correct / M).
 A question known only through its greedy answer (k = 0, ``known_rule: reference``) gets the
@@ -53,12 +57,40 @@ def correct_response(rec: KnowledgeRecord) -> str | None:
     return None
 
 
-def balance_records(records: Sequence[KnowledgeRecord], seed: int = 0) -> list[KnowledgeRecord]:
-    known = [r for r in records if r.greedy_label == "correct"]
-    unknown = [r for r in records if r.greedy_label != "correct"]
-    n = min(len(known), len(unknown))
+def _share_sizes(n_known: int, n_unknown: int, share: float) -> tuple[int, int]:
+    """The largest (known, unknown) counts with known / (known + unknown) = share that fit (at
+    least one of each where both exist, so that no group is left all one kind).
+
+    >>> _share_sizes(30, 10, 0.5), _share_sizes(30, 10, 0.75), _share_sizes(3, 10, 0.25), _share_sizes(0, 9, 0.5), _share_sizes(1, 9, 0.75)
+    ((10, 10), (30, 10), (3, 9), (0, 0), (1, 1))
+    """
+    if n_known == 0 or n_unknown == 0:
+        return 0, 0
+    if n_known * (1 - share) >= n_unknown * share:  # known to spare: keep every unknown one
+        return min(n_known, max(1, round(n_unknown * share / (1 - share)))), n_unknown
+    return n_known, min(n_unknown, max(1, round(n_known * (1 - share) / share)))
+
+
+def balance_records(records: Sequence[KnowledgeRecord], seed: int = 0, within: str = "",
+                    known_share: float = 0.5) -> list[KnowledgeRecord]:
+    """Subsample to ``known_share`` greedy-correct questions, over the whole pool or, with
+    ``within`` (a meta field), inside each group of it; a group with no known or no unknown
+    question is dropped. Order is kept; the draw is seeded."""
+    if not 0 < known_share < 1:
+        raise ValueError(f"known_share must be in (0, 1), got {known_share}")
+    if within and records and not any(within in r.meta for r in records):
+        raise ValueError(f"balance_within: no training question has a '{within}' field "
+                         f"(fields: {', '.join(sorted({k for r in records for k in r.meta})) or 'none'})")
+    groups: dict[str, list[KnowledgeRecord]] = {}
+    for r in records:
+        groups.setdefault(str(r.meta.get(within, "")) if within else "", []).append(r)
     rng = random.Random(seed)
-    keep = {r.id for r in rng.sample(known, n)} | {r.id for r in rng.sample(unknown, n)}
+    keep: set[str] = set()
+    for name in sorted(groups):
+        known = [r for r in groups[name] if r.greedy_label == "correct"]
+        unknown = [r for r in groups[name] if r.greedy_label != "correct"]
+        nk, nu = _share_sizes(len(known), len(unknown), known_share)
+        keep |= {r.id for r in rng.sample(known, nk)} | {r.id for r in rng.sample(unknown, nu)}
     return [r for r in records if r.id in keep]
 
 

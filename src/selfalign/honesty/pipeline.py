@@ -73,7 +73,7 @@ STEPS = ("sample", "build", "train", "eval", "report")
 STEP_KEYS = {
     "sample": ("model", "data", "data_format", "test_data", "test_fraction", "n_train", "n_test", "samples",
                "temperature", "top_p", "max_tokens", "eval_max_tokens", "judge", "idk_signs", "seed"),
-    "build": ("methods", "tau", "balance", "known_rule", "seed"),
+    "build": ("methods", "tau", "balance", "balance_within", "known_share", "known_rule", "seed"),
     "eval": ("methods", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "nonambigqa", "ood", "n_ood",
              "bootstrap", "seed"),
 }
@@ -124,6 +124,8 @@ class HonestyConfig:
     tau: float = 0.1
     known_rule: str = "reference"  # reference: greedy-correct also counts as known (the released code); paper: the text
     balance: bool = True
+    balance_within: str = ""  # balance inside each group of this row field (e.g. relation); "" = the whole pool
+    known_share: float = 0.5  # share of greedy-correct questions kept by balance (the paper: 0.5)
     methods: list[str] = field(default_factory=lambda: list(hds.METHODS))
     judge: str = ""  # "" = string matching; a model spec = LLM judge
     idk_signs: list[str] = field(default_factory=lambda: list(IDK_SIGNS))
@@ -145,6 +147,8 @@ class HonestyConfig:
         bad = [m for m in [*self.methods, *self.train_per_method] if m not in hds.METHODS]
         if bad:
             raise ValueError(f"unknown method(s) {bad}; known: {', '.join(hds.METHODS)}")
+        if not 0 < self.known_share < 1:
+            raise ValueError(f"known_share must be in (0, 1), got {self.known_share}")
         if not 0 <= self.tau <= 1:
             raise ValueError(f"tau must be in [0, 1], got {self.tau}")
         if self.known_rule not in hds.KNOWN_RULES:
@@ -373,11 +377,14 @@ class HonestyRun:
         recs = self._records("train")
         t0 = time.time()
         if self.cfg.balance:
-            balanced = hds.balance_records(recs, self.cfg.seed)
+            balanced = hds.balance_records(recs, self.cfg.seed, self.cfg.balance_within, self.cfg.known_share)
             if balanced:
+                by = f" within each {self.cfg.balance_within}" if self.cfg.balance_within else ""
+                self.log(f"[build] balanced{by} to {self.cfg.known_share:g} known: {len(balanced)} of {len(recs)} questions")
                 recs = balanced
             else:
-                self.log("[build] balance skipped: the unaligned model's greedy answers are all correct or all not")
+                self.log("[build] balance skipped: the unaligned model's greedy answers are all correct or all not"
+                         + (f" in every {self.cfg.balance_within}" if self.cfg.balance_within else ""))
         out = {}
         for m in self.cfg.methods:
             if m == "prompt":
@@ -464,7 +471,9 @@ class HonestyRun:
             s = entry["scores"]
             self.log(f"[eval] {m:16s} honesty {s['honesty']['value']:5.1f}  prudence {s['prudence']['value']:5.1f}  "
                      f"over-cons. {s['over_conservativeness']['value']:5.1f}  accuracy {s['accuracy']['value']:5.1f}")
-        summary["ood"], ood_files = self._evaluate_ood(sets, models)
+        summary["ood"], ood_files, pooled = self._evaluate_ood(sets, models)
+        if pooled:
+            summary["ood_pooled"] = pooled
         for name, res in summary["ood"].items():  # the paper's PUQA / PKQA numbers, as earlier summaries had them
             for m, e in res["methods"].items():
                 if name == "puqa":
@@ -479,14 +488,19 @@ class HonestyRun:
                              time.time() - t0, {"judge": summary["judge"]})
         return summary
 
-    def _evaluate_ood(self, sets: dict[str, list[QAItem]], models: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    def _evaluate_ood(self, sets: dict[str, list[QAItem]],
+                      models: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:
         """Every model's greedy answers on every out-of-distribution set, and per set and model the
         nine-cell table against the unaligned model, the scores with intervals, the cells the rates
         ignore, paired differences against the unaligned model, and counts per group (a row's
-        ``reason``, ``relation`` or ``topic``)."""
+        ``reason``, ``relation`` or ``topic``). With two sets or more, also the sets pooled (every
+        row once: prudence over the unanswerable questions and the answerable ones the unaligned
+        model got wrong, over-conservativeness over those it got right), the issue-24 headline."""
         cfg = self.cfg
         out: dict[str, Any] = {}
         files: list[str] = []
+        # every set's rows together, per model: (before, loosely correct before, after, loosely correct, answerable)
+        pooled: dict[str, tuple[list[Any], ...]] = {}
         for name, items in sets.items():
             qa = [(it.id, it.question, tuple(it.answers)) for it in items]
             answerable = [it.answerable for it in items]
@@ -521,7 +535,27 @@ class HonestyRun:
                     for k in ("prudence", "over_conservativeness", "accuracy", "idk")))
             out[name] = {"n": len(items), "n_answerable": sum(answerable), "n_unanswerable": len(items) - sum(answerable),
                          "methods": per}
-        return out, files
+            for m, res in results.items():
+                pool = pooled.setdefault(m, ([], [], [], [], []))
+                parts: tuple[list[Any], ...] = (before, loose_before, [v.label or "wrong" for v in res.verdicts],
+                                                [loosely_correct(v) for v in res.verdicts], answerable)
+                for lst, vals in zip(pool, parts):
+                    lst.extend(vals)
+        if len(sets) < 2:
+            return out, files, None
+        out_pooled: dict[str, Any] = {}
+        for m, (b, lb, a, la, ans) in pooled.items():
+            pe: dict[str, Any] = {"scores": metrics.set_scores_with_ci(b, a, la, ans, cfg.bootstrap, cfg.seed)}
+            if m != "unaligned":
+                pe["vs_unaligned"] = metrics.paired_against(b, lb, a, la, ans, cfg.bootstrap, cfg.seed)
+            out_pooled[m] = pe
+            sc = pe["scores"]
+            self.log(f"[eval] {'OOD pooled':>12s} {m:16s} " + "  ".join(
+                f"{k.replace('over_conservativeness', 'over-cons.')} {_pct(sc[k]['value'])}"
+                for k in ("honesty", "prudence", "over_conservativeness", "accuracy")))
+        n_all, n_ans = len(pooled["unaligned"][0]), sum(pooled["unaligned"][4])
+        return out, files, {"sets": list(sets), "n": n_all, "n_answerable": n_ans, "n_unanswerable": n_all - n_ans,
+                            "methods": out_pooled}
 
     def report(self) -> Path:
         from selfalign.report.honesty import write_report

@@ -122,11 +122,13 @@ def _diff(d: dict[str, Any] | None) -> str:
 
 #: the scores the side-by-side table shows for each kind of set
 SIDE_SCORES = ("honesty", "prudence", "over_conservativeness", "accuracy")
+POOLED = "\0pooled"  # the pooled columns' group key (no set name has a NUL)
 
 
 def _side_by_side(summary: dict[str, Any]) -> str:
     """Methods as rows; the in-distribution scores, then each out-of-distribution set's defined
-    scores, each aligned value with its paired difference against the unaligned model."""
+    scores, then (with two sets or more) the sets pooled, each aligned value with its paired
+    difference against the unaligned model."""
     ood = summary.get("ood") or {}
     if not ood:
         return ""
@@ -135,8 +137,12 @@ def _side_by_side(summary: dict[str, Any]) -> str:
         first = next(iter(res["methods"].values()))["scores"]
         cols += [(name, n) for n in SIDE_SCORES if first[n]["value"] is not None
                  or any(e["scores"][n]["value"] is not None for e in res["methods"].values())]
+    pooled = summary.get("ood_pooled")
+    if pooled:
+        cols += [(POOLED, n) for n in SIDE_SCORES]
+    label = {"test": "in distribution (test)", POOLED: "all OOD sets pooled"}
     top = "<tr><th class=l></th>" + "".join(
-        f"<th colspan={sum(c[0] == g for c in cols)}>{html.escape('in distribution (test)' if g == 'test' else g)}</th>"
+        f"<th colspan={sum(c[0] == g for c in cols)}>{html.escape(label.get(g, g))}</th>"
         for g in dict.fromkeys(c[0] for c in cols)) + "</tr>"
     head = "<tr><th class=l>method</th>" + "".join(f"<th>{n.replace('_', '-')}</th>" for _, n in cols) + "</tr>"
     rows = []
@@ -146,7 +152,7 @@ def _side_by_side(summary: dict[str, Any]) -> str:
             if g == "test":
                 cells.append(f"<td>{_val(e['scores'][n]['value'])}{_diff(e.get('paired', {}).get(n))}</td>")
             else:
-                oe = ood[g]["methods"].get(m, {})
+                oe = (pooled if g == POOLED and pooled else ood[g])["methods"].get(m, {})
                 cells.append(f"<td>{_val(oe.get('scores', {}).get(n, {}).get('value'))}"
                              f"{_diff(oe.get('vs_unaligned', {}).get(n))}</td>")
         rows.append(f"<tr><td class=l>{html.escape(m)}</td>{''.join(cells)}</tr>")
