@@ -4,7 +4,8 @@
     .venv/bin/python bench/harm_judge.py --pm-cost 32   # time LoRA score-head steps (option b)
 
 Prints: the CPU, feature-extraction and head-fitting wall times, the dev-question LOSO table of
-every variant (best L2 / weighting / threshold per feature set, layer and pooling), the chosen
+every variant (best L2 / weighting / threshold per feature set, layer and pooling; ``combo`` is an
+encoder slice + TF-IDF of the words + the refusal verdict, selfalign.reward.harm_text), the chosen
 config, then on the test questions (once) the chosen config, the best bag-of-words config (also
 chosen on dev) and the refusal proxy, the reliability table, and the all-questions LOSO (labelled:
 the dev half was seen in selection). The protocol is selfalign.reward.harm_judge's docstring.
@@ -140,7 +141,8 @@ def main() -> None:
     best: dict[str, Any] = {}
     for r in res["selection"]:
         c = r["config"]
-        fam = f"enc L{c.layer:<2d} {c.pooling}" if c.features == "enc" else "bow (hashed 1-2 grams)"
+        fam = {"enc": f"enc L{c.layer:<2d} {c.pooling}", "bow": "bow (hashed 1-2 grams)",
+               "combo": f"combo L{c.layer:<2d} {c.pooling} (+tfidf+refusal)"}[c.features]
         best.setdefault(fam, r)
     for fam, r in sorted(best.items(), key=lambda kv: kv[1]["criterion"], reverse=True):
         c = r["config"]

@@ -14,7 +14,7 @@ from selfalign.reward.harm_judge import (
     train_harm_judge)
 from selfalign.reward.harm_train import (
     HeadConfig, FrozenEncoder, ece, fit_logistic, fold_ids, gold01, grid, hashed_bow, loso_indices, loso_predict,
-    pick, question_half, table)
+    pick, question_half, table, THRESHOLDS)
 from selfalign.judges.registry import HARMFUL, NOT_HARMFUL, JudgeInput, LabelledRow, evaluate, get_judge, load_labelled
 from selfalign.models.scripted import ScriptedModel
 from selfalign.store.cache import CachedModel, Store
@@ -170,7 +170,7 @@ def test_leave_one_source_out_selects_on_dev_and_reports_test_and_all(rows):
     feats = build_features(rows, None)
     res = leave_one_source_out(rows, feats, candidates=grid([], with_encoder=False, bow_l2s=(1e-2, 1.0)))
     assert res["chosen"].features == "bow"
-    assert len(res["selection"]) == 4 * 5  # 2 l2 x 2 weightings x 5 thresholds
+    assert len(res["selection"]) == 4 * len(THRESHOLDS)  # 2 l2 x 2 weightings x every threshold
     assert set(res["all"]) == set(res["proxy"]) == {"davinci", "text-davinci-003", "gpt-4"}
     assert all(r["criterion"] >= res["selection"][-1]["criterion"] for r in res["selection"])
 

@@ -11,6 +11,9 @@ Everything here is numpy/torch; sklearn is not a dependency.
   on disk, keyed by the encoder id, the template, the layers and a hash of the rows.
 * :func:`hashed_bow`: the no-encoder baseline, hashed unigrams and bigrams of the answer (and,
   in their own namespace, the question), log counts, L2-normalised.
+* ``combo`` (:mod:`selfalign.reward.harm_text`): one layer and pooling of the cached encoder
+  features + TF-IDF of the answer's and the question's words + the refusal rule's verdict, one
+  design matrix fitted per training fold (:func:`fit_head`).
 * :func:`fit_logistic`: L2-regularised logistic regression on standardised features (L-BFGS),
   optionally class-balanced.
 * :func:`loso_indices`: train on two source models' answers, test on the third; questions never
@@ -31,6 +34,7 @@ import numpy as np
 from selfalign.judges.registry import HARMFUL, evaluate_labels, HARM_LABELS, NOT_HARMFUL
 from selfalign.models.hf import model_revision
 from selfalign.models.registry import require_trainable
+from selfalign.reward.harm_text import ComboFeatures
 from selfalign.reward.pm import PMEncoder
 
 POOLINGS = ("last", "mean", "resp")
@@ -257,7 +261,9 @@ def cached_features(enc: FrozenEncoder, rows: Sequence[Any], cache_dir: str | Pa
 @dataclass(frozen=True)
 class HeadConfig:
     """One candidate: the feature set (``enc``: one layer and pooling of the frozen encoder;
-    ``bow``: hashed bag of words), the L2 strength, class balancing and the decision threshold."""
+    ``bow``: hashed bag of words; ``combo``: that encoder slice + TF-IDF of the words + the refusal
+    verdict, :mod:`selfalign.reward.harm_text`), the L2 strength, class balancing and the decision
+    threshold."""
     features: str = "enc"
     layer: int = 0
     pooling: str = "last"
@@ -266,13 +272,15 @@ class HeadConfig:
     threshold: float = 0.5
 
     def name(self) -> str:
-        feat = f"enc L{self.layer} {self.pooling}" if self.features == "enc" else "bow"
+        feat = {"enc": f"enc L{self.layer} {self.pooling}", "bow": "bow",
+                "combo": f"combo (enc L{self.layer} {self.pooling} + tf-idf + refusal)"}[self.features]
         return f"{feat}, l2 {self.l2:g}, {'balanced' if self.balanced else 'unweighted'}, t {self.threshold:g}"
 
 
 def pick(feats: dict[str, Any], cfg: HeadConfig) -> np.ndarray:
     """The (rows, dim) matrix a config reads from ``feats`` (``enc``: (rows, layers, poolings,
-    hidden) with ``layers``; ``bow``: (rows, dim))."""
+    hidden) with ``layers``; ``bow``: (rows, dim)); for ``combo`` the encoder slice, which
+    :func:`fit_head` joins with the rows' text per training fold."""
     if cfg.features == "bow":
         return np.asarray(feats["bow"])
     li = list(feats["layers"]).index(cfg.layer)
@@ -311,13 +319,28 @@ def loso_indices(rows: Sequence[Any], phase: str) -> Iterator[tuple[str, np.ndar
                 yield s, tr, te
 
 
+def fit_head(x: np.ndarray, rows: Sequence[Any], cfg: HeadConfig) -> tuple[Head, ComboFeatures | None]:
+    """The head of ``cfg`` fitted on ``rows`` (``x``: their :func:`pick` matrix); for ``combo`` also
+    the text/refusal transform, fitted on these rows only. Predict with :func:`head_proba`."""
+    y = gold01(rows)
+    if cfg.features != "combo":
+        return fit_logistic(x, y, cfg.l2, cfg.balanced, standardize=cfg.features != "bow"), None
+    combo = ComboFeatures.fit(x, rows)
+    return fit_logistic(combo.transform(x, rows), y, cfg.l2, cfg.balanced, standardize=False), combo
+
+
+def head_proba(head: Head, combo: ComboFeatures | None, x: np.ndarray, rows: Sequence[Any]) -> np.ndarray:
+    """P(harmful) of rows whose :func:`pick` matrix is ``x``."""
+    return head.proba(x if combo is None else combo.transform(x, rows))
+
+
 def loso_predict(x: np.ndarray, rows: Sequence[Any], cfg: HeadConfig, phase: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Held-out source -> (P(harmful), gold 0/1), pooled over the phase's fold pairs."""
     y = gold01(rows)
     got: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for s, tr, te in loso_indices(rows, phase):
-        head = fit_logistic(x[tr], y[tr], cfg.l2, cfg.balanced, standardize=cfg.features != "bow")
-        got.setdefault(s, []).append((head.proba(x[te]), y[te]))
+        head, combo = fit_head(x[tr], [rows[i] for i in tr], cfg)
+        got.setdefault(s, []).append((head_proba(head, combo, x[te], [rows[i] for i in te]), y[te]))
     return {s: (np.concatenate([p for p, _ in v]), np.concatenate([t for _, t in v])) for s, v in got.items()}
 
 
@@ -343,19 +366,27 @@ def criterion(tab: dict[str, dict[str, Any]], bar: Sequence[str]) -> tuple[float
 
 def grid(layers: Sequence[int], with_encoder: bool = True, with_bow: bool = True,
          l2s: Sequence[float] = (1e-2, 1e-1, 1.0, 10.0),
-         bow_l2s: Sequence[float] = (1e-3, 1e-2, 1e-1)) -> list[HeadConfig]:
+         bow_l2s: Sequence[float] = (1e-3, 1e-2, 1e-1), with_combo: bool = True,
+         combo_l2s: Sequence[float] = (1e-3, 1e-2, 1e-1),
+         combo_poolings: Sequence[str] = ("mean", "resp")) -> list[HeadConfig]:
     """Candidates without thresholds (each is scored at every threshold of :data:`THRESHOLDS`).
-    The bag of words is not standardised (unit-norm rows), so its L2 range sits lower."""
+    The bag of words and ``combo`` are not standardised as a whole (unit-norm blocks), so their L2
+    ranges sit lower. ``combo`` needs the encoder and is tried class-balanced only (every
+    encoder-only winner was balanced; each combo fit builds its own vocabulary, so it is the slow one)."""
     out = []
     for bal in (False, True):
         if with_encoder:
             out += [HeadConfig("enc", layer, pool, l2, bal) for layer in layers for pool in POOLINGS for l2 in l2s]
         if with_bow:
             out += [HeadConfig("bow", 0, "", l2, bal) for l2 in bow_l2s]
+    if with_encoder and with_combo:
+        out += [HeadConfig("combo", layer, pool, l2, True) for layer in layers for pool in combo_poolings
+                for l2 in combo_l2s]
     return out
 
 
-THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
+#: decision thresholds tried for every candidate (0.2 to 0.8 in steps of 0.05)
+THRESHOLDS = tuple(round(0.2 + 0.05 * k, 2) for k in range(13))
 
 
 def select(feats: dict[str, Any], rows: Sequence[Any], candidates: Sequence[HeadConfig],
