@@ -31,6 +31,14 @@ Sampling is our own short decode loop over the model's forward pass rather than
 
 Padding sits between the shared head and each prompt's tail, masked out, with position ids
 counted over real tokens only, so every row sees exactly its own prompt.
+
+That is exact in arithmetic, not always in floating point: torch's SDPA kernel sums a row's
+positions in blocks that padding shifts, so a row's logits depend in the last bit on the batch,
+and bf16 rounding carries that into other tokens (2 of 24 greedy answers of the embedded model
+between one call and calls of 5; issue 26). A bf16 model on a CPU therefore attends with
+:func:`_invariant_attention`, whose sums padding does not regroup: a sample is then the same in any
+batch, head split or chunk, and a resumed run repeats an uninterrupted one. fp32 keeps SDPA (its
+last-bit differences changed no token in our checks; the README names the exception).
 """
 
 from __future__ import annotations
@@ -158,6 +166,61 @@ def _buffered_layer_type() -> type:
     return BufferedLayer
 
 
+#: the attention implementation :func:`use_invariant_attention` registers with transformers
+INVARIANT_ATTENTION = "selfalign_invariant"
+
+
+def _invariant_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, scaling: float,
+                         dropout: float = 0.0, **kwargs: Any) -> tuple[Any, None]:
+    """Attention whose output for a row does not depend on the other rows of the batch, on how
+    much padding the batch adds (before, between or after the row's real positions) or on how many
+    positions one forward pass runs: what a resumed run needs to repeat an uninterrupted one.
+
+    It is transformers' eager attention (bf16 matmuls, the mask added, softmax in fp32), with the
+    query heads of one KV head stacked as rows instead of ``repeat_kv`` copying the KV per head,
+    and both matmuls run with oneDNN switched off, so they go to torch's own gemm, whose sums run
+    over the positions in order in fp32: a masked position adds an exact zero (its softmax weight is
+    exp(-huge) = 0), so padding never changes a sum. Measured on an AVX2 CPU
+    (``bench/resume.py``, docs/RESULTS.md): torch's fused SDPA kernel and eager attention in fp32
+    are not padding-invariant (their blocked sums regroup the real positions: 1-ulp differences that
+    bf16 rounding turns into different tokens); this function in bf16 is, bit for bit. In fp32 the
+    sums go to MKL's blocked sgemm and are not: fp32 models keep SDPA (see :class:`HFModel`)."""
+    import torch
+
+    b, h, q, d = query.shape
+    kvh = key.shape[1]
+    g = h // kvh
+    onednn = torch._C._get_mkldnn_enabled()
+    torch._C._set_mkldnn_enabled(False)  # (torch.backends.mkldnn.flags also resets tf32 settings, with a warning)
+    try:
+        # heads kv*g .. kv*g+g-1 read KV head kv (repeat_kv's layout): their queries stacked as g*q rows
+        scores = torch.matmul(query.reshape(b, kvh, g * q, d), key.transpose(2, 3)) * scaling
+        scores = scores.view(b, kvh, g, q, -1).float()
+        if attention_mask is not None:  # (b, 1, q, kv): 0 where attended, the dtype's minimum elsewhere
+            scores = scores + attention_mask[:, :, None]
+        weights = torch.softmax(scores, dim=-1).to(query.dtype).view(b, kvh, g * q, -1)
+        out = torch.matmul(weights, value)
+    finally:
+        torch._C._set_mkldnn_enabled(onednn)
+    return out.view(b, h, q, d).transpose(1, 2).contiguous(), None
+
+
+def use_invariant_attention(model: Any) -> bool:
+    """Switch ``model`` to :func:`_invariant_attention` (registered with transformers once, with
+    eager attention's float masks). False where the model cannot take it (its attention is not
+    routed through transformers' attention interface): it keeps its own."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    ALL_ATTENTION_FUNCTIONS.register(INVARIANT_ATTENTION, _invariant_attention)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(INVARIANT_ATTENTION, eager_mask)
+    try:
+        model.set_attn_implementation(INVARIANT_ATTENTION)
+    except (ValueError, KeyError, AttributeError, NotImplementedError):
+        return False
+    return getattr(model.config, "_attn_implementation", None) == INVARIANT_ATTENTION
+
+
 def _buffered_cache(cache: Any, rows: Any, spare: int) -> Any:
     """A cache holding ``cache``'s KV for the batch rows ``rows`` (an index tensor; rows may repeat:
     the samples of one prompt) in :func:`_buffered_layer_type` layers with ``spare`` free positions."""
@@ -274,6 +337,10 @@ class HFModel:
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         elif quantize not in (None, "", "none"):
             raise ModelError(f"unknown quantize={quantize!r}; known: int8")
+        # bf16/fp16 on a CPU: batch-invariant attention (:func:`_invariant_attention`), so a sample does
+        # not depend on the batch it was decoded in and a resumed run repeats an uninterrupted one
+        half = next(self.model.parameters()).dtype in (torch.bfloat16, torch.float16)
+        self.invariant_attention = half and self.device == "cpu" and use_invariant_attention(self.model)
         if model_id is None:
             rev = model_revision(self.name, revision, getattr(self.model.config, "_commit_hash", None))
             model_id = f"hf:{self.name}@{rev}"

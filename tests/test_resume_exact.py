@@ -1,0 +1,92 @@
+"""Exact resume in every precision (issue 26): a sample does not depend on the batch it was decoded
+in, so one call, the same requests in calls of 5, and a run killed midway and resumed on the same
+store (a new model object, as in a new process) give the same completions, greedy and sampled at
+T = 1, in bf16 as in fp32.
+
+The tiny model's weights are scaled up 8x: at the default initialisation its logits are so flat
+and its greedy answers so alike that bf16's batch dependence never shows; at 8x, torch's SDPA
+kernel changes 3 of 24 greedy answers between one call and calls of 5 in bf16
+(:func:`test_sdpa_is_not_batch_invariant_in_bf16`, which shows this test can fail)."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfalign.types import GenParams, GenRequest, user
+
+torch = pytest.importorskip("torch")
+
+WORDS = "capital France fruit symbol Iron hello world answer atomic number Gold Lima Peru apples pears".split()
+
+
+def _requests() -> list[GenRequest]:
+    """12 greedy and 12 sampled requests (3 samples each) over prompts of 1 to 9 words: rows of
+    different lengths, so batches pad them differently."""
+    prompts = [" ".join(WORDS[(i * 7 + j * 3) % len(WORDS)] for j in range(1 + i % 9)) for i in range(24)]
+    greedy, hot = GenParams(max_tokens=24), GenParams(temperature=1.0, max_tokens=24)
+    return [GenRequest(user(p), greedy if i % 2 else hot, n=1 if i % 2 else 3, seed=i) for i, p in enumerate(prompts)]
+
+
+@pytest.fixture(scope="module")
+def sharp_model_dir(tmp_path_factory):
+    """The tiny random-init Llama with its matrices scaled 8x (saved, so every load is the same model)."""
+    from transformers import AutoModelForCausalLM
+
+    from conftest import build_tiny_model
+
+    path = build_tiny_model(tmp_path_factory.mktemp("sharp") / "model")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.mul_(8.0)
+    model.save_pretrained(path)
+    return path
+
+
+def _load(path, dtype: str, attention: str | None = None):
+    from selfalign.models.hf import HFModel
+
+    m = HFModel(str(path), dtype=dtype, batch_size=256)
+    if attention:
+        m.model.set_attn_implementation(attention)
+    return m
+
+
+def _texts(results) -> list[list[str]]:
+    return [r.texts for r in results]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_one_call_chunks_and_a_killed_run_give_the_same_samples(sharp_model_dir, tmp_path, dtype):
+    from selfalign.store.cache import CachedModel, Store
+
+    reqs = _requests()
+    model = _load(sharp_model_dir, dtype)
+    one = _texts(CachedModel(model, Store(tmp_path / "one.sqlite"), progress=False).generate(reqs))
+    chunked = CachedModel(model, Store(tmp_path / "chunks.sqlite"), progress=False)
+    in_fives = [t for a in range(0, len(reqs), 5) for t in _texts(chunked.generate(reqs[a:a + 5]))]
+    # killed midway: the first 13 requests' samples stored in chunks of 7, then a new model object on
+    # the same store asks for everything and generates only what is missing
+    store = Store(tmp_path / "killed.sqlite")
+    CachedModel(model, store, chunk_size=7, progress=False).generate(reqs[:13])
+    resumed_model = _load(sharp_model_dir, dtype)
+    resumed = CachedModel(resumed_model, store, progress=False).generate(reqs)
+    assert sum(1 for r in resumed for c in r.completions if c.cached) == 3 * 7 + 6  # the 13 first requests' samples
+    assert in_fives == one
+    assert _texts(resumed) == one
+    assert len({t for texts in one for t in texts}) > 40  # answers differ: a collapsed model would prove nothing
+    assert model.invariant_attention == (dtype == "bfloat16")  # fp32 keeps SDPA (see the README's exception)
+
+
+def test_sdpa_is_not_batch_invariant_in_bf16(sharp_model_dir):
+    """The cause, measured: with torch's SDPA kernel (the model's default attention) the same greedy
+    requests give different answers in one call and in calls of 5 in bf16: each call pads its rows
+    differently and SDPA's blocked sums regroup the real positions around the padding (1-ulp
+    differences that bf16 rounding carries into other tokens). If this fails, the kernel has become
+    batch-invariant here and the test above no longer shows that the fix is needed."""
+    reqs = [GenRequest(r.prompt, GenParams(max_tokens=32), seed=r.seed) for r in _requests()]
+    model = _load(sharp_model_dir, "bfloat16", attention="sdpa")
+    one = _texts(model.generate(reqs))
+    in_fives = [t for a in range(0, len(reqs), 5) for t in _texts(model.generate(reqs[a:a + 5]))]
+    assert in_fives != one
