@@ -90,3 +90,35 @@ def test_sdpa_is_not_batch_invariant_in_bf16(sharp_model_dir):
     one = _texts(model.generate(reqs))
     in_fives = [t for a in range(0, len(reqs), 5) for t in _texts(model.generate(reqs[a:a + 5]))]
     assert in_fives != one
+
+
+def test_invariant_attention_computes_what_sdpa_computes(tiny_model_dir):
+    """The same logits as SDPA up to rounding (fp32, a padded batch with a KV cache, 2 query heads per
+    KV head): the invariant attention attends as the model's own, each query head to its KV head."""
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from selfalign.models.hf import use_invariant_attention
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
+    assert model.config.num_attention_heads != model.config.num_key_value_heads
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, model.config.vocab_size, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, :4] = 0
+    mask[2, :2] = 0
+
+    def logits() -> list:
+        cache = DynamicCache()
+        first = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True).logits
+        step = model(input_ids=ids[:, :1], attention_mask=torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype)], 1),
+                     past_key_values=cache, use_cache=True).logits
+        return [first.masked_fill(mask[..., None] == 0, 0), step]
+
+    with torch.no_grad():
+        model.set_attn_implementation("sdpa")
+        want = logits()
+        assert use_invariant_attention(model)
+        got = logits()
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+        assert a.abs().max() > 0.1
