@@ -32,6 +32,7 @@ import yaml
 from selfalign.config import config_from_yaml, config_to_dict
 from selfalign.data.io import read_jsonl
 from selfalign.honesty import metrics
+from selfalign.honesty.datasets import IDK_RESPONSE
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun
 
 HEADER = ("| variant | method | rows (idk) | ID honesty | ID over-cons. | ID acc. diff | OOD honesty [95% CI] "
@@ -63,7 +64,7 @@ def row(name: str, run_dir: Path, method: str, ood_names: list[str], seed: int, 
     e = summary["methods"][method]
     s = e["scores"]
     rows = read_jsonl(run_dir / "datasets" / f"{method}.jsonl") if (run_dir / "datasets" / f"{method}.jsonl").exists() else []
-    idk = sum(r["completion"][0]["content"].startswith("I apologize") for r in rows)
+    idk = sum(r["completion"][0]["content"] == IDK_RESPONSE for r in rows)  # the builder's own count
     pooled = pooled_ood(run_dir, method, ood_names, seed)
     hon = pooled["paired"].get("honesty", {})
     oods = summary["ood"]
