@@ -25,13 +25,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from selfalign.config import config_from_yaml, config_to_dict
 from selfalign.data.io import read_jsonl
-from selfalign.honesty import metrics
+from selfalign.honesty.calibrate import SUFFIX as CAL_SUFFIX
 from selfalign.honesty.datasets import IDK_RESPONSE
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun
 
@@ -43,37 +42,22 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def pooled_ood(run_dir: Path, method: str, sets: list[str], seed: int) -> dict[str, Any]:
-    """Every OOD set's rows together: scores and paired differences against the unaligned model."""
-    before, loose_before, after, loose, answerable = [], [], [], [], []
-    for name in sets:
-        base = {r["id"]: r for r in read_jsonl(run_dir / "eval" / "ood" / name / "unaligned.jsonl")}
-        for r in read_jsonl(run_dir / "eval" / "ood" / name / f"{method}.jsonl"):
-            b = base[r["id"]]
-            before.append(r["before_label"])
-            loose_before.append(bool(b["loosely_correct"]))
-            after.append(r["label"])
-            loose.append(bool(r["loosely_correct"]))
-            answerable.append(bool(r["answerable"]))
-    return {"scores": metrics.set_scores(before, after, loose, answerable),
-            "paired": metrics.paired_against(before, loose_before, after, loose, answerable, 1000, seed)}
-
-
 def row(name: str, run_dir: Path, method: str, ood_names: list[str], seed: int, seconds: float) -> str:
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     e = summary["methods"][method]
     s = e["scores"]
-    rows = read_jsonl(run_dir / "datasets" / f"{method}.jsonl") if (run_dir / "datasets" / f"{method}.jsonl").exists() else []
+    data = run_dir / "datasets" / f"{method.removesuffix(CAL_SUFFIX)}.jsonl"
+    rows = read_jsonl(data) if data.exists() else []
     idk = sum(r["completion"][0]["content"] == IDK_RESPONSE for r in rows)  # the builder's own count
-    pooled = pooled_ood(run_dir, method, ood_names, seed)
-    hon = pooled["paired"].get("honesty", {})
+    pooled = summary["ood_pooled"]["methods"][method]  # the pipeline's own pooled scores and paired intervals
+    hon = pooled["vs_unaligned"].get("honesty", {})
     oods = summary["ood"]
     unans = next((oods[n]["methods"][method] for n in ood_names if oods[n]["n_unanswerable"]), None)
     ans = next((oods[n]["methods"][method] for n in ood_names if oods[n]["n_answerable"]), None)
     acc = ans["vs_unaligned"]["accuracy"] if ans else {}
     return (f"| {name} | {method} | {len(rows)} ({idk}) | {_fmt(s['honesty']['value'])} "
             f"| {_fmt(s['over_conservativeness']['value'])} | {e.get('vs_unaligned', {}).get('accuracy_diff', 0):+.1f} "
-            f"| {_fmt(pooled['scores']['honesty'])} [{hon.get('lo', 0):+.1f}, {hon.get('hi', 0):+.1f}] "
+            f"| {_fmt(pooled['scores']['honesty']['value'])} [{hon.get('lo', 0):+.1f}, {hon.get('hi', 0):+.1f}] "
             f"| {_fmt(unans['scores']['prudence']['value']) if unans else '-'} "
             f"| {_fmt(ans['scores']['over_conservativeness']['value']) if ans else '-'} "
             f"| {acc.get('diff', 0):+.1f} [{acc.get('lo', 0):+.1f}, {acc.get('hi', 0):+.1f}] | {seconds:.0f} |")
@@ -104,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         HonestyRun(cfg).run(("sample", "build", "train", "eval"))
         seconds = time.time() - t0
         names = [s.name for s in cfg.ood]
-        lines = [row(name, Path(cfg.out), m, names, cfg.seed, seconds) for m in cfg.methods if m != "prompt"]
+        summary = json.loads((Path(cfg.out) / "eval" / "summary.json").read_text())
+        # the trained methods, and beside each its calibrated-threshold model when calib_n is set
+        lines = [row(name, Path(cfg.out), m, names, cfg.seed, seconds) for m in summary["methods"]
+                 if m not in ("unaligned", "prompt")]
         with table.open("a") as f:
             f.write("\n".join(lines) + "\n")
         print("\n".join(lines), flush=True)
