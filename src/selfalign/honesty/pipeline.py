@@ -4,7 +4,8 @@ Steps, each resumable, each writing into the run directory:
 
 1. ``sample``: k(x) on the training questions (greedy + M samples of the unaligned model) and
    the unaligned greedy answers on the test questions -> ``knowledge/{train,test}.jsonl``
-2. ``build``: the training set of each method -> ``datasets/<method>.jsonl``
+2. ``build``: the training set of each method -> ``datasets/<method>.jsonl``; with ``calib_n``,
+   that many training-pool questions are first held out of it -> ``knowledge/calib.jsonl``
 3. ``train``: SFT of each trained method -> ``models/<method>/model``
 4. ``eval``: greedy answers of every method on the test questions, the 9-cell transition table
    against the unaligned model, the paper's scores with bootstrap intervals -> ``eval/<method>.jsonl``,
@@ -12,6 +13,9 @@ Steps, each resumable, each writing into the run directory:
    ``puqa``, ``pkqa``): the unaligned model and every method answer it, each set gets its table,
    prudence, over-conservativeness, honesty where defined, accuracy, the cells those rates ignore
    and paired intervals against the unaligned model -> ``eval/ood/<set>/<method>.jsonl``
+   With ``calib_n`` (ours, not the paper's: :mod:`selfalign.honesty.calibrate`), CONFIDENCE-VERB
+   and -NUM are also evaluated as ``<method>-cal``: the same model, declining above a threshold
+   set on the held-out questions, reported beside the method itself.
 5. ``report``: ``report.html`` (tables, a bar chart, examples of each cell) and ``report.json``
 
 Every generation goes through the store, so a killed run, re-run, repeats no generation; a
@@ -55,6 +59,8 @@ from selfalign.data.formats import FORMATS, QAItem, load_qa, resolve_path
 from selfalign.data.io import DataError, read_jsonl
 from selfalign.honesty import datasets as hds
 from selfalign.honesty import metrics
+from selfalign.honesty.calibrate import ANSWER_PREFIXES, calibrate
+from selfalign.honesty.calibrate import SUFFIX as CAL_SUFFIX
 from selfalign.honesty.judging import Judge
 from selfalign.honesty.knowing import KnowledgeRecord, estimate_knowledge
 from selfalign.honesty.prompts import honesty_prompt
@@ -73,8 +79,8 @@ STEPS = ("sample", "build", "train", "eval", "report")
 STEP_KEYS = {
     "sample": ("model", "data", "data_format", "test_data", "test_fraction", "n_train", "n_test", "samples",
                "temperature", "top_p", "max_tokens", "eval_max_tokens", "judge", "idk_signs", "seed"),
-    "build": ("methods", "tau", "balance", "balance_within", "known_share", "known_rule", "seed"),
-    "eval": ("methods", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "nonambigqa", "ood", "n_ood",
+    "build": ("methods", "tau", "balance", "balance_within", "known_share", "known_rule", "calib_n", "seed"),
+    "eval": ("methods", "calib_n", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "nonambigqa", "ood", "n_ood",
              "bootstrap", "seed"),
 }
 
@@ -126,6 +132,9 @@ class HonestyConfig:
     balance: bool = True
     balance_within: str = ""  # balance inside each group of this row field (e.g. relation); "" = the whole pool
     known_share: float = 0.5  # share of greedy-correct questions kept by balance (the paper: 0.5)
+    # training-pool questions held out of training to set the decline threshold of CONFIDENCE-VERB/-NUM
+    # (honesty/calibrate.py, ours, not the paper's); 0 = no calibrated models
+    calib_n: int = 0
     methods: list[str] = field(default_factory=lambda: list(hds.METHODS))
     judge: str = ""  # "" = string matching; a model spec = LLM judge
     idk_signs: list[str] = field(default_factory=lambda: list(IDK_SIGNS))
@@ -147,6 +156,9 @@ class HonestyConfig:
         bad = [m for m in [*self.methods, *self.train_per_method] if m not in hds.METHODS]
         if bad:
             raise ValueError(f"unknown method(s) {bad}; known: {', '.join(hds.METHODS)}")
+        if self.calib_n and not any(m in ANSWER_PREFIXES for m in self.methods):
+            raise ValueError(f"calib_n sets the decline threshold of {' or '.join(ANSWER_PREFIXES)}: "
+                             f"methods {self.methods} have neither")
         if not 0 < self.known_share < 1:
             raise ValueError(f"known_share must be in (0, 1), got {self.known_share}")
         if not 0 <= self.tau <= 1:
@@ -157,7 +169,7 @@ class HonestyConfig:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"ood: set name(s) {twice} used twice (puqa, pkqa and nonambigqa name their own sets)")
-        for name in ("samples", "n_train", "n_test", "bootstrap", "n_ood"):
+        for name in ("samples", "n_train", "n_test", "bootstrap", "n_ood", "calib_n"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_tokens", "eval_max_tokens", "batch_size"):
@@ -196,6 +208,8 @@ def load_splits(cfg: HonestyConfig) -> tuple[list[QAItem], list[QAItem]]:
         test = test[: cfg.n_test]
     if not train or not test:
         raise DataError(f"{cfg.data}: need training and test questions, got {len(train)} and {len(test)}")
+    if cfg.calib_n and cfg.calib_n >= len(train):
+        raise DataError(f"{cfg.data}: calib_n {cfg.calib_n} holds out all {len(train)} training questions")
     return train, test
 
 
@@ -222,6 +236,16 @@ def load_ood(cfg: HonestyConfig) -> dict[str, list[QAItem]]:
         n = s.n or cfg.n_ood
         out[s.name] = items[:n] if n else items
     return out
+
+
+def hold_out(recs: list[KnowledgeRecord], n: int, seed: int) -> tuple[list[KnowledgeRecord], list[KnowledgeRecord]]:
+    """(the rest, ``n`` records held out): a seeded choice, the rest kept in their order."""
+    if not n:
+        return recs, []
+    order = list(range(len(recs)))
+    random.Random(seed + 2).shuffle(order)
+    held = set(order[:n])
+    return [r for i, r in enumerate(recs) if i not in held], [recs[i] for i in sorted(held)]
 
 
 def _pct(v: float | None) -> str:
@@ -376,6 +400,16 @@ class HonestyRun:
     def build(self) -> dict[str, list[dict[str, Any]]]:
         recs = self._records("train")
         t0 = time.time()
+        recs, calib = hold_out(recs, self.cfg.calib_n, self.cfg.seed)
+        if calib:
+            right = sum(r.greedy_label == "correct" for r in calib)
+            self.log(f"[build] {len(calib)} training questions held out to set the decline threshold "
+                     f"({right} answered right by the unaligned model)")
+            if right in (0, len(calib)):  # found before any training, not at the end of it
+                raise DataError(f"calib_n: the {len(calib)} held-out questions are all answered "
+                                f"{'right' if right else 'wrong'} by the unaligned model; a threshold needs both "
+                                "(a larger calib_n)")
+        self.dir.write_jsonl("knowledge/calib.jsonl", [r.to_dict() for r in calib])
         if self.cfg.balance:
             balanced = hds.balance_records(recs, self.cfg.seed, self.cfg.balance_within, self.cfg.known_share)
             if balanced:
@@ -395,13 +429,18 @@ class HonestyRun:
             self.log(f"[build] {m}: {len(rows)} rows, {idk} idk ({100 * idk / max(1, len(rows)):.0f}%)")
             out[m] = rows
         self.dir.record_step("build", self._config_part("build"), self._inputs("build"),
-                             [f"datasets/{m}.jsonl" for m in out], time.time() - t0)
+                             ["knowledge/calib.jsonl", *[f"datasets/{m}.jsonl" for m in out]], time.time() - t0)
         return out
 
     def _dataset(self, method: str) -> list[dict[str, Any]]:
         if not self._fresh("build"):
             return self.build()[method]
         return read_jsonl(self.dir.path / "datasets" / f"{method}.jsonl", required=("prompt", "completion"))
+
+    def _calib_records(self) -> list[KnowledgeRecord]:
+        if not self._fresh("build"):
+            self.build()
+        return [KnowledgeRecord.from_dict(r) for r in read_jsonl(self.dir.path / "knowledge" / "calib.jsonl")]
 
     def train(self) -> dict[str, Path]:
         self.log(f"[train] precision: {choose_precision(self.cfg.train.precision)}")
@@ -444,10 +483,18 @@ class HonestyRun:
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
         unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0)
-        models: dict[str, Any] = {}
-        for m in ["unaligned", *cfg.methods]:
-            model = self.base().sibling(trained[m], batch_size=cfg.batch_size) if m in trained else self.base()
-            models[m] = model
+        models: dict[str, Any] = {"unaligned": self.base()}
+        calib = self._calib_records() if cfg.calib_n else []
+        for m in cfg.methods:
+            models[m] = self.base().sibling(trained[m], batch_size=cfg.batch_size) if m in trained else self.base()
+            if calib and m in trained and m in ANSWER_PREFIXES:
+                # the decline threshold set on held-out training-pool questions (calibrate.py; ours)
+                models[m + CAL_SUFFIX], t = calibrate(models[m], [r.question for r in calib],
+                                                      [r.greedy_label == "correct" for r in calib], m)
+                summary.setdefault("calibration", {})[m] = t.to_dict()
+                self.log(f"[eval] {m}: decline threshold {t.theta:+.3f} on {len(calib)} held-out questions "
+                         f"(their honesty {t.honesty:.1f}: prudence {t.prudence:.1f}, over-cons. {t.over_conservativeness:.1f})")
+        for m, model in models.items():
             result = unaligned if m == "unaligned" else run_task(self._task(m, qa), model, seed=cfg.seed, resamples=0)
             responses = result.responses
             labels = [v.label or "wrong" for v in result.verdicts]  # the honesty judge labels every response
@@ -484,7 +531,7 @@ class HonestyRun:
         summary["judge"] = judge.counts()
         self.dir.write_json("eval/summary.json", summary)
         self.dir.record_step("eval", self._config_part("eval"), self._inputs("eval"),
-                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in ["unaligned", *cfg.methods]], *ood_files],
+                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in models], *ood_files],
                              time.time() - t0, {"judge": summary["judge"]})
         return summary
 

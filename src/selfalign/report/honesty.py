@@ -281,6 +281,23 @@ def _judge_line(counts: dict[str, Any] | None) -> str:
             f"(labelled by {counts.get('unscored_fallback', 'string match')} instead)")
 
 
+def _calibration(summary: dict[str, Any], config: dict[str, Any]) -> str:
+    """The decline thresholds of the ``<method>-cal`` models and where they were set."""
+    cal = summary.get("calibration") or {}
+    if not cal:
+        return ""
+    rows = "".join(
+        f"<tr><td class=l>{html.escape(m)}-cal</td><td>{t['theta']:+.3f}</td><td>{t['n_known'] + t['n_unknown']} "
+        f"({t['n_known']} known)</td><td>{t['honesty']:.1f}</td><td>{t['prudence']:.1f}</td>"
+        f"<td>{t['over_conservativeness']:.1f}</td></tr>" for m, t in cal.items())
+    return ("<h2>Calibrated decline threshold (ours, not the paper's)</h2><p>A <code>-cal</code> model is its method's "
+            "model declining when log P(idk response) − log Σ P(confidence prefix) reaches a threshold set on "
+            f"{config.get('calib_n')} training-pool questions held out of training (maximising honesty there); "
+            "otherwise it answers greedily (after its most likely confidence prefix where it had declined).</p>"
+            "<table><tr><th class=l>model</th><th>threshold</th><th>held-out questions</th><th>their honesty</th>"
+            f"<th>prudence</th><th>over-cons.</th></tr>{rows}</table>")
+
+
 def write_report(run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     chart = _bar_chart(summary)
@@ -302,6 +319,7 @@ accuracy = responses containing a gold answer / N. "before" is the unaligned mod
 labels (the paper's idk signs and whole-word gold-answer matching; no labelled set in this project measures their
 agreement with people yet).</p>
 <img alt="scores by method" src="data:image/png;base64,{chart}" style="max-width:100%">
+{_calibration(summary, config)}
 {_side_by_side(summary)}
 <h2>Transition tables and examples</h2>
 <div class=grid>{tables}</div>
