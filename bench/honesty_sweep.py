@@ -25,6 +25,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -42,8 +43,7 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
-def row(name: str, run_dir: Path, method: str, ood_names: list[str], seed: int, seconds: float) -> str:
-    summary = json.loads((run_dir / "eval" / "summary.json").read_text())
+def row(name: str, run_dir: Path, summary: dict[str, Any], method: str, ood_names: list[str], seconds: float) -> str:
     e = summary["methods"][method]
     s = e["scores"]
     data = run_dir / "datasets" / f"{method.removesuffix(CAL_SUFFIX)}.jsonl"
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [s.name for s in cfg.ood]
         summary = json.loads((Path(cfg.out) / "eval" / "summary.json").read_text())
         # the trained methods, and beside each its calibrated-threshold model when calib_n is set
-        lines = [row(name, Path(cfg.out), m, names, cfg.seed, seconds) for m in summary["methods"]
+        lines = [row(name, Path(cfg.out), summary, m, names, seconds) for m in summary["methods"]
                  if m not in ("unaligned", "prompt")]
         with table.open("a") as f:
             f.write("\n".join(lines) + "\n")

@@ -35,7 +35,7 @@ FINE-TUNED) are not calibrated; the calibrated model is reported beside the unca
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence, cast
 
 from selfalign.honesty.prompts import VERB_BINS, confidence_num_prefix, honesty_prompt
@@ -79,9 +79,7 @@ class Threshold:
     n_unknown: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta, "honesty": self.honesty, "prudence": self.prudence,
-                "over_conservativeness": self.over_conservativeness, "n_known": self.n_known,
-                "n_unknown": self.n_unknown}
+        return asdict(self)
 
 
 def choose_threshold(scores: Sequence[float], known: Sequence[bool]) -> Threshold:
