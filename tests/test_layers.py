@@ -3,7 +3,7 @@ function-local alike, found by an AST scan).
 
 The rule: a module imports only from its own layer or the layers below it. Lowest first::
 
-    0  selfalign (the package root), types, config      plain data and strict configs
+    0  selfalign (the package root), types, config, logs  plain data, strict configs, how we talk
     1  data                                             loaders, formats, bundled sets
     2  models                                           backends and their protocols
     3  store                                            the cache every model call goes through; run dirs
@@ -32,7 +32,7 @@ import selfalign
 ROOT = Path(selfalign.__file__).parent
 
 LAYERS: list[tuple[str, ...]] = [
-    ("", "types", "config"),
+    ("", "types", "config", "logs"),
     ("data",),
     ("models",),
     ("store",),

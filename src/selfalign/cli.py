@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 import selfalign
+from selfalign import logs
 from selfalign.config import ConfigError, load_config
 from selfalign.data.io import DataError
 from selfalign.models.base import ModelError
@@ -29,8 +30,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
-    pass
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="Print results and errors only (no progress)."),
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print details and the libraries' own logs.")) -> None:
+    logs.set_verbosity(0 if quiet else 2 if verbose else 1)
+    logs.quiet_libraries()
 
 
 @app.command()
@@ -135,6 +139,64 @@ def serve(
         console.print(f"[bold red]{escape(warning)}[/bold red]", soft_wrap=True)
     console.print(f"serving {model} at {srv.base_url}" + (" (API key required)" if api_key else ""))
     srv.serve_forever()
+
+
+runs_app = typer.Typer(no_args_is_help=False, help="Every run under a folder, on one page; two runs side by side.")
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
+def runs_list(ctx: typer.Context,
+              root: str = typer.Option("runs", "--root", help="the folder holding run folders (searched recursively)"),
+              as_json: bool = typer.Option(False, "--json", help="print the list as JSON")) -> None:
+    """List every run under ROOT (kind, status, date, headline numbers) and write ROOT/index.html."""
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from selfalign.evals.runs import find_runs
+    from selfalign.report.runs import write_index
+
+    runs = find_runs(root)
+    page = write_index(root, [r.to_dict() for r in runs])
+    if as_json:
+        print(json.dumps([r.to_dict() for r in runs], indent=2, default=str))
+        return
+    table = Table("run", "kind", "status", "date", "headline")
+    for r in runs:
+        heads = list(r.headline.items())[:3]
+        nums = "; ".join(f"{n} {h['value']:.1f} [{h['lo']:.1f}, {h['hi']:.1f}]" if isinstance(h, dict) and
+                         isinstance(h.get("value"), (int, float)) and isinstance(h.get("lo"), (int, float))
+                         else f"{n} {h.get('value') if isinstance(h, dict) else h}" for n, h in heads)
+        table.add_row(escape(str(r.path)), escape(r.kind), r.status, escape(r.date), escape(nums))
+    Console(width=200).print(table)
+    console.print(f"{len(runs)} runs; page: {page}", markup=False, soft_wrap=True)
+
+
+@runs_app.command("compare")
+def runs_compare(a: str = typer.Argument(..., help="run folder A"), b: str = typer.Argument(..., help="run folder B"),
+                 html_out: str = typer.Option("", "--html", help="also write the comparison as an HTML page here"),
+                 resamples: int = typer.Option(1000, min=0, help="bootstrap resamples for the paired intervals")) -> None:
+    """Two runs' headline numbers side by side, paired item by item where both scored the same items."""
+    from pathlib import Path
+
+    from selfalign.evals.runs import compare
+    from selfalign.report.runs import write_compare
+
+    for p in (a, b):
+        if not (Path(p) / "manifest.json").is_file():
+            raise DataError(f"{p}: not a run folder (no manifest.json)")
+    comp = compare(a, b, resamples=resamples)
+    table = Table("headline", "A", "B", "B - A", "paired B - A [95%]")
+    for r in comp["rows"]:
+        def v(h: object) -> str:
+            return f"{h['value']:.1f}" if isinstance(h, dict) and isinstance(h.get("value"), (int, float)) else "n/a"
+        p = r["paired"]
+        table.add_row(escape(r["name"]), v(r["a"]), v(r["b"]), "n/a" if r["diff"] is None else f"{r['diff']:+.1f}",
+                      f"{p['diff']:+.1f} [{p['lo']:+.1f}, {p['hi']:+.1f}] n={p['n']}" if p else "not paired")
+    Console(width=200).print(table)
+    if html_out:
+        console.print(f"page: {write_compare(html_out, comp)}", markup=False)
 
 
 def _register_subcommands() -> None:

@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from selfalign import logs
 from selfalign.config import config_to_dict
 from selfalign.data.formats import FORMATS, QAItem, load_qa, resolve_path
 from selfalign.data.io import DataError, read_jsonl
@@ -70,10 +71,12 @@ from selfalign.judges.idk import IDK_SIGNS
 from selfalign.store.cache import CachedModel, Store
 from selfalign.store.runs import RunDir, file_hash
 from selfalign.train.precision import choose_precision
+from selfalign.train.cards import add_eval_results, write_dataset_card
 from selfalign.train.sft import TrainConfig, train_sft
 from selfalign.types import stable_hash
 
 STEPS = ("sample", "build", "train", "eval", "report")
+SCORE_KEYS = ("honesty", "prudence", "over_conservativeness", "accuracy")
 
 #: the options that decide each step's outputs (a change to any of them redoes the step)
 STEP_KEYS = {
@@ -267,7 +270,7 @@ def _group_counts(groups: list[str], labels: list[str], loose: list[bool]) -> di
 class HonestyRun:
     """One run directory; each step method can be called on its own, in order, or via ``run()``."""
 
-    def __init__(self, cfg: HonestyConfig, progress: bool = True, log: Callable[[str], None] = print,
+    def __init__(self, cfg: HonestyConfig, progress: bool = True, log: Callable[[str], None] = logs.say,
                  base_model: Any = None):
         self.cfg = cfg
         self.dir = RunDir(cfg.out)
@@ -428,6 +431,7 @@ class HonestyRun:
             idk = sum(r["completion"][0]["content"] == hds.IDK_RESPONSE for r in rows)
             self.log(f"[build] {m}: {len(rows)} rows, {idk} idk ({100 * idk / max(1, len(rows)):.0f}%)")
             out[m] = rows
+        self._dataset_card()
         self.dir.record_step("build", self._config_part("build"), self._inputs("build"),
                              ["knowledge/calib.jsonl", *[f"datasets/{m}.jsonl" for m in out]], time.time() - t0)
         return out
@@ -446,16 +450,28 @@ class HonestyRun:
         self.log(f"[train] precision: {choose_precision(self.cfg.train.precision)}")
         return {m: self.train_method(m) for m in self.cfg.methods if m != "prompt"}
 
-    def train_method(self, m: str) -> Path:
+    def train_method(self, m: str, quiet_if_reused: bool = False) -> Path:
         """Train one method's model, or reuse it when its rows, base model and config are unchanged
-        (``train_sft``'s fingerprint)."""
+        (``train_sft``'s fingerprint). ``quiet_if_reused``: no line when it was reused (the eval
+        step checks every model is current; the train step already said so)."""
         rows = self._dataset(m)
         res = train_sft(rows, self.base_path(), self.dir.path / "models" / m, self.train_config(m),
                         base_id=self.base().model_id)
         last = f"{res.losses[-1]:.3f}" if res.losses else "n/a"
         how = "unchanged, reused" if res.skipped else f"{res.seconds:.0f}s in {res.precision}"
-        self.log(f"[train] {m}: {len(rows)} rows, {how}, last loss {last}")
+        if not (res.skipped and quiet_if_reused):
+            self.log(f"[train] {m}: {len(rows)} rows, {how}, last loss {last}")
         return res.model_dir
+
+    def _dataset_card(self) -> None:
+        files = sorted(p.name for p in (self.dir.path / "datasets").glob("*.jsonl"))
+        if files:
+            write_dataset_card(self.dir.path / "datasets", files, title="Alignment for Honesty training sets",
+                               description=(f"Training rows of each honesty method (Yang et al. 2023), built from the "
+                                            f"answers of `{self.cfg.model}` on `{self.cfg.data}`: questions it knows "
+                                            f"(expected accuracy above tau = {self.cfg.tau}) answered, the others "
+                                            "declined or hedged, per method."),
+                               source=str(self.cfg.data), tags=["honesty"])
 
     def train_config(self, method: str) -> TrainConfig:
         extra = self.cfg.train_per_method.get(method)
@@ -477,7 +493,7 @@ class HonestyRun:
         sets = load_ood(cfg)  # a bad OOD file fails here, before any model call of this step
         test = self._records("test")
         # every model current (trained or reused) before anything is answered or hashed
-        trained = {m: self.train_method(m) for m in cfg.methods if m != "prompt"}
+        trained = {m: self.train_method(m, quiet_if_reused=True) for m in cfg.methods if m != "prompt"}
         before = [r.greedy_label for r in test]
         judge = self.judge()
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
@@ -510,6 +526,16 @@ class HonestyRun:
                 # every score paired, as the out-of-distribution sets have it
                 entry["paired"] = metrics.paired_against(before, [loosely_correct(v) for v in unaligned.verdicts], labels,
                                                          loose, [True] * len(test), cfg.bootstrap, cfg.seed)
+            base_m = m.removesuffix(CAL_SUFFIX)
+            if base_m in ANSWER_PREFIXES:  # what the stated confidences are worth (a reliability diagram)
+                entry["reliability"] = metrics.reliability(
+                    [metrics.stated_confidence(base_m, y) for y in responses], loose)
+            if m in trained:
+                s_ = entry["scores"]
+                add_eval_results(trained[m], [
+                    {"dataset": "selfalign/honesty", "dataset_name": f"{cfg.data} (test)", "metric": k,
+                     "value": round(s_[k]["value"], 2)} for k in SCORE_KEYS if s_[k]["value"] is not None],
+                    model_name=f"{m} ({cfg.model})")
             self.dir.write_jsonl(f"eval/{m}.jsonl", [
                 {"id": r.id, "question": r.question, "answers": list(r.answers), "before": r.greedy,
                  "before_label": b, "response": y, "label": a, "loosely_correct": lc}
@@ -609,7 +635,31 @@ class HonestyRun:
 
         path = self.dir.path / "eval" / "summary.json"
         summary = json.loads(path.read_text()) if self._fresh("eval") else self.evaluate()
+        self.write_metrics(summary)
         return write_report(self.dir.path, summary, config_to_dict(self.cfg))
+
+    def write_metrics(self, summary: dict[str, Any]) -> None:
+        """``provenance.json`` (what produced the run) and ``metrics.json``: the headline numbers
+        ``selfalign runs`` lists (every model's in-distribution scores, and OOD pooled honesty),
+        with where their per-question values are, so two runs can be compared question by question."""
+        trained = [m for m in summary["methods"] if m != "unaligned"]
+        precision = choose_precision(self.cfg.train.precision)
+        prov = self.dir.write_provenance(self.store.tally, {
+            "model": {"base": self.base().model_id, "trained": ", ".join(trained) or "none"},
+            "precision": f"{precision.name} ({precision.reason})",
+            "seeds": {"seed": self.cfg.seed, "train.seed": self.cfg.train.seed}})
+        head: dict[str, Any] = {}
+        for m, e in summary["methods"].items():
+            for k in SCORE_KEYS:
+                sc = e["scores"][k]
+                entry = {"value": sc["value"], "lo": sc["lo"], "hi": sc["hi"]}
+                if k == "accuracy":  # a per-question value: two runs on the same questions pair up
+                    entry["items"] = {"file": f"eval/{m}.jsonl", "key": "id", "value": "loosely_correct", "scale": 100}
+                head[f"{m}/{k}"] = entry
+        for m, e in (summary.get("ood_pooled") or {}).get("methods", {}).items():
+            sc = e["scores"]["honesty"]
+            head[f"{m}/OOD honesty"] = {"value": sc["value"], "lo": sc["lo"], "hi": sc["hi"]}
+        self.dir.write_metrics("honesty", head, prov)
 
     def run(self, steps: tuple[str, ...] = STEPS) -> Path | None:
         self.validate(steps)

@@ -20,6 +20,8 @@ from typing import Any, Iterator
 from selfalign.models.base import MissingExtra, ModelError
 
 NAME = "smollm2-135m"
+#: the model the embedded GGUF was quantised from (what a model card names as base_model)
+HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DIRNAME = "smollm2-135m-instruct-q4_1"
 

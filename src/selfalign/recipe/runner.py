@@ -166,6 +166,9 @@ def run(recipe: Recipe, loader: Loader | None = None, log: Callable[[str], None]
         evals.append(ev)
         log(f"[{p.step}] evaluation {'reused' if ev.reused else f'done in {ev.seconds:.0f}s'}")
     matrix = measure_matrix([e.value for e in evals], cfg.eval.bootstrap, cfg.eval.seed)
+    timing = {p.step: {"seconds": s.seconds, "this_invocation": not s.reused} for p, s in zip(recipe.stages, steps)}
+    prov = run_dir.write_provenance(None, {"model": {"base": cfg.base, "final": policy}, "steps": timing})
+    run_dir.write_metrics("recipe", {}, prov)
     report = write_report(run_dir.path, report_data(recipe, steps, evals, matrix))
     log(f"[recipe] report: {report}")
     return RecipeResult(report, steps, evals, matrix, loaded)

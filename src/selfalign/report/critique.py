@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from selfalign.report.header import with_header, with_provenance
 from selfalign.report.honesty import CSS
 from selfalign.report.synth import _png
 
@@ -18,8 +19,8 @@ def _page(out_dir: str | Path, title: str, body: str, data: dict[str, Any]) -> P
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>")
     path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    (out / "report.json").write_text(json.dumps({"title": title, **data}, indent=2, default=str))
+    path.write_text(with_header(page, out), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(with_provenance({"title": title, **data}, out), indent=2, default=str))
     return path
 
 

@@ -1,5 +1,6 @@
-"""The honesty report: ``report.html`` (self-contained: inline CSS and a PNG bar chart) and
-``report.json`` (the same numbers, machine-readable).
+"""The honesty report: ``report.html`` (self-contained: inline CSS, a PNG bar chart and inline SVG
+plots: k(x) with tau, training curves, reliability diagrams) and ``report.json`` (the same
+numbers, machine-readable), both headed by the run's provenance (:mod:`selfalign.report.header`).
 
 In-distribution scores and those of every out-of-distribution set stand side by side (Alignment
 for Honesty, Yang et al. 2023, Sec. 5.3: honesty that does not transfer is not learned), each
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selfalign.data.io import read_jsonl
+from selfalign.report.header import pyplot, svg, with_header, with_provenance
 
 SCORE_NAMES = ("honesty", "prudence", "over_conservativeness", "accuracy")
 LABELS = ("correct", "wrong", "idk")
@@ -57,6 +59,84 @@ def _bar_chart(summary: dict[str, Any]) -> str:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+def _kx_histogram(run_dir: Path, config: dict[str, Any]) -> str:
+    """The distribution of expected accuracy k(x) on the training questions, with tau: the
+    method's central quantity (questions at or below tau are taught "I don't know")."""
+    path = run_dir / "knowledge" / "train.jsonl"
+    if not path.exists():
+        return ""
+    ks = [float(r.get("expected_accuracy", 0.0)) for r in read_jsonl(path)]
+    if not ks:
+        return ""
+    tau = float(config.get("tau", 0.1))
+    m = int(config.get("samples") or 10)
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    edges = [(i - 0.5) / m for i in range(m + 2)]  # one bar per possible k/M
+    ax.hist(ks, bins=edges, color="#4c72b0", edgecolor="white")
+    ax.axvline(tau, color="#c44e52", linestyle="--", label=f"tau = {tau:g}")
+    ax.set_xlabel(f"expected accuracy k(x) (share of {m} samples correct)")
+    ax.set_ylabel("training questions")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    below = sum(k <= tau for k in ks)
+    return (f"<h2>Expected accuracy k(x) on the training questions</h2>{svg(fig)}"
+            f"<p class=sub>{len(ks)} questions; {below} ({100 * below / len(ks):.0f}%) at or below tau, "
+            f"taught to decline (before balancing).</p>")
+
+
+def _training_curves(run_dir: Path, methods: list[str]) -> str:
+    """Loss per logged step of every trained model (``models/<m>/train.json``'s ``log_history``)."""
+    curves = {}
+    for m in methods:
+        path = run_dir / "models" / m / "train.json"
+        if not path.exists():
+            continue
+        info = json.loads(path.read_text())
+        hist = [h for h in info.get("log_history", []) if "loss" in h]
+        if hist:
+            curves[m] = ([h["step"] for h in hist], [h["loss"] for h in hist])
+        elif info.get("losses"):  # trained before the history was kept: losses only, numbered
+            curves[m] = (list(range(1, len(info["losses"]) + 1)), info["losses"])
+    if not curves:
+        return ""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 2.8))
+    for m, (xs, ys) in curves.items():
+        ax.plot(xs, ys, marker="o", markersize=3, label=m)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return f"<h2>Training curves</h2>{svg(fig)}"
+
+
+def _reliability(summary: dict[str, Any]) -> str:
+    """Reliability diagrams of the CONFIDENCE methods: stated confidence against the share right."""
+    rel = {m: e["reliability"] for m, e in summary["methods"].items() if e.get("reliability", {}).get("bins")}
+    if not rel:
+        return ""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(rel), figsize=(3.4 * len(rel), 3.2), squeeze=False)
+    for ax, (m, r) in zip(axes[0], rel.items()):
+        xs = [b["stated"] for b in r["bins"]]
+        ax.plot([0, 1], [0, 1], color="#999", linestyle=":", label="calibrated")
+        ax.scatter(xs, [b["accuracy"] for b in r["bins"]], s=[20 + 4 * b["n"] for b in r["bins"]], color="#4c72b0")
+        for b in r["bins"]:
+            ax.annotate(str(b["n"]), (b["stated"], b["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        ece = "n/a" if r["ece"] is None else f"{r['ece']:.3f}"
+        ax.set_title(f"{m} (ECE {ece})", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("stated confidence")
+        ax.set_ylabel("share answered correctly")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    notes = "; ".join(f"{m}: {r['n']} answers state a confidence, {r['unstated']} do not" for m, r in rel.items())
+    return (f"<h2>Reliability of the stated confidence (test questions)</h2>{svg(fig)}"
+            f"<p class=sub>Point size and label: answers at that level. {html.escape(notes)}.</p>")
 
 
 def _fmt(s: dict[str, float]) -> str:
@@ -319,6 +399,9 @@ accuracy = responses containing a gold answer / N. "before" is the unaligned mod
 labels (the paper's idk signs and whole-word gold-answer matching; no labelled set in this project measures their
 agreement with people yet).</p>
 <img alt="scores by method" src="data:image/png;base64,{chart}" style="max-width:100%">
+{_kx_histogram(run_dir, config)}
+{_training_curves(run_dir, [m for m in summary["methods"] if m != "unaligned"])}
+{_reliability(summary)}
 {_calibration(summary, config)}
 {_side_by_side(summary)}
 <h2>Transition tables and examples</h2>
@@ -327,7 +410,8 @@ agreement with people yet).</p>
 <h2>Configuration</h2><pre>{html.escape(json.dumps(config, indent=2))}</pre>
 </body></html>"""
     out = run_dir / "report.html"
-    out.write_text(page, encoding="utf-8")
-    (run_dir / "report.json").write_text(json.dumps({"config": config, **summary,
-                                                       "by_group": {m: v[1] for m, v in by_group.items() if v[1]}}, indent=2))
+    out.write_text(with_header(page, run_dir), encoding="utf-8")
+    data = with_provenance({"config": config, **summary, "by_group": {m: v[1] for m, v in by_group.items() if v[1]}},
+                           run_dir)
+    (run_dir / "report.json").write_text(json.dumps(data, indent=2))
     return out

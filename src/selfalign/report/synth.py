@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
+from selfalign.report.header import with_header, with_provenance
 from selfalign.report.honesty import CSS
 
 QUESTION_WORDS = {"what", "which", "who", "how", "why", "when", "where", "is", "are", "can", "do", "does", "please"}
@@ -139,6 +140,7 @@ def write_report(out_dir: str | Path, title: str, rows: Sequence[dict[str, Any]]
 <h2>Most common root verbs</h2><table><tr><th class=l>verb</th><th>rows</th></tr>{verbs}</table>
 <h2>Examples</h2><ul>{ex}</ul>{more}</body></html>"""
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
-    (out_dir / "report.json").write_text(json.dumps({"title": title, **s, "extra": extra or {}}, indent=2, default=str))
+    path.write_text(with_header(page, out_dir), encoding="utf-8")
+    (out_dir / "report.json").write_text(json.dumps(with_provenance({"title": title, **s, "extra": extra or {}}, out_dir),
+                                                    indent=2, default=str))
     return path

@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from selfalign import logs
 from selfalign.models.base import ProgressFn
 from selfalign.types import (
     Completion,
@@ -120,6 +121,10 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         #: keys of rows whose stored JSON did not decode: treated as missing and overwritten when regenerated
         self.bad_keys: set[str] = set()
+        #: what this process asked through this store object, per call kind ("generate", "score"):
+        #: calls, items, store hits and misses, new tokens (generated, or scored), seconds; a run's
+        #: provenance reports it (store/runs.py)
+        self.tally: dict[str, dict[str, Any]] = {}
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
@@ -244,6 +249,13 @@ class Store:
             raise
 
     def log_call(self, kind: str, model_id: str, n_items: int, n_cached: int, n_tokens: int, seconds: float) -> None:
+        t = self.tally.setdefault(kind, {"calls": 0, "items": 0, "hits": 0, "misses": 0, "tokens": 0, "seconds": 0.0})
+        t["calls"] += 1
+        t["items"] += n_items
+        t["hits"] += n_cached
+        t["misses"] += n_items - n_cached
+        t["tokens"] += n_tokens
+        t["seconds"] += seconds
         self.db.execute(
             "INSERT INTO calls (kind, model_id, n_items, n_cached, n_tokens, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (kind, model_id, n_items, n_cached, n_tokens, seconds, time.time()),
@@ -390,22 +402,33 @@ class CachedModel:
                     for i, r in zip(chunk, res)]
             self.store.put_scores(rows)
             found.update(self.store.get_scores([r[0] for r in rows]))
-        self.store.log_call("score", self.model_id, len(requests), len(requests) - len(missing), 0, time.time() - t0)
+        scored = sum(len(found[keys[i]]) for i in missing)  # tokens newly scored (log-probs computed)
+        self.store.log_call("score", self.model_id, len(requests), len(requests) - len(missing), scored, time.time() - t0)
         return [ScoreResult(r, found[k]) for r, k in zip(requests, keys)]
 
 
 class _progress:
-    """A rich progress bar with samples and new tokens/s; a no-op when disabled or not a TTY."""
+    """Progress of one generate call: a rich bar with samples and new tokens/s on a terminal; when
+    stderr is not one (``nohup``, CI, a log file), a plain line every 10% or 30 s with the rate and
+    the time left, so a long run shows it is alive in its log too. A no-op when disabled."""
 
-    def __init__(self, enabled: bool, description: str, total: int, done: int):
-        self.enabled = enabled and total > 0
+    EVERY_S = 30.0
+
+    def __init__(self, enabled: bool, description: str, total: int, done: int, stream: Any = None):
+        import sys
+
+        self.enabled = enabled and total > 0 and done < total and logs.verbosity() >= 1
         self.description, self.total, self.done = description, total, done
         self.tokens = 0
         self.t0 = time.time()
+        self.stream = stream or sys.stderr
+        self.lines = not self.stream.isatty()
 
     def __enter__(self) -> Callable[[int, int], None]:
         if not self.enabled:
             return lambda n, t: None
+        if self.lines:
+            return self._line_tick()
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -421,6 +444,48 @@ class _progress:
 
         return tick
 
+    def _line_tick(self) -> Callable[[int, int], None]:
+        start = self.done
+        state = {"last_t": self.t0, "last_decile": 10 * start // self.total}
+        cached = f", {start} from the store" if start else ""
+        self._say(f"{self.description}: {start}/{self.total}{cached}")
+
+        def tick(n: int, t: int) -> None:
+            self.done += n
+            self.tokens += t
+            now = time.time()
+            decile = 10 * self.done // self.total
+            if decile > state["last_decile"] or now - state["last_t"] >= self.EVERY_S or self.done >= self.total:
+                state["last_t"], state["last_decile"] = now, decile
+                self._say(self.status(now, start))
+
+        return tick
+
+    def status(self, now: float, start: int) -> str:
+        """``desc: done/total (pct%), rate tok/s, samples/s, ETA``; the rate over this call's new samples."""
+        el = max(1e-6, now - self.t0)
+        new = self.done - start
+        per_s = new / el
+        eta = (self.total - self.done) / per_s if per_s > 0 else float("nan")
+        eta_s = "done" if self.done >= self.total else (f"ETA {_clock(eta)}" if eta == eta else "ETA ?")
+        return (f"{self.description}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%), "
+                f"{self.tokens / el:.0f} tok/s, {per_s:.1f} samples/s, {_clock(el)} elapsed, {eta_s}")
+
+    def _say(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
     def __exit__(self, *exc) -> None:
-        if self.enabled:
+        if self.enabled and not self.lines:
             self.bar.stop()
+
+
+def _clock(seconds: float) -> str:
+    """``h:mm:ss`` or ``m:ss``.
+
+    >>> _clock(75), _clock(3725)
+    ('1:15', '1:02:05')
+    """
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"

@@ -71,6 +71,115 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def cpu_info() -> dict[str, Any]:
+    """The machine a number was measured on: CPU model, cores, whether bf16 is native (from
+    /proc/cpuinfo where there is one), and the GPU when torch sees one."""
+    out: dict[str, Any] = {"machine": platform.machine(), "cores": _cores()}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "model name" and "cpu" not in out:
+            out["cpu"] = value.strip()
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    out.setdefault("cpu", platform.processor() or platform.machine())
+    out["native_bf16"] = bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    out["avx512"] = "avx512f" in flags
+    out["gpu"] = None
+    if "torch" in sys.modules:  # never imported here only to ask
+        torch = sys.modules["torch"]
+        try:
+            if torch.cuda.is_available():
+                out["gpu"] = torch.cuda.get_device_name(0)
+        except Exception:  # a broken CUDA setup must not stop a report  # noqa: BLE001
+            pass
+    return out
+
+
+def _cores() -> int:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def provenance(run_dir: str | Path, store_tally: dict[str, dict[str, Any]] | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What produced a run, for the header of its report and its ``metrics.json``: the command and
+    config hash of the latest invocation (``manifest.json``), selfalign version and git commit,
+    library versions, the machine (:func:`cpu_info`), seeds, started / finished, wall time of each
+    step (``steps/*.json``, with whether this invocation redid it or reused it), and what went
+    through the store in this process (``store_tally``: calls, hits, misses, tokens generated and
+    scored). ``extra`` adds what only the stage knows (``model``, ``precision``, ``seeds``)."""
+    from selfalign.types import stable_hash
+
+    path = Path(run_dir)
+    manifest: dict[str, Any] = {}
+    mpath = path / "manifest.json"
+    if mpath.exists():
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError:
+            manifest = {}
+    inv = (manifest.get("invocations") or [manifest])[-1] if manifest else {}
+    started, started_ts = inv.get("created_at"), inv.get("created_ts")
+    steps: dict[str, Any] = {}
+    sdir = path / "steps"
+    for f in sorted(sdir.glob("*.json")) if sdir.is_dir() else []:
+        try:
+            rec = json.loads(f.read_text())
+        except json.JSONDecodeError:
+            continue
+        finished = rec.get("finished_at")
+        if isinstance(rec.get("finished_ts"), (int, float)) and isinstance(started_ts, (int, float)):
+            this = rec["finished_ts"] >= started_ts
+        else:  # records written before the timestamps: the second-resolution dates
+            this = bool(started and finished and finished >= started)
+        steps[rec.get("step", f.stem)] = {"seconds": rec.get("seconds"), "finished_at": finished, "this_invocation": this}
+    config = inv.get("config") or {}
+    seeds = {k: v for k, v in (("seed", config.get("seed")),
+                               ("train.seed", (config.get("train") or {}).get("seed")
+                                if isinstance(config.get("train"), dict) else None)) if v is not None}
+    tally = store_tally or {}
+    out: dict[str, Any] = {
+        "command": inv.get("command") or " ".join(sys.argv),
+        "config_hash": stable_hash(config)[:16] if config else None,
+        "selfalign": selfalign.__version__,
+        "git_commit": inv.get("git_commit", git_commit()),
+        "git_dirty": inv.get("git_dirty", git_dirty()),
+        "versions": inv.get("versions") or package_versions(),
+        "machine": cpu_info(),
+        "platform": inv.get("platform") or platform.platform(),
+        "seeds": seeds,
+        "started_at": started,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "steps": steps,
+        "store": {kind: dict(t) for kind, t in tally.items()},
+        "tokens_generated": int(tally.get("generate", {}).get("tokens", 0)),
+        "tokens_scored": int(tally.get("score", {}).get("tokens", 0)),
+        "store_hits": sum(int(t.get("hits", 0)) for t in tally.values()),
+        "store_misses": sum(int(t.get("misses", 0)) for t in tally.values()),
+    }
+    if isinstance(started_ts, (int, float)):
+        out["wall_seconds"] = round(time.time() - started_ts, 1)
+    elif started:
+        try:
+            t0 = time.mktime(time.strptime(started[:19], "%Y-%m-%dT%H:%M:%S"))
+            out["wall_seconds"] = round(time.time() - t0, 1)
+        except ValueError:
+            pass
+    for k, v in (extra or {}).items():
+        out[k] = {**out[k], **v} if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
+
+
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -87,6 +196,7 @@ class RunDir:
             "git_dirty": git_dirty(),
             "platform": platform.platform(),
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "created_ts": time.time(),
         }
         path = self.path / "manifest.json"
         earlier: list[Any] = []
@@ -139,6 +249,7 @@ class RunDir:
             "git_commit": git_commit(),
             "git_dirty": git_dirty(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "finished_ts": time.time(),
         }
         return self.write_json(f"steps/{name}.json", record)
 
@@ -154,6 +265,20 @@ class RunDir:
         with atomic_open(p) as f:  # a unique temporary name: concurrent runs never share one
             f.write(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
         return p
+
+    def write_provenance(self, store_tally: dict[str, dict[str, Any]] | None = None,
+                         extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """:func:`provenance` of this run, written to ``provenance.json`` (a report renders it)."""
+        prov = provenance(self.path, store_tally, extra)
+        self.write_json("provenance.json", prov)
+        return prov
+
+    def write_metrics(self, kind: str, headline: dict[str, Any], prov: dict[str, Any] | None = None) -> Path:
+        """``metrics.json``: the run's kind, its headline numbers (``{name: {value, lo, hi}}``, with
+        ``items: {file, key, value}`` where a per-item value exists, so ``selfalign runs compare``
+        can pair two runs item by item) and its provenance."""
+        return self.write_json("metrics.json", {"kind": kind, "headline": headline,
+                                                "provenance": prov if prov is not None else provenance(self.path)})
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
         from selfalign.data.io import write_jsonl
@@ -180,13 +305,19 @@ def input_hashes(paths: Sequence[str | Path]) -> dict[str, str]:
 
 def write_stage(out_dir: str | Path, stage: str, config: dict[str, Any], inputs: dict[str, str],
                 rows: list[dict[str, Any]], report: Callable[[Path], Path] | None = None,
-                stats: dict[str, Any] | None = None, seconds: float | None = None) -> StageResult:
-    """The one writer of a stage's outputs: ``rows.jsonl``, the report (``report(out_dir)``
-    writes ``report.html``/``report.json``), the invocation in ``manifest.json`` and the step
-    record ``steps/<stage>.json`` (config, input and output hashes, versions, git state)."""
+                stats: dict[str, Any] | None = None, seconds: float | None = None,
+                store_tally: dict[str, dict[str, Any]] | None = None,
+                extra: dict[str, Any] | None = None, headline: dict[str, Any] | None = None) -> StageResult:
+    """The one writer of a stage's outputs: ``rows.jsonl``, ``provenance.json`` (:func:`provenance`,
+    which the report's header renders) and ``metrics.json`` (``headline``), the report (``report(out_dir)`` writes
+    ``report.html``/``report.json``), the invocation in ``manifest.json`` and the step record
+    ``steps/<stage>.json`` (config, input and output hashes, versions, git state)."""
     run = RunDir(out_dir)
     run.write_manifest(config, seed=config.get("seed"))
     rows_path = run.write_jsonl("rows.jsonl", rows)
+    this = {"steps": {stage: {"seconds": seconds, "this_invocation": True, "rows": len(rows)}}}
+    prov = run.write_provenance(store_tally, {**this, **(extra or {})})
+    run.write_metrics(stage, headline or {}, prov)
     report_path = report(run.path) if report is not None else None
     outputs = ["rows.jsonl"] + [name for name in ("report.html", "report.json") if (run.path / name).exists()]
     run.record_step(stage, config, inputs, outputs, seconds, stats)

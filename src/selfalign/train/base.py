@@ -26,11 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from selfalign import logs
+from selfalign.config import config_to_dict
 from selfalign.models.base import MissingExtra
+from selfalign.train.cards import write_model_card
 from selfalign.train.precision import PRECISIONS, Precision, choose_precision
 from selfalign.types import stable_hash
 
 log = logging.getLogger("selfalign.train")
+logs.filter_known_warnings()  # the deprecation notice TRL triggers while building a trainer
 
 DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: what ``train.attn_implementation`` takes: auto, or transformers' own kernel names
@@ -147,8 +151,6 @@ def fingerprint(method: str, base: str, rows: Sequence[dict[str, Any]], cfg: Any
     on such a CPU, fp32 on one without native bf16): a model trained in bf16 is not reused when fp32
     is asked for, and a run moved to a machine that resolves ``auto`` differently retrains. fp32 adds
     nothing to the hash, so fingerprints made before this rule (fp32 machines) stay valid."""
-    from selfalign.config import config_to_dict
-
     clean = [{k: r[k] for k in columns if k in r} for r in rows]
     conf = {k: v for k, v in config_to_dict(cfg).items() if k not in SPEED_ONLY}
     payload: dict[str, Any] = {"base": base, "rows": clean, "config": conf}
@@ -241,8 +243,9 @@ class TrainingRun:
         marker.write_text(self.fp)
         return get_last_checkpoint(str(self.ckpt_dir))
 
-    def save(self, model: Any, tokenizer: Any, merge_lora: bool) -> Path:
-        """Save atomically: write ``model.tmp``, then rename over ``model``."""
+    def save(self, model: Any, tokenizer: Any, merge_lora: bool, card: Callable[[Path], Any] | None = None) -> Path:
+        """Save atomically: write ``model.tmp`` (and its model card, ``card(folder)``), then rename
+        over ``model``."""
         if merge_lora:
             model = model.merge_and_unload()
         tmp = self.out / "model.tmp"
@@ -250,6 +253,8 @@ class TrainingRun:
             shutil.rmtree(tmp)
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if card is not None:
+            card(tmp)
         if self.model_dir.exists():
             shutil.rmtree(self.model_dir)
         tmp.rename(self.model_dir)
@@ -261,11 +266,19 @@ class TrainingRun:
         the model (LoRA merged when ``cfg.lora``) and write ``train.json`` with ``extra(trainer)``
         (read after training: histories from the trainer's log); every process waits for the save.
         Other processes get a result without timing."""
+        use_step_log(trainer, self.out.name)
         trainer.train(resume_from_checkpoint=resume)
         losses = losses_of(trainer)
         if trainer.accelerator.is_main_process:
-            self.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora)
-            res = self.finish(losses, n_rows, base, cfg, precision, extra=extra(trainer) if extra else None)
+            method = type(trainer).__name__.removesuffix("Trainer").lower() or "train"
+            self.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora,
+                      card=lambda d: write_model_card(d, base=base, method=method, n_rows=n_rows,
+                                                      config=config_to_dict(cfg), precision=precision.name,
+                                                      pipeline_tag=("text-classification" if method == "reward"
+                                                                    else "text-generation")))
+            history = {"log_history": [dict(h) for h in trainer.state.log_history]}
+            res = self.finish(losses, n_rows, base, cfg, precision,
+                              extra={**history, **(extra(trainer) if extra else {})})
         else:
             res = TrainResult(self.model_dir, losses, 0.0, n_rows, precision=precision.name)
         trainer.accelerator.wait_for_everyone()
@@ -273,8 +286,6 @@ class TrainingRun:
 
     def finish(self, losses: list[float], n_rows: int, base: str, cfg: Any, precision: Precision,
                extra: dict[str, Any] | None = None) -> TrainResult:
-        from selfalign.config import config_to_dict
-
         seconds = time.time() - self.t0
         self.done.write_text(json.dumps({"fingerprint": self.fp, "base": base, "losses": losses, "seconds": seconds,
                                          "n_rows": n_rows, "precision": precision.name,
@@ -282,6 +293,54 @@ class TrainingRun:
                                          **(extra or {})}, indent=2))
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
         return TrainResult(self.model_dir, losses, seconds, n_rows, precision=precision.name)
+
+
+class StepLog:
+    """A trainer callback that prints one line per logging step, ``[train] <name> step 20/68
+    (29%) loss 0.781 lr 1.7e-04 412 tok/s ETA 1:56``, instead of transformers' raw dict and its
+    ``\r``-redrawn bar (which a log file keeps as one unreadable line). Tokens/s from the
+    trainer's ``num_tokens`` (TRL logs it) over the time since training (re)started."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.t0 = 0.0
+        self.step0 = 0
+
+    def __getattr__(self, event: str) -> Callable[..., None]:
+        if event.startswith("on_"):  # every other trainer event: nothing to do
+            return lambda *a, **k: None
+        raise AttributeError(event)
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.t0, self.step0 = time.time(), state.global_step
+        if state.is_local_process_zero:
+            logs.say(f"[train] {self.name}: {state.max_steps} steps" +
+                     (f", resuming at step {state.global_step}" if state.global_step else ""))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs_: dict[str, Any] | None = None, **kw: Any) -> None:
+        record = kw.get("logs", logs_) or {}
+        if "loss" not in record or not state.is_local_process_zero:
+            return
+        el = max(1e-6, time.time() - self.t0)
+        done = state.global_step - self.step0
+        left = (state.max_steps - state.global_step) * el / max(1, done)
+        tokens = float(record.get("num_tokens", 0) or 0)
+        rate = f" {tokens / el:.0f} tok/s" if tokens else ""
+        lr = record.get("learning_rate")
+        lr_s = f" lr {float(lr):.1e}" if lr is not None else ""
+        extra = "".join(f" {k} {float(record[k]):.3g}" for k in ("reward", "kl", "rewards/accuracies") if k in record)
+        logs.say(f"[train] {self.name} step {state.global_step}/{state.max_steps} "
+                 f"({100 * state.global_step / max(1, state.max_steps):.0f}%) loss {float(record['loss']):.3f}"
+                 f"{lr_s}{extra}{rate} ETA {int(left) // 60}:{int(left) % 60:02d}")
+
+
+def use_step_log(trainer: Any, name: str) -> None:
+    """Replace transformers' printing and progress-bar callbacks of ``trainer`` with :class:`StepLog`."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):
+        trainer.remove_callback(cb)
+    trainer.add_callback(StepLog(name))
 
 
 def resolve_precision(cfg: TrainConfig) -> Precision:
