@@ -267,3 +267,26 @@ def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = N
     rl = run_rl(cfg, policy, train_pm, test_pm, base_path, progress)
     return {**rl, "points": bon["points"] + rl["points"], "sqrt_kl": bon["sqrt_kl"] + rl["sqrt_kl"],
             "sqrt_kl_fits": {**bon["sqrt_kl_fits"], **rl["sqrt_kl_fits"]}}
+
+
+def headline(frontier: dict[str, Any]) -> dict[str, Any]:
+    """The numbers ``selfalign runs`` lists for a frontier run (percent, 95% intervals): the gold
+    accuracy of the initial policy, of Best-of-N at its largest N and of RL at its last step."""
+    def pct(ci: dict[str, Any]) -> dict[str, float]:
+        return {k: 100 * float(ci[k]) for k in ("value", "lo", "hi")}
+
+    pts = frontier.get("points", [])
+    out: dict[str, Any] = {}
+    first = next((p for p in pts if p["method"] == "rl" and p.get("step") == 0), None) or \
+        next((p for p in pts if p["method"] == "bon" and p.get("n") == 1), None)
+    if first:
+        out["initial gold %"] = pct(first["gold"])
+    bon = [p for p in pts if p["method"] == "bon"]
+    if bon:
+        top = max(bon, key=lambda p: p["n"])
+        out[f"BoN N={top['n']} gold %"] = pct(top["gold"])
+    rl = [p for p in pts if p["method"] == "rl"]
+    if rl:
+        last = max(rl, key=lambda p: p["step"])
+        out[f"RL step {last['step']} gold %"] = pct(last["gold"])
+    return out

@@ -25,7 +25,7 @@ from selfalign.store.runs import write_stage
 from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
 from selfalign.train.base import check_rows
 from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
-from selfalign.trust.run import (TrustConfig, compare as compare_runs, prepare_studies, run as run_studies,
+from selfalign.trust.run import (TrustConfig, compare as compare_runs, headline as trust_headline, prepare_studies, run as run_studies,
                                  refusal_rule_validation, trained_harm_validation, validate_parsers, validate_refusal_detector)
 from selfalign.trust.studies import STUDIES
 from selfalign.trust.taxonomy import CATEGORIES, studies_for
@@ -81,7 +81,7 @@ def run(config: Optional[str] = CONFIG, set: List[str] = SET,
     conf = config_to_dict(cfg)
     rows = [{"study": k, **{x: v for x, v in s.items() if x != "examples"}} for k, s in result["studies"].items()]
     stage = write_stage(cfg.out, "trust-run", conf, {}, rows, lambda d: trust_report(d, result, conf), None,
-                        time.time() - t0)
+                        time.time() - t0, store.tally, {"model": {"answers": m.model_id}}, headline=trust_headline(result))
     for name, s in result["studies"].items():
         h = s["metrics"][s["headline"]]
         val = (f"{100 * h['value']:.1f} [{100 * h['lo']:.1f}, {100 * h['hi']:.1f}]" if s["reliable"]

@@ -270,3 +270,14 @@ def compare(run_a: str | Path, run_b: str | Path, studies: list[str] | None = No
     first = next(iter(per_study.values()))
     return {"a": str(run_a), "b": str(run_b), "a_model": first["a_model"], "b_model": first["b_model"],
             "studies": per_study, "subcategories": subs_out}
+
+
+def headline(result: dict[str, Any]) -> dict[str, Any]:
+    """The numbers ``selfalign runs`` lists for a trust run: each study's headline metric (percent,
+    95% interval), or none for a study whose judge left too much unscored to be reliable."""
+    out: dict[str, Any] = {}
+    for name, s in result["studies"].items():
+        h = s["metrics"].get(s["headline"]) if isinstance(s.get("metrics"), dict) else None
+        if s.get("reliable") and isinstance(h, dict) and all(isinstance(h.get(k), (int, float)) for k in ("value", "lo", "hi")):
+            out[f"{name} {s['headline']} %"] = {k: 100 * float(h[k]) for k in ("value", "lo", "hi")}
+    return out
