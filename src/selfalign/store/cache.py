@@ -468,7 +468,7 @@ class _progress:
         per_s = new / el
         eta = (self.total - self.done) / per_s if per_s > 0 else float("nan")
         eta_s = "done" if self.done >= self.total else (f"ETA {_clock(eta)}" if eta == eta else "ETA ?")
-        return (f"{self.description}: {self.done}/{self.total} ({100 * self.done / self.total:.0f}%), "
+        return (f"{self.description}: {self.done}/{self.total} ({100 * self.done // self.total}%), "
                 f"{self.tokens / el:.0f} tok/s, {per_s:.1f} samples/s, {_clock(el)} elapsed, {eta_s}")
 
     def _say(self, line: str) -> None:
