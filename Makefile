@@ -27,10 +27,16 @@ $(VENV)/.installed: pyproject.toml Makefile
 demo: setup
 	$(BIN)/selfalign honesty run --config configs/quick.yaml
 
-test: setup
+# the tests also cover the opt-in extras (trackio, inspect_ai): installed on first `make test`, not by the demo
+$(VENV)/.installed-test: $(VENV)/.installed
+	( $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[embedded,train,dev,track,inspect]' ) \
+	|| $(BIN)/pip install --quiet --no-compile -e '.[embedded,train,dev,track,inspect]'
+	touch $@
+
+test: setup $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
-test-fast: setup
+test-fast: setup $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # static checks (CI runs them after the tests)

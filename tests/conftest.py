@@ -73,6 +73,17 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def qa_file(tmp_path: Path, n: int = 16) -> Path:
+    """A knowledge QA file of ``n`` capital-city questions, one in four in the test split."""
+    import json
+
+    p = tmp_path / "qa.jsonl"
+    rows = [{"id": f"q{i}", "question": f"What is the capital of country {i}?", "answers": [f"City{i}"],
+             "split": "test" if i % 4 == 0 else "train"} for i in range(n)]
+    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return p
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

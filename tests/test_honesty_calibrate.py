@@ -18,7 +18,7 @@ from selfalign.models.scripted import ScriptedModel
 from selfalign.store.cache import CachedModel, Store
 from selfalign.types import GenParams, GenRequest, ScoreResult
 
-from test_honesty_pipeline import qa_file
+from conftest import qa_file
 
 
 def test_threshold_maximises_honesty_and_ties_go_to_fewer_declines():

@@ -7,14 +7,7 @@ import pytest
 from selfalign.config import load_config
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun
 from selfalign.train.sft import TrainConfig, train_sft
-
-
-def qa_file(tmp_path, n=16):
-    p = tmp_path / "qa.jsonl"
-    rows = [{"id": f"q{i}", "question": f"What is the capital of country {i}?", "answers": [f"City{i}"],
-             "split": "test" if i % 4 == 0 else "train"} for i in range(n)]
-    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return p
+from conftest import qa_file
 
 
 def test_sft_changes_the_weights_and_loss_is_finite(tiny_model_dir, tmp_path):

@@ -13,14 +13,7 @@ from selfalign.report.header import run_header, svg, with_header
 from selfalign.store import cache
 from selfalign.store.runs import RunDir, provenance
 from selfalign.train.base import StepLog
-
-
-def qa_file(tmp_path, n=16):
-    p = tmp_path / "qa.jsonl"
-    rows = [{"id": f"q{i}", "question": f"What is the capital of country {i}?", "answers": [f"City{i}"],
-             "split": "test" if i % 4 == 0 else "train"} for i in range(n)]
-    p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return p
+from conftest import qa_file
 
 
 def test_a_run_reports_what_produced_it_with_its_plots_and_cards(tiny_model_dir, tmp_path, capsys):
@@ -52,6 +45,9 @@ def test_a_run_reports_what_produced_it_with_its_plots_and_cards(tiny_model_dir,
         assert "<svg" in part.split("<h2>", 1)[0], f"no plot under {title}"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["kind"] == "honesty" and set(metrics["headline"]["confidence-verb/honesty"]) >= {"value", "lo", "hi"}
+    # the trained model's honesty leads (the runs list shows the first three), the unaligned one's follows
+    order = list(metrics["headline"])
+    assert order[0] == "confidence-verb/honesty" and order.index("unaligned/honesty") < order.index("unaligned/accuracy")
     assert json.loads((out / "report.json").read_text())["provenance"]["config_hash"] == prov["config_hash"]
 
     history = json.loads((out / "models" / "confidence-verb" / "train.json").read_text())["log_history"]

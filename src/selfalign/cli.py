@@ -32,9 +32,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
           quiet: bool = typer.Option(False, "--quiet", "-q", help="Print results and errors only (no progress)."),
-          verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print details and the libraries' own logs.")) -> None:
+          verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print details and the libraries' own logs."),
+          track: str = typer.Option("", "--track", help="also log every training run's steps to a tracker: trackio "
+                                    "(local; `trackio show`), tensorboard or wandb; a config's train.report_to wins")) -> None:
     logs.set_verbosity(0 if quiet else 2 if verbose else 1)
     logs.quiet_libraries()
+    if track:
+        import os
+
+        from selfalign.train.base import TRACK_ENV, check_tracker
+
+        os.environ[TRACK_ENV] = check_tracker(track)  # a bad name or a missing package: one error line
 
 
 @app.command()

@@ -659,6 +659,10 @@ class HonestyRun:
         for m, e in (summary.get("ood_pooled") or {}).get("methods", {}).items():
             sc = e["scores"]["honesty"]
             head[f"{m}/OOD honesty"] = {"value": sc["value"], "lo": sc["lo"], "hi": sc["hi"]}
+        # what a reader looks for first (`selfalign runs` shows the first three): each trained model's
+        # honesty in and out of distribution, then the unaligned model's, then every other score
+        first = [f"{m}/{k}" for m in [*trained, "unaligned"] for k in ("honesty", "OOD honesty")]
+        head = {**{k: head[k] for k in first if k in head}, **head}
         self.dir.write_metrics("honesty", head, prov)
 
     def run(self, steps: tuple[str, ...] = STEPS) -> Path | None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 from selfalign import logs
 from selfalign.config import config_to_dict
-from selfalign.models.base import MissingExtra
+from selfalign.models.base import MissingExtra, ModelError
 from selfalign.train.cards import write_model_card
 from selfalign.train.precision import PRECISIONS, Precision, choose_precision
 from selfalign.types import stable_hash
@@ -72,6 +72,10 @@ class TrainConfig:
     # run the tokens every row of a batch starts with once per step (the chat template and the task's
     # instruction: 64 of ~105 tokens of each honesty row), see selfalign.train.shared_prefix; same losses
     shared_prefix: bool = True
+    # where the trainer's logged steps also go: "" = what `selfalign --track` (or $SELFALIGN_TRACK)
+    # says, else nowhere; none | trackio | tensorboard | wandb. trackio is the documented choice
+    # (local SQLite, offline, `trackio show`); each needs its package (pip install 'selfalign[track]')
+    report_to: str = ""
 
     def __post_init__(self) -> None:
         # an int where a float is declared (epochs=2 from Python, 2.0 from YAML) is the same setting:
@@ -80,6 +84,8 @@ class TrainConfig:
             v = getattr(self, f.name)
             if f.type in ("float", float) and isinstance(v, int) and not isinstance(v, bool):
                 setattr(self, f.name, float(v))
+        if self.report_to:
+            check_tracker(self.report_to)
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.attn_implementation not in ATTN_IMPLEMENTATIONS and "/" not in self.attn_implementation:
@@ -135,6 +141,8 @@ def require_trl() -> None:
             raise MissingExtra(pkg, "train", "training")
 
 
+#: where training is watched from (a tracker), not what it computes: not part of the fingerprint
+WATCH_ONLY = ("report_to",)
 #: options that change how fast training runs, not what it computes (identical losses measured):
 #: not part of the fingerprint. ``precision`` is listed as asked ("auto") but enters the fingerprint
 #: as resolved on this machine, see :func:`fingerprint`.
@@ -152,7 +160,7 @@ def fingerprint(method: str, base: str, rows: Sequence[dict[str, Any]], cfg: Any
     is asked for, and a run moved to a machine that resolves ``auto`` differently retrains. fp32 adds
     nothing to the hash, so fingerprints made before this rule (fp32 machines) stay valid."""
     clean = [{k: r[k] for k in columns if k in r} for r in rows]
-    conf = {k: v for k, v in config_to_dict(cfg).items() if k not in SPEED_ONLY}
+    conf = {k: v for k, v in config_to_dict(cfg).items() if k not in SPEED_ONLY + WATCH_ONLY}
     payload: dict[str, Any] = {"base": base, "rows": clean, "config": conf}
     if method != "sft":  # SFT's fingerprint predates the method key: keep trained SFT runs valid
         payload["method"] = method
@@ -173,6 +181,59 @@ def lora_config(cfg: TrainConfig, n_layers: int, task_type: str = "CAUSAL_LM", m
                       modules_to_save=modules_to_save)
 
 
+#: the trackers ``train.report_to`` and ``--track`` take, each with the package it needs
+TRACKERS = {"none": "", "trackio": "trackio", "tensorboard": "tensorboard", "wandb": "wandb"}
+TRACK_ENV = "SELFALIGN_TRACK"
+TRACK_PROJECT_ENV = "SELFALIGN_TRACK_PROJECT"
+
+
+def check_tracker(name: str) -> str:
+    """``name`` when it is a tracker whose package is installed; a clear error before any model
+    loads otherwise.
+
+    >>> check_tracker("none")
+    'none'
+    >>> check_tracker("mlflw")
+    Traceback (most recent call last):
+    ...
+    ValueError: train.report_to (or --track) must be one of none, trackio, tensorboard, wandb, got 'mlflw'
+    """
+    import importlib.util
+
+    if name not in TRACKERS:
+        raise ValueError(f"train.report_to (or --track) must be one of {', '.join(TRACKERS)}, got {name!r}")
+    pkg = TRACKERS[name]
+    if pkg and importlib.util.find_spec(pkg) is None:
+        if name == "trackio":
+            raise MissingExtra(pkg, "track", f"--track {name}")
+        raise ModelError(f"--track {name} needs the Python package '{pkg}', which is not installed. "
+                         f"Install it with: pip install {pkg}")
+    return name
+
+
+def tracker(cfg: Any) -> str:
+    """The tracker a training run reports to: its config's ``report_to``, else ``$SELFALIGN_TRACK``
+    (what ``selfalign --track`` sets), else none."""
+    import os
+
+    return check_tracker(getattr(cfg, "report_to", "") or os.environ.get(TRACK_ENV, "") or "none")
+
+
+def tracker_args(name: str, output_dir: Path) -> dict[str, Any]:
+    """TrainingArguments for one tracker: the run is named after its folder (``sft``,
+    ``dpo-round1``) in the project ``$SELFALIGN_TRACK_PROJECT`` (default ``selfalign``); trackio
+    stays local (no Space, no frozen copy pushed to the Hub)."""
+    import os
+
+    if name == "none":
+        return {"report_to": []}
+    out = {"report_to": [name], "run_name": Path(output_dir).parent.name or "train",
+           "project": os.environ.get(TRACK_PROJECT_ENV, "selfalign")}
+    if name == "trackio":
+        out.update(trackio_space_id=None, trackio_static_space_id=False)
+    return out
+
+
 def trainer_args(cfg: TrainConfig, output_dir: Path, precision: Precision) -> dict[str, Any]:
     """Keyword arguments every TRL config class takes (``transformers.TrainingArguments``)."""
     import torch
@@ -190,7 +251,7 @@ def trainer_args(cfg: TrainConfig, output_dir: Path, precision: Precision) -> di
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=1,
-        report_to=[],
+        **tracker_args(tracker(cfg), output_dir),
         seed=cfg.seed,
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=0,
