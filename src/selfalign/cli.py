@@ -149,6 +149,27 @@ def serve(
     srv.serve_forever()
 
 
+@app.command()
+def export(path: str = typer.Argument(..., help="a trained model or dataset folder with its card, or a run folder holding one"),
+           to_hub: str = typer.Option(..., "--to-hub", help="the Hub repository, ORG/NAME"),
+           folder: str = typer.Option("", "--folder", help="inside PATH, the folder to push when it holds several"),
+           dry_run: bool = typer.Option(False, "--dry-run", help="build and print the upload; push nothing"),
+           private: bool = typer.Option(False, "--private", help="create the repository private"),
+           token: str = typer.Option("", "--token", help="Hub token (default: $HF_TOKEN or `hf auth login`)")) -> None:
+    """Push a trained model (model repository) or a produced dataset (dataset repository) to the Hub, card included."""
+    from selfalign.train.export import build_upload, push
+
+    up = build_upload(path, to_hub, folder)
+    console.print(f"{up.repo_type} {up.repo_id} <- {up.folder}: {len(up.files)} files, {up.size / 1e6:.1f} MB",
+                  markup=False, soft_wrap=True)
+    for f in up.files:
+        print(f"  {f}")
+    if dry_run:
+        console.print("dry run: nothing pushed", markup=False)
+        return
+    console.print(f"pushed: {push(up, private=private, token=token or None)}", markup=False, soft_wrap=True)
+
+
 runs_app = typer.Typer(no_args_is_help=False, help="Every run under a folder, on one page; two runs side by side.")
 app.add_typer(runs_app, name="runs")
 

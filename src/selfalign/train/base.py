@@ -227,7 +227,7 @@ def tracker_args(name: str, output_dir: Path) -> dict[str, Any]:
 
     if name == "none":
         return {"report_to": []}
-    out = {"report_to": [name], "run_name": Path(output_dir).parent.name or "train",
+    out: dict[str, Any] = {"report_to": [name], "run_name": Path(output_dir).parent.name or "train",
            "project": os.environ.get(TRACK_PROJECT_ENV, "selfalign")}
     if name == "trackio":
         out.update(trackio_space_id=None, trackio_static_space_id=False)
