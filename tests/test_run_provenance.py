@@ -172,3 +172,27 @@ def test_quiet_libraries_switches_off_bars_only_off_a_terminal(monkeypatch):
     assert "TQDM_DISABLE" not in os.environ
     logs.quiet_libraries(tty=False)
     assert os.environ["TQDM_DISABLE"] == "1" and os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] == "1"
+
+
+def test_two_runs_of_one_task_on_one_model_print_different_start_lines():
+    """The unaligned model and PROMPT-BASED are one model on one task: their progress lines name
+    the method, so a log has no duplicated line."""
+    from selfalign.evals.runner import run_task
+    from selfalign.honesty.judging import Judge
+    from selfalign.honesty.prompts import honesty_prompt
+    from selfalign.honesty.task import HonestyQA
+    from selfalign.types import Completion, GenResult
+
+    said: list[str] = []
+
+    class Model:
+        model_id = "m"
+
+        def generate(self, reqs, description=None, progress=None):
+            said.append(description)
+            return [GenResult(r, (Completion("Paris", "stop", 1),)) for r in reqs]
+
+    task = HonestyQA("honesty-test", [("q1", "Capital of France?", ("Paris",))], honesty_prompt, Judge(), 8)
+    for m in ("unaligned", "prompt"):
+        run_task(task, Model(), resamples=0, label=m)
+    assert said == ["eval honesty-test [unaligned]: m", "eval honesty-test [prompt]: m"]

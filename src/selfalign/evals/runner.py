@@ -102,14 +102,15 @@ def summarize(task_name: str, model_id: str, items: Sequence[Item], verdicts: Se
 
 
 def run_task(task: Task, model: StageModel, out_dir: str | Path | None = None, seed: int = 0, resamples: int = 1000,
-             max_unscored: float = 0.2) -> EvalResult:
+             max_unscored: float = 0.2, label: str = "") -> EvalResult:
+    """``label`` tells two runs of one task on one model apart in the progress line (a method name)."""
     items = task.items()
     ids = [it.id for it in items]
     if len(set(ids)) != len(ids):
         dup = next(i for i, c in Counter(ids).items() if c > 1)
         raise ValueError(f"task {task.name}: item id {dup!r} appears more than once")
     reqs = [GenRequest(task.prompt(it), task.params, seed=seed) for it in items]
-    responses = [r.texts[0] for r in model.generate(reqs, description=f"eval {task.name}: {model.model_id}")]
+    responses = [r.texts[0] for r in model.generate(reqs, description=f"eval {task.name}{f' [{label}]' if label else ''}: {model.model_id}")]
     verdicts = task.judge(items, responses)
     if len(verdicts) != len(items):
         raise ValueError(f"task {task.name}: the judge returned {len(verdicts)} verdicts for {len(items)} items")

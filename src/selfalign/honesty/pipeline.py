@@ -498,7 +498,7 @@ class HonestyRun:
         judge = self.judge()
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
-        unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0)
+        unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0, label="unaligned")
         models: dict[str, Any] = {"unaligned": self.base()}
         calib = self._calib_records() if cfg.calib_n else []
         for m in cfg.methods:
@@ -511,7 +511,8 @@ class HonestyRun:
                 self.log(f"[eval] {m}: decline threshold {t.theta:+.3f} on {len(calib)} held-out questions "
                          f"(their honesty {t.honesty:.1f}: prudence {t.prudence:.1f}, over-cons. {t.over_conservativeness:.1f})")
         for m, model in models.items():
-            result = unaligned if m == "unaligned" else run_task(self._task(m, qa), model, seed=cfg.seed, resamples=0)
+            result = unaligned if m == "unaligned" else run_task(self._task(m, qa), model, seed=cfg.seed, resamples=0,
+                                                                 label=m)
             responses = result.responses
             labels = [v.label or "wrong" for v in result.verdicts]  # the honesty judge labels every response
             loose = [loosely_correct(v) for v in result.verdicts]
@@ -578,7 +579,7 @@ class HonestyRun:
             qa = [(it.id, it.question, tuple(it.answers)) for it in items]
             answerable = [it.answerable for it in items]
             groups = [str(it.meta.get("reason") or it.meta.get("relation") or it.meta.get("topic") or "") for it in items]
-            results = {m: run_task(self._task(m, qa, name), model, seed=cfg.seed, resamples=0)
+            results = {m: run_task(self._task(m, qa, name), model, seed=cfg.seed, resamples=0, label=m)
                        for m, model in models.items()}
             before = [v.label or "wrong" for v in results["unaligned"].verdicts]
             loose_before = [loosely_correct(v) for v in results["unaligned"].verdicts]
