@@ -131,6 +131,14 @@ def test_pm_learns_the_ranking_and_reloads_with_its_trained_head(eos_pad_model, 
     cfg = PMConfig(lora=True, lora_r=8, epochs=4, batch_size=8, learning_rate=3e-2, warmup_ratio=0.0, logging_steps=1)
     res = train_pm(rows, str(eos_pad_model), tmp_path / "pm", cfg)
     assert res.losses and res.losses[-1] < res.losses[0]
+    # a Hub model card the Hub's own loader reads, naming the base model and the reward task
+    from huggingface_hub import ModelCard
+
+    from selfalign.train.cards import hub_base
+
+    card = ModelCard.load(res.model_dir / "README.md")
+    assert card.data.base_model == hub_base(str(eos_pad_model)) and card.data.pipeline_tag == "text-classification"
+    assert "reward" in card.data.tags
     a = PreferenceModel(res.model_dir, seed=1)
     b = PreferenceModel(res.model_dir, seed=2)  # a head re-initialised on load would differ between seeds
     ra_c, ra_r = a.rewards(prompts, chosen), a.rewards(prompts, rejected)
