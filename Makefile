@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# on a 2-core EPYC); Python compiles what it imports on first use
 	# the CPU build of torch first (an unpinned torch would pull a multi-GB CUDA build).
 	# pip runs with -qq (errors only): a machine's pip.conf can name find-links folders that do not
-	# exist, and pip then prints a WARNING per package into every demo log; errors still show
+	# exist, and pip then complains once per package in every demo log; errors still show
 	$(BIN)/pip install -qq --no-compile torch==2.13.0
 	# the rest through uv, which downloads and unpacks in parallel (31 -> 5 s on a 2-core Xeon,
 	# docs/RESULTS.md); pip when uv cannot (it does not read pip.conf: a private index, a proxy).
