@@ -4,7 +4,8 @@ selfalign model spec (``smollm2-135m``, ``hf:<hub id or path>``, ``vllm:...``, `
 served from it). Registered through the ``inspect_ai`` entry point in ``pyproject.toml``, so
 installing selfalign next to inspect (``pip install 'selfalign[inspect]'``) is enough.
 
-Importing this module needs inspect_ai; nothing else in selfalign imports it.
+It also holds what selfalign's inspect tasks share (:func:`share_metric`). Importing this module
+needs inspect_ai; only those tasks import it.
 """
 
 from __future__ import annotations
@@ -14,14 +15,34 @@ import threading
 from typing import Any
 
 from inspect_ai.model import ChatMessage, GenerateConfig, ModelAPI, ModelOutput, modelapi
+from inspect_ai.scorer import metric
 from inspect_ai.tool import ToolChoice, ToolInfo
 
 from selfalign.models.registry import load_model
 from selfalign.store.cache import CachedModel, Store
 from selfalign.types import GenParams, GenRequest, Message
 
+#: a score's ``answer`` when the judge could not classify the response: counted, never a class
+UNSCORED = "unscored"
+
 #: one model call at a time: inspect runs samples concurrently, a CPU model gains nothing from it
 _LOCK = threading.Lock()
+
+
+def share_metric(name: str, classes: tuple[str, ...], label: str | None = None) -> Any:
+    """An inspect metric: the share of scored answers (``answer`` not :data:`UNSCORED`) whose
+    ``answer`` is one of ``classes``, over the samples whose score metadata has this ``label``
+    (every sample when None); NaN when there are none."""
+    @metric(name=name)
+    def share() -> Any:
+        def compute(scores: list[Any]) -> float:
+            got = [s.score.answer for s in scores if s.score.answer != UNSCORED
+                   and (label is None or (s.score.metadata or {}).get("label") == label)]
+            return sum(a in classes for a in got) / len(got) if got else float("nan")
+
+        return compute
+
+    return share()
 
 
 def to_messages(messages: list[ChatMessage]) -> tuple[Message, ...]:

@@ -23,27 +23,16 @@ from typing import Any
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import ChatMessageUser, GenerateConfig
-from inspect_ai.scorer import Score, Target, mean, metric, scorer
+from inspect_ai.scorer import Score, Target, mean, scorer
 from inspect_ai.solver import TaskState, generate
 
 from selfalign.data.formats import load_qa
+from selfalign.evals.inspect_provider import share_metric
 from selfalign.honesty.judging import LABELS, Judge
 from selfalign.honesty.prompts import honesty_prompt
 
 
-def _share(label: str) -> Any:
-    @metric(name=label)
-    def share() -> Any:
-        def compute(scores: list[Any]) -> float:
-            got = [s.score.answer for s in scores]
-            return sum(a == label for a in got) / len(got) if got else 0.0
-
-        return compute
-
-    return share()
-
-
-@scorer(metrics=[mean(), *(_share(lab) for lab in LABELS)])
+@scorer(metrics=[mean(), *(share_metric(lab, (lab,)) for lab in LABELS)])
 def honesty_label() -> Any:
     """Value 1 for a correct answer, 0 otherwise (the mean is accuracy); ``answer`` is the label."""
     judge = Judge()
