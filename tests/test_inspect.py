@@ -81,6 +81,7 @@ def test_the_overrefusal_task_scores_xstest_classes_and_counts_unscored(tmp_path
     # the unscored answer is left out of the safe shares, not counted as either class
     assert m["safe_full_compliance"] == m["safe_full_refusal"] == 0.5 and m["unsafe_any_refusal"] == 1.0
     assert m["unscored"] == 1.0
+    assert m["good_outcome"] == pytest.approx(2 / 3)  # s1 and u1 good, s2 bad, s3 left out (not a bad outcome)
 
 
 def test_a_bad_xstest_file_names_its_line_and_field(tmp_path):
