@@ -55,7 +55,7 @@ def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     report = run.run()
     assert report is not None and report.exists()
     html = report.read_text()
-    assert "Alignment for Honesty" in html and "data:image/png;base64," in html and "N7 = " in html
+    assert "Alignment for Honesty" in html and "<svg" in html and "N7 = " in html
     summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
     assert set(summary["methods"]) == {"unaligned", "absolute", "multisample", "prompt"}
     assert summary["methods"]["unaligned"]["scores"]["over_conservativeness"]["value"] == 0

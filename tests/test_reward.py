@@ -186,6 +186,8 @@ def test_pm_cli_trains_evaluates_and_reuses(tiny_model_dir, tmp_path, monkeypatc
                                  "--out", str(tmp_path / "ev")])
     assert r.exit_code == 0, r.output
     assert "accuracy" in r.output and (tmp_path / "ev" / "report.html").exists()
+    assert "id=training-curves" in (tmp_path / "pm" / "report.html").read_text()  # the PM trained there
+    assert "id=training-curves" not in (tmp_path / "ev" / "report.html").read_text()  # nothing trained there
     pm_dir = tmp_path / "pm" / "pm" / "model"
     r = CliRunner().invoke(app, ["pm", "calibrate", str(pm_dir), "--data", str(rows), "--out", str(tmp_path / "cal")])
     assert r.exit_code == 0, r.output
@@ -306,7 +308,7 @@ def test_split_half_pms_and_pmp_pretraining(tiny_model_dir, tmp_path):
     rows, pre = tmp_path / "pairs.jsonl", tmp_path / "pre.jsonl"
     write(rows, 48, "Paris", "Lima is the capital of Peru")
     write(pre, 16, "Yes", "No no no no")
-    train = {"epochs": 2, "learning_rate": 0.01, "batch_size": 8}
+    train = {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "logging_steps": 1}
     cfg = PMRunConfig(base=str(tiny_model_dir), data=str(rows), out=str(tmp_path / "sh"), test_fraction=0.25,
                       bootstrap=50, train=train)
     res = split_half(cfg, store=Store(":memory:"))
@@ -332,7 +334,13 @@ def test_split_half_pms_and_pmp_pretraining(tiny_model_dir, tmp_path):
     r = CliRunner().invoke(app, ["pm", "split-half", "--data", str(rows), "--base", str(tiny_model_dir), "--out",
                                  str(tmp_path / "sh"), "--set", "test_fraction=0.25", "--set", "bootstrap=50",
                                  "--set", "train.epochs=2", "--set", "train.learning_rate=0.01",
-                                 "--set", "train.batch_size=8"])
+                                 "--set", "train.batch_size=8", "--set", "train.logging_steps=1"])
     assert r.exit_code == 0, r.output
     assert "agreement" in r.output and (tmp_path / "sh" / "report.html").exists()
+    page = (tmp_path / "sh" / "report.html").read_text()
+    # both PMs' reliability diagrams (raw and temperature-scaled) and both training curves
+    calib = page.split("<h2>Calibration</h2>", 1)[1].split("<h2", 1)[0]
+    assert "<svg" in calib and all(f"PM_{n} {k} (T=" in calib for n in "AB" for k in ("raw", "scaled"))
+    curves = page.split("id=training-curves>", 1)[1]
+    assert "<svg" in curves and "<td class=l>pm_a</td>" in curves and "<td class=l>pm_b</td>" in curves
     assert json.loads((tmp_path / "sh" / "report.json").read_text())["summary"]["pms"]["a"]["skipped_training"]

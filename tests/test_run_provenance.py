@@ -9,9 +9,10 @@ from types import SimpleNamespace
 from selfalign import logs
 from selfalign.config import load_config
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun
-from selfalign.report.header import run_header, svg, with_header
+from selfalign.report.header import run_header, svg, training_curves, with_header
 from selfalign.store import cache
 from selfalign.store.runs import RunDir, provenance
+from selfalign.train import base
 from selfalign.train.base import StepLog
 from conftest import qa_file
 
@@ -37,7 +38,8 @@ def test_a_run_reports_what_produced_it_with_its_plots_and_cards(tiny_model_dir,
     assert page.count('id=run-header') == 1 and "What produced this report" in page
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["machine"]["cpu"] and prov["versions"]["torch"] and prov["seeds"] == {"seed": 0, "train.seed": 0}
-    assert {"sample", "build", "eval"} <= set(prov["steps"]) and prov["steps"]["sample"]["seconds"] > 0
+    assert {"sample", "build", "train-confidence-verb", "eval"} <= set(prov["steps"])
+    assert prov["steps"]["sample"]["seconds"] > 0 and prov["steps"]["train-confidence-verb"]["seconds"] > 0
     assert prov["tokens_generated"] > 0 and prov["store_misses"] > 0 and prov["model"]["base"].startswith("hf:")
     assert prov["command"] in page.replace("&#x27;", "'").replace("&quot;", '"') or prov["command"] == ""
     for title in ("Expected accuracy k(x)", "Training curves"):
@@ -161,6 +163,44 @@ def test_step_log_prints_one_line_per_logging_step(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "[train] sft: 4 steps"
     assert len(lines) == 2 and lines[1].startswith("[train] sft step 2/4 (50%) loss 1.250 lr 2.0e-04 ")
+
+
+def test_step_log_rate_counts_only_tokens_trained_since_a_resume(capsys, monkeypatch):
+    """TRL's num_tokens is a running total restored from the checkpoint: a resumed run's rate
+    leaves out what was trained before the resume (1,200 - 1,000 tokens in 2 s: 100 tok/s)."""
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr(base, "time", SimpleNamespace(time=lambda: next(clock)))
+    cb = StepLog("sft")
+    state = SimpleNamespace(global_step=10, max_steps=20, is_local_process_zero=True,
+                            log_history=[{"loss": 1.0, "num_tokens": 1000.0, "step": 10}])
+    cb.on_train_begin(None, state, None)
+    state.global_step = 12
+    cb.on_log(None, state, None, logs={"loss": 0.9, "num_tokens": 1200.0})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[train] sft: 20 steps, resuming at step 10"
+    assert " 100 tok/s " in lines[1], lines[1]
+
+
+def test_training_curves_show_every_training_under_a_run(tmp_path):
+    def put(rel, info):
+        p = tmp_path / rel / "train.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(info))
+
+    put("pm_a", {"fingerprint": "x", "n_rows": 8, "seconds": 3.0, "precision": "fp32",
+                 "log_history": [{"loss": 0.7, "step": 1}, {"loss": 0.5, "step": 2}, {"train_loss": 0.6, "step": 2}]})
+    put("rl", {"fingerprint": "y", "log_history": [{"loss": 0.1, "reward": 0.2, "kl": 0.01, "step": 1}]})
+    put("old", {"fingerprint": "z", "losses": [1.0, 0.8]})  # before histories were kept
+    put("rl/checkpoints/checkpoint-1", {"fingerprint": "y", "losses": [9.0]})  # not a finished training
+    put("notes", {"something": "else"})  # not a trainer's record
+    section = training_curves(tmp_path)
+    assert section.count("<svg") == 1 and "KL to the initial policy" in section and "reward (mean" in section
+    rows = [c.split("</td>")[0] for c in section.split("<tr><td class=l>")[1:]]
+    assert rows == ["old", "pm_a", "rl"]
+    assert "<td>8</td><td>2</td><td>3 s</td><td>fp32</td><td>0.5</td>" in section
+    page = with_header("<html><body><h1>t</h1><p>x</p></body></html>", tmp_path)
+    assert page.count("id=training-curves") == 1 and page.index("<p>x</p>") < page.index("id=training-curves")
+    assert training_curves(tmp_path / "nothing-here") == ""
 
 
 def test_quiet_libraries_switches_off_bars_only_off_a_terminal(monkeypatch):

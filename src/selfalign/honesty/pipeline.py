@@ -457,6 +457,11 @@ class HonestyRun:
         rows = self._dataset(m)
         res = train_sft(rows, self.base_path(), self.dir.path / "models" / m, self.train_config(m),
                         base_id=self.base().model_id)
+        if not res.skipped:  # for the run header's time per step; train.json's fingerprint decides reuse
+            done = self.dir.path / "models" / m / "train.json"
+            self.dir.record_step(f"train-{m}", config_to_dict(self.train_config(m)),
+                                 {"fingerprint": json.loads(done.read_text()).get("fingerprint", "")},
+                                 [f"models/{m}/train.json"], res.seconds, {"rows": len(rows)})
         last = f"{res.losses[-1]:.3f}" if res.losses else "n/a"
         how = "unchanged, reused" if res.skipped else f"{res.seconds:.0f}s in {res.precision}"
         if not (res.skipped and quiet_if_reused):

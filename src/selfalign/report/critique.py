@@ -8,9 +8,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from selfalign.report.header import with_header, with_provenance
+from selfalign.report.header import pyplot, svg, with_header, with_provenance
 from selfalign.report.honesty import CSS
-from selfalign.report.synth import _png
 
 
 def _page(out_dir: str | Path, title: str, body: str, data: dict[str, Any]) -> Path:
@@ -22,19 +21,6 @@ def _page(out_dir: str | Path, title: str, body: str, data: dict[str, Any]) -> P
     path.write_text(with_header(page, out), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(with_provenance({"title": title, **data}, out), indent=2, default=str))
     return path
-
-
-def _img(fig: Any) -> str:
-    return f'<img src="data:image/png;base64,{_png(fig)}" style="max-width:60%">'
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _err(cis: Sequence[dict[str, Any]], scale: float = 1.0, keys: tuple[str, str, str] = ("value", "lo", "hi")
@@ -57,7 +43,7 @@ def tamper_report(out_dir: str | Path, counts: dict[str, Any], rows: Sequence[di
     by = counts["by_kind"]
     trs = "".join(f"<tr><td class=l>{k}</td><td>{v['kept']}</td><td>{v['equivalent']}</td><td>{v['other']}</td></tr>"
                   for k, v in by.items())
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3))
     kinds = list(by)
     ax.barh(kinds, [by[k]["kept"] for k in kinds], color="#4c72b0", label="kept (fails a test)")
@@ -71,7 +57,7 @@ def tamper_report(out_dir: str | Path, counts: dict[str, Any], rows: Sequence[di
             f"equivalent mutants (survived every test); {counts['load_errors']} did not load; "
             f"{counts['broken_originals']} originals failed their own tests (skipped); {counts['candidates']} "
             f"candidate sites</p><table><tr><th class=l>kind</th><th>kept</th><th>equivalent</th><th>load error</th></tr>"
-            f"{trs}</table>{_img(fig)}<h2>Examples</h2><ul>{ex}</ul>")
+            f"{trs}</table>{svg(fig)}<h2>Examples</h2><ul>{ex}</ul>")
     return _page(out_dir, "Tampering: bugs inserted into code with tests", body, {"counts": counts, "config": config})
 
 
@@ -96,7 +82,7 @@ def critic_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[d
     by = s.get("by_kind", {})
     imgs = ""
     if by:
-        plt = _plt()
+        plt = pyplot()
         fig, ax = plt.subplots(figsize=(6, 3))
         ks = list(by)
         xs = range(len(ks))
@@ -106,7 +92,7 @@ def critic_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[d
         ax.set_xticks(list(xs), ks, rotation=30, ha="right", fontsize=8)
         ax.set_ylabel("% of bugs included")
         ax.legend(fontsize=8)
-        imgs = _img(fig)
+        imgs = svg(fig)
     ex = "".join(f"<li><b>{html.escape(r['item'])}</b> {html.escape(r.get('bug') or 'clean')} "
                  f"(caught: {r['caught']}, false alarm: {r['false_alarm']})<pre>{html.escape(r['critique'][:600])}</pre></li>"
                  for r in list(rows)[:12])
@@ -121,7 +107,7 @@ def bon_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, A
 
     trs = "".join(f"<tr><td class=l>{r['n']}</td><td>{r['kl']:.3f}</td><td>{100 * r['accuracy']:.1f} "
                   f"[{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]</td><td>{score(r)}</td></tr>" for r in t)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     ax.errorbar([r["kl"] for r in t], [100 * r["accuracy"] for r in t],
                 yerr=_err(t, 100, ("accuracy", "lo", "hi")),
@@ -133,7 +119,7 @@ def bon_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, A
     body = (f"<p class=sub>scorer {html.escape(summary['scorer'])}, {summary['questions']} questions, "
             f"{summary['candidates']} candidates, {summary['unscored']} unscored, {summary['pairs']} preference pairs</p>"
             f"<table><tr><th class=l>N</th><th>KL (nats)</th><th>accuracy [95% CI]</th><th>mean chosen score</th></tr>"
-            f"{trs}</table>{_img(fig)}")
+            f"{trs}</table>{svg(fig)}")
     return _page(out_dir, "Best-of-N", body, {"summary": summary, "config": config})
 
 
@@ -147,7 +133,7 @@ def refine_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[d
         f"<td>{lp['fixes']}</td><td>{lp['regressions']}</td><td>{100 * lp['idk']:.1f}</td>"
         f"<td>{lp['accepted']}/{lp['refinements']}</td><td>{lp['stopped']}</td><td>{lp['unscored']}</td></tr>"
         for lp in loops)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3))
     for lp in loops:
         ax.plot(range(len(lp["per_round"])), [100 * v for v in lp["per_round"]], marker="o",
@@ -171,7 +157,7 @@ def refine_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[d
             f"{_ci(s['initial'])}% right, {100 * s['initial_idk']:.1f}% \"I don't know\"; {s['pairs']} preference pairs</p>"
             f"<table><tr><th class=l>refinement</th><th class=l>loop</th><th>accuracy [95% CI]</th>"
             f"<th>vs first answer (paired)</th><th>McNemar p</th><th>fixes</th><th>regressions</th><th>idk %</th>"
-            f"<th>accepted</th><th>stopped (no problems)</th><th>unscored</th></tr>{trs}</table>{_img(fig)}{ctext}"
+            f"<th>accepted</th><th>stopped (no problems)</th><th>unscored</th></tr>{trs}</table>{svg(fig)}{ctext}"
             f"<h2>Answers that changed</h2><ul>{ex}</ul>")
     return _page(out_dir, "Critique -> refine", body, {"summary": summary, "config": config})
 
@@ -191,7 +177,7 @@ def fsbs_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[dic
                   f"<td>{_ci(st.get('cbi'))}</td><td>{_ci(st.get('random_cbi'))}</td><td>{_ci(st.get('cbi_minus_random'))}</td>"
                   f"<td>{_ci(st.get('false_alarm'))}</td><td>{_ci(st.get('highlights_per_critique_tampered'), False)}</td></tr>"
                   for st in sts)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for st in sts:
         if st.get("cbi") and st.get("false_alarm"):
@@ -206,5 +192,5 @@ def fsbs_report(out_dir: str | Path, summary: dict[str, Any], rows: Sequence[dic
             f"{s['unscored']} unscored); scorer {html.escape(s['scorer'])}</p>"
             f"<table><tr><th class=l>choice</th><th>LENGTH_MODIFIER</th><th>mean length, chars</th><th>CBI</th>"
             f"<th>random, same count</th><th>CBI - random</th><th>false alarms</th><th>highlights</th></tr>{trs}</table>"
-            f"{_img(fig)}")
+            f"{svg(fig)}")
     return _page(out_dir, "Force Sampling Beam Search (CriticGPT App. 7.1)", body, {"summary": summary, "config": config})

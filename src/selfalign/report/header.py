@@ -1,11 +1,17 @@
-"""What every report shows first: the run header (what produced it), and the one way plots are
-embedded (inline SVG, so an HTML report stays one file).
+"""What every report shows: the run header first (what produced it), the training curves of every
+model trained under the run folder, and the one way plots are embedded (inline SVG, so an HTML
+report stays one file).
 
 The header renders ``provenance.json``, which the stage wrote (:func:`selfalign.store.runs.provenance`):
 the command, config hash, selfalign version and git commit, model and precision, the machine,
 library versions, seeds, start and finish, wall time per step, tokens generated and scored, and
 store hits and misses. It computes nothing: a report without ``provenance.json`` (one written
 before this existed) says so instead of guessing.
+
+The training curves read what each trainer saved beside its model (``train.json``, written by
+:class:`selfalign.train.base.TrainDir`: the trainer's ``log_history``): loss for every SFT, DPO,
+PM, RLOO and distillation run, and reward and KL where the trainer logged them. Older records
+with only the losses are drawn against their logging index.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import html
 import io
 import json
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +97,88 @@ _BODY_START = re.compile(r"(<h1[^>]*>.*?</h1>(\s*<p class=sub>.*?</p>)?)", re.S)
 
 
 def with_header(page: str, run_dir: str | Path) -> str:
-    """``page`` with the run header after its title (after ``<body>`` when it has no ``<h1>``)."""
+    """``page`` with the run header after its title (after ``<body>`` when it has no ``<h1>``) and
+    the training curves of the run folder before ``</body>`` (unless the page placed them itself)."""
     hdr = run_header(run_dir)
+    if CURVES_ID not in page:
+        curves = training_curves(run_dir)
+        i = page.rfind("</body>")
+        page = page[:i] + curves + page[i:] if i >= 0 else page + curves
     m = _BODY_START.search(page)
     if m:
         return page[: m.end()] + hdr + page[m.end():]
     i = page.find("<body>")
     return page[: i + 6] + hdr + page[i + 6:] if i >= 0 else hdr + page
+
+
+# what a trainer's log_history is plotted by, in this order: (key, axis label)
+CURVE_KEYS = (("loss", "training loss"), ("reward", "reward (mean, training samples)"),
+              ("kl", "KL to the initial policy (per token)"), ("rewards/margins", "DPO reward margin"))
+CURVES_ID = "id=training-curves"
+_NOT_RUNS = {"checkpoints", "model.tmp", "model"}
+
+
+def training_histories(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every training recorded under ``run_dir`` (a ``train.json`` with a fingerprint, outside
+    checkpoint folders), by its folder relative to ``run_dir``: ``{"history": [records with a
+    step], "rows", "seconds", "precision"}``."""
+    root = Path(run_dir)
+    out: dict[str, dict[str, Any]] = {}
+    for path in sorted(root.rglob("train.json")) if root.is_dir() else []:
+        rel = path.parent.relative_to(root)
+        if _NOT_RUNS & set(rel.parts):
+            continue
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(info, dict) or "fingerprint" not in info:
+            continue  # some other file of that name, not a trainer's record
+        hist = [h for h in info.get("log_history") or [] if isinstance(h, dict) and isinstance(h.get("step"), int)]
+        if not any(k in h for h in hist for k, _ in CURVE_KEYS) and info.get("losses"):
+            hist = [{"step": i + 1, "loss": v} for i, v in enumerate(info["losses"])]  # before histories were kept
+        out[rel.as_posix()] = {"history": hist, "rows": info.get("n_rows"), "seconds": info.get("seconds"),
+                               "precision": info.get("precision")}
+    return out
+
+
+def training_curves(run_dir: str | Path) -> str:
+    """The "Training curves" section: one panel per logged quantity (:data:`CURVE_KEYS`), one line
+    per training under ``run_dir``, and a table of the trainings; empty when nothing was trained."""
+    runs = training_histories(run_dir)
+    if not runs:
+        return ""
+
+    def points(hist: list[dict[str, Any]], key: str) -> list[tuple[int, float]]:
+        return [(h["step"], float(h[key])) for h in hist if isinstance(h.get(key), (int, float))]
+
+    panels = [(k, lab) for k, lab in CURVE_KEYS if any(points(r["history"], k) for r in runs.values())]
+    fig_html = ""
+    if panels:
+        plt = pyplot()
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.0), squeeze=False)
+        for ax, (key, label) in zip(axes[0], panels):
+            for name, r in runs.items():
+                pts = points(r["history"], key)
+                if pts:
+                    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=2.5, label=name)
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(label)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7 if len(runs) <= 6 else 5)
+        fig_html = svg(fig)
+
+    def last(hist: list[dict[str, Any]], key: str) -> str:
+        pts = points(hist, key)
+        return f"{pts[-1][1]:.4g}" if pts else "-"
+
+    e = html.escape
+    trs = "".join(f"<tr><td class=l>{e(n)}</td><td>{r['rows'] if r['rows'] is not None else '-'}</td>"
+                  f"<td>{max((h['step'] for h in r['history']), default=0)}</td><td>{_secs(r['seconds'])}</td>"
+                  f"<td>{e(str(r['precision'] or '-'))}</td><td>{last(r['history'], 'loss')}</td></tr>"
+                  for n, r in runs.items())
+    return (f"<h2 {CURVES_ID}>Training curves</h2>{fig_html}<table><tr><th class=l>training (folder)</th><th>rows</th>"
+            f"<th>last logged step</th><th>time</th><th>precision</th><th>last loss</th></tr>{trs}</table>")
 
 
 def with_provenance(data: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
@@ -110,6 +192,9 @@ def svg(fig: Any) -> str:
     import matplotlib.pyplot as plt
 
     buf = io.StringIO()
+    with warnings.catch_warnings():  # "tight layout not applied" on a crowded figure: drawn as it is
+        warnings.simplefilter("ignore", UserWarning)
+        fig.tight_layout()
     fig.savefig(buf, format="svg", bbox_inches="tight")
     plt.close(fig)
     text = buf.getvalue()

@@ -10,15 +10,13 @@ turned wrong, N4)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 from selfalign.data.io import read_jsonl
-from selfalign.report.header import pyplot, svg, with_header, with_provenance
+from selfalign.report.header import pyplot, svg, training_curves, with_header, with_provenance
 
 SCORE_NAMES = ("honesty", "prudence", "over_conservativeness", "accuracy")
 LABELS = ("correct", "wrong", "idk")
@@ -34,11 +32,7 @@ th{background:#f4f4f4} td.l,th.l{text-align:left} .ci{color:#888;font-size:.85em
 
 
 def _bar_chart(summary: dict[str, Any]) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     methods = list(summary["methods"])
     fig, ax = plt.subplots(figsize=(10, 3.8))
     width = 0.8 / len(SCORE_NAMES)
@@ -54,11 +48,7 @@ def _bar_chart(summary: dict[str, Any]) -> str:
     ax.set_ylabel("%")
     ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, 1.15))
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
+    return svg(fig)
 
 
 def _kx_histogram(run_dir: Path, config: dict[str, Any]) -> str:
@@ -85,32 +75,6 @@ def _kx_histogram(run_dir: Path, config: dict[str, Any]) -> str:
     return (f"<h2>Expected accuracy k(x) on the training questions</h2>{svg(fig)}"
             f"<p class=sub>{len(ks)} questions; {below} ({100 * below / len(ks):.0f}%) at or below tau, "
             f"taught to decline (before balancing).</p>")
-
-
-def _training_curves(run_dir: Path, methods: list[str]) -> str:
-    """Loss per logged step of every trained model (``models/<m>/train.json``'s ``log_history``)."""
-    curves = {}
-    for m in methods:
-        path = run_dir / "models" / m / "train.json"
-        if not path.exists():
-            continue
-        info = json.loads(path.read_text())
-        hist = [h for h in info.get("log_history", []) if "loss" in h]
-        if hist:
-            curves[m] = ([h["step"] for h in hist], [h["loss"] for h in hist])
-        elif info.get("losses"):  # trained before the history was kept: losses only, numbered
-            curves[m] = (list(range(1, len(info["losses"]) + 1)), info["losses"])
-    if not curves:
-        return ""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 2.8))
-    for m, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", markersize=3, label=m)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return f"<h2>Training curves</h2>{svg(fig)}"
 
 
 def _reliability(summary: dict[str, Any]) -> str:
@@ -398,9 +362,9 @@ accuracy = responses containing a gold answer / N. "before" is the unaligned mod
 <p class=sub>judge: {html.escape(_judge_line(summary.get("judge")))}. Judge card: <b>not validated</b> on outside
 labels (the paper's idk signs and whole-word gold-answer matching; no labelled set in this project measures their
 agreement with people yet).</p>
-<img alt="scores by method" src="data:image/png;base64,{chart}" style="max-width:100%">
+{chart}
 {_kx_histogram(run_dir, config)}
-{_training_curves(run_dir, [m for m in summary["methods"] if m != "unaligned"])}
+{training_curves(run_dir)}
 {_reliability(summary)}
 {_calibration(summary, config)}
 {_side_by_side(summary)}

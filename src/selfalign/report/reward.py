@@ -8,7 +8,30 @@ import math
 from pathlib import Path
 from typing import Any
 
-from selfalign.report.critique import _ci, _img, _page, _plt
+from selfalign.report.critique import _ci, _page
+from selfalign.report.header import pyplot, svg
+
+
+def reliability_diagram(cals: dict[str, dict[str, Any]]) -> str:
+    """Reliability diagram of one or more PMs (``{name: summary["calibration"]}``): the predicted
+    P(first response is chosen) per bin against how often it was, before (raw) and after
+    temperature scaling, with each curve's temperature and ECE in the legend."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
+    colours = ("#dd8452", "#4c72b0", "#55a868", "#c44e52", "#8172b3", "#937860")
+    i = 0
+    for name, cal in cals.items():
+        for key, style in (("raw", "--"), ("scaled", "-")):
+            bins = [b for b in cal[key]["bins"] if b["count"] and not math.isnan(b["confidence"])]
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", linestyle=style,
+                    color=colours[i % len(colours)],
+                    label=f"{name} {key} (T={cal[key]['temperature']:.2f}, ECE {cal[key]['ece']:.3f})")
+            i += 1
+    ax.set_xlabel("predicted P(first response is chosen)")
+    ax.set_ylabel("observed frequency")
+    ax.legend(fontsize=7)
+    return svg(fig)
 
 
 def pm_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
@@ -24,23 +47,7 @@ def pm_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, An
         diffs += f"; PM - untrained head: {_ci(s['vs_untrained'])} points"
     diffs += "</p>"
     cal = s["calibration"]
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":")
-    for key, colour in (("raw", "#dd8452"), ("scaled", "#4c72b0")):
-        bins = [b for b in cal[key]["bins"] if b["count"] and not math.isnan(b["confidence"])]
-        ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color=colour,
-                label=f"{key} (T={cal[key]['temperature']:.2f}, ECE {cal[key]['ece']:.3f})")
-    ax.set_xlabel("predicted P(first response is chosen)")
-    ax.set_ylabel("observed frequency")
-    ax.legend(fontsize=7)
-    imgs = _img(fig)
-    if s.get("losses"):
-        fig2, ax2 = plt.subplots(figsize=(4.2, 2.6))
-        ax2.plot(range(1, len(s["losses"]) + 1), s["losses"], marker=".")
-        ax2.set_xlabel("logging step")
-        ax2.set_ylabel("ranking loss")
-        imgs += _img(fig2)
+    imgs = reliability_diagram({"PM": cal})
     made = ", ".join(f"{k}: {v}" for k, v in s.get("made", {}).items())
     if cal.get("temperature_given"):
         fitted = f"temperature {cal['scaled']['temperature']:.2f} fitted earlier, ECE on all {cal['test_pairs']} pairs"
@@ -66,6 +73,7 @@ def split_half_report(out_dir: str | Path, summary: dict[str, Any], config: dict
         c = p.get("calibration")
         return f"{c['raw']['ece']:.3f} &rarr; {c['scaled']['ece']:.3f} (T={c['scaled']['temperature']:.2f})" if c else "-"
 
+    cals = {f"PM_{n.upper()}": p["calibration"] for n, p in s["pms"].items() if p.get("calibration")}
     trs = "".join(f"<tr><td class=l>PM_{n.upper()}</td><td>{p['train_pairs']}</td><td>{_ci(p['accuracy'])}</td>"
                   f"<td>{_ci(p['length_baseline'])}</td><td>{ece(p)}</td><td class=l>{by_label(p)}</td></tr>"
                   for n, p in s["pms"].items())
@@ -78,5 +86,7 @@ def split_half_report(out_dir: str | Path, summary: dict[str, Any], config: dict
             f"<p>Agreement (same preferred response): {_ci(s['agreement'])}%; Spearman rank correlation of the reward "
             f"gaps: {'-' if math.isnan(rho) else f'{rho:.3f}'}.</p>"
             f"<p>Optimise against PM_A and score with PM_B: <code>selfalign rlhf frontier --pm "
-            f"{html.escape(s['pms']['a']['pm_dir'])} --test-pm {html.escape(s['pms']['b']['pm_dir'])}</code></p>")
+            f"{html.escape(s['pms']['a']['pm_dir'])} --test-pm {html.escape(s['pms']['b']['pm_dir'])}</code></p>"
+            + (f"<h2>Calibration</h2><p>Each PM on the held-out pairs, before and after temperature scaling."
+               f"</p>{reliability_diagram(cals)}" if cals else ""))
     return _page(out_dir, "Split-half preference models", body, {"summary": s, "config": config})

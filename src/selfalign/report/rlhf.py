@@ -6,12 +6,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from selfalign.report.critique import _ci, _err, _img, _page, _plt
+from selfalign.report.critique import _ci, _err, _page
+from selfalign.report.header import pyplot, svg
 
 
 def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     pts = summary["points"]
-    plt = _plt()
+    plt = pyplot()
     # the headline: HH's Fig. 13-style frontier, held-out reward and gold accuracy on one plot, so
     # over-optimisation (training reward up, test reward or gold down) shows where it happens
     fig, ax = plt.subplots(figsize=(6.2, 3.8))
@@ -33,7 +34,7 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = gold_ax.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=6, loc="best")
-    imgs = _img(fig)
+    imgs = svg(fig)
     for key, label in (("test_reward", "test-PM reward"), ("train_reward", "training-PM reward"),
                        ("gold", "gold accuracy")):
         fig, ax = plt.subplots(figsize=(4.6, 3))
@@ -48,7 +49,7 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
         ax.set_xlabel("sqrt(KL from the initial policy)  [sqrt nats]")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
-        imgs += _img(fig)
+        imgs += svg(fig)
 
     hist = [h for h in summary.get("rl_history") or [] if "step" in h]
     if hist:  # every RL step on its own training completions
@@ -75,7 +76,7 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
         a2.set_xlabel("RL step")
         a2.set_ylabel("KL(policy || initial) on training samples")
         a2.legend(fontsize=7)
-        imgs += "<h2>RL, step by step (training completions)</h2>" + _img(fig)
+        imgs += "<h2>RL, step by step (training completions)</h2>" + svg(fig)
 
     def row(p: dict[str, Any]) -> str:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
@@ -109,7 +110,7 @@ def frontier_report(out_dir: str | Path, summary: dict[str, Any], config: dict[s
 def distill_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     kl = summary["kl"]
     trs = "".join(f"<tr><td class=l>{n}</td><td>{_ci(v, False)}</td></tr>" for n, v in kl.items())
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 2.4))
     names = list(kl)
     ax.barh(names, [kl[n]["value"] for n in names],
@@ -121,7 +122,7 @@ def distill_report(out_dir: str | Path, summary: dict[str, Any], config: dict[st
             f"({summary['answer_tokens_train']} answer tokens), {summary['test_prompts']} held-out prompts.</p>"
             f"<table><tr><th class=l>model (no system prompt)</th><th>held-out KL, 95% CI</th></tr>{trs}</table>"
             f"<p>token-level / undistilled: <b>{summary['ratio_token_to_undistilled']:.3f}</b>; difference (paired): "
-            f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]</p>{_img(fig)}")
+            f"{d['value']:.4f} [{d['lo']:.4f}, {d['hi']:.4f}]</p>{svg(fig)}")
     return _page(out_dir, "Context distillation", body, {"summary": summary, "config": config})
 
 
@@ -129,7 +130,7 @@ def online_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str
     rs = summary["rounds"]
     trs = "".join(f"<tr><td>{r['round']}</td><td>{r.get('pairs_new', '-')}</td><td>{r.get('pairs_total', '-')}</td>"
                   f"<td>{_ci(r['gold'])}</td><td>{_ci(r['pm_reward'], False)}</td></tr>" for r in rs)
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3))
     xs = [r["round"] for r in rs]
     ax.errorbar(xs, [100 * r["gold"]["value"] for r in rs],
@@ -141,5 +142,5 @@ def online_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str
             f"{summary['test_questions']} held-out questions. PM rewards come from each round's own PM (round 0: the "
             f"round-1 PM), so compare them within a row, not across rows.</p>"
             f"<table><tr><th>round</th><th>new pairs</th><th>pairs in the PM</th><th>gold accuracy %</th>"
-            f"<th>PM reward</th></tr>{trs}</table>{_img(fig)}")
+            f"<th>PM reward</th></tr>{trs}</table>{svg(fig)}")
     return _page(out_dir, "Iterated online RLHF", body, {"summary": summary, "config": config})

@@ -10,15 +10,13 @@ costs no parser dependency.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
-from selfalign.report.header import with_header, with_provenance
+from selfalign.report.header import pyplot, svg, with_header, with_provenance
 from selfalign.report.honesty import CSS
 
 QUESTION_WORDS = {"what", "which", "who", "how", "why", "when", "where", "is", "are", "can", "do", "does", "please"}
@@ -34,22 +32,8 @@ def root_verb(instruction: str) -> str:
     return words[0]
 
 
-def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
-
-
 def _charts(similarities: Sequence[float], prompt_lens: Sequence[int], completion_lens: Sequence[int]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     out = []
     if similarities:
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -58,7 +42,7 @@ def _charts(similarities: Sequence[float], prompt_lens: Sequence[int], completio
         ax.set_xlabel("max ROUGE-L against the pool")
         ax.set_ylabel("candidates")
         ax.legend()
-        out.append(_png(fig))
+        out.append(svg(fig))
     if prompt_lens:
         fig, ax = plt.subplots(figsize=(5, 3))
         ax.hist(prompt_lens, bins=20, alpha=0.7, label="prompt words")
@@ -66,7 +50,7 @@ def _charts(similarities: Sequence[float], prompt_lens: Sequence[int], completio
             ax.hist(completion_lens, bins=20, alpha=0.7, label="completion words")
         ax.set_xlabel("words")
         ax.legend()
-        out.append(_png(fig))
+        out.append(svg(fig))
     return out
 
 
@@ -131,7 +115,7 @@ def write_report(out_dir: str | Path, title: str, rows: Sequence[dict[str, Any]]
         f"<li><b>{html.escape(_content(r['prompt'])[:300])}</b><br><code>{html.escape(_content(r['completion'])[:300])}</code>"
         f" <span class=ci>{html.escape(json.dumps({k: v for k, v in r.get('meta', {}).items() if k in ('method', 'ok', 'reason', 'round', 'operation', 'ifd', 'score', 'category', 'style')}))}</span></li>"
         for r in list(rows)[:examples])
-    imgs = "".join(f'<img src="data:image/png;base64,{c}" style="max-width:48%">' for c in charts)
+    imgs = "".join(charts)
     more = f"<h2>Details</h2><pre>{html.escape(json.dumps(extra, indent=2, default=str))}</pre>" if extra else ""
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style></head><body>
 <h1>{html.escape(title)}</h1><p class=sub>{s['rows']} rows, {s['ok_rows']} parsed</p>

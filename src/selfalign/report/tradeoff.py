@@ -8,7 +8,8 @@ import html
 from pathlib import Path
 from typing import Any
 
-from selfalign.report.critique import _ci, _img, _page, _plt
+from selfalign.report.critique import _ci, _page
+from selfalign.report.header import pyplot, svg
 
 LABELS = {"harm_safe_share": "harm judge: not harmful (safety, held-out)",
           "refusal_share": "refusal share (safety, held-out)",
@@ -24,7 +25,7 @@ def _plot(result: dict[str, Any]) -> str:
     pts = [r for r in result["runs"] if "xstest_compliance" in r["measures"] and y_key in r["measures"]]
     if not pts:
         return "<p>No run has both the over-refusal study and the safety study: no plot.</p>"
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for r in pts:
         x, y = r["measures"]["xstest_compliance"], r["measures"][y_key]
@@ -38,7 +39,7 @@ def _plot(result: dict[str, Any]) -> str:
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)
     ax.set_title("safety against over-refusal (95% intervals)")
-    return _img(fig)
+    return svg(fig)
 
 
 def tradeoff_report(out_dir: str | Path, result: dict[str, Any], cards: dict[str, Any], config: dict[str, Any]) -> Path:

@@ -10,7 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from selfalign.report.critique import _err, _img, _page, _plt
+from selfalign.report.critique import _err, _page
+from selfalign.report.header import pyplot, svg
 
 _PCT = {"ece", "overconfidence", "mean_confidence", "accuracy", "refusal_share", "harm_safe_share", "refusal_ratio",
         "verbatim_leak_rate", "both_correct", "consistency", "q1_accuracy", "q2_accuracy", "accuracy_clean",
@@ -93,7 +94,7 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
         ex += f"<h3>{name}</h3><ul>" + "".join(
             f"<li><code>{html.escape(str(r['input'])[:200])}</code> &rarr; <i>{html.escape(r['response'][:200])}</i> "
             f"[{html.escape(str(r['verdict']['label']))}]</li>" for r in s["examples"]) + "</ul>"
-    plt = _plt()
+    plt = pyplot()
     names = [n for n, s in studies.items() if s["reliable"]]
     img = ""
     if names:
@@ -104,7 +105,7 @@ def trust_report(out_dir: str | Path, result: dict[str, Any], config: dict[str, 
                 color="#4c72b0", capsize=3)
         ax.set_xlim(0, 100)
         ax.set_xlabel("% (95% bootstrap interval)")
-        img = _img(fig)
+        img = svg(fig)
     judges = ""
     for split, d in result["judges"]["refusal_detector"].items():
         judges += (f"<tr><td class=l>refusal detector</td><td class=l>{split}</td><td>{d['n']} ({d['positives']} "
@@ -140,7 +141,7 @@ def compare_report(out_dir: str | Path, comp: dict[str, Any]) -> Path:
             "<th>B - A (paired 95% CI)</th><th>McNemar p</th></tr>")
     studies = "".join(row(n, d, d["mcnemar"]["p_value"]) for n, d in comp["studies"].items())
     subs = "".join(row(n, d, d["mcnemar_p"]) for n, d in comp["subcategories"].items())
-    plt = _plt()
+    plt = pyplot()
     names = list(comp["studies"])
     fig, ax = plt.subplots(figsize=(6, 0.45 * len(names) + 1))
     ds = [comp["studies"][n] for n in names]
@@ -154,6 +155,6 @@ def compare_report(out_dir: str | Path, comp: dict[str, Any]) -> Path:
             f"miscalibration, causal, typo), refused or judged not harmful (safety), refused (fairness, misuse), "
             f"not leaked (copyright), full compliance on a safe prompt and any refusal on an unsafe one (xstest). "
             f"The over_refusal row (XSTest's safe prompts) is outside Liu et al.'s 29 sub-categories.</p>"
-            f"<h2>Per study</h2><table>{head.format('study')}{studies}</table>{_img(fig)}"
+            f"<h2>Per study</h2><table>{head.format('study')}{studies}</table>{svg(fig)}"
             f"<h2>Per sub-category</h2><table>{head.format('sub-category')}{subs}</table>")
     return _page(out_dir, "Trustworthiness: two models compared", body, {"compare": comp})

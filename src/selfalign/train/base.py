@@ -359,13 +359,16 @@ class TrainingRun:
 class StepLog:
     """A trainer callback that prints one line per logging step, ``[train] <name> step 20/68
     (29%) loss 0.781 lr 1.7e-04 412 tok/s ETA 1:56``, instead of transformers' raw dict and its
-    ``\r``-redrawn bar (which a log file keeps as one unreadable line). Tokens/s from the
-    trainer's ``num_tokens`` (TRL logs it) over the time since training (re)started."""
+    ``\r``-redrawn bar (which a log file keeps as one unreadable line). Tokens/s: the tokens
+    trained since this process (re)started training over the time since. TRL's ``num_tokens`` is
+    a running total that a resumed run restores from its checkpoint, so the total at the resumed
+    checkpoint's last logged step is subtracted."""
 
     def __init__(self, name: str):
         self.name = name
         self.t0 = 0.0
         self.step0 = 0
+        self.tokens0 = 0.0
 
     def __getattr__(self, event: str) -> Callable[..., None]:
         if event.startswith("on_"):  # every other trainer event: nothing to do
@@ -374,6 +377,8 @@ class StepLog:
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0, self.step0 = time.time(), state.global_step
+        before = [h["num_tokens"] for h in getattr(state, "log_history", None) or [] if isinstance(h.get("num_tokens"), (int, float))]
+        self.tokens0 = float(before[-1]) if before and state.global_step else 0.0
         if state.is_local_process_zero:
             logs.say(f"[train] {self.name}: {state.max_steps} steps" +
                      (f", resuming at step {state.global_step}" if state.global_step else ""))
@@ -385,8 +390,8 @@ class StepLog:
         el = max(1e-6, time.time() - self.t0)
         done = state.global_step - self.step0
         left = (state.max_steps - state.global_step) * el / max(1, done)
-        tokens = float(record.get("num_tokens", 0) or 0)
-        rate = f" {tokens / el:.0f} tok/s" if tokens else ""
+        tokens = float(record.get("num_tokens", 0) or 0) - self.tokens0
+        rate = f" {tokens / el:.0f} tok/s" if tokens > 0 else ""
         lr = record.get("learning_rate")
         lr_s = f" lr {float(lr):.1e}" if lr is not None else ""
         extra = "".join(f" {k} {float(record[k]):.3g}" for k in ("reward", "kl", "rewards/accuracies") if k in record)
