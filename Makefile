@@ -31,8 +31,8 @@ demo: setup
 
 # the tests also cover the opt-in extras (trackio, inspect_ai): installed on first `make test`, not by the demo
 $(VENV)/.installed-test: $(VENV)/.installed
-	( $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[embedded,train,dev,track,inspect]' ) \
-	|| $(BIN)/pip install -qq --no-compile -e '.[embedded,train,dev,track,inspect]'
+	( $(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[embedded,train,dev,track,inspect,ray]' ) \
+	|| $(BIN)/pip install -qq --no-compile -e '.[embedded,train,dev,track,inspect,ray]'
 	touch $@
 
 test: setup $(VENV)/.installed-test

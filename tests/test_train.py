@@ -136,39 +136,89 @@ def test_python_m_entry_point(tiny_model_dir, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
-def test_accelerate_launch_two_cpu_processes(tiny_model_dir, tmp_path):
-    """Data-parallel training under `accelerate launch`: both processes finish, rank 0 saves
-    weights that differ from the base."""
+PAIRS = [{"prompt": [{"role": "user", "content": f"Q{i}"}], "chosen": [{"role": "assistant", "content": "Paris"}],
+          "rejected": [{"role": "assistant", "content": "Lima, I think, or maybe not"}]} for i in range(8)]
+
+
+def _kd_rows() -> list[dict]:
+    """Context-distillation rows (selfalign.rlhf.distill.distill_rows' shape): 3 teacher tokens per
+    answer position, their log-probabilities leaving 0.4 for the rest."""
+    import math
+
+    rows = []
+    for i in range(8):
+        ids = [5 + (7 * i + j) % 40 for j in range(10)]
+        pos = list(range(6, 9))
+        rows.append({"input_ids": ids, "positions": pos, "teacher_ids": [[ids[p + 1], 3, 4] for p in pos],
+                     "teacher_logprobs": [[math.log(0.4), math.log(0.15), math.log(0.05)] for _ in pos]})
+    return rows
+
+
+# (entry point, rows, extra arguments, is the saved model a causal LM whose weights must have moved)
+ENTRY_POINTS = {
+    "sft": ("selfalign.train.sft", ROWS, [], True),
+    "dpo": ("selfalign.train.dpo", PAIRS, ["--set", "beta=0.5"], True),
+    "pm": ("selfalign.reward.pm", PAIRS, [], False),
+    "rloo": ("selfalign.rlhf.train_rl", [{"prompt": r["prompt"]} for r in ROWS],
+             ["--reward-model", "{base}", "--set", "num_generations=2", "--set", "max_completion_length=4"], True),
+    "distill": ("selfalign.rlhf.distill", None, [], True),
+}
+
+
+@pytest.mark.parametrize("method", list(ENTRY_POINTS))
+def test_accelerate_launch_two_cpu_processes(method, tiny_model_dir, tmp_path):
+    """Every trainer data-parallel under `accelerate launch` (two CPU processes, gloo): both
+    processes finish, rank 0 saves a model that loads (and, for a policy, differs from the base)."""
+    import os
+    import re
     import shutil
     import subprocess
     import sys
     from pathlib import Path
 
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    module, rows, extra, causal = ENTRY_POINTS[method]
     launcher = Path(sys.executable).parent / "accelerate"
     if not launcher.exists():
         launcher = Path(shutil.which("accelerate") or "accelerate")
-    rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in (rows if rows is not None else _kd_rows())))
     # on a machine without GPUs, --multi_gpu is torchrun with the gloo backend (accelerate's --cpu
     # with several processes means its MPI launcher, which needs mpirun and oneCCL)
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "-m", "selfalign.train.sft", "--rows", str(rows), "--base", str(tiny_model_dir),
+           "--dynamo_backend", "no", "-m", module, "--rows", str(path), "--base", str(tiny_model_dir),
            "--out", str(tmp_path / "ddp"), "--set", "max_steps=2", "--set", "lora=false", "--set", "batch_size=2",
-           "--set", "learning_rate=0.01"]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+           "--set", "learning_rate=0.01", *[a.format(base=tiny_model_dir) for a in extra]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-3000:]
-    import re
-
     results = [json.loads(m) for m in re.findall(r"selfalign-train: (\{[^{}]*\})", out.stdout)]
-    assert sorted(r["process"] for r in results) == [0, 1]
-    assert all(r["world_size"] == 2 for r in results)
-    before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(tmp_path / "ddp" / "model").state_dict()
-    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert sorted(r["process"] for r in results) == [0, 1] and all(r["world_size"] == 2 for r in results)
+    saved = tmp_path / "ddp" / "model"
+    assert json.loads((tmp_path / "ddp" / "train.json").read_text())["n_rows"] == 8
+    if causal:
+        before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+        after = AutoModelForCausalLM.from_pretrained(saved).state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+    else:  # the PM: a sequence-classification model with its trained scalar head
+        pm = AutoModelForSequenceClassification.from_pretrained(saved)
+        assert pm.config.num_labels == 1
+
+
+def test_the_scripts_refuse_bad_options_before_loading(tiny_model_dir, tmp_path):
+    """The RL script checks its PM folder and its rows' prompts before anything loads."""
+    import subprocess
+    import sys
+
+    rows = tmp_path / "p.jsonl"
+    rows.write_text(json.dumps({"prompt": "not messages"}) + "\n")
+    for pm, message in ((tmp_path / "nope", "not a saved preference model"), (tiny_model_dir, "p.jsonl:1: field 'prompt'")):
+        out = subprocess.run([sys.executable, "-m", "selfalign.rlhf.train_rl", "--rows", str(rows), "--base",
+                              str(tiny_model_dir), "--out", str(tmp_path / "rl"), "--reward-model", str(pm)],
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "rl").exists()
 
 
 def test_a_python_config_and_a_yaml_config_fingerprint_alike(tmp_path):

@@ -7,6 +7,8 @@ Spec grammar:
 * ``openai:<model>`` with ``base_url`` (option or ``$SELFALIGN_OPENAI_BASE_URL``)
 * ``vllm:<hub id or path>`` (extra ``selfalign[vllm]``)
 * ``scripted`` or ``scripted:<path.json>`` (a JSON of ``{"rules": {...}, "default": ...}``)
+* ``ray:<N>:<any spec above>``: that model served by N Ray actors (extra ``selfalign[ray]``,
+  :mod:`selfalign.models.ray_pool`); same model id, so the same store rows as one worker
 
 Without a suffix an embedded or hf model loads in the precision the hardware does natively
 (:func:`selfalign.models.hf.inference_dtype`): bf16 on a GPU and on a CPU with native bf16
@@ -39,6 +41,7 @@ BACKENDS = {
     "openai": "any OpenAI-compatible server: openai:<model> --base-url http://host:port/v1",
     "vllm": "vLLM engine on a GPU: vllm:<hub id or path> (pip install 'selfalign[vllm]')",
     "scripted": "deterministic test double: scripted or scripted:<rules.json>",
+    "ray": "any of the above on N Ray actors (data-parallel): ray:<N>:<spec> (pip install 'selfalign[ray]')",
 }
 
 
@@ -62,11 +65,18 @@ def _check_precision(spec: str, precision: dict[str, str]) -> None:
 
 
 def known_models() -> list[str]:
-    return [DEFAULT_MODEL, "hf:<id or path>", "openai:<model>", "vllm:<id or path>", "scripted[:rules.json]"]
+    return [DEFAULT_MODEL, "hf:<id or path>", "openai:<model>", "vllm:<id or path>", "scripted[:rules.json]",
+            "ray:<N>:<spec>"]
 
 
 def load_model(spec: str | None = None, **options: Any):
     """Build a Generator (and Scorer, where the backend can score) from a model spec."""
+    if (spec or "").strip().startswith("ray:"):
+        from selfalign.models.ray_pool import RayPool, parse
+
+        workers, inner = parse(str(spec).strip())
+        check_spec(inner)
+        return RayPool(workers, inner, **options)
     spec, precision = split_precision((spec or DEFAULT_MODEL).strip())
     options = {**options, **precision}
     _check_precision(spec, precision)
@@ -109,6 +119,10 @@ def load_model(spec: str | None = None, **options: Any):
 
 def check_spec(spec: str | None) -> None:
     """Raise ModelError for a spec that cannot name a model, without loading anything."""
+    if (spec or "").strip().startswith("ray:"):
+        from selfalign.models.ray_pool import parse
+
+        return check_spec(parse(str(spec).strip())[1])
     spec, precision = split_precision((spec or DEFAULT_MODEL).strip())
     _check_precision(spec, precision)
     if spec in (DEFAULT_MODEL, "embedded", "smollm2") or Path(spec).is_dir():
@@ -127,7 +141,12 @@ def trainable_path(spec: str | None, convert: bool = True) -> str | None:
     """What a trainer loads for a model spec (a local directory or a hub id), or None when the
     backend cannot be fine-tuned here (openai, vllm, scripted). ``convert=False`` answers
     without converting the embedded model's weights (for checks before any work). A precision
-    suffix names how the model is loaded to answer; training starts from the same weights."""
+    suffix names how the model is loaded to answer; training starts from the same weights; a
+    ``ray:`` pool trains what its workers serve."""
+    if (spec or "").strip().startswith("ray:"):
+        from selfalign.models.ray_pool import parse
+
+        return trainable_path(parse(str(spec).strip())[1], convert)
     spec, _ = split_precision((spec or DEFAULT_MODEL).strip())
     if spec in (DEFAULT_MODEL, "embedded", "smollm2"):
         from selfalign.models import embedded

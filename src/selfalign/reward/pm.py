@@ -32,6 +32,11 @@ Deviations: Askell et al. pretrain the PM on large public comparison sets (PMP) 
 fine-tuning; here PMP is optional (:func:`train_pm` on the plentiful self-made pairs, then again
 from that directory on the target pairs). The paper's PMs are 13M-52B models; the default is the
 135M embedded model.
+
+Also a script, so ``accelerate launch`` trains it data-parallel (see :mod:`selfalign.train.sft`)::
+
+    python -m selfalign.reward.pm --rows pairs.jsonl --base <hub id or path> --out runs/pm [--set ...]
+    accelerate launch --multi_gpu --num_processes 2 -m selfalign.reward.pm --rows pairs.jsonl --base ... --out ...
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from selfalign.train.base import (
     lora_config,
     require_trl,
     resolve_precision,
+    script_main,
     trainer_args,
 )
 
@@ -274,3 +280,13 @@ class CachedPM:
             for i, v in zip(todo, got):
                 have[keys[i]] = (v,)
         return [float(have[k][0]) for k in keys]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m selfalign.reward.pm``: one entry point for a single process and ``accelerate launch``."""
+    script_main(argv, "python -m selfalign.reward.pm", __doc__ or "", PMConfig, ("prompt", "chosen", "rejected"),
+                train_pm, lambda res: {"truncated": res.truncated})
+
+
+if __name__ == "__main__":
+    main()

@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from selfalign.train.base import TrainConfig
+from selfalign.train.base import (TrainConfig, TrainingRun, fingerprint, load_for_training, lora_config, script_main,
+                                  trainer_args)
 
 HHH_PROMPT = (
     "You are a careful, honest and kind assistant. You help people with what they ask when it is safe, and you "
@@ -229,17 +230,28 @@ def _collate(pad_id: int, k: int) -> Callable[[list[dict[str, Any]]], dict[str, 
     return collate
 
 
+DISTILL_COLUMNS = ("input_ids", "positions", "teacher_ids", "teacher_logprobs")
+
+
 def train_distilled(examples: Sequence[Example], base: str, out_dir: str | Path, cfg: TrainConfig, k: int,
                     base_id: str | None = None) -> Any:
     """Token-level context distillation of ``base`` (LoRA, merged at the end) on the examples."""
-    from selfalign.train.base import (TrainingRun, fingerprint, load_for_training, lora_config,
-                                      trainer_args)
+    return train_distilled_rows(distill_rows(examples), base, out_dir, cfg, base_id)
 
-    rows = [{"input_ids": ex.student_ids,
+
+def distill_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
+    """The training rows of the examples (:data:`DISTILL_COLUMNS`): the student's input, the
+    positions whose next token is an answer token, and the teacher's top-k ids and log-probs there."""
+    return [{"input_ids": ex.student_ids,
              "positions": list(range(len(ex.student_ids) - ex.n_answer - 1, len(ex.student_ids) - 1)),
              "teacher_ids": [t for t, _ in ex.topk], "teacher_logprobs": [v for _, v in ex.topk]} for ex in examples]
-    run = TrainingRun(out_dir, fingerprint("context-distill", base_id or base, rows, cfg,
-                                           ("input_ids", "positions", "teacher_ids", "teacher_logprobs")))
+
+
+def train_distilled_rows(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg: TrainConfig,
+                         base_id: str | None = None) -> Any:
+    """:func:`train_distilled` on rows already made (:func:`distill_rows`), as the script trains."""
+    rows = list(rows)
+    run = TrainingRun(out_dir, fingerprint("context-distill", base_id or base, rows, cfg, DISTILL_COLUMNS))
     earlier = run.finished(len(rows))
     if earlier is not None:
         return earlier
@@ -248,6 +260,7 @@ def train_distilled(examples: Sequence[Example], base: str, out_dir: str | Path,
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
+    k = len(rows[0]["teacher_ids"][0]) if rows and rows[0]["teacher_ids"] else 1
     precision, resume, tok, model = load_for_training(cfg, run, base)
     if cfg.lora:
         model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
@@ -335,3 +348,14 @@ def run(cfg: DistillConfig, progress: Callable[[str], None] | None = None, store
     rows_out = [{"prompt": ex.prompt, "answer": ex.answer, "n_answer": ex.n_answer,
                  **{f"kl_{n}": kls[n][i] for n in kls}} for i, ex in enumerate(test)]
     return {"summary": summary, "rows": rows_out}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m selfalign.rlhf.distill``: the token-level training alone on rows made by
+    :func:`distill_rows` (one entry point for a single process and ``accelerate launch``)."""
+    script_main(argv, "python -m selfalign.rlhf.distill", __doc__ or "", TrainConfig, DISTILL_COLUMNS,
+                train_distilled_rows)
+
+
+if __name__ == "__main__":
+    main()

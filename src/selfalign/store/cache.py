@@ -381,10 +381,13 @@ class CachedModel:
 
     def sibling(self, spec: str | Path, **options: Any) -> "CachedModel":
         """Another model (a spec, or a directory a stage has just trained), built by the registry
-        and wrapped in this model's store, with the same progress setting."""
+        and wrapped in this model's store, with the same progress setting; served the way this one
+        is where the backend says how (a ``ray:`` pool: the sibling on as many workers)."""
         from selfalign.models.registry import load_model
 
-        return CachedModel(load_model(str(spec), **options), self.store, self.chunk_size, self.show_progress)
+        wrap = getattr(self.backend, "wrap_spec", None)
+        spec = wrap(str(spec)) if callable(wrap) else str(spec)
+        return CachedModel(load_model(spec, **options), self.store, self.chunk_size, self.show_progress)
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         if not self.can_score:

@@ -132,11 +132,17 @@ def provenance(run_dir: str | Path, store_tally: dict[str, dict[str, Any]] | Non
     started, started_ts = inv.get("created_at"), inv.get("created_ts")
     steps: dict[str, Any] = {}
     sdir = path / "steps"
+    records = []
     for f in sorted(sdir.glob("*.json")) if sdir.is_dir() else []:
         try:
             rec = json.loads(f.read_text())
         except json.JSONDecodeError:
             continue
+        if isinstance(rec, dict):
+            records.append((f, rec))
+    # in the order they finished (older records without a timestamp first, by name)
+    records.sort(key=lambda fr: float(fr[1]["finished_ts"]) if isinstance(fr[1].get("finished_ts"), (int, float)) else 0.0)
+    for f, rec in records:
         finished = rec.get("finished_at")
         if isinstance(rec.get("finished_ts"), (int, float)) and isinstance(started_ts, (int, float)):
             this = rec["finished_ts"] >= started_ts

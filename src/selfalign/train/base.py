@@ -504,10 +504,15 @@ def attn_kwargs(cfg: Any) -> dict[str, str]:
 
 
 def script_main(argv: list[str] | None, prog: str, doc: str, cfg_cls: type, columns: Sequence[str],
-                train: Callable[..., Any], extra: Callable[[Any], dict[str, Any]] | None = None) -> None:
-    """``python -m selfalign.train.<method>``: one entry point for a single process and ``accelerate
+                train: Callable[..., Any], extra: Callable[[Any], dict[str, Any]] | None = None,
+                options: Sequence[tuple[str, dict[str, Any]]] = (),
+                bind: Callable[[Any, Sequence[Any]], Callable[..., Any]] | None = None) -> None:
+    """``python -m selfalign.<module>``: one entry point for a single process and ``accelerate
     launch``. Every input is checked before the model loads (a bad one is one line and exit 2, as
-    in the CLI); every process prints one ``selfalign-train: {json}`` line with its rank."""
+    in the CLI); every process prints one ``selfalign-train: {json}`` line with its rank.
+    ``options``: more command-line options (``(flag, argparse keywords)``); ``bind(args, rows)`` checks
+    them and the rows (``ValueError`` = a one-line error) and returns the training function to call instead of
+    ``train(rows, base, out, cfg)``, loading nothing yet."""
     import argparse
     import os
     import sys
@@ -521,15 +526,18 @@ def script_main(argv: list[str] | None, prog: str, doc: str, cfg_cls: type, colu
     ap.add_argument("--out", required=True, help="output directory (the model lands in OUT/model)")
     ap.add_argument("--config", default="", help=f"YAML of {cfg_cls.__name__} options")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one option")
+    for flag, kw in options:
+        ap.add_argument(flag, **kw)
     a = ap.parse_args(argv)
     try:
         cfg: Any = config_from_yaml(cfg_cls, a.config or None, a.set)
         rows = read_jsonl(a.rows, required=columns)
         check_rows(rows, cfg, a.rows)
+        fn = bind(a, rows) if bind is not None else train
     except (DataError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    res = train(rows, a.base, a.out, cfg)
+    res = fn(rows, a.base, a.out, cfg)
     line = "selfalign-train: " + json.dumps({"process": int(os.environ.get("RANK", "0")),
                                              "world_size": int(os.environ.get("WORLD_SIZE", "1")),
                                              "model_dir": str(res.model_dir), "skipped": res.skipped,
