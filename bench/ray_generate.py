@@ -66,6 +66,10 @@ def main() -> None:
             ray.kill(actor)
     base = results[min(a.workers)]
     top = max(a.workers)
+    for w, (texts, _) in results.items():
+        diff = [i for i, (x, y) in enumerate(zip(texts, base[0])) if x != y]
+        if diff:
+            print(f"workers {w}: prompts whose samples differ from {min(a.workers)} worker(s): {diff}")
     print(f"speed-up {top} workers / {min(a.workers)}: {results[top][1] / base[1]:.2f}x; "
           f"samples identical across pools: {all(r[0] == base[0] for r in results.values())}")
 

@@ -2,6 +2,8 @@
 
 import pytest
 
+from selfalign.data.formats import load_qa
+from selfalign.honesty.prompts import plain_prompt
 from selfalign.models import embedded
 from selfalign.models.registry import load_model
 from selfalign.store.cache import CachedModel, Store
@@ -74,3 +76,17 @@ def test_the_metadata_parse_is_memoised_as_copies_and_put_back(monkeypatch):
     assert second["config"]["vocab"] == ["a", "b"]
     assert calls == [("m.gguf", False), ("m.gguf", True), ("other.gguf", False)]
     assert gguf_utils.load_gguf_checkpoint is fake
+
+
+def test_a_call_does_not_depend_on_the_calls_before_it():
+    """A chunk's samples are the same whether or not the model answered something else first
+    (the stored prompt-head KV is reused only for an identical head): with the old extension of a
+    stored head, one earlier call changed the log-probabilities of the next call in the last bit,
+    and at temperature 1 that flips sampled tokens (seen between 1 and 2 Ray workers)."""
+    params = GenParams(temperature=1.0, max_tokens=8, logprobs=True)
+    reqs = [GenRequest(plain_prompt(it.question), params, n=2, seed=i) for i, it in enumerate(load_qa("bundled")[:8])]
+    used = load_model("smollm2-135m+fp32", batch_size=64)
+    used.generate(reqs[:1])  # an earlier call whose head (one whole prompt) is longer than the chunk's
+    fresh = load_model("smollm2-135m+fp32", batch_size=64)
+    logprobs = [[c.token_logprobs for c in r.completions] for r in used.generate(reqs)]
+    assert logprobs == [[c.token_logprobs for c in r.completions] for r in fresh.generate(reqs)]

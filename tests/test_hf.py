@@ -74,8 +74,9 @@ def test_shared_prefix_changes_nothing(tiny_model):
 
 
 def test_head_kv_reused_across_chunks_and_calls_changes_nothing(tiny_model):
-    """The stored head KV (reused by later chunks and calls, extended where a chunk shares more,
-    replaced where it diverges) gives exactly what a fresh model without any stored head gives."""
+    """The stored head KV (reused by later chunks and calls with the same head, recomputed where a
+    chunk's head is longer or diverges) gives what a fresh model without any stored head gives:
+    the same texts as each request alone, and bit for bit what a fresh model gives the same call."""
     from selfalign.models.hf import HFModel
 
     head = "Answer the question. If you don't know the answer to the question, it is appropriate to say so.\n"
@@ -97,7 +98,12 @@ def test_head_kv_reused_across_chunks_and_calls_changes_nothing(tiny_model):
         for g, w in zip(got, want):
             for cg, cw in zip(g.completions, w.completions):
                 assert cg.token_logprobs == pytest.approx(cw.token_logprobs, abs=1e-4)
-    assert reuser.head_reuses >= 4  # batch_size=2 splits every call into several chunks
+        # the same call on a model with no history: identical to the last bit (no dependence on
+        # the calls before, which sampling at temperature 1 would turn into other tokens)
+        same = HFModel("tiny", model=tiny_model.model, tokenizer=tiny_model.tokenizer, model_id="t", batch_size=2)
+        assert [[c.token_logprobs for c in r.completions] for r in same.generate(reqs)] == \
+            [[c.token_logprobs for c in r.completions] for r in got]
+    assert reuser.head_reuses >= 1  # batch_size=2 splits every call into chunks; some share their head
 
 
 def test_logprobs_and_score_agree(tiny_model):

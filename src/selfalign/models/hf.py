@@ -6,7 +6,7 @@ Sampling is our own short decode loop over the model's forward pass rather than
 * **shared-prefix reuse**: the prompts of a batch usually share a long head (chat template,
   instruction); it is prefilled once, then each distinct prompt's tail once, and the KV cache
   is fanned out to the ``n`` samples of each prompt. The head's KV is also kept for the next
-  batch and the next call (as far as their heads agree), as vLLM's prefix caching does.
+  batch and the next call (reused when their head is the same), as vLLM's prefix caching does.
   ``generate`` would prefill every row. Optionally (``prompt_cache_tokens`` > 0, off by default:
   about 46 KB of fp32 KV per token for SmolLM2-135M) every prefilled prompt's KV is kept across
   calls, and a later prompt that continues one (FSBS's rounds extend their previous round's
@@ -540,8 +540,9 @@ class HFModel:
         :meth:`_last_state`), cache, mask, next pos).
 
         The head's KV is also kept between chunks and calls (:attr:`_head_kv`): the next chunk
-        reuses it as far as its own head agrees (the chat template and instruction every honesty
-        prompt starts with) and runs only the rest, as vLLM's prefix caching does across requests."""
+        reuses it when its own head is the same (the chat template and instruction every honesty
+        prompt starts with), as vLLM's prefix caching does across requests; a different head is
+        run from position 0, so a chunk's result never depends on the chunks before it."""
         if self.prompt_cache_tokens > 0:
             hits = [self._longest_cached(p) for p in prompt_ids]
             if any(n for _, n in hits):
@@ -565,17 +566,19 @@ class HFModel:
         cache = DynamicCache()
         dev = self.device
         if head:
-            # reuse the stored head's KV as far as it agrees with this chunk's head; run the rest once
-            stored, common = self._head_kv, 0
-            if stored is not None:
-                while common < min(head, len(stored[0])) and stored[0][common] == first[common]:
-                    common += 1
-                for layer, (key, val) in enumerate(stored[1] if common else ()):
-                    cache.update(key[..., :common, :], val[..., :common, :], layer)
-                self.head_reuses += common > 0
-            if common < head:  # only its KV is needed
-                self._last_state(input_ids=torch.tensor([first[common:head]], device=dev), **{self.cache_kw: cache},
-                                 use_cache=True, position_ids=torch.arange(common, head, device=dev)[None])
+            # reuse the stored head's KV only when it is exactly this chunk's head; otherwise run the
+            # head alone, in one forward pass from position 0. Extending or cutting a stored head
+            # would give KV that depends in the last bit on which heads came before (a forward pass
+            # of another length), and at temperature 1 that flips sampled tokens: a chunk's samples
+            # would depend on the calls before it (seen between 1 and 2 Ray workers, issue 29).
+            stored = self._head_kv
+            if stored is not None and stored[0] == tuple(first[:head]):
+                for layer, (key, val) in enumerate(stored[1]):
+                    cache.update(key, val, layer)
+                self.head_reuses += 1
+            else:  # only its KV is needed
+                self._last_state(input_ids=torch.tensor([first[:head]], device=dev), **{self.cache_kw: cache},
+                                 use_cache=True, position_ids=torch.arange(0, head, device=dev)[None])
             self._head_kv = (tuple(first[:head]), _layer_kv(cache))
         head_kv = _layer_kv(cache) if head else []
         tails = [p[head:] for p in prompt_ids]
