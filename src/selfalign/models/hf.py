@@ -37,8 +37,11 @@ positions in blocks that padding shifts, so a row's logits depend in the last bi
 and bf16 rounding carries that into other tokens (2 of 24 greedy answers of the embedded model
 between one call and calls of 5; issue 26). A bf16 model on a CPU therefore attends with
 :func:`_invariant_attention`, whose sums padding does not regroup: a sample is then the same in any
-batch, head split or chunk, and a resumed run repeats an uninterrupted one. fp32 keeps SDPA (its
-last-bit differences changed no token in our checks; the README names the exception).
+batch, head split or chunk, and a resumed run repeats an uninterrupted one. fp32 keeps SDPA: its
+last-bit differences left greedy answers unchanged in our checks but flipped sampled tokens at
+temperature 1 (4 of 24 requests of 8 samples between one call and calls of 5, ``bench/resume.py``;
+the README names the exception). What holds in every precision: the same chunk gives the same
+samples whatever came before it (the stored head KV is reused only for an identical head).
 """
 
 from __future__ import annotations
