@@ -166,19 +166,22 @@ def test_step_log_prints_one_line_per_logging_step(capsys):
 
 
 def test_step_log_rate_counts_only_tokens_trained_since_a_resume(capsys, monkeypatch):
-    """TRL's num_tokens is a running total restored from the checkpoint: a resumed run's rate
-    leaves out what was trained before the resume (1,200 - 1,000 tokens in 2 s: 100 tok/s)."""
-    clock = iter([100.0, 102.0])
-    monkeypatch.setattr(base, "time", SimpleNamespace(time=lambda: next(clock)))
-    cb = StepLog("sft")
-    state = SimpleNamespace(global_step=10, max_steps=20, is_local_process_zero=True,
-                            log_history=[{"loss": 1.0, "num_tokens": 1000.0, "step": 10}])
-    cb.on_train_begin(None, state, None)
-    state.global_step = 12
-    cb.on_log(None, state, None, logs={"loss": 0.9, "num_tokens": 1200.0})
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0] == "[train] sft: 20 steps, resuming at step 10"
-    assert " 100 tok/s " in lines[1], lines[1]
+    """After a resume, num_tokens may be a restored running total (RLOO) or restart at 0 (SFT):
+    the rate is measured from this process's first logging step (which prints none), so
+    1,200 -> 1,500 tokens in 3 s is 100 tok/s either way."""
+    for first_total in (1000.0, 0.0):  # restored, restarted
+        clock = iter([100.0, 102.0, 105.0])
+        monkeypatch.setattr(base, "time", SimpleNamespace(time=lambda: next(clock)))
+        cb = StepLog("sft")
+        state = SimpleNamespace(global_step=10, max_steps=20, is_local_process_zero=True)
+        cb.on_train_begin(None, state, None)
+        state.global_step = 12
+        cb.on_log(None, state, None, logs={"loss": 0.9, "num_tokens": first_total + 200.0})
+        state.global_step = 14
+        cb.on_log(None, state, None, logs={"loss": 0.8, "num_tokens": first_total + 500.0})
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "[train] sft: 20 steps, resuming at step 10"
+        assert "tok/s" not in lines[1] and " 100 tok/s " in lines[2], lines
 
 
 def test_training_curves_show_every_training_under_a_run(tmp_path):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from selfalign.cli import app
 from selfalign.models.base import ModelError
-from selfalign.models.ray_pool import parse, split_even
+from selfalign.models.ray_pool import parse, split_samples
 from selfalign.models.registry import check_spec, load_model, trainable_path
 from selfalign.store.cache import CachedModel, Store
 from selfalign.store.cli import merge_stores
@@ -34,12 +34,15 @@ def test_ray_specs_are_checked_without_loading(tiny_model_dir):
             check_spec(bad)
 
 
-def test_split_even_keeps_order_and_balances_samples():
-    reqs = [GenRequest("p", GenParams(), n, 0) for n in (4, 1, 1, 1, 1, 4)]
-    parts = split_even(reqs, 2)
-    assert [r for p in parts for r in p] == reqs
-    assert [sum(r.n for r in p) for p in parts] == [6, 6]
-    assert len(split_even(reqs[:1], 4)) == 1  # never an empty part
+def test_split_samples_cuts_requests_into_batches_of_samples():
+    reqs = [GenRequest("p", GenParams(), n, i) for i, n in enumerate((4, 1, 1, 1, 1, 4))]
+    pieces = split_samples(reqs, 6)
+    assert [sum(len(r.sample_indices()) for _, r in p) for p in pieces] == [6, 6]
+    assert [(k, r.sample_indices()) for k, r in pieces[1]] == [(3, (0,)), (4, (0,)), (5, (0, 1, 2, 3))]
+    cut = split_samples(reqs[:1], 3)  # one request over two pieces: indices 0-2, then 3, same seed
+    assert [[r.sample_indices() for _, r in p] for p in cut] == [[(0, 1, 2)], [(3,)]]
+    assert all(r.seed == 0 and r.n == 4 for p in cut for _, r in p)
+    assert split_samples([], 4) == []
 
 
 def test_two_ray_workers_give_what_one_worker_gives(tiny_model_dir, tmp_path):
@@ -88,6 +91,12 @@ def test_merging_stores_is_exact_and_idempotent(tmp_path):
     assert merge_stores(a, [b])["generations"]["added"] == 0  # a second merge adds nothing
     with pytest.raises(Exception, match="into itself"):
         merge_stores(a, [a])
+    junk = tmp_path / "junk.sqlite"
+    junk.write_text("not a database")
+    c = _store_with(tmp_path / "c.sqlite", [("k9", "nine")])
+    with pytest.raises(Exception, match="not a sound store"):
+        merge_stores(a, [c, junk])  # found before anything is written: c's row is not added either
+    assert "k9" not in {k for (k,) in sqlite3.connect(a).execute("SELECT key FROM generations")}
 
 
 def test_store_merge_command(tmp_path):

@@ -207,7 +207,8 @@ def test_accelerate_launch_two_cpu_processes(method, tiny_model_dir, tmp_path):
 
 
 def test_the_scripts_refuse_bad_options_before_loading(tiny_model_dir, tmp_path):
-    """The RL script checks its PM folder and its rows' prompts before anything loads."""
+    """The RL script checks its PM folder and its rows' prompts, the distillation script its rows'
+    shapes, before anything loads."""
     import subprocess
     import sys
 
@@ -219,6 +220,13 @@ def test_the_scripts_refuse_bad_options_before_loading(tiny_model_dir, tmp_path)
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
     assert not (tmp_path / "rl").exists()
+    bad = _kd_rows()
+    bad[1]["teacher_logprobs"] = bad[1]["teacher_logprobs"][:2]  # 3 positions, 2 log-prob lists
+    rows.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    out = subprocess.run([sys.executable, "-m", "selfalign.rlhf.distill", "--rows", str(rows), "--base",
+                          str(tiny_model_dir), "--out", str(tmp_path / "kd")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "p.jsonl:2: 3 positions but 3 teacher_ids and 2 teacher_logprobs" in out.stderr, out.stderr
+    assert not (tmp_path / "kd").exists()
 
 
 def test_a_python_config_and_a_yaml_config_fingerprint_alike(tmp_path):

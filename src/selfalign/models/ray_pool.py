@@ -8,10 +8,12 @@ of every call; the parent process merges the answers in order, so the store that
 
 Why the output does not depend on N: every sample carries its own seed
 (:func:`selfalign.types.sample_seed`), the ``hf`` backend's sampler draws each sample from its own
-generator, and a call's requests are cut into N contiguous parts (in the store's length order),
-so with ``CachedModel``'s chunks of N x the inner batch size each actor decodes exactly the batch
-one worker would have decoded in turn. The model id is the inner model's: samples and scores made
-with 1 worker or 8 are the same store rows, and a run can resume with another N.
+generator, and a call's samples are cut, in the store's length order, at sample level into
+pieces of the inner batch size: with ``CachedModel``'s chunks of N x that size each actor decodes
+exactly a batch one worker would have decoded in turn (decoding is not batch-invariant in fp32:
+the same batches are what makes the samples the same). The model id is the inner model's:
+samples and scores made with 1 worker or 8 are the same store rows, and a run can resume with
+another N.
 
 Cluster: ``ray.init()`` joins the cluster in ``$RAY_ADDRESS`` (``ray start --head`` on one machine,
 ``ray start --address=<head>:6379`` on the others, see README "Scale-out"), else starts a local one.
@@ -48,29 +50,31 @@ def parse(spec: str) -> tuple[int, str]:
     return int(n), inner
 
 
-def split_even(requests: Sequence[GenRequest], parts: int) -> list[list[GenRequest]]:
-    """Contiguous parts of ``requests`` with about the same number of samples each (never empty
-    parts; fewer parts than asked when there are fewer requests).
+def split_samples(requests: Sequence[GenRequest], size: int) -> list[list[tuple[int, GenRequest]]]:
+    """Consecutive pieces of at most ``size`` samples, in order, cutting a request's sample
+    indices where a piece ends; each part is (position of its request, the request restricted to
+    those indices: same prompt, parameters and seed, so every sample is the one it would be whole).
 
     >>> from selfalign.types import GenParams
-    >>> reqs = [GenRequest("p", GenParams(), 1, 0, (0,)) for _ in range(5)]
-    >>> [len(p) for p in split_even(reqs, 2)]
-    [3, 2]
+    >>> reqs = [GenRequest("p", GenParams(), 3, 0), GenRequest("q", GenParams(), 3, 1)]
+    >>> [[(i, r.sample_indices()) for i, r in piece] for piece in split_samples(reqs, 4)]
+    [[(0, (0, 1, 2)), (1, (0,))], [(1, (1, 2))]]
     """
-    sizes = [len(r.sample_indices()) for r in requests]
-    total = sum(sizes)
-    out: list[list[GenRequest]] = []
-    cur: list[GenRequest] = []
-    done = 0
-    for r, n in zip(requests, sizes):
-        cur.append(r)
-        done += n
-        if len(out) < parts - 1 and done >= total * (len(out) + 1) / parts:
-            out.append(cur)
-            cur = []
+    pieces: list[list[tuple[int, GenRequest]]] = []
+    cur: list[tuple[int, GenRequest]] = []
+    room = size
+    for i, r in enumerate(requests):
+        idx = list(r.sample_indices())
+        while idx:
+            take, idx = idx[:room], idx[room:]
+            cur.append((i, GenRequest(r.prompt, r.params, r.n, r.seed, tuple(take))))
+            room -= len(take)
+            if room == 0:
+                pieces.append(cur)
+                cur, room = [], size
     if cur:
-        out.append(cur)
-    return out
+        pieces.append(cur)
+    return pieces
 
 
 def _ray() -> Any:
@@ -92,7 +96,11 @@ class RayPool:
                      logging_level="ERROR", configure_logging=True)
         trainable_path(inner)  # the embedded model converted once here, not by N actors racing
         threads = int(os.environ.get("SELFALIGN_RAY_THREADS", "1") or 1)
-        actor = ray.remote(num_cpus=0, scheduling_strategy="SPREAD")(_Worker)
+        # a GPU each where the cluster has enough (a share of them where it has fewer): without a
+        # request every actor would see every GPU and load onto the first (untested: no GPU here)
+        gpus = float(ray.cluster_resources().get("GPU", 0))
+        need = {"num_gpus": min(1.0, gpus / workers)} if gpus else {}
+        actor = ray.remote(num_cpus=0, scheduling_strategy="SPREAD", **need)(_Worker)
         self.workers = [actor.remote(inner, threads, options) for _ in range(workers)]
         infos = ray.get([w.info.remote() for w in self.workers])
         ids = {i["model_id"] for i in infos}
@@ -107,24 +115,31 @@ class RayPool:
         self.can_train: bool = info["can_train"]
         self.train_path: str | None = info["train_path"]
         self.context_length: int | None = info["context_length"]
-        # one CachedModel chunk = one batch per worker
-        self.batch_size = int(info["batch_size"] or 64) * len(self.workers)
+        # one CachedModel chunk = one inner batch per worker
+        self.inner_batch = int(info["batch_size"] or 64)
+        self.batch_size = self.inner_batch * len(self.workers)
 
     def wrap_spec(self, spec: str) -> str:
         """The spec of a sibling model (e.g. one a stage just trained) served the same way."""
         return f"ray:{len(self.workers)}:{spec}"
 
     def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
-        parts = split_even(list(requests), len(self.workers))
-        pending = {w.generate.remote(p): i for i, (w, p) in enumerate(zip(self.workers, parts))}
-        done: dict[int, list[GenResult]] = {}
+        reqs = list(requests)
+        pieces = split_samples(reqs, self.inner_batch)
+        # piece i on worker i mod N (an actor answers its calls in order); each piece is exactly a
+        # batch the inner model gets from one worker's CachedModel chunk
+        pending = {self.workers[i % len(self.workers)].generate.remote([r for _, r in p]): i
+                   for i, p in enumerate(pieces)}
+        by_req: list[list[Any]] = [[] for _ in reqs]
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             i = pending.pop(ready[0])
-            done[i] = self.ray.get(ready[0])
+            got = self.ray.get(ready[0])
+            for (k, _), res in zip(pieces[i], got):
+                by_req[k].extend(res.completions)
             if progress:
-                progress(sum(len(r.completions) for r in done[i]), sum(c.n_tokens for r in done[i] for c in r.completions))
-        return [r for i in range(len(parts)) for r in done[i]]
+                progress(sum(len(r.completions) for r in got), sum(c.n_tokens for r in got for c in r.completions))
+        return [GenResult(r, tuple(sorted(cs, key=lambda c: c.index))) for r, cs in zip(reqs, by_req)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         reqs = list(requests)

@@ -24,7 +24,7 @@ import importlib.util
 import os
 from typing import Any, Sequence
 
-from selfalign.models.base import CannotScore, MissingExtra, ProgressFn
+from selfalign.models.base import MissingExtra, ModelError, ProgressFn
 from selfalign.types import Completion, GenRequest, GenResult, ScoreRequest, ScoreResult, ends_with_prefill, prompt_to_json, sample_seed
 
 
@@ -140,8 +140,8 @@ class VLLMModel:
                 bos = self.tokenizer.bos_token_id
                 ids = [bos if bos is not None else 0]
             comp = list(self.tokenizer(r.completion, add_special_tokens=False)["input_ids"])
-            if not comp:
-                raise CannotScore(self.model_id, f"an empty completion cannot be scored (prompt {r.prompt!r})")
+            if not comp:  # as the hf backend says it
+                raise ModelError(f"cannot score an empty completion (prompt {r.prompt!r})")
             jobs.append((ids, comp))
         params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         outs = self.llm.generate([{"prompt_token_ids": p + c} for p, c in jobs], params, use_tqdm=False)

@@ -233,10 +233,30 @@ def _collate(pad_id: int, k: int) -> Callable[[list[dict[str, Any]]], dict[str, 
 DISTILL_COLUMNS = ("input_ids", "positions", "teacher_ids", "teacher_logprobs")
 
 
-def train_distilled(examples: Sequence[Example], base: str, out_dir: str | Path, cfg: TrainConfig, k: int,
+def train_distilled(examples: Sequence[Example], base: str, out_dir: str | Path, cfg: TrainConfig,
                     base_id: str | None = None) -> Any:
     """Token-level context distillation of ``base`` (LoRA, merged at the end) on the examples."""
     return train_distilled_rows(distill_rows(examples), base, out_dir, cfg, base_id)
+
+
+def check_distill_rows(rows: Sequence[dict[str, Any]], source: str = "rows") -> int:
+    """Refuse rows the training would crash on, naming the row; returns the teacher's top-k (one
+    k for all rows): per row as many positions as teacher id lists and log-prob lists, each list k
+    long, positions inside the input."""
+    k = next((len(r["teacher_ids"][0]) for r in rows if r["teacher_ids"]), 0)
+    for line, r in enumerate(rows, 1):
+        n = len(r["positions"])
+        if len(r["teacher_ids"]) != n or len(r["teacher_logprobs"]) != n:
+            raise ValueError(f"{source}:{line}: {n} positions but {len(r['teacher_ids'])} teacher_ids and "
+                             f"{len(r['teacher_logprobs'])} teacher_logprobs lists")
+        if any(len(t) != k for t in r["teacher_ids"]) or any(len(t) != k for t in r["teacher_logprobs"]):
+            raise ValueError(f"{source}:{line}: every teacher_ids / teacher_logprobs list must have the same length "
+                             f"({k}, from the first row with positions)")
+        if any(not 0 <= p < len(r["input_ids"]) - 1 for p in r["positions"]):
+            raise ValueError(f"{source}:{line}: a position outside input_ids (each must predict a next token)")
+    if not k:
+        raise ValueError(f"{source}: no row has an answer position to distill")
+    return k
 
 
 def distill_rows(examples: Sequence[Example]) -> list[dict[str, Any]]:
@@ -260,7 +280,7 @@ def train_distilled_rows(rows: Sequence[dict[str, Any]], base: str, out_dir: str
     from peft import get_peft_model
     from transformers import Trainer, TrainingArguments
 
-    k = len(rows[0]["teacher_ids"][0]) if rows and rows[0]["teacher_ids"] else 1
+    k = check_distill_rows(rows)
     precision, resume, tok, model = load_for_training(cfg, run, base)
     if cfg.lora:
         model = get_peft_model(model, lora_config(cfg, model.config.num_hidden_layers))
@@ -320,7 +340,7 @@ def run(cfg: DistillConfig, progress: Callable[[str], None] | None = None, store
     teacher_topk(hf, store, train, cfg.top_k)
     out = Path(cfg.out)
     say(f"token-level distillation on {len(train)} examples")
-    kd = train_distilled(train, base, out / "token", cfg.train, cfg.top_k, base_id=cfg.base)
+    kd = train_distilled(train, base, out / "token", cfg.train, base_id=cfg.base)
     models: dict[str, Any] = {"undistilled": hf.model}
     from transformers import AutoModelForCausalLM
 
@@ -353,8 +373,12 @@ def run(cfg: DistillConfig, progress: Callable[[str], None] | None = None, store
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfalign.rlhf.distill``: the token-level training alone on rows made by
     :func:`distill_rows` (one entry point for a single process and ``accelerate launch``)."""
+    def bind(a: Any, rows: Sequence[dict[str, Any]]) -> Callable[..., Any]:
+        check_distill_rows(rows, a.rows)  # before the model loads
+        return train_distilled_rows
+
     script_main(argv, "python -m selfalign.rlhf.distill", __doc__ or "", TrainConfig, DISTILL_COLUMNS,
-                train_distilled_rows)
+                train_distilled_rows, bind=bind)
 
 
 if __name__ == "__main__":

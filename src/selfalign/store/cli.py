@@ -248,32 +248,44 @@ def merge_stores(into: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
     """Copy every sound row of ``sources`` that ``into`` lacks; per table: rows added, rows
     already there (same key, same content), conflicts (same key, other content: ours kept) and
     rows that did not decode (skipped)."""
+    for src in sources:  # every source checked before anything is written
+        if into.exists() and src.resolve() == into.resolve():
+            raise DataError(f"store {src}: cannot merge a store into itself")
+        found = inspect(src)
+        broken = found.integrity or found.schema or [f"{t}: {r.unreadable}" for t, r in found.tables.items()
+                                                     if t in MERGED and r.unreadable]
+        if broken:
+            raise DataError(f"store {src}: not a sound store ({'; '.join(broken) if isinstance(broken, list) else broken}); "
+                            f"`selfalign store repair {src}` keeps its sound rows")
     target = Store(into)
     counts = {t: {"added": 0, "present": 0, "conflicts": 0, "skipped": 0} for t in MERGED}
     try:
         for src in sources:
-            if src.resolve() == into.resolve():
-                raise DataError(f"store {src}: cannot merge a store into itself")
             batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t in MERGED}
 
             def flush(table: str) -> None:
-                rows = batches[table]
+                rows = list({r[0]: r for r in reversed(batches[table])}.values())[::-1]  # a key once (its first row)
+                batches[table].clear()
                 if not rows:
                     return
                 col = SCHEMA[table].index(MERGED[table])
                 keys = [r[0] for r in rows]
                 marks = ", ".join("?" * len(keys))
-                have = dict(target.db.execute(f"SELECT key, {MERGED[table]} FROM {table} WHERE key IN ({marks})", keys))
-                new = [r for r in rows if r[0] not in have]
+                target.db.execute("BEGIN IMMEDIATE")  # read and write in one transaction: exact counts
+                try:
+                    have = dict(target.db.execute(f"SELECT key, {MERGED[table]} FROM {table} WHERE key IN ({marks})",
+                                                  keys))
+                    new = [r for r in rows if r[0] not in have]
+                    if new:
+                        target.db.executemany(f"INSERT INTO {table} ({', '.join(SCHEMA[table])}) "
+                                              f"VALUES ({', '.join('?' * len(SCHEMA[table]))})", new)
+                    target.db.execute("COMMIT")
+                except BaseException:
+                    target.db.execute("ROLLBACK")
+                    raise
+                counts[table]["added"] += len(new)
                 counts[table]["present"] += sum(1 for r in rows if r[0] in have and have[r[0]] == r[col])
                 counts[table]["conflicts"] += sum(1 for r in rows if r[0] in have and have[r[0]] != r[col])
-                if new:
-                    target.db.execute("BEGIN IMMEDIATE")
-                    target.db.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(SCHEMA[table])}) "
-                                          f"VALUES ({', '.join('?' * len(SCHEMA[table]))})", new)
-                    target.db.execute("COMMIT")
-                    counts[table]["added"] += len(new)
-                rows.clear()
 
             def keep(table: str, row: tuple[Any, ...]) -> None:
                 if table in MERGED:
@@ -298,7 +310,7 @@ def merge(sources: list[str] = typer.Argument(..., help="store files to copy fro
     from selfalign.store.cache import default_store_path
 
     target = Path(into).expanduser() if into else default_store_path()
-    paths = [_resolve(s) for s in sources]  # every source checked before anything is written
+    paths = [_resolve(s) for s in sources]  # every source found; merge_stores checks each before writing
     counts = merge_stores(target, paths)
     for table, c in counts.items():
         print(f"{table}: {c['added']} added, {c['present']} already there, {c['conflicts']} conflicts "

@@ -360,15 +360,16 @@ class StepLog:
     """A trainer callback that prints one line per logging step, ``[train] <name> step 20/68
     (29%) loss 0.781 lr 1.7e-04 412 tok/s ETA 1:56``, instead of transformers' raw dict and its
     ``\r``-redrawn bar (which a log file keeps as one unreadable line). Tokens/s: the tokens
-    trained since this process (re)started training over the time since. TRL's ``num_tokens`` is
-    a running total that a resumed run restores from its checkpoint, so the total at the resumed
-    checkpoint's last logged step is subtracted."""
+    trained since this process started over the time since. TRL's ``num_tokens`` is a running
+    total, restored from the checkpoint by some trainers (RLOO, GRPO) and restarted at 0 by
+    others (SFT, DPO, reward): after a resume the rate is therefore measured from the first
+    logging step of this process on (that step prints none)."""
 
     def __init__(self, name: str):
         self.name = name
         self.t0 = 0.0
         self.step0 = 0
-        self.tokens0 = 0.0
+        self.first: tuple[float, float] | None = None  # (time, num_tokens) at this process's first log
 
     def __getattr__(self, event: str) -> Callable[..., None]:
         if event.startswith("on_"):  # every other trainer event: nothing to do
@@ -377,8 +378,7 @@ class StepLog:
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         self.t0, self.step0 = time.time(), state.global_step
-        before = [h["num_tokens"] for h in getattr(state, "log_history", None) or [] if isinstance(h.get("num_tokens"), (int, float))]
-        self.tokens0 = float(before[-1]) if before and state.global_step else 0.0
+        self.first = (self.t0, 0.0) if not state.global_step else None  # a fresh run counts from 0
         if state.is_local_process_zero:
             logs.say(f"[train] {self.name}: {state.max_steps} steps" +
                      (f", resuming at step {state.global_step}" if state.global_step else ""))
@@ -387,11 +387,16 @@ class StepLog:
         record = kw.get("logs", logs_) or {}
         if "loss" not in record or not state.is_local_process_zero:
             return
-        el = max(1e-6, time.time() - self.t0)
+        now = time.time()
+        el = max(1e-6, now - self.t0)
         done = state.global_step - self.step0
         left = (state.max_steps - state.global_step) * el / max(1, done)
-        tokens = float(record.get("num_tokens", 0) or 0) - self.tokens0
-        rate = f" {tokens / el:.0f} tok/s" if tokens > 0 else ""
+        total = float(record.get("num_tokens", 0) or 0)
+        rate = ""
+        if self.first is None:  # resumed: this step is the reference point
+            self.first = (now, total)
+        elif total > self.first[1] and now > self.first[0]:
+            rate = f" {(total - self.first[1]) / (now - self.first[0]):.0f} tok/s"
         lr = record.get("learning_rate")
         lr_s = f" lr {float(lr):.1e}" if lr is not None else ""
         extra = "".join(f" {k} {float(record[k]):.3g}" for k in ("reward", "kl", "rewards/accuracies") if k in record)
