@@ -26,7 +26,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import typer
 
@@ -183,6 +183,26 @@ def check(path: Optional[str] = PATH_ARG) -> None:
     print("ok")
 
 
+def inspect_in_batches(path: Path, tables: Iterable[str], flush: Callable[[str, list[tuple[Any, ...]]], None],
+                       size: int = 1000) -> Report:
+    """:func:`inspect` ``path``, handing the sound rows of ``tables`` to ``flush(table, rows)`` in
+    batches of at most ``size`` (the last, shorter ones at the end)."""
+    batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tables}
+
+    def keep(table: str, row: tuple[Any, ...]) -> None:
+        if table in batches:
+            batches[table].append(row)
+            if len(batches[table]) >= size:
+                flush(table, batches[table])
+                batches[table] = []
+
+    report = inspect(path, keep)
+    for table, rows in batches.items():
+        if rows:
+            flush(table, rows)
+    return report
+
+
 def repair_store(path: Path) -> tuple[Report, Path]:
     """Rebuild ``path`` from its sound rows; returns what was found and the backup's path."""
     fresh = path.with_name(f".{path.name}.repair-{os.getpid()}.tmp")
@@ -190,25 +210,13 @@ def repair_store(path: Path) -> tuple[Report, Path]:
         p.unlink(missing_ok=True)
     new = Store(fresh, check=False)
     try:
-        batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t in SCHEMA}
+        def flush(table: str, rows: list[tuple[Any, ...]]) -> None:
+            marks = ", ".join("?" * len(SCHEMA[table]))
+            new.db.execute("BEGIN IMMEDIATE")
+            new.db.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(SCHEMA[table])}) VALUES ({marks})", rows)
+            new.db.execute("COMMIT")
 
-        def flush(table: str) -> None:
-            rows = batches[table]
-            if rows:
-                marks = ", ".join("?" * len(SCHEMA[table]))
-                new.db.execute("BEGIN IMMEDIATE")
-                new.db.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(SCHEMA[table])}) VALUES ({marks})", rows)
-                new.db.execute("COMMIT")
-                rows.clear()
-
-        def keep(table: str, row: tuple[Any, ...]) -> None:
-            batches[table].append(row)
-            if len(batches[table]) >= 1000:
-                flush(table)
-
-        report = inspect(path, keep)
-        for t in SCHEMA:
-            flush(t)
+        report = inspect_in_batches(path, SCHEMA, flush)
     except BaseException:
         new.close()
         for p in (fresh, Path(f"{fresh}-wal"), Path(f"{fresh}-shm")):
@@ -261,13 +269,8 @@ def merge_stores(into: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
     counts = {t: {"added": 0, "present": 0, "conflicts": 0, "skipped": 0} for t in MERGED}
     try:
         for src in sources:
-            batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t in MERGED}
-
-            def flush(table: str) -> None:
-                rows = list({r[0]: r for r in reversed(batches[table])}.values())[::-1]  # a key once (its first row)
-                batches[table].clear()
-                if not rows:
-                    return
+            def flush(table: str, batch: list[tuple[Any, ...]]) -> None:
+                rows = list({r[0]: r for r in reversed(batch)}.values())[::-1]  # a key once (its first row)
                 col = SCHEMA[table].index(MERGED[table])
                 keys = [r[0] for r in rows]
                 marks = ", ".join("?" * len(keys))
@@ -287,15 +290,8 @@ def merge_stores(into: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
                 counts[table]["present"] += sum(1 for r in rows if r[0] in have and have[r[0]] == r[col])
                 counts[table]["conflicts"] += sum(1 for r in rows if r[0] in have and have[r[0]] != r[col])
 
-            def keep(table: str, row: tuple[Any, ...]) -> None:
-                if table in MERGED:
-                    batches[table].append(row)
-                    if len(batches[table]) >= 500:
-                        flush(table)
-
-            report = inspect(src, keep)
+            report = inspect_in_batches(src, MERGED, flush, 500)
             for t in MERGED:
-                flush(t)
                 counts[t]["skipped"] += len(report.tables[t].bad) if t in report.tables else 0
     finally:
         target.close()
