@@ -11,7 +11,8 @@ Why the output does not depend on N: every sample carries its own seed
 generator, and a call's samples are cut, in the store's length order, at sample level into
 pieces of the inner batch size: with ``CachedModel``'s chunks of N x that size each actor decodes
 exactly a batch one worker would have decoded in turn (decoding is not batch-invariant in fp32:
-the same batches are what makes the samples the same). The model id is the inner model's:
+the same batches are what makes the samples the same); texts to score are cut into pieces of the
+same size. The model id is the inner model's:
 samples and scores made with 1 worker or 8 are the same store rows, and a run can resume with
 another N.
 
@@ -123,31 +124,35 @@ class RayPool:
         """The spec of a sibling model (e.g. one a stage just trained) served the same way."""
         return f"ray:{len(self.workers)}:{spec}"
 
-    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
-        reqs = list(requests)
-        pieces = split_samples(reqs, self.inner_batch)
-        # piece i on worker i mod N (an actor answers its calls in order); each piece is exactly a
-        # batch the inner model gets from one worker's CachedModel chunk
-        pending = {self.workers[i % len(self.workers)].generate.remote([r for _, r in p]): i
-                   for i, p in enumerate(pieces)}
-        by_req: list[list[Any]] = [[] for _ in reqs]
+    def _dispatch(self, method: str, pieces: list[list[Any]], done: Any) -> None:
+        """Piece i to worker i mod N (an actor answers its calls in order), ``done(i, answers)`` as
+        each piece returns. Each piece is exactly a batch one worker's CachedModel chunk would be."""
+        pending = {getattr(self.workers[i % len(self.workers)], method).remote(p): i for i, p in enumerate(pieces)}
         while pending:
             ready, _ = self.ray.wait(list(pending), num_returns=1)
             i = pending.pop(ready[0])
-            got = self.ray.get(ready[0])
+            done(i, self.ray.get(ready[0]))
+
+    def generate(self, requests: Sequence[GenRequest], progress: ProgressFn | None = None) -> list[GenResult]:
+        reqs = list(requests)
+        pieces = split_samples(reqs, self.inner_batch)
+        by_req: list[list[Any]] = [[] for _ in reqs]
+
+        def done(i: int, got: list[GenResult]) -> None:
             for (k, _), res in zip(pieces[i], got):
                 by_req[k].extend(res.completions)
             if progress:
                 progress(sum(len(r.completions) for r in got), sum(c.n_tokens for r in got for c in r.completions))
+
+        self._dispatch("generate", [[r for _, r in p] for p in pieces], done)
         return [GenResult(r, tuple(sorted(cs, key=lambda c: c.index))) for r, cs in zip(reqs, by_req)]
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         reqs = list(requests)
-        n = len(self.workers)
-        size = -(-len(reqs) // n) if reqs else 0
-        parts = [reqs[i:i + size] for i in range(0, len(reqs), size)] if size else []
-        got = self.ray.get([w.score.remote(p) for w, p in zip(self.workers, parts)])
-        return [r for part in got for r in part]
+        pieces = [reqs[i:i + self.inner_batch] for i in range(0, len(reqs), self.inner_batch)]
+        got: dict[int, list[ScoreResult]] = {}
+        self._dispatch("score", pieces, got.__setitem__)
+        return [r for i in range(len(pieces)) for r in got[i]]
 
 
 class _Worker:

@@ -66,6 +66,15 @@ def _check_precision(spec: str, precision: dict[str, str]) -> None:
                          f"only, not to '{spec}'")
 
 
+def _ray_pool(spec: str | None) -> tuple[int, str] | None:
+    """(workers, inner spec) of a ``ray:<N>:<spec>`` spec, None for any other."""
+    if not (spec or "").strip().startswith("ray:"):
+        return None
+    from selfalign.models.ray_pool import parse
+
+    return parse(str(spec).strip())
+
+
 def known_models() -> list[str]:
     return [DEFAULT_MODEL, "hf:<id or path>", "openai:<model>", "vllm:<id or path>", "scripted[:rules.json]",
             "ray:<N>:<spec>"]
@@ -73,12 +82,12 @@ def known_models() -> list[str]:
 
 def load_model(spec: str | None = None, **options: Any):
     """Build a Generator (and Scorer, where the backend can score) from a model spec."""
-    if (spec or "").strip().startswith("ray:"):
-        from selfalign.models.ray_pool import RayPool, parse
+    pool = _ray_pool(spec)
+    if pool is not None:
+        from selfalign.models.ray_pool import RayPool
 
-        workers, inner = parse(str(spec).strip())
-        check_spec(inner)
-        return RayPool(workers, inner, **options)
+        check_spec(pool[1])
+        return RayPool(*pool, **options)
     spec, precision = split_precision((spec or DEFAULT_MODEL).strip())
     options = {**options, **precision}
     _check_precision(spec, precision)
@@ -122,10 +131,9 @@ def load_model(spec: str | None = None, **options: Any):
 
 def check_spec(spec: str | None) -> None:
     """Raise ModelError for a spec that cannot name a model, without loading anything."""
-    if (spec or "").strip().startswith("ray:"):
-        from selfalign.models.ray_pool import parse
-
-        return check_spec(parse(str(spec).strip())[1])
+    pool = _ray_pool(spec)
+    if pool is not None:
+        return check_spec(pool[1])
     spec, precision = split_precision((spec or DEFAULT_MODEL).strip())
     _check_precision(spec, precision)
     if spec in (DEFAULT_MODEL, "embedded", "smollm2") or Path(spec).is_dir():
@@ -146,10 +154,9 @@ def trainable_path(spec: str | None, convert: bool = True) -> str | None:
     without converting the embedded model's weights (for checks before any work). A precision
     suffix names how the model is loaded to answer; training starts from the same weights; a
     ``ray:`` pool trains what its workers serve."""
-    if (spec or "").strip().startswith("ray:"):
-        from selfalign.models.ray_pool import parse
-
-        return trainable_path(parse(str(spec).strip())[1], convert)
+    pool = _ray_pool(spec)
+    if pool is not None:
+        return trainable_path(pool[1], convert)
     spec, _ = split_precision((spec or DEFAULT_MODEL).strip())
     if spec in (DEFAULT_MODEL, "embedded", "smollm2"):
         from selfalign.models import embedded

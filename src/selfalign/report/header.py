@@ -9,7 +9,7 @@ store hits and misses. It computes nothing: a report without ``provenance.json``
 before this existed) says so instead of guessing.
 
 The training curves read what each trainer saved beside its model (``train.json``, written by
-:class:`selfalign.train.base.TrainDir`: the trainer's ``log_history``): loss for every SFT, DPO,
+:class:`selfalign.train.base.TrainingRun`: the trainer's ``log_history``): loss for every SFT, DPO,
 PM, RLOO and distillation run, and reward and KL where the trainer logged them. Older records
 with only the losses are drawn against their logging index.
 """

@@ -123,8 +123,10 @@ def _rows(db: sqlite3.Connection, table: str, report: TableReport) -> Iterator[t
         report.unreadable += f"; {skipped} rowids unreadable"
 
 
-def inspect(path: Path, keep: Callable[[str, tuple[Any, ...]], None] | None = None) -> Report:
-    """Check ``path`` without writing to it; ``keep(table, row)`` receives every sound row."""
+def inspect(path: Path, keep: Callable[[str, tuple[Any, ...]], None] | None = None,
+            tables: Iterable[str] | None = None) -> Report:
+    """Check ``path`` without writing to it; ``keep(table, row)`` receives every sound row.
+    ``tables``: whose rows to read and decode (default all; none: the file's integrity and schema only)."""
     report = Report(path)
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60)
     try:
@@ -138,7 +140,8 @@ def inspect(path: Path, keep: Callable[[str, tuple[Any, ...]], None] | None = No
             report.schema = schema_problem(db) or ""
         except sqlite3.DatabaseError as e:
             report.schema = f"tables unreadable ({e})"
-        for table, decode in DECODERS.items():
+        wanted = DECODERS if tables is None else {t: DECODERS[t] for t in tables}
+        for table, decode in wanted.items():
             t = report.tables[table] = TableReport()
             try:
                 for row in _rows(db, table, t):
@@ -190,13 +193,12 @@ def inspect_in_batches(path: Path, tables: Iterable[str], flush: Callable[[str, 
     batches: dict[str, list[tuple[Any, ...]]] = {t: [] for t in tables}
 
     def keep(table: str, row: tuple[Any, ...]) -> None:
-        if table in batches:
-            batches[table].append(row)
-            if len(batches[table]) >= size:
-                flush(table, batches[table])
-                batches[table] = []
+        batches[table].append(row)
+        if len(batches[table]) >= size:
+            flush(table, batches[table])
+            batches[table] = []
 
-    report = inspect(path, keep)
+    report = inspect(path, keep, tables=list(batches))
     for table, rows in batches.items():
         if rows:
             flush(table, rows)
@@ -256,14 +258,13 @@ def merge_stores(into: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
     """Copy every sound row of ``sources`` that ``into`` lacks; per table: rows added, rows
     already there (same key, same content), conflicts (same key, other content: ours kept) and
     rows that did not decode (skipped)."""
-    for src in sources:  # every source checked before anything is written
+    for src in sources:  # every source checked (integrity and schema: no row read yet) before anything is written
         if into.exists() and src.resolve() == into.resolve():
             raise DataError(f"store {src}: cannot merge a store into itself")
-        found = inspect(src)
-        broken = found.integrity or found.schema or [f"{t}: {r.unreadable}" for t, r in found.tables.items()
-                                                     if t in MERGED and r.unreadable]
+        found = inspect(src, tables=())
+        broken = found.integrity + ([found.schema] if found.schema else [])
         if broken:
-            raise DataError(f"store {src}: not a sound store ({'; '.join(broken) if isinstance(broken, list) else broken}); "
+            raise DataError(f"store {src}: not a sound store ({'; '.join(broken)}); "
                             f"`selfalign store repair {src}` keeps its sound rows")
     target = Store(into)
     counts = {t: {"added": 0, "present": 0, "conflicts": 0, "skipped": 0} for t in MERGED}
@@ -292,7 +293,7 @@ def merge_stores(into: Path, sources: list[Path]) -> dict[str, dict[str, int]]:
 
             report = inspect_in_batches(src, MERGED, flush, 500)
             for t in MERGED:
-                counts[t]["skipped"] += len(report.tables[t].bad) if t in report.tables else 0
+                counts[t]["skipped"] += len(report.tables[t].bad)
     finally:
         target.close()
     return counts
