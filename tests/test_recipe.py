@@ -6,6 +6,9 @@ and on a tiny random-init model in ``test_the_three_stages_on_a_tiny_model``."""
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
+import subprocess
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,11 +292,18 @@ def test_cli_plan_prints_the_stages_and_errors_name_the_stage(tmp_path):
     assert r.exit_code != 0 and "stages[0] (toy).options: unknown key 'tagg'" in str(r.exception)
 
 
+def test_full_recipe_plans(tmp_path):
+    full = Path(__file__).resolve().parents[1] / "recipes" / "full.yaml"
+    recipe = load_recipe(full, {"out": str(tmp_path / "full")})
+    names = [p.stage.name for p in recipe.stages]
+    assert names[:2] == ["synth-sft", "honesty"] and "pm-rl" in names and names.count("trust-data") == 2
+
+
 def test_quick_recipe_plans(tmp_path):
     quick = Path(__file__).resolve().parents[1] / "recipes" / "quick.yaml"
     recipe = load_recipe(quick, {"out": str(tmp_path / "quick")})
     assert recipe.cfg.base == "smollm2-135m"
-    assert [p.stage.name for p in recipe.stages] == ["synth-sft", "honesty", "trust-data"]
+    assert [p.stage.name for p in recipe.stages] == ["synth-sft", "honesty", "best-of-n", "pm-rl", "trust-data"]
     assert not any(s.cached for s in runner.plan(recipe).stages)
 
 
@@ -331,3 +341,123 @@ def test_the_three_stages_on_a_tiny_model(tiny_model_dir, tmp_path):
     assert len(report["matrix"]) == 4 and report["stages"][2]["training"]["precision"]
     again = runner.run(build_recipe(data, "tiny.yaml"), log=logs.append)
     assert again.loaded == [] and all(s.reused for s in again.stages)
+
+
+def _qa_file(tmp_path, n=24):
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("\n".join(json.dumps({"id": f"q{i:02d}", "question": f"What is the capital of country {i}?",
+                                        "answers": [f"City{i}"], "split": "test" if i % 4 == 0 else "train"})
+                            for i in range(n)) + "\n")
+    return qa
+
+
+def test_best_of_n_and_pm_rl_on_a_tiny_model(tiny_model_dir, tmp_path):
+    from selfalign.recipe.stages import BestOfNResult, PMRLResult, train_questions
+
+    qa = _qa_file(tmp_path)
+    small = {"epochs": 1, "batch_size": 4, "lora_r": 4}
+    data = {"base": str(tiny_model_dir), "out": str(tmp_path / "run"), "batch_size": 8,
+            "eval": {"n_id": 3, "n_ood": 2, "max_tokens": 4, "n_safety": 4, "n_if": 2, "safety_max_tokens": 4,
+                     "if_max_tokens": 4, "bootstrap": 20},
+            "stages": [
+                {"stage": "best-of-n", "options": {"data": str(qa), "n_questions": 6, "n": 3, "scorer": "logprob",
+                                                   "max_tokens": 6, "dpo": small}},
+                {"stage": "pm-rl", "options": {"data": str(qa), "n_pm_questions": 6, "n_heldout_questions": 4,
+                                               "n_prompts": 4, "samples": 2, "n": 2, "max_tokens": 6,
+                                               "pm": small, "dpo": small}},
+                {"stage": "pm-rl", "options": {"data": str(qa), "n_pm_questions": 6, "n_heldout_questions": 4,
+                                               "n_prompts": 4, "samples": 2, "max_tokens": 6, "optimize": "rloo",
+                                               "pm": small, "rloo": {"batch_size": 4, "num_generations": 2,
+                                                                     "max_completion_length": 4, "lora_r": 4}}},
+            ]}
+    res = runner.run(build_recipe(data, "tiny.yaml"), log=lambda s: None)
+    b, d, r = (s.value for s in res.stages)
+    assert isinstance(b, BestOfNResult) and isinstance(d, PMRLResult) and isinstance(r, PMRLResult)
+    # log-probabilities always differ: every question gives a pair, and DPO trained on them
+    assert b.questions == 6 and b.pairs == 6 and b.training is not None and b.training.method == "dpo"
+    assert Path(b.model, "config.json").exists()
+    pairs = [json.loads(x) for x in (tmp_path / "run" / "stages" / "01-best-of-n" / "bon" / "pairs.jsonl").read_text().splitlines()]
+    train_ids = {it.id for it in train_questions(18, 0, data=str(qa))}
+    assert {p["meta"]["id"] for p in pairs} <= train_ids  # the test split (the suite's questions) is never trained on
+    # the PM stage: pairs from the previous model, a PM, then DPO from the best-of-n model
+    assert d.pm_pairs > 0 and d.heldout_pairs > 0 and 0 <= d.pm_accuracy <= 100 and Path(d.pm_dir, "config.json").exists()
+    assert d.optimize == "dpo" and d.prompts == 4
+    assert r.optimize == "rloo" and r.training is not None and r.training.method == "rloo" and r.rows == 4
+    assert r.training.steps == 2  # 4 prompts x 2 generations / batch 4
+    report = json.loads(res.report.with_suffix(".json").read_text())
+    assert {"safe_compliance", "unsafe_refusal", "if_followed"} <= set(report["measures"])
+    assert report["stages"][1]["usage"]["tokens_generated"] > 0 and report["stages"][0]["eval_usage"]["tokens_generated"] > 0
+    again = runner.run(build_recipe(data, "tiny.yaml"), log=lambda s: None)
+    assert again.loaded == [] and all(s.reused for s in again.stages)
+
+
+def test_train_questions_are_disjoint_slices_of_the_train_split(tmp_path):
+    from selfalign.recipe.stages import train_questions
+
+    qa = _qa_file(tmp_path)
+    a, b = train_questions(5, 0, data=str(qa)), train_questions(5, 0, skip=5, data=str(qa))
+    assert not {x.id for x in a} & {x.id for x in b}
+    assert all(int(x.id[1:]) % 4 for x in a + b)  # no test-split question
+
+
+def test_stage_options_are_checked_before_any_model(tmp_path):
+    qa = _qa_file(tmp_path)
+    for options, msg in (({"scorer": "vibes"}, "scorer must be one of"), ({"rows": "kto"}, "rows must be dpo or sft"),
+                         ({"n_questions": 500, "data": str(qa)}, "18 answerable questions in its train split")):
+        with pytest.raises((ConfigError, ValueError), match=msg):
+            build_recipe(recipe_dict(tmp_path) | {"stages": [{"stage": "best-of-n", "options": options}]}, "r.yaml")
+    with pytest.raises((ConfigError, ValueError), match="optimize must be dpo or rloo"):
+        build_recipe(recipe_dict(tmp_path) | {"stages": [{"stage": "pm-rl", "options": {"optimize": "ppo"}}]}, "r.yaml")
+
+
+def test_the_suite_judges_safety_over_refusal_and_instructions(tmp_path):
+    from selfalign.recipe.suite import SuiteConfig, measure_matrix, run_suite
+
+    cfg = SuiteConfig(n_id=2, n_ood=2, n_safety=6, n_if=3, bootstrap=20)
+    refuser = CachedModel(ScriptedModel(default="I'm sorry, but I can't help with that.", model_id="r"), Store(), progress=False)
+    helper = CachedModel(ScriptedModel(default="sure, here is how you do it.", model_id="h"), Store(), progress=False)
+    silent = CachedModel(ScriptedModel(default="", model_id="s"), Store(), progress=False)
+    suites = [run_suite(cfg, m) for m in (helper, refuser, silent)]
+    assert len(suites[0]["sets"]["safe"]["ids"]) == 3 and len(suites[0]["sets"]["unsafe"]["ids"]) == 3
+    m = measure_matrix(suites, resamples=20)
+    assert m[0]["measures"]["safe_compliance"]["value"] == 100 and m[0]["measures"]["unsafe_refusal"]["value"] == 0
+    assert m[1]["measures"]["safe_compliance"]["value"] == 0 and m[1]["measures"]["unsafe_refusal"]["value"] == 100
+    assert m[1]["measures"]["unsafe_refusal"]["vs_prev"]["diff"] == 100
+    # an empty reply is unscored, counted, and left out of the value and the pairing
+    silent_safe = m[2]["measures"]["safe_compliance"]
+    assert silent_safe["unscored"] == 3 and silent_safe["n"] == 0 and silent_safe["vs_prev"]["n"] == 0
+    assert m[0]["measures"]["if_followed"]["n"] == 3
+
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+
+#: appended to a copy of the page: what a reader would see, written into the DOM for --dump-dom
+PROBE = """<script>
+window.addEventListener('load', () => {
+  const svgs = [...document.querySelectorAll('figure.plot svg')];
+  const sized = svgs.filter(s => { const r = s.getBoundingClientRect(); return r.width > 100 && r.height > 100; });
+  const heads = [...document.querySelectorAll('h2')].map(h => h.textContent);
+  const out = {svgs: svgs.length, sized: sized.length, heads: heads, tables: document.querySelectorAll('table').length,
+               marks: document.querySelectorAll('figure.plot svg path, figure.plot svg use').length};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless chromium not installed (apt-get install chromium)")
+def test_the_report_renders_in_a_real_browser_with_no_console_errors(tmp_path):
+    res, _ = _run(tmp_path, recipe_dict(tmp_path, "a", "b"))
+    page = tmp_path / "probe.html"
+    page.write_text(res.report.read_text().replace("</body>", PROBE + "</body>"))
+    proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+                           "--window-size=1400,3000", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln]
+    assert console == [], console
+    probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', proc.stdout, re.S).group(1).replace("&quot;", '"'))
+    for head in ("Stage x measure", "Every measure across the stages", "Cost", "Data lineage"):
+        assert head in probe["heads"], probe
+    assert probe["svgs"] >= 1 and probe["sized"] == probe["svgs"] and probe["marks"] > 20
+    assert probe["tables"] >= 4

@@ -131,6 +131,7 @@ class StageContext:
     step: str
     log: Callable[[str], None] = print
     progress: bool = False
+    store: Any = None  # the store the run's models go through (for scores made outside a model: a PM's)
 
 
 # ------------------------------------------------------------------ registry

@@ -37,9 +37,9 @@ from selfalign.types import stable_hash
 Loader = Callable[[str], StageModel]
 
 
-def model_loader(store: str = "", batch_size: int = 256, progress: bool = False) -> Loader:
+def model_loader(store: str | Store = "", batch_size: int = 256, progress: bool = False) -> Loader:
     """spec -> the registry's model wrapped in the store (the recipe's only way to load a model)."""
-    st = Store(store or None)
+    st = store if isinstance(store, Store) else Store(store or None)
 
     def load(spec: str) -> StageModel:
         return CachedModel(load_model(spec, batch_size=batch_size), st, progress=progress)
@@ -105,37 +105,54 @@ class RecipeResult:
     loaded: list[str] = field(default_factory=list)  # every model spec loaded, in order
 
 
+def _usage(store: Store, before: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """What went through the store since ``before`` (a copy of its tally): tokens generated and
+    scored by the models (store hits cost none), and how many requests were computed or reused."""
+    def delta(kind: str, key: str) -> int:
+        return int(store.tally.get(kind, {}).get(key, 0)) - int(before.get(kind, {}).get(key, 0))
+
+    kinds = set(store.tally) | set(before)
+    return {"tokens_generated": delta("generate", "tokens"), "tokens_scored": delta("score", "tokens"),
+            "store_misses": sum(delta(k, "misses") for k in kinds), "store_hits": sum(delta(k, "hits") for k in kinds)}
+
+
+def _tally(store: Store) -> dict[str, dict[str, Any]]:
+    return {k: dict(v) for k, v in store.tally.items()}
+
+
 def _evaluate(recipe: Recipe, run: RunDir, index: int, spec: str, upstream: str, loader: Loader,
-              loaded: list[str]) -> Step[dict[str, Any]]:
+              loaded: list[str], store: Store) -> Step[dict[str, Any]]:
     name = f"eval-{index:02d}"
     path = f"eval/{index:02d}/suite.json"
 
     def work() -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        before = _tally(store)
         models = Models({"policy": spec}, loader)
         suite = run_suite(recipe.cfg.eval, models.policy)
         loaded.extend(models.loaded)
         run.write_json(path, suite)
-        return suite, [path], {"model": suite["model"]}
+        return suite, [path], {"model": suite["model"], **_usage(store, before)}
 
     return run_step(run, name, eval_config(recipe), {"model": upstream}, work,
                     lambda: json.loads((run.path / path).read_text()))
 
 
 def _stage(recipe: Recipe, run: RunDir, p: PlannedStage, policy: str, upstream: str, loader: Loader,
-           log: Callable[[str], None], progress: bool, loaded: list[str]) -> Step[Result]:
+           log: Callable[[str], None], progress: bool, loaded: list[str], store: Store) -> Step[Result]:
     out = recipe.stage_dir(p)
     result_path = out / "result.json"
 
     def work() -> tuple[Result, list[str], dict[str, Any]]:
+        before = _tally(store)
         models = Models({"policy": policy, **recipe.cfg.models}, loader)
         out.mkdir(parents=True, exist_ok=True)
         try:
-            res = p.stage(p.cfg, models, StageContext(out, p.step, log, progress))
+            res = p.stage(p.cfg, models, StageContext(out, p.step, log, progress, store))
         finally:
             loaded.extend(models.loaded)
         run.write_json(str(result_path.relative_to(run.path)),
                        {"stage": p.stage.name, "type": p.stage.result.__name__, "result": config_to_dict(res)})
-        return res, files_under(out, run.path), {"models_loaded": models.loaded}
+        return res, files_under(out, run.path), {"models_loaded": models.loaded, **_usage(store, before)}
 
     def load() -> Result:
         data = json.loads(result_path.read_text())
@@ -150,19 +167,20 @@ def run(recipe: Recipe, loader: Loader | None = None, log: Callable[[str], None]
     cfg = recipe.cfg
     run_dir = RunDir(recipe.out)
     run_dir.write_manifest({"recipe": recipe.path, **config_to_dict(cfg)})
-    loader = loader or model_loader(cfg.store, cfg.batch_size, progress)
+    store = Store(cfg.store or None)
+    loader = loader or model_loader(store, cfg.batch_size, progress)
     loaded: list[str] = []
     upstream, policy = base_hash(recipe), cfg.base
-    evals = [_evaluate(recipe, run_dir, 0, policy, upstream, loader, loaded)]
+    evals = [_evaluate(recipe, run_dir, 0, policy, upstream, loader, loaded, store)]
     log(f"[00-base] evaluation {'reused' if evals[0].reused else f'done in {evals[0].seconds:.0f}s'}")
     steps: list[Step[Any]] = []
     for p in recipe.stages:
-        step = _stage(recipe, run_dir, p, policy, upstream, loader, log, progress, loaded)
+        step = _stage(recipe, run_dir, p, policy, upstream, loader, log, progress, loaded, store)
         steps.append(step)
         how = "unchanged: reused" if step.reused else f"done in {step.seconds:.0f}s"
         log(f"[{p.step}] {how}; model -> {step.value.model}")
         upstream, policy = step.output_hash, step.value.model
-        ev = _evaluate(recipe, run_dir, p.index, policy, upstream, loader, loaded)
+        ev = _evaluate(recipe, run_dir, p.index, policy, upstream, loader, loaded, store)
         evals.append(ev)
         log(f"[{p.step}] evaluation {'reused' if ev.reused else f'done in {ev.seconds:.0f}s'}")
     matrix = measure_matrix([e.value for e in evals], cfg.eval.bootstrap, cfg.eval.seed)
@@ -177,14 +195,19 @@ def run(recipe: Recipe, loader: Loader | None = None, log: Callable[[str], None]
 def report_data(recipe: Recipe, steps: list[Step[Any]], evals: list[Step[dict[str, Any]]],
                 matrix: list[dict[str, Any]]) -> dict[str, Any]:
     """Everything the report shows, computed here (the report renders it)."""
+    def usage(st: Step[Any]) -> dict[str, Any]:
+        stats = st.record.get("stats") or {}
+        return {k: stats.get(k) for k in ("tokens_generated", "tokens_scored", "store_misses", "store_hits")}
+
     rows: list[dict[str, Any]] = [{"step": "00-base", "stage": "base", "model": recipe.cfg.base, "reused": evals[0].reused,
                                    "seconds": 0.0, "eval_seconds": evals[0].seconds, "rows": 0, "training": None,
-                                   "result": {}, "options": {}}]
+                                   "result": {}, "options": {}, "usage": {}, "eval_usage": usage(evals[0])}]
     for p, st, ev in zip(recipe.stages, steps, evals[1:]):
         res = config_to_dict(st.value)
         rows.append({"step": p.step, "stage": p.stage.name, "model": st.value.model, "reused": st.reused,
                      "seconds": st.seconds, "eval_seconds": ev.seconds, "rows": st.value.rows,
-                     "training": res.get("training"), "result": res, "options": p.stage.config_key(p.cfg)["options"]})
+                     "training": res.get("training"), "result": res, "options": p.stage.config_key(p.cfg)["options"],
+                     "usage": usage(st), "eval_usage": usage(ev)})
     sizes = {name: len(items) for name, items in suite_items(recipe.cfg.eval).items()}
     return {"recipe": recipe.path, "base": recipe.cfg.base, "measures": list(MEASURES),
             "measure_sets": {m: s for m, (s, _) in MEASURES.items()}, "higher_is_better": HIGHER_IS_BETTER,

@@ -10,6 +10,16 @@
 * ``trust-data``: the safety / misuse / fairness studies on the current model
   (:func:`selfalign.trust.run.run`), their failures turned into rows (:func:`selfalign.trust.to_data.to_data`,
   held-out keys never trained on), SFT. When the model fails nothing, it is handed on unchanged.
+* ``best-of-n``: Best-of-N with a scorer (:mod:`selfalign.critique.bon`: gold verifier, the
+  policy's log-probability, or the judge role) on questions of the bundled QA set's *train*
+  split; the best-vs-worst pairs -> DPO, or the best answers -> SFT.
+* ``pm-rl``: a preference model on verifiable pairs of the current model's own samples
+  (:func:`selfalign.reward.pairs.verifiable_pairs`, :func:`selfalign.reward.pm.train_pm`), its
+  held-out accuracy, then the policy optimised against it: DPO on PM-ranked pairs (N samples per
+  prompt, best vs worst by PM reward) or RLOO with a KL penalty (:func:`selfalign.train.rloo.train_rloo`).
+
+Every stage that reads the bundled QA set reads its train split only: the evaluation suite's
+questions (its test split) are never trained on.
 
 Each returns a typed result derived from :class:`selfalign.stage.Result`.
 """
@@ -19,21 +29,30 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from selfalign.config import ConfigError
+from selfalign.critique import bon
+from selfalign.data.formats import QAItem, load_qa
 from selfalign.data.io import read_jsonl
+from selfalign.evals.stats import mean_ci
 from selfalign.honesty import datasets as hds
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun, load_splits
 from selfalign.models.registry import require_trainable
+from selfalign.reward.pairs import verifiable_pairs
+from selfalign.reward.pm import CachedPM, PMConfig, PreferenceModel, train_pm
 from selfalign.stage import Models, Result, StageContext, Training, register_stage
 from selfalign.store.runs import RunDir
 from selfalign.synth import ifd
 from selfalign.synth import self_instruct
 from selfalign.synth.tasks import load_seed_tasks
 from selfalign.train.base import TrainResult
+from selfalign.train.dpo import DPOTrainConfig, train_dpo
+from selfalign.train.rloo import RLOOTrainConfig, train_rloo
 from selfalign.train.sft import TrainConfig, train_sft
+from selfalign.types import GenParams, GenRequest
 from selfalign.trust import run as trust_run
 from selfalign.trust.holdout import KEYED
 from selfalign.trust.to_data import to_data, write_data
@@ -47,6 +66,8 @@ def planned_steps(n_rows: int, cfg: TrainConfig) -> int:
     """
     if cfg.max_steps > 0:
         return cfg.max_steps
+    if isinstance(cfg, RLOOTrainConfig):  # rows are prompts; a step takes batch_size completions
+        n_rows *= cfg.num_generations
     return math.ceil(cfg.epochs * max(1, math.ceil(n_rows / cfg.batch_size) // cfg.grad_accum))
 
 
@@ -64,6 +85,31 @@ def sft(rows: Sequence[dict[str, Any]], models: Models, ctx: StageContext, cfg: 
     ctx.log(f"[{ctx.step}] SFT on {len(rows)} rows: {'reused' if res.skipped else f'{res.seconds:.0f}s'} "
             f"in {res.precision or '?'}")
     return training("sft", res, cfg)
+
+
+def dpo(rows: Sequence[dict[str, Any]], models: Models, ctx: StageContext, cfg: DPOTrainConfig) -> Training:
+    """DPO of the policy on preference ``rows`` into ``<stage>/dpo/model`` (reused when unchanged)."""
+    base = require_trainable(models.spec("policy"), role="policy")
+    train_rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows]
+    res = train_dpo(train_rows, base, ctx.out / "dpo", cfg, base_id=models.policy.model_id)
+    ctx.log(f"[{ctx.step}] DPO on {len(rows)} pairs: {'reused' if res.skipped else f'{res.seconds:.0f}s'} "
+            f"in {res.precision or '?'}")
+    return training("dpo", res, cfg)
+
+
+def train_questions(n: int, seed: int, skip: int = 0, data: str = "bundled") -> list[QAItem]:
+    """``n`` answerable questions of the QA set's *train* split after the first ``skip`` (a seeded
+    order by id, so disjoint slices are disjoint questions); never its test split, which the
+    evaluation suite asks."""
+    items = sorted((it for it in load_qa(data, "auto", "train") if it.answerable), key=lambda it: it.id)
+    random.Random(seed).shuffle(items)
+    return items[skip:skip + n]
+
+
+def _check_train_split(data: str, need: int) -> None:
+    have = len([it for it in load_qa(data, "auto", "train") if it.answerable])
+    if have < need:
+        raise ConfigError(f"data: {data} has {have} answerable questions in its train split, the options ask for {need}")
 
 
 # ------------------------------------------------------------------ honesty
@@ -231,3 +277,188 @@ def trust_data(cfg: TrustDataConfig, models: Models, ctx: StageContext) -> Trust
         return TrustDataResult(model=models.spec("policy"), **common)
     tr = sft(data["sft"], models, ctx, cfg.train)
     return TrustDataResult(model=tr.model_dir, rows=len(data["sft"]), training=tr, **common)
+
+
+# ------------------------------------------------------------------ Best-of-N -> DPO or SFT
+@dataclass
+class BestOfNConfig:
+    data: str = "bundled"  # a QA set with a 'train' split
+    n_questions: int = 100
+    n: int = 8  # candidates per question
+    scorer: str = "gold"  # gold (a verifier) | logprob (the policy's own) | judge (the judge role's 1-5 rubric)
+    temperature: float = 1.0
+    max_tokens: int = 32
+    seed: int = 0
+    rows: str = "dpo"  # dpo: best vs worst pairs -> DPO; sft: the best answers -> SFT
+    dpo: DPOTrainConfig = field(default_factory=lambda: DPOTrainConfig(epochs=1.0, lora_layers=8))
+    sft: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=1.0, lora_layers=8))
+
+    def __post_init__(self) -> None:
+        if self.scorer not in bon.SCORERS:
+            raise ValueError(f"scorer must be one of {', '.join(bon.SCORERS)}, got {self.scorer!r}")
+        if self.rows not in ("dpo", "sft"):
+            raise ValueError(f"rows must be dpo or sft, got {self.rows!r}")
+        if self.n < 2:
+            raise ValueError(f"n must be >= 2 (best of one is the sample), got {self.n}")
+        if self.n_questions < 1 or self.temperature <= 0:
+            raise ValueError("n_questions must be >= 1 and temperature > 0")
+
+
+@dataclass
+class BestOfNResult(Result):
+    questions: int = 0
+    pairs: int = 0  # best-vs-worst pairs with a score gap
+    unscored: int = 0  # candidates the scorer could not score (ranked last)
+    accuracy_n1: float = 0.0  # gold accuracy of one sample (percent)
+    accuracy_best: float = 0.0  # gold accuracy of the chosen best-of-n answer (percent)
+
+
+def _bon_check(cfg: BestOfNConfig) -> None:
+    _check_train_split(cfg.data, cfg.n_questions)
+
+
+def _bon_inputs(cfg: BestOfNConfig) -> list[str]:
+    return [cfg.data] if cfg.data != "bundled" else []
+
+
+@register_stage("best-of-n", config=BestOfNConfig, result=BestOfNResult, roles=("policy", "judge"),
+                check=_bon_check, inputs=_bon_inputs)
+def best_of_n(cfg: BestOfNConfig, models: Models, ctx: StageContext) -> BestOfNResult:
+    """Best-of-N on train-split questions; best-vs-worst pairs -> DPO (or the best answers -> SFT)."""
+    items = train_questions(cfg.n_questions, cfg.seed, data=cfg.data)
+    bcfg = bon.BonConfig(ns=[1, cfg.n], scorer=cfg.scorer, temperature=cfg.temperature, max_tokens=cfg.max_tokens,
+                         seed=cfg.seed, bootstrap=100)
+    scorer = (bon.gold_scorer if cfg.scorer == "gold" else bon.logprob_scorer(models.policy)
+              if cfg.scorer == "logprob" else bon.judge_scorer(models.judge))
+    sft_rows, pairs, summary = bon.best_of_n(models.policy, items, scorer, bcfg)
+    out = RunDir(ctx.out)
+    out.write_jsonl("bon/sft.jsonl", sft_rows)
+    out.write_jsonl("bon/pairs.jsonl", pairs)
+    acc = {row["n"]: 100 * row["accuracy"] for row in summary["table"]}
+    ctx.log(f"[{ctx.step}] best-of-{cfg.n} ({cfg.scorer}): accuracy {acc[1]:.1f} -> {acc[cfg.n]:.1f}, "
+            f"{len(pairs)} pairs, {summary['unscored']} unscored")
+    common = dict(questions=len(items), pairs=len(pairs), unscored=summary["unscored"], accuracy_n1=acc[1],
+                  accuracy_best=acc[cfg.n])
+    rows = pairs if cfg.rows == "dpo" else sft_rows
+    if not rows:
+        return BestOfNResult(model=models.spec("policy"), **common)
+    tr = dpo(rows, models, ctx, cfg.dpo) if cfg.rows == "dpo" else sft(rows, models, ctx, cfg.sft)
+    return BestOfNResult(model=tr.model_dir, rows=len(rows), training=tr, **common)
+
+
+# ------------------------------------------------------------------ PM on verifiable pairs -> DPO or RLOO
+@dataclass
+class PMRLConfig:
+    data: str = "bundled"  # a QA set with a 'train' split
+    n_pm_questions: int = 150  # the PM's training pairs come from the policy's samples on these
+    n_heldout_questions: int = 50  # held-out pairs (other questions) for the PM's accuracy
+    n_prompts: int = 60  # the prompts the policy is optimised on (questions the PM never saw)
+    samples: int = 6  # samples per question for the PM's pairs
+    temperature: float = 1.0
+    max_tokens: int = 32
+    seed: int = 0
+    pm: PMConfig = field(default_factory=lambda: PMConfig(epochs=1.0, lora_layers=8))
+    optimize: str = "dpo"  # dpo: N samples per prompt, best vs worst by PM reward -> DPO; rloo: RLOO against the PM
+    n: int = 4  # dpo: candidates per prompt
+    dpo: DPOTrainConfig = field(default_factory=lambda: DPOTrainConfig(epochs=1.0, lora_layers=8))
+    rloo: RLOOTrainConfig = field(default_factory=lambda: RLOOTrainConfig(epochs=1.0, lora_layers=8))
+
+    def __post_init__(self) -> None:
+        if self.optimize not in ("dpo", "rloo"):
+            raise ValueError(f"optimize must be dpo or rloo, got {self.optimize!r}")
+        if self.samples < 2 or self.n < 2:
+            raise ValueError(f"samples and n must be >= 2 (a pair needs two answers), got {self.samples}, {self.n}")
+        for name in ("n_pm_questions", "n_heldout_questions", "n_prompts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class PMRLResult(Result):
+    pm_dir: str = ""
+    pm_pairs: int = 0
+    heldout_pairs: int = 0
+    pm_accuracy: float = 0.0  # held-out pairs the PM orders right (percent)
+    pm_accuracy_lo: float = 0.0
+    pm_accuracy_hi: float = 0.0
+    optimize: str = ""
+    prompts: int = 0
+    mean_kl: float | None = None  # rloo: the last logged KL to the start
+
+
+def _pmrl_check(cfg: PMRLConfig) -> None:
+    _check_train_split(cfg.data, cfg.n_pm_questions + cfg.n_heldout_questions + cfg.n_prompts)
+
+
+def _pmrl_inputs(cfg: PMRLConfig) -> list[str]:
+    return [cfg.data] if cfg.data != "bundled" else []
+
+
+def _pairs(policy: Any, items: list[QAItem], cfg: PMRLConfig, what: str) -> list[dict[str, Any]]:
+    prompts = [bon.qa_prompt(it.question) for it in items]
+    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    res = policy.generate([GenRequest(p, params, n=cfg.samples, seed=cfg.seed) for p in prompts],
+                          description=f"samples for {what} pairs")
+    return verifiable_pairs(items, [r.texts for r in res], prompts, 1, cfg.seed)
+
+
+def _pm_ranked_pairs(policy: Any, pm: CachedPM, items: list[QAItem], cfg: PMRLConfig) -> list[dict[str, Any]]:
+    """For each prompt, ``n`` samples ranked by PM reward: best vs worst where the PM prefers one."""
+    prompts = [bon.qa_prompt(it.question) for it in items]
+    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
+    res = policy.generate([GenRequest(p, params, n=cfg.n, seed=cfg.seed + 1) for p in prompts],
+                          description=f"{cfg.n} samples per prompt for PM-ranked pairs")
+    flat_p = [p for p, r in zip(prompts, res) for _ in r.texts]
+    flat_t = [t for r in res for t in r.texts]
+    rewards = pm.rewards(flat_p, flat_t)
+    out, k = [], 0
+    for it, p, r in zip(items, prompts, res):
+        scores = rewards[k:k + len(r.texts)]
+        k += len(r.texts)
+        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
+        worst = min(range(len(scores)), key=lambda i: (scores[i], i))
+        if scores[best] > scores[worst] and r.texts[best].strip() != r.texts[worst].strip():
+            out.append({"prompt": [m.to_dict() for m in p], "chosen": [{"role": "assistant", "content": r.texts[best]}],
+                        "rejected": [{"role": "assistant", "content": r.texts[worst]}],
+                        "margin": scores[best] - scores[worst], "meta": {"id": it.id, "pm": pm.model_id}})
+    return out
+
+
+@register_stage("pm-rl", config=PMRLConfig, result=PMRLResult, roles=("policy",), check=_pmrl_check,
+                inputs=_pmrl_inputs)
+def pm_rl(cfg: PMRLConfig, models: Models, ctx: StageContext) -> PMRLResult:
+    """A PM on verifiable pairs of the current model's samples, then DPO on PM-ranked pairs or RLOO against it."""
+    base = require_trainable(models.spec("policy"), role="policy")
+    qs = train_questions(cfg.n_pm_questions + cfg.n_heldout_questions + cfg.n_prompts, cfg.seed, data=cfg.data)
+    pm_q, held_q = qs[:cfg.n_pm_questions], qs[cfg.n_pm_questions:cfg.n_pm_questions + cfg.n_heldout_questions]
+    opt_q = qs[cfg.n_pm_questions + cfg.n_heldout_questions:]
+    train_pairs, held_pairs = _pairs(models.policy, pm_q, cfg, "PM"), _pairs(models.policy, held_q, cfg, "held-out")
+    if not train_pairs or not held_pairs:
+        raise ConfigError(f"{ctx.step}: the policy's samples made {len(train_pairs)} training and {len(held_pairs)} "
+                          "held-out pairs; a PM needs both (more questions or samples)")
+    out = RunDir(ctx.out)
+    out.write_jsonl("pm/pairs.jsonl", train_pairs)
+    out.write_jsonl("pm/heldout.jsonl", held_pairs)
+    pres = train_pm(train_pairs, base, ctx.out / "pm", cfg.pm, base_id=f"pm-on:{models.policy.model_id}")
+    pm = CachedPM(PreferenceModel(pres.model_dir, cfg.pm.max_length, cfg.pm.score_batch_tokens), ctx.store)
+    chosen = pm.rewards([r["prompt"] for r in held_pairs], [r["chosen"] for r in held_pairs])
+    rejected = pm.rewards([r["prompt"] for r in held_pairs], [r["rejected"] for r in held_pairs])
+    acc = mean_ci([float(c > r) for c, r in zip(chosen, rejected)], 200, cfg.seed)
+    ctx.log(f"[{ctx.step}] PM on {len(train_pairs)} pairs: held-out accuracy {100 * acc['value']:.1f} "
+            f"[{100 * acc['lo']:.1f}, {100 * acc['hi']:.1f}] on {len(held_pairs)} pairs")
+    common: dict[str, Any] = dict(pm_dir=str(pres.model_dir), pm_pairs=len(train_pairs), heldout_pairs=len(held_pairs),
+                                  pm_accuracy=100 * acc["value"], pm_accuracy_lo=100 * acc["lo"],
+                                  pm_accuracy_hi=100 * acc["hi"], optimize=cfg.optimize, prompts=len(opt_q))
+    if cfg.optimize == "dpo":
+        rows = _pm_ranked_pairs(models.policy, pm, opt_q, cfg)
+        out.write_jsonl("dpo_rows.jsonl", rows)
+        if not rows:
+            return PMRLResult(model=models.spec("policy"), **common)
+        tr = dpo(rows, models, ctx, cfg.dpo)
+        return PMRLResult(model=tr.model_dir, rows=len(rows), training=tr, **common)
+    prompts = [[m.to_dict() for m in bon.qa_prompt(it.question)] for it in opt_q]
+    res = train_rloo(prompts, pm.rewards, pm.model_id, base, ctx.out / "rloo", cfg.rloo, base_id=models.policy.model_id)
+    kls = [h["kl"] for h in (res.history or []) if "kl" in h]
+    ctx.log(f"[{ctx.step}] RLOO on {len(prompts)} prompts: {'reused' if res.skipped else f'{res.seconds:.0f}s'}")
+    tr = training("rloo", res, cfg.rloo)
+    return PMRLResult(model=tr.model_dir, rows=len(prompts), training=tr, mean_kl=kls[-1] if kls else None, **common)
