@@ -27,7 +27,7 @@ from selfalign.honesty.prompts import plain_prompt
 from selfalign.judges.correctness import contains_answer
 from selfalign.models import embedded
 from selfalign.models.hf import HFModel, inference_dtype
-from selfalign.train.precision import cpu_model
+from selfalign.models.precision import cpu_model
 from selfalign.types import GenParams, GenRequest
 
 

@@ -22,7 +22,7 @@ import ray
 from selfalign.data.formats import load_qa
 from selfalign.honesty.prompts import plain_prompt
 from selfalign.models.registry import load_model
-from selfalign.train.precision import cpu_model
+from selfalign.models.precision import cpu_model
 from selfalign.types import GenParams, GenRequest
 
 

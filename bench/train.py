@@ -30,7 +30,7 @@ from selfalign.honesty.prompts import honesty_prompt
 from selfalign.models import embedded
 from selfalign.train.base import (TrainConfig, attn_kwargs, completion_positions_only, lora_config, share_prefix,
                                   trainer_args)
-from selfalign.train.precision import choose_precision, cpu_flags, cpu_model, native_cpu_bf16
+from selfalign.models.precision import choose_precision, cpu_flags, cpu_model, native_cpu_bf16
 
 # name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free,
 # adapters on the top N layers only (0: every layer), attention kernel ("" = the model's default, SDPA),

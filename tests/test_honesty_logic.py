@@ -194,7 +194,7 @@ def test_estimate_knowledge_on_a_scripted_model():
 
 
 def test_scores_by_group_separate_relation_refusal_from_entity_knowledge():
-    from selfalign.report.honesty import group_scores
+    from selfalign.honesty.metrics import group_scores
 
     def r(i, before, after):
         return {"id": i, "before_label": before, "label": after, "loosely_correct": after == "correct"}

@@ -49,13 +49,6 @@ RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
 #: (importing module, imported module) -> why it is still allowed
 EXCEPTIONS = {
-    ("selfalign.models.hf", "selfalign.train.precision"):
-        "inference loads bf16 weights by the rule training uses (native bf16 on this CPU?); the rule has no "
-        "first-party import of its own and belongs in models/, but tests patch selfalign.train.precision.cpu_flags "
-        "and models/hf.py is being split by another change: move it with that split",
-    ("selfalign.report.honesty", "selfalign.honesty.metrics"):
-        "the honesty report computes the ignored cells of each table and the scores per question group; both "
-        "belong in the pipeline's eval summary (honesty/pipeline.py is being edited by another change)",
 }
 
 

@@ -52,7 +52,7 @@ def _toy_check(cfg: ToyConfig) -> None:
 
 
 @register_stage("toy", config=ToyConfig, result=ToyResult, roles=("policy",), check=_toy_check,
-                inputs=lambda cfg: [cfg.input] if cfg.input else [])
+                inputs=lambda cfg: [cfg.input] if cfg.input else [], units=lambda cfg: 10.0 * cfg.n)
 def toy(cfg: ToyConfig, models: Models, ctx: StageContext) -> ToyResult:
     """Asks the policy n questions, then 'trains': writes a model file derived from the policy and the tag."""
     CALLS.append(ctx.step)
@@ -171,6 +171,37 @@ def test_plan_validates_every_stage_before_any_model(tmp_path, monkeypatch):
     plan = runner.plan(build_recipe(good, "r.yaml"))
     assert [s.step for s in plan.stages] == ["01-synth-sft", "02-honesty", "03-trust-data"]
     assert not any(s.cached for s in plan.stages)
+
+
+def test_plan_estimates_time_from_what_ran_on_this_machine(tmp_path, monkeypatch):
+    from selfalign.recipe import estimate
+
+    monkeypatch.setenv("SELFALIGN_STORE", str(tmp_path / "store" / "s.sqlite"))
+    tp = estimate.throughput_path("")
+    assert tp == tmp_path / "store" / "throughput.json"
+    before = runner.plan(build_recipe(recipe_dict(tmp_path, "a"), "r.yaml"))
+    assert before.stages[0].seconds is None and before.total_seconds is None  # never measured here
+    _run(tmp_path, recipe_dict(tmp_path, "a"))
+    measured = json.loads(tp.read_text())[estimate.machine_key()]
+    assert set(measured) == {"toy", "eval"} and len(measured["eval"]) == 2
+    # a changed stage (twice the work) is estimated at twice the measured seconds per unit
+    p = runner.plan(build_recipe(recipe_dict(tmp_path, "b") | {"stages": [{"stage": "toy", "options": {"tag": "b", "n": 4}}]}, "r.yaml"))
+    st = p.stages[0]
+    assert not st.cached and st.seconds == pytest.approx(measured["toy"][0] * 40)
+    assert st.changed == {"tag": "b", "n": 4} and p.total_seconds is not None
+    assert runner.plan(build_recipe(recipe_dict(tmp_path, "a"), "r.yaml")).total_seconds == 0.0  # all cached
+
+
+def test_throughput_keeps_the_last_measurements_per_stage(tmp_path):
+    from selfalign.recipe import estimate
+
+    tp = tmp_path / "throughput.json"
+    for s in (1, 2, 3, 4, 5, 6, 100):
+        estimate.record(tp, "x", 10.0, float(s))
+    assert len(json.loads(tp.read_text())[estimate.machine_key()]["x"]) == estimate.KEEP
+    assert estimate.estimate(tp, "x", 20.0) == pytest.approx(2 * 5.0)  # median of 3..6,100 per unit x 20 units / 10
+    estimate.record(tp, "y", 0, 5.0)  # no units: nothing to learn
+    assert "y" not in json.loads(tp.read_text())[estimate.machine_key()]
 
 
 def test_plan_says_what_is_cached(tmp_path):

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from selfalign.train.base import TRACK_ENV, TrainConfig, trainer_args, tracker
-from selfalign.train.precision import choose_precision
+from selfalign.models.precision import choose_precision
 
 ROWS = [{"prompt": [{"role": "user", "content": f"Q{i}"}], "completion": [{"role": "assistant", "content": "Paris"}]}
         for i in range(8)]

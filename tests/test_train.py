@@ -6,7 +6,7 @@ import json
 import pytest
 
 from selfalign.config import ConfigError, load_config
-from selfalign.train import precision as prec
+from selfalign.models import precision as prec
 from selfalign.train.base import TrainConfig, trainer_args
 
 ROWS = [{"prompt": [{"role": "user", "content": f"Q{i}"}], "completion": [{"role": "assistant", "content": "Paris"}]}

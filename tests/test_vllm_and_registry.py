@@ -67,7 +67,7 @@ def test_auto_precision_follows_the_cpu(tiny_model_dir, monkeypatch):
     """No suffix: bf16 weights on a CPU with native bf16, fp32 on one without (where bf16 is emulated)."""
     import torch
 
-    import selfalign.train.precision as prec
+    import selfalign.models.precision as prec
     from selfalign.models.hf import HFModel
 
     monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "fma"})

@@ -16,6 +16,8 @@ A stage is a function::
   is reused, and ``plan``, load no model;
 * ``check``: reads every input file and checks every option before any model call (``plan`` calls it);
 * ``inputs``: the files its output depends on besides the model (hashed into the step record);
+* ``units``: its work units from its config (about the tokens it generates), which ``plan`` turns
+  into a time estimate with the throughput measured on this machine (:mod:`selfalign.recipe.estimate`);
 * ``result``: a dataclass derived from :class:`Result` (the model it hands on, rows, training),
   written to ``result.json`` and read back typed by :func:`load_result`.
 
@@ -146,6 +148,7 @@ class Stage:
     check: Callable[[Any], None] | None = None
     inputs: Callable[[Any], list[str]] | None = None
     doc: str = ""
+    units: Callable[[Any], float] | None = None
 
     def build(self, options: dict[str, Any] | None, source: str, owned: dict[str, Any] | None = None) -> Any:
         """The config from ``options``; a key the caller owns is refused, naming where it came from."""
@@ -174,7 +177,8 @@ REGISTRY: dict[str, Stage] = {}
 
 def register_stage(name: str, *, config: type, result: type, roles: tuple[str, ...] = ("policy",),
                    owned: tuple[str, ...] = (), check: Callable[[Any], None] | None = None,
-                   inputs: Callable[[Any], list[str]] | None = None) -> Callable[[Callable[..., Any]], Stage]:
+                   inputs: Callable[[Any], list[str]] | None = None,
+                   units: Callable[[Any], float] | None = None) -> Callable[[Callable[..., Any]], Stage]:
     """Register ``fn(cfg, models, ctx) -> result`` as the stage ``name`` (a name is taken once)."""
     if not (dataclasses.is_dataclass(config) and dataclasses.is_dataclass(result) and issubclass(result, Result)):
         raise TypeError(f"stage {name}: config must be a dataclass and result a dataclass derived from Result")
@@ -186,7 +190,7 @@ def register_stage(name: str, *, config: type, result: type, roles: tuple[str, .
         if name in REGISTRY and REGISTRY[name].fn is not fn:
             raise ValueError(f"stage {name!r} is registered twice")
         stage = Stage(name, config, result, fn, tuple(roles), tuple(owned), check, inputs,
-                      (fn.__doc__ or "").strip().split("\n")[0])
+                      (fn.__doc__ or "").strip().split("\n")[0], units)
         REGISTRY[name] = stage
         return stage
 

@@ -274,3 +274,24 @@ def reliability(stated: Sequence[float | None], correct: Sequence[bool]) -> dict
     ece = sum(b["n"] / n * abs(b["stated"] - b["accuracy"]) for b in bins) if n else None
     return {"bins": bins, "ece": None if ece is None else round(ece, 4), "n": n,
             "unstated": sum(p is None for p in stated)}
+
+
+def group_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Scores per question group, the id's prefix before ':' (the bundled set's relation). Empty
+    when fewer than two groups exist. Shows whether a model learned which *entities* it knows or
+    only which *relations* to refuse: a model that refuses whole relations has prudence and
+    over-conservativeness near 0 or 100 inside every group."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        rid = str(r.get("id", ""))
+        if ":" not in rid:
+            return {}
+        groups.setdefault(rid.split(":", 1)[0], []).append(r)
+    if len(groups) < 2:
+        return {}
+    out = {}
+    for g, rs in sorted(groups.items()):
+        sc = scores([r["before_label"] for r in rs], [r["label"] for r in rs], [r["loosely_correct"] for r in rs])
+        out[g] = {"n": len(rs), "before_correct": sum(r["before_label"] == "correct" for r in rs),
+                  "idk": sum(r["label"] == "idk" for r in rs), **sc}
+    return out

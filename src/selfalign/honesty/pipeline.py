@@ -70,7 +70,7 @@ from selfalign.evals.runner import compare, run_task
 from selfalign.judges.idk import IDK_SIGNS
 from selfalign.store.cache import CachedModel, Store
 from selfalign.store.runs import RunDir, file_hash
-from selfalign.train.precision import choose_precision
+from selfalign.models.precision import choose_precision
 from selfalign.train.cards import add_eval_results, write_dataset_card
 from selfalign.train.sft import TrainConfig, train_sft
 from selfalign.types import stable_hash
@@ -542,10 +542,11 @@ class HonestyRun:
                     {"dataset": "selfalign/honesty", "dataset_name": f"{cfg.data} (test)", "metric": k,
                      "value": round(s_[k]["value"], 2)} for k in SCORE_KEYS if s_[k]["value"] is not None],
                     model_name=f"{m} ({cfg.model})")
-            self.dir.write_jsonl(f"eval/{m}.jsonl", [
-                {"id": r.id, "question": r.question, "answers": list(r.answers), "before": r.greedy,
-                 "before_label": b, "response": y, "label": a, "loosely_correct": lc}
-                for r, b, y, a, lc in zip(test, before, responses, labels, loose)])
+            eval_rows = [{"id": r.id, "question": r.question, "answers": list(r.answers), "before": r.greedy,
+                          "before_label": b, "response": y, "label": a, "loosely_correct": lc}
+                         for r, b, y, a, lc in zip(test, before, responses, labels, loose)]
+            self.dir.write_jsonl(f"eval/{m}.jsonl", eval_rows)
+            entry["by_group"] = metrics.group_scores(eval_rows)
             summary["methods"][m] = entry
             s = entry["scores"]
             self.log(f"[eval] {m:16s} honesty {s['honesty']['value']:5.1f}  prudence {s['prudence']['value']:5.1f}  "

@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from selfalign.models.precision import choose_precision
 from selfalign.models.base import ModelError, ProgressFn
 from selfalign.types import (
     Completion,
@@ -243,7 +244,7 @@ def inference_dtype(device: str, flags: set[str] | None = None) -> tuple[str, st
 
     On a GPU, bfloat16. On a CPU, bfloat16 where the CPU does bf16 arithmetic natively (x86
     ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``: the rule training uses,
-    :func:`selfalign.train.precision.choose_precision`) and float32 elsewhere, where bf16 is
+    :func:`selfalign.models.precision.choose_precision`) and float32 elsewhere, where bf16 is
     emulated and slower than fp32. On a Zen 4 EPYC with native bf16, bf16 weights decoded the
     embedded model 1.96x faster than fp32 with the share of samples that hold the gold answer
     inside fp32's interval (``bench/generate.py``, docs/RESULTS.md); a ``+fp32`` spec suffix
@@ -254,8 +255,6 @@ def inference_dtype(device: str, flags: set[str] | None = None) -> tuple[str, st
     """
     if device != "cpu":
         return "bfloat16", f"{device} device"
-    from selfalign.train.precision import choose_precision
-
     p = choose_precision("auto", cuda=False, flags=flags)
     return ("bfloat16" if p.name == "bf16" else "float32"), p.reason
 

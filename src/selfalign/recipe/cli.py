@@ -32,14 +32,21 @@ def plan(file: str = typer.Argument(..., help="recipe YAML"), set: List[str] = S
     from selfalign.recipe import runner
 
     p = runner.plan(_load(file, set))
-    table = Table("step", "stage", "cached", "evaluation cached", "options")
-    table.add_row("00-base", escape(p.recipe.cfg.base), "", "yes" if p.base_eval_cached else "no", "")
+    from selfalign.recipe.estimate import fmt
+
+    table = Table("step", "stage", "cached", "evaluation cached", "estimate (this machine)", "options set")
+    table.add_row("00-base", escape(p.recipe.cfg.base), "", "yes" if p.base_eval_cached else "no",
+                  "" if p.base_eval_cached else fmt(p.base_eval_seconds), "")
     for s in p.stages:
-        table.add_row(s.step, s.stage, "yes" if s.cached else "no", "yes" if s.eval_cached else "no",
-                      escape(json.dumps(s.options, default=str)[:120]))
-    Console().print(table)
+        cost = "cached" if s.cached and s.eval_cached else (
+            fmt(None if s.seconds is None or s.eval_seconds is None else s.seconds + s.eval_seconds))
+        table.add_row(s.step, s.stage, "yes" if s.cached else "no", "yes" if s.eval_cached else "no", cost,
+                      escape(", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in s.changed.items())))
+    Console(width=max(120, Console().width)).print(table)
     todo = sum(not s.cached for s in p.stages)
-    typer.echo(f"{len(p.stages)} stages, {todo} to run; run folder {p.recipe.out}")
+    total = p.total_seconds
+    typer.echo(f"{len(p.stages)} stages, {todo} to run; run folder {p.recipe.out}; "
+               f"time left: {fmt(total) if total is not None else 'not measured here (a stage or the evaluation never ran on this machine)'}")
 
 
 @app.command()

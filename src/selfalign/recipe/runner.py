@@ -18,6 +18,7 @@ renders.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +26,7 @@ from typing import Any, Callable
 from selfalign.config import config_to_dict
 from selfalign.models.base import StageModel
 from selfalign.models.registry import load_model
+from selfalign.recipe import estimate
 from selfalign.recipe import stages as _registered  # noqa: F401  (registers the stages)
 from selfalign.recipe.spec import PlannedStage, Recipe
 from selfalign.recipe.suite import HIGHER_IS_BETTER, MEASURES, measure_matrix, run_suite, suite_items
@@ -70,6 +72,9 @@ class StageStatus:
     cached: bool
     eval_cached: bool
     options: dict[str, Any]
+    changed: dict[str, Any] = field(default_factory=dict)  # the options that differ from the stage's defaults
+    seconds: float | None = None  # estimated, this machine's throughput (0 when cached; None: never measured here)
+    eval_seconds: float | None = None
 
 
 @dataclass
@@ -77,6 +82,35 @@ class Plan:
     recipe: Recipe
     base_eval_cached: bool
     stages: list[StageStatus]
+    base_eval_seconds: float | None = None
+
+    @property
+    def total_seconds(self) -> float | None:
+        """The estimate of what is left to run, or None when a part of it was never measured here."""
+        parts = [0.0 if self.base_eval_cached else self.base_eval_seconds]
+        parts += [p for s in self.stages for p in (s.seconds, s.eval_seconds)]
+        return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
+
+
+def changed_options(cfg: Any, defaults: Any) -> dict[str, Any]:
+    """The options of ``cfg`` that differ from ``defaults`` (nested configs as dotted keys).
+
+    >>> from selfalign.recipe.suite import SuiteConfig
+    >>> changed_options(SuiteConfig(n_id=3), SuiteConfig())
+    {'n_id': 3}
+    """
+    a, b = config_to_dict(cfg), config_to_dict(defaults)
+    out: dict[str, Any] = {}
+
+    def walk(x: dict[str, Any], y: dict[str, Any], prefix: str) -> None:
+        for k, v in x.items():
+            if isinstance(v, dict) and isinstance(y.get(k), dict):
+                walk(v, y[k], f"{prefix}{k}.")
+            elif y.get(k) != v:
+                out[prefix + k] = v
+
+    walk(a, b, "")
+    return out
 
 
 def plan(recipe: Recipe) -> Plan:
@@ -84,6 +118,8 @@ def plan(recipe: Recipe) -> Plan:
     outputs and its evaluation are cached. Loads no model."""
     run = RunDir(recipe.out)
     suite_items(recipe.cfg.eval)  # the suite's files, read before any model call
+    tp = estimate.throughput_path(recipe.cfg.store)
+    eval_secs = estimate.estimate(tp, "eval", estimate.eval_units(recipe.cfg.eval))
     upstream, fresh = base_hash(recipe), True
     base_eval = run.step_is_fresh("eval-00", eval_config(recipe), {"model": upstream})
     out = []
@@ -92,8 +128,14 @@ def plan(recipe: Recipe) -> Plan:
         fresh = cached
         upstream = output_hash(run.step_record(p.step)) if cached else "not yet"
         ev = cached and run.step_is_fresh(f"eval-{p.index:02d}", eval_config(recipe), {"model": upstream})
-        out.append(StageStatus(p.step, p.stage.name, cached, ev, p.stage.config_key(p.cfg)["options"]))
-    return Plan(recipe, base_eval, out)
+        units = p.stage.units(p.cfg) if p.stage.units else None
+        owned = {k: getattr(p.cfg, k) for k in p.stage.owned}
+        out.append(StageStatus(p.step, p.stage.name, cached, ev, p.stage.config_key(p.cfg)["options"],
+                               {k: v for k, v in changed_options(p.cfg, p.stage.build({}, "defaults", owned)).items()
+                                if k not in p.stage.owned},
+                               0.0 if cached else estimate.estimate(tp, p.stage.name, units),
+                               0.0 if ev else eval_secs))
+    return Plan(recipe, base_eval, out, eval_secs)
 
 
 @dataclass
@@ -126,11 +168,13 @@ def _evaluate(recipe: Recipe, run: RunDir, index: int, spec: str, upstream: str,
     path = f"eval/{index:02d}/suite.json"
 
     def work() -> tuple[dict[str, Any], list[str], dict[str, Any]]:
-        before = _tally(store)
+        before, t0 = _tally(store), time.time()
         models = Models({"policy": spec}, loader)
         suite = run_suite(recipe.cfg.eval, models.policy)
         loaded.extend(models.loaded)
         run.write_json(path, suite)
+        estimate.record(estimate.throughput_path(recipe.cfg.store), "eval", estimate.eval_units(recipe.cfg.eval),
+                        time.time() - t0)
         return suite, [path], {"model": suite["model"], **_usage(store, before)}
 
     return run_step(run, name, eval_config(recipe), {"model": upstream}, work,
@@ -143,13 +187,15 @@ def _stage(recipe: Recipe, run: RunDir, p: PlannedStage, policy: str, upstream: 
     result_path = out / "result.json"
 
     def work() -> tuple[Result, list[str], dict[str, Any]]:
-        before = _tally(store)
+        before, t0 = _tally(store), time.time()
         models = Models({"policy": policy, **recipe.cfg.models}, loader)
         out.mkdir(parents=True, exist_ok=True)
         try:
             res = p.stage(p.cfg, models, StageContext(out, p.step, log, progress, store))
         finally:
             loaded.extend(models.loaded)
+        estimate.record(estimate.throughput_path(recipe.cfg.store), p.stage.name,
+                        p.stage.units(p.cfg) if p.stage.units else None, time.time() - t0)
         run.write_json(str(result_path.relative_to(run.path)),
                        {"stage": p.stage.name, "type": p.stage.result.__name__, "result": config_to_dict(res)})
         return res, files_under(out, run.path), {"models_loaded": models.loaded, **_usage(store, before)}

@@ -135,21 +135,21 @@ def _scores_table(summary: dict[str, Any]) -> str:
     return f"<table><tr><th class=l>method</th>{head}</tr>{''.join(rows)}</table>"
 
 
-def _transition_table(cells: dict[str, int]) -> str:
+def _transition_table(cells: dict[str, int], ignored: dict[str, int] | None = None) -> str:
     t = {int(k): v for k, v in cells.items()}
     head = "".join(f"<th>before: {b}</th>" for b in LABELS)
     rows = []
     for r, a in enumerate(LABELS):
         rows.append(f"<tr><th class=l>after: {a}</th>" + "".join(
             f"<td>N{3 * r + c + 1} = {t[3 * r + c + 1]}</td>" for c in range(3)) + "</tr>")
-    return f"<table class=cell><tr><th></th>{head}</tr>{''.join(rows)}</table>" + _ignored_line(t)
+    return f"<table class=cell><tr><th></th>{head}</tr>{''.join(rows)}</table>" + _ignored_line(ignored)
 
 
-def _ignored_line(t: dict[int, int]) -> str:
-    """The cells neither rate counts in its numerator, with their counts."""
-    from selfalign.honesty.metrics import ignored_cells
-
-    parts = ", ".join(f"{html.escape(k)} {v}" for k, v in ignored_cells(t).items())
+def _ignored_line(ignored: dict[str, int] | None) -> str:
+    """The cells neither rate counts in its numerator, with their counts (the pipeline's ``ignored``)."""
+    if not ignored:
+        return ""
+    parts = ", ".join(f"{html.escape(k)} {v}" for k, v in ignored.items())
     return f"<p class=cell>not in prudence or over-conservativeness: {parts} (N2, N3, N4)</p>"
 
 
@@ -224,7 +224,7 @@ def _ood_sections(summary: dict[str, Any], run_dir: Path) -> str:
             cells += "".join(f"<td>{v}</td>" for v in e["ignored"].values())
             rows.append(f"<tr><td class=l>{html.escape(m)}</td>{cells}</tr>")
         groups = _ood_groups(res)
-        tables = "".join(f"<div><h4>{html.escape(m)}</h4>{_transition_table(e['table'])}"
+        tables = "".join(f"<div><h4>{html.escape(m)}</h4>{_transition_table(e['table'], e.get('ignored'))}"
                          f"{_examples(_ood_rows(run_dir, name, m), 1)}</div>"
                          for m, e in res["methods"].items() if m != "unaligned")
         out.append(f"<h3>{html.escape(name)}</h3><p class=sub>{res['n']} questions: {res['n_answerable']} answerable, "
@@ -281,31 +281,8 @@ def _examples(rows: list[dict[str, Any]], per_cell: int = 2) -> str:
     return "".join(out)
 
 
-def group_scores(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Scores per question group, the id's prefix before ':' (the bundled set's relation). Empty
-    when fewer than two groups exist. Shows whether a model learned which *entities* it knows or
-    only which *relations* to refuse: a model that refuses whole relations has prudence and
-    over-conservativeness near 0 or 100 inside every group."""
-    from selfalign.honesty.metrics import scores
-
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        rid = str(r.get("id", ""))
-        if ":" not in rid:
-            return {}
-        groups.setdefault(rid.split(":", 1)[0], []).append(r)
-    if len(groups) < 2:
-        return {}
-    out = {}
-    for g, rs in sorted(groups.items()):
-        sc = scores([r["before_label"] for r in rs], [r["label"] for r in rs], [r["loosely_correct"] for r in rs])
-        out[g] = {"n": len(rs), "before_correct": sum(r["before_label"] == "correct" for r in rs),
-                  "idk": sum(r["label"] == "idk" for r in rs), **sc}
-    return out
-
-
-def _group_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
-    per = group_scores(rows)
+def _group_table(per: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The scores per question group the pipeline computed (:func:`selfalign.honesty.metrics.group_scores`)."""
     if not per:
         return "", {}
     head = "<tr><th class=l>group</th><th>n</th><th>before correct</th><th>after idk</th>" + "".join(
@@ -346,9 +323,9 @@ def write_report(run_dir: str | Path, summary: dict[str, Any], config: dict[str,
     run_dir = Path(run_dir)
     chart = _bar_chart(summary)
     rows = {m: _eval_rows(run_dir, m) for m in summary["methods"] if m != "unaligned"}
-    by_group = {m: _group_table(r) for m, r in rows.items()}
+    by_group = {m: _group_table(e.get("by_group") or {}) for m, e in summary["methods"].items() if m != "unaligned"}
     tables = "".join(
-        f"<div><h3>{html.escape(m)}</h3>{_transition_table(e['table'])}{by_group[m][0]}{_examples(rows[m])}</div>"
+        f"<div><h3>{html.escape(m)}</h3>{_transition_table(e['table'], e.get('ignored'))}{by_group[m][0]}{_examples(rows[m])}</div>"
         for m, e in summary["methods"].items() if m != "unaligned")
     page = f"""<!doctype html><html><head><meta charset=utf-8><title>selfalign honesty report</title>
 <style>{CSS}</style></head><body>

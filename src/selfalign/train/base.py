@@ -8,7 +8,7 @@ next) is a short mapping from its rows and options to a TRL trainer:
 * :func:`lora_config` and :func:`trainer_args`: one place where the speed and precision
   defaults meet TRL's argument names (TRL renames are absorbed here).
 
-Speed defaults for a CPU: precision from the hardware (:mod:`selfalign.train.precision`);
+Speed defaults for a CPU: precision from the hardware (:mod:`selfalign.models.precision`);
 gradient checkpointing off (TRL turns it on; it recomputes the forward pass to save memory a
 135M model does not need on a 24 GiB machine); each batch's common prefix run once
 (:mod:`selfalign.train.shared_prefix`). A config can override each.
@@ -30,7 +30,7 @@ from selfalign import logs
 from selfalign.config import config_to_dict
 from selfalign.models.base import MissingExtra, ModelError
 from selfalign.train.cards import write_model_card
-from selfalign.train.precision import PRECISIONS, Precision, choose_precision
+from selfalign.models.precision import PRECISIONS, Precision, choose_precision
 from selfalign.types import stable_hash
 
 log = logging.getLogger("selfalign.train")

@@ -1,4 +1,6 @@
-"""Training precision chosen from what the hardware does natively.
+"""Precision chosen from what the hardware does natively: training's, and the bf16-or-fp32 rule
+inference uses (:func:`selfalign.models.hf.inference_dtype`). It lives with the models because
+both sides use it and it imports nothing first-party.
 
 TRL's configs default to ``bf16=True``. On a CPU without native bf16 arithmetic (x86 without
 AVX-512 BF16 or AMX, most laptops and many cloud EPYC/Xeon parts) PyTorch emulates bf16 and
