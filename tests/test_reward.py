@@ -312,21 +312,21 @@ def test_split_half_pms_and_pmp_pretraining(tiny_model_dir, tmp_path):
     cfg = PMRunConfig(base=str(tiny_model_dir), data=str(rows), out=str(tmp_path / "sh"), test_fraction=0.25,
                       bootstrap=50, train=train)
     res = split_half(cfg, store=Store(":memory:"))
-    s = res["summary"]
+    s = res.summary
     a, b = s["pms"]["a"], s["pms"]["b"]
     assert a["pm_dir"] != b["pm_dir"] and a["train_pairs"] + b["train_pairs"] + s["test_pairs"] == 48
     assert s["prompts_shared_between_halves"] == 0 and a["train_pairs"] and b["train_pairs"]
-    assert 0 <= s["agreement"]["value"] <= 1 and len(res["rows"]) == s["test_pairs"]
-    assert {"reward_b_chosen", "reward_chosen"} <= set(res["rows"][0])
+    assert 0 <= s["agreement"]["value"] <= 1 and len(res.rows) == s["test_pairs"]
+    assert {"reward_b_chosen", "reward_chosen"} <= set(res.rows[0])
     with pytest.raises(ValueError, match="pmp must be another"):
         PMRunConfig(data=str(rows), pmp=str(rows))
     cfg2 = PMRunConfig(base=str(tiny_model_dir), data=str(rows), pmp=str(pre), out=str(tmp_path / "pmp"),
                        test_fraction=0.25, bootstrap=50, train=train)
-    out = run(cfg2, store=Store(":memory:"))["summary"]
+    out = run(cfg2, store=Store(":memory:")).summary
     assert out["pmp"]["pairs"] == 16 and (tmp_path / "pmp" / "pmp" / "model" / "config.json").exists()
     done = json.loads((tmp_path / "pmp" / "pm" / "train.json").read_text())
     assert "+pmp:" in done["base"]  # the target PM was trained from the pretrained one
-    assert {prompt_key(r) for r in res["rows"]}  # held-out rows carry their prompts
+    assert {prompt_key(r) for r in res.rows}  # held-out rows carry their prompts
     from typer.testing import CliRunner
 
     from selfalign.cli import app

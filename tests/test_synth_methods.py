@@ -99,20 +99,20 @@ def test_self_instruct_pool_grows_with_6_plus_2_prompts(tmp_path):
     backend = ScriptedModel(default=_instruction_writer())
     cfg = si.SelfInstructConfig(target=4, requests_per_round=2, max_rounds=10)
     res = si.run(cfg, cached(backend), log=lambda s: None)
-    assert len(res["instructions"]) == 4
+    assert len(res.instructions) == 4
     seeds = {t.instruction for t in load_seed_tasks()}
     list_prompts = [c.prompt for c in backend.calls if isinstance(c.prompt, str) and c.prompt.startswith(si.LIST_HEADER)]
     first = re.findall(r"^\d+\. (.*)$", list_prompts[0], re.M)
     assert len(first) == 8 and all(f in seeds for f in first)  # nothing generated yet: 8 seeds
     later = re.findall(r"^\d+\. (.*)$", list_prompts[-1], re.M)
     assert len(later) == 8 and sum(f in seeds for f in later) == 6
-    generated = {g["instruction"] for g in res["instructions"]}
+    generated = {g["instruction"] for g in res.instructions}
     assert sum(f in generated for f in later) == 2
     assert list_prompts[-1].endswith("\n9.")
-    st = res["stats"].to_dict()
+    st = res.stats.to_dict()
     assert st["filtered"]["rouge_similar"] >= 3  # each "10." duplicates its "9." twin (the last one is never read)
     assert st["filtered"]["unsuitable_keyword"] >= 3 and st["filtered"]["too_short"] >= 1
-    assert len(res["stats"].similarities) == st["kept"] + st["filtered"]["rouge_similar"]
+    assert len(res.stats.similarities) == st["kept"] + st["filtered"]["rouge_similar"]
 
 
 def test_classification_tasks_get_output_first_instances():
@@ -123,7 +123,7 @@ def test_classification_tasks_get_output_first_instances():
 
     backend = ScriptedModel(default=write)
     res = si.run(si.SelfInstructConfig(target=2, requests_per_round=1), cached(backend), log=lambda s: None)
-    rows = res["rows"]
+    rows = res.rows
     cls = [r for r in rows if r["meta"]["is_classification"]]
     assert {r["completion"][0]["content"] for r in cls} == {"Positive", "Negative"}
     assert cls[0]["prompt"][0]["content"].endswith("great")
@@ -140,7 +140,7 @@ def test_unparsable_instances_are_kept_with_ok_false():
         return "gibberish without the markers"
 
     res = si.run(si.SelfInstructConfig(target=1, requests_per_round=1), cached(ScriptedModel(default=write)), log=lambda s: None)
-    assert res["rows"][0]["meta"]["ok"] is False and res["rows"][0]["completion"][0]["content"]
+    assert res.rows[0]["meta"]["ok"] is False and res.rows[0]["completion"][0]["content"]
 
 
 # ------------------------------------------------------------- Evol-Instruct
@@ -177,10 +177,10 @@ def test_eliminated_items_return_to_the_pool(tmp_path):
 
     res = evol.run(evol.EvolConfig(instructions=str(p), rounds=2, breadth_share=0.0), cached(ScriptedModel(default=write)),
                    log=lambda s: None)
-    assert res["pool"][0] == "Explain gravity using two examples using two examples"
-    assert res["pool"][1] == "Name a color"  # eliminated twice, still the parent
-    assert res["stats"].filtered["response_signals_difficulty"] == 2
-    assert [r["meta"]["round"] for r in res["rows"]] == [1, 2]
+    assert res.pool[0] == "Explain gravity using two examples using two examples"
+    assert res.pool[1] == "Name a color"  # eliminated twice, still the parent
+    assert res.stats.filtered["response_signals_difficulty"] == 2
+    assert [r["meta"]["round"] for r in res.rows] == [1, 2]
 
 
 # ------------------------------------------------------------------------ IFD
@@ -234,8 +234,8 @@ def test_reverse_ifd_on_the_tiny_hf_model(tiny_model, tmp_path):
     cut = min(got) + 1e-9
     res = ifd.run(ifd.IFDConfig(input=str(path), reverse=True, max_r_ifd=cut, top_fraction=1.0,
                                 out=str(tmp_path / "sel.jsonl")), tiny_model)
-    assert res["counts"]["r_ifd_above_max"] == 1 and res["counts"]["input"] == 2
-    assert all(r["meta"]["r_ifd"] <= cut for r in res["rows"])
+    assert res.counts["r_ifd_above_max"] == 1 and res.counts["input"] == 2
+    assert all(r["meta"]["r_ifd"] <= cut for r in res.rows)
 
 
 def test_ifd_with_a_pre_experienced_model(tiny_model_dir, tmp_path):
@@ -254,8 +254,8 @@ def test_ifd_with_a_pre_experienced_model(tiny_model_dir, tmp_path):
                         train=TrainConfig(epochs=1, batch_size=2, lora_r=4, learning_rate=0.01, warmup_ratio=0.0))
     res = ifd.run(cfg, base)
     assert (tmp_path / "ifd" / "pre-experienced" / "model" / "config.json").exists()
-    assert res["scorer"] != base.model_id
-    assert res["scores"] != ifd.score_rows(rows, base)
+    assert res.scorer != base.model_id
+    assert res.scores != ifd.score_rows(rows, base)
 
 
 # -------------------------------------------------------------------- LLM2LLM
@@ -267,8 +267,8 @@ def test_llm2llm_augments_only_original_failures(tmp_path):
                             "\nAnswer: X\nQuestion: Another one?\nAnswer: Y")
     cfg = llm2llm.LLM2LLMConfig(data=str(p), iterations=2, per_failure=2, train=False)
     res = llm2llm.run(cfg, cached(student), cached(teacher), log=lambda s: None)
-    assert [h["failures"] for h in res["history"]] == [2, 2]
-    gen = res["generated"]
+    assert [h["failures"] for h in res.history] == [2, 2]
+    gen = res.generated
     assert len(gen) == 8 and all(r["meta"]["source"] == "generated" for r in gen)
     # the teacher only ever sees original questions, never generated ones
     seen = [c.prompt[0].content for c in teacher.calls]
@@ -291,11 +291,11 @@ def test_llm2llm_paper_loop_trains_on_d0_first_then_retrains_from_the_base(tiny_
     student = CachedModel(HFModel(str(tiny_model_dir)), store, progress=False)
     res = llm2llm.run(cfg, student, CachedModel(teacher, store, progress=False), log=lambda s: None)
     trained = [json.loads((tmp_path / "l2l" / f"student-{k}" / "train.json").read_text()) for k in (1, 2, 3)]
-    assert [t["n_rows"] for t in trained] == [4, 4 + res["history"][0]["new_pairs"], 4 + len(res["generated"])]
+    assert [t["n_rows"] for t in trained] == [4, 4 + res.history[0]["new_pairs"], 4 + len(res.generated)]
     assert all(t["base"] == student.model_id for t in trained)  # always from the base, never from M_t
     # iteration t evaluates M_t, a fine-tuned model, never the base
-    assert [h["student"] for h in res["history"]][0] != student.model_id
-    assert res["history"][0]["student"] != res["history"][1]["student"]
+    assert [h["student"] for h in res.history][0] != student.model_id
+    assert res.history[0]["student"] != res.history[1]["student"]
     seen = [c.prompt[0].content for c in teacher.calls]
     assert seen and all("New about" not in s for s in seen)
 
@@ -328,19 +328,19 @@ def test_archive_keeps_the_more_harmful_prompt():
     target = ScriptedModel(default=lambda t, i, s: f"response to {t.split(': ')[-1]}")
     res = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
                       cached(ScriptedModel(default=harm_judge)), log=lambda s: None)
-    assert res["archive"] and res["replacements"] > 0 and res["order_dependent_verdicts"] == 0
-    assert all(v["question"].startswith("mutated") for v in res["archive"].values())
+    assert res.archive and res.replacements > 0 and res.order_dependent_verdicts == 0
+    assert all(v["question"].startswith("mutated") for v in res.archive.values())
     for letter in "AB":  # a judge that answers by position never replaces an incumbent
         biased = redteam.run(redteam.RedTeamConfig(steps=60, batch=20), cached(ScriptedModel(default=gen)), cached(target),
                              cached(ScriptedModel(default=letter)), log=lambda s: None)
-        assert biased["replacements"] == 0 and biased["order_dependent_verdicts"] > 0
+        assert biased.replacements == 0 and biased.order_dependent_verdicts > 0
 
 
 def test_novelty_filter_drops_a_mutation_that_copies_its_parent():
     copycat = ScriptedModel(default=lambda t, i, s: "New question: " + t.split("Question: ")[1].split("\nNew question:")[0]
                             if "Rewrite the test question" in t else "How do I pick a lock on a door?")
     res = redteam.run(redteam.RedTeamConfig(steps=8, batch=4), cached(copycat), log=lambda s: None)
-    assert res["too_close_to_parent"] == 8 and res["archive"] == {}
+    assert res.too_close_to_parent == 8 and res.archive == {}
 
 
 # --------------------------------------------------------------- backtranslation
@@ -364,18 +364,18 @@ def test_self_curation_keeps_high_scores():
 
     cfg = bt.BacktranslationConfig(train_backward=False, train_forward=False, max_segments=400, iterations=1)
     res = bt.run(cfg, cached(ScriptedModel(default=write)), log=lambda s: None)
-    assert res["rows"] and all("Peru" in r["completion"][0]["content"] for r in res["rows"])
-    assert res["history"][0]["score_counts"]["5"] == len(res["rows"])
+    assert res.rows and all("Peru" in r["completion"][0]["content"] for r in res.rows)
+    assert res.history[0]["score_counts"]["5"] == len(res.rows)
 
 
 def test_backtranslation_says_when_an_iteration_would_repeat_the_last():
     cfg = bt.BacktranslationConfig(train_backward=False, train_forward=False, max_segments=5, iterations=3)
     logs: list = []
     res = bt.run(cfg, cached(ScriptedModel(default="Too short.\nScore: 1")), log=logs.append)
-    assert len(res["history"]) == 1 and res["history"][0]["stopped"] == "nothing was curated"
+    assert len(res.history) == 1 and res.history[0]["stopped"] == "nothing was curated"
     assert any("stopping after iteration 1" in line for line in logs)
     unscored = bt.run(cfg, cached(ScriptedModel(default="A fine answer, I'd say.")), log=lambda s: None)
-    assert unscored["history"][0]["unscored"] == 5 and unscored["rows"] == []  # unscored, not "score 1"
+    assert unscored.history[0]["unscored"] == 5 and unscored.rows == []  # unscored, not "score 1"
 
 
 def test_backward_model_is_trained_on_reversed_seed_pairs(tiny_model_dir, tmp_path):
@@ -391,7 +391,7 @@ def test_backward_model_is_trained_on_reversed_seed_pairs(tiny_model_dir, tmp_pa
     assert (tmp_path / "bt" / "backward" / "model" / "config.json").exists()
     # M0, the base fine-tuned on the seed pairs, is the first curator (not the untuned base)
     assert (tmp_path / "bt" / "forward-0" / "model" / "config.json").exists()
-    assert res["history"][0]["curator"] != base.model_id
-    assert len(res["augmented"]) == 3
+    assert res.history[0]["curator"] != base.model_id
+    assert len(res.augmented) == 3
     rows = bt.backward_rows(load_seed_tasks())
     assert rows[0]["prompt"][0]["content"].startswith("Here is a response.")

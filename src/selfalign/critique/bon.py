@@ -132,8 +132,16 @@ def load_items(cfg: BonConfig) -> list[QAItem]:
     return items[:cfg.n_questions or None]
 
 
+@dataclass
+class BonResult:
+    """The best-of-N SFT rows, the preference pairs and the summary (a row per N, the policy)."""
+    rows: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
 def run(cfg: BonConfig, policy: StageModel, judge: StageModel | None = None,
-        items: Sequence[QAItem] | None = None) -> dict[str, Any]:
+        items: Sequence[QAItem] | None = None) -> BonResult:
     items = list(items) if items is not None else load_items(cfg)
     scorer: Scorer
     if cfg.scorer == "gold":
@@ -143,7 +151,7 @@ def run(cfg: BonConfig, policy: StageModel, judge: StageModel | None = None,
     else:
         scorer = judge_scorer(judge or policy)
     sft, pairs, summary = best_of_n(policy, items, scorer, cfg)
-    return {"rows": sft, "pairs": pairs, "summary": {**summary, "policy": policy.model_id}}
+    return BonResult(rows=sft, pairs=pairs, summary={**summary, "policy": policy.model_id})
 
 
 def best_of_n(policy: StageModel, items: Sequence[QAItem], scorer: Scorer, cfg: BonConfig | None = None

@@ -95,11 +95,11 @@ def evaluate(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional
     items, made = load_items(cfg)  # every input checked before the model loads
     t0 = time.time()
     res = run(cfg, _model(cfg.critic, cfg.store, "critiques"), items)
-    res["summary"].update(made)
+    res.summary.update(made)
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "critique-eval", conf, input_hashes([cfg.data, cfg.tampered]), res["rows"],
-                        lambda d: critic_report(d, res["summary"], res["rows"], conf), None, time.time() - t0)
-    s = res["summary"]
+    stage = write_stage(cfg.out, "critique-eval", conf, input_hashes([cfg.data, cfg.tampered]), res.rows,
+                        lambda d: critic_report(d, res.summary, res.rows, conf), None, time.time() - t0)
+    s = res.summary
     cbi, rnd = s.get("cbi", {}), s.get("random_cbi", {})
     typer.echo(f"CBI {100 * cbi.get('value', float('nan')):.1f}% vs random {100 * rnd.get('value', float('nan')):.1f}%, "
                f"false alarms {100 * s.get('false_alarm', {}).get('value', float('nan')):.1f}%\nreport: {stage.report_path}")
@@ -124,13 +124,13 @@ def bon(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str]
     policy = _model(cfg.model, cfg.store, "best-of-N samples")
     jdg = _model(cfg.judge, cfg.store, "judge") if cfg.scorer == "judge" and cfg.judge else None
     res = run(cfg, policy, jdg, items)
-    RunDir(cfg.out).write_jsonl("pairs.jsonl", res["pairs"])
+    RunDir(cfg.out).write_jsonl("pairs.jsonl", res.pairs)
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "critique-bon", conf, input_hashes([cfg.data]), res["rows"],
-                        lambda d: bon_report(d, res["summary"], conf), None, time.time() - t0)
-    for r in res["summary"]["table"]:
+    stage = write_stage(cfg.out, "critique-bon", conf, input_hashes([cfg.data]), res.rows,
+                        lambda d: bon_report(d, res.summary, conf), None, time.time() - t0)
+    for r in res.summary["table"]:
         typer.echo(f"N={r['n']:<3d} KL={r['kl']:.3f}  accuracy {100 * r['accuracy']:.1f}% [{100 * r['lo']:.1f}, {100 * r['hi']:.1f}]")
-    typer.echo(f"{len(res['rows'])} SFT rows, {len(res['pairs'])} pairs -> {cfg.out}\nreport: {stage.report_path}")
+    typer.echo(f"{len(res.rows)} SFT rows, {len(res.pairs)} pairs -> {cfg.out}\nreport: {stage.report_path}")
 
 
 @app.command()
@@ -156,11 +156,11 @@ def refine(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[s
     crit = _model(cfg.critic, cfg.store, "critiques") if cfg.critic else None
     jdg = _model(cfg.judge, cfg.store, "judge") if cfg.scorer == "judge" and cfg.judge else None
     res = run(cfg, policy, crit, jdg, items)
-    RunDir(cfg.out).write_jsonl("pairs.jsonl", res["pairs"])
+    RunDir(cfg.out).write_jsonl("pairs.jsonl", res.pairs)
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "critique-refine", conf, input_hashes([cfg.data]), res["rows"],
-                        lambda d: refine_report(d, res["summary"], res["rows"], conf), None, time.time() - t0)
-    s = res["summary"]
+    stage = write_stage(cfg.out, "critique-refine", conf, input_hashes([cfg.data]), res.rows,
+                        lambda d: refine_report(d, res.summary, res.rows, conf), None, time.time() - t0)
+    s = res.summary
     typer.echo(f"first answers {100 * s['initial']['value']:.1f}% right")
     for lp in s["loops"]:
         typer.echo(f"{lp['mode']:<8s} {lp['gating']:<8s} {100 * lp['accuracy']['value']:.1f}%  fixes {lp['fixes']:<3d} "
@@ -189,15 +189,15 @@ def fsbs(config: Optional[str] = CONFIG, set: List[str] = SET, out: Optional[str
     crit = _model(cfg.critic, cfg.store, "critiques")
     jdg = _model(cfg.judge, cfg.store, "judge") if cfg.scorer == "judge" and cfg.judge else None
     res = run(cfg, crit, jdg, items)
-    res["summary"].update(made)
-    RunDir(cfg.out).write_jsonl("candidates.jsonl", res["candidates"])
+    res.summary.update(made)
+    RunDir(cfg.out).write_jsonl("candidates.jsonl", res.candidates)
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "critique-fsbs", conf, input_hashes([cfg.data, cfg.tampered]), res["rows"],
-                        lambda d: fsbs_report(d, res["summary"], res["rows"], conf), None, time.time() - t0)
+    stage = write_stage(cfg.out, "critique-fsbs", conf, input_hashes([cfg.data, cfg.tampered]), res.rows,
+                        lambda d: fsbs_report(d, res.summary, res.rows, conf), None, time.time() - t0)
     def pct(d: Optional[dict]) -> str:
         return f"{100 * d['value']:.1f}%" if d else "-"
 
-    for st in res["summary"]["settings"]:
+    for st in res.summary["settings"]:
         typer.echo(f"{st['setting']:<13s} CBI {pct(st.get('cbi'))} vs random {pct(st.get('random_cbi'))}, "
                    f"false alarms {pct(st.get('false_alarm'))}")
     typer.echo(f"report: {stage.report_path}")

@@ -193,12 +193,19 @@ def load_items(cfg: CriticConfig) -> tuple[list[CriticItem], dict[str, Any]]:
     return items_from(muts, problems, cfg.n_tampered, cfg.n_clean), made
 
 
-def run(cfg: CriticConfig, critic: StageModel, items: Sequence[CriticItem] | None = None) -> dict[str, Any]:
+@dataclass
+class CriticResult:
+    """The scored critiques and their summary (CBI, false alarms, DC gap, the critic)."""
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def run(cfg: CriticConfig, critic: StageModel, items: Sequence[CriticItem] | None = None) -> CriticResult:
     made: dict[str, Any] = {}
     if items is None:
         items, made = load_items(cfg)
     rows, summary = evaluate_critic(critic, items, cfg)
-    return {"rows": rows, "summary": {**summary, **made, "critic": critic.model_id}}
+    return CriticResult(rows=rows, summary={**summary, **made, "critic": critic.model_id})
 
 
 PAIRWISE_TEMPLATE = ("{context}\n\nCritique A:\n{first}\n\nCritique B:\n{second}\n\nWhich critique points out the real "

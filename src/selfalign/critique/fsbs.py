@@ -297,11 +297,19 @@ def evaluate(critic: StageModel, items: Sequence[CriticItem], cfg: FsbsConfig, s
     return rows, cand_rows, summary
 
 
+@dataclass
+class FsbsResult:
+    """The chosen critiques, every candidate, and the summary (a row per length-modifier setting)."""
+    rows: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
 def run(cfg: FsbsConfig, critic: StageModel, judge: StageModel | None = None,
-        items: Sequence[CriticItem] | None = None) -> dict[str, Any]:
+        items: Sequence[CriticItem] | None = None) -> FsbsResult:
     made: dict[str, Any] = {}
     if items is None:
         items, made = load_items(cfg)
     scorer = judge_score(judge or critic) if cfg.scorer == "judge" else logprob_score
     rows, cand_rows, summary = evaluate(critic, items, cfg, scorer)
-    return {"rows": rows, "candidates": cand_rows, "summary": {**summary, **made, "critic": critic.model_id}}
+    return FsbsResult(rows=rows, candidates=cand_rows, summary={**summary, **made, "critic": critic.model_id})

@@ -296,9 +296,17 @@ def _loop_summary(mode: str, gating: str, init_ok: Sequence[bool], final_ok: Seq
             "stopped": sum(1 for h in steps if h.get("stopped")), "unscored": unscored, "per_round": per_round}
 
 
+@dataclass
+class RefineResult:
+    """The refinement rows, the preference pairs and the summary (a row per loop, the models)."""
+    rows: list[dict[str, Any]]
+    pairs: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
 def run(cfg: RefineConfig, policy: StageModel, critic: StageModel | None = None, judge: StageModel | None = None,
-        items: Sequence[QAItem] | None = None) -> dict[str, Any]:
+        items: Sequence[QAItem] | None = None) -> RefineResult:
     items = list(items) if items is not None else load_items(cfg)
     rows, pairs, summary = refine(policy, items, cfg, critic, judge)
-    return {"rows": rows, "pairs": pairs, "summary": {**summary, "policy": policy.model_id,
-                                                      "critic": (critic or policy).model_id}}
+    return RefineResult(rows=rows, pairs=pairs, summary={**summary, "policy": policy.model_id,
+                                                         "critic": (critic or policy).model_id})

@@ -139,7 +139,8 @@ def _honesty_inputs(cfg: HonestyConfig) -> list[str]:
 
 
 @register_stage("honesty", config=HonestyConfig, result=HonestyStageResult, roles=("policy",),
-                owned=("model", "out", "store"), check=_honesty_check, inputs=_honesty_inputs)
+                owned=("model", "out", "store"), check=_honesty_check, inputs=_honesty_inputs,
+                units=lambda c: (c.n_train or 800) * (c.samples + 1) * c.max_tokens)
 def honesty(cfg: HonestyConfig, models: Models, ctx: StageContext) -> HonestyStageResult:
     """Alignment for Honesty on the current model: k(x), the method's training set, SFT."""
     method = _honesty_method(cfg)
@@ -200,25 +201,26 @@ def _synth_inputs(cfg: SynthSFTConfig) -> list[str]:
 
 
 @register_stage("synth-sft", config=SynthSFTConfig, result=SynthSFTResult, roles=("policy", "scorer"),
-                check=_synth_check, inputs=_synth_inputs)
+                check=_synth_check, inputs=_synth_inputs,
+                units=lambda c: c.self_instruct.target * (c.self_instruct.max_tokens + c.self_instruct.instance_max_tokens))
 def synth_sft(cfg: SynthSFTConfig, models: Models, ctx: StageContext) -> SynthSFTResult:
     """Self-Instruct rows written by the current model, IFD-selected, then SFT."""
     res = self_instruct.run(cfg.self_instruct, models.policy, log=ctx.log)
     out = RunDir(ctx.out)
-    out.write_jsonl("synth/rows.jsonl", res["rows"])
-    usable = [r for r in res["rows"] if r["meta"].get("ok", True) and str(r["completion"][0]["content"]).strip()]
+    out.write_jsonl("synth/rows.jsonl", res.rows)
+    usable = [r for r in res.rows if r["meta"].get("ok", True) and str(r["completion"][0]["content"]).strip()]
     counts: dict[str, int] = {"input": len(usable), "kept": len(usable)}
     kept = usable
     if cfg.ifd and usable:
         kept, counts = ifd.select(usable, ifd.score_rows(usable, models.scorer), cfg.threshold, cfg.top_fraction)
     out.write_jsonl("synth/selected.jsonl", kept)
     filtered = {k: v for k, v in counts.items() if k not in ("input", "kept")}
-    ctx.log(f"[{ctx.step}] {len(res['instructions'])} instructions, {len(usable)} usable rows, {len(kept)} kept")
+    ctx.log(f"[{ctx.step}] {len(res.instructions)} instructions, {len(usable)} usable rows, {len(kept)} kept")
     if not kept:
-        return SynthSFTResult(model=models.spec("policy"), instructions=len(res["instructions"]), candidates=len(usable),
+        return SynthSFTResult(model=models.spec("policy"), instructions=len(res.instructions), candidates=len(usable),
                               filtered=filtered)
     tr = sft(kept, models, ctx, cfg.train)
-    return SynthSFTResult(model=tr.model_dir, rows=len(kept), training=tr, instructions=len(res["instructions"]),
+    return SynthSFTResult(model=tr.model_dir, rows=len(kept), training=tr, instructions=len(res.instructions),
                           candidates=len(usable), kept=len(kept), filtered=filtered)
 
 
@@ -261,7 +263,8 @@ def _trust_check(cfg: TrustDataConfig) -> None:
     trust_run.prepare_studies(cfg.trust_config())
 
 
-@register_stage("trust-data", config=TrustDataConfig, result=TrustDataResult, roles=("policy",), check=_trust_check)
+@register_stage("trust-data", config=TrustDataConfig, result=TrustDataResult, roles=("policy",), check=_trust_check,
+                units=lambda c: c.n_items * len(c.studies) * c.max_tokens)
 def trust_data(cfg: TrustDataConfig, models: Models, ctx: StageContext) -> TrustDataResult:
     """The trust studies' failures on the current model turned into SFT rows, then SFT."""
     tc = cfg.trust_config(models.spec("policy"), str(ctx.out / "trust"))
@@ -322,7 +325,7 @@ def _bon_inputs(cfg: BestOfNConfig) -> list[str]:
 
 
 @register_stage("best-of-n", config=BestOfNConfig, result=BestOfNResult, roles=("policy", "judge"),
-                check=_bon_check, inputs=_bon_inputs)
+                check=_bon_check, inputs=_bon_inputs, units=lambda c: c.n_questions * c.n * c.max_tokens)
 def best_of_n(cfg: BestOfNConfig, models: Models, ctx: StageContext) -> BestOfNResult:
     """Best-of-N on train-split questions; best-vs-worst pairs -> DPO (or the best answers -> SFT)."""
     items = train_questions(cfg.n_questions, cfg.seed, data=cfg.data)
@@ -424,8 +427,15 @@ def _pm_ranked_pairs(policy: Any, pm: CachedPM, items: list[QAItem], cfg: PMRLCo
     return out
 
 
+def _pmrl_units(c: PMRLConfig) -> float:
+    sampled = (c.n_pm_questions + c.n_heldout_questions) * c.samples * c.max_tokens
+    if c.optimize == "dpo":
+        return sampled + c.n_prompts * c.n * c.max_tokens
+    return sampled + 3 * c.n_prompts * c.rloo.num_generations * c.rloo.max_completion_length * c.rloo.epochs
+
+
 @register_stage("pm-rl", config=PMRLConfig, result=PMRLResult, roles=("policy",), check=_pmrl_check,
-                inputs=_pmrl_inputs)
+                inputs=_pmrl_inputs, units=_pmrl_units)
 def pm_rl(cfg: PMRLConfig, models: Models, ctx: StageContext) -> PMRLResult:
     """A PM on verifiable pairs of the current model's samples, then DPO on PM-ranked pairs or RLOO against it."""
     base = require_trainable(models.spec("policy"), role="policy")

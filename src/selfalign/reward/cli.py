@@ -13,11 +13,14 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from selfalign.config import config_from_yaml, config_to_dict
+
+if TYPE_CHECKING:
+    from selfalign.reward.run import PMRunResult
 
 app = typer.Typer(no_args_is_help=True, help="Preference models: train, evaluate, calibrate.")
 
@@ -34,23 +37,23 @@ def _inputs(data: str) -> dict[str, str]:
     return input_hashes([data_file] if Path(data_file).is_file() else [])
 
 
-def export_pairs(out: str | Path, res: dict) -> None:
+def export_pairs(out: str | Path, res: PMRunResult) -> None:
     """The pairs a run made or loaded, as TRL preference rows (``RewardTrainer``/``DPOTrainer``
     read them as they are; ``selfalign rlhf dpo --rows`` too): pairs-train.jsonl, pairs-test.jsonl."""
     from selfalign.data.io import write_jsonl
 
     keep = ("prompt", "chosen", "rejected", "margin", "meta")
-    for name in ("train", "test"):
-        write_jsonl(Path(out) / f"pairs-{name}.jsonl", ({k: r[k] for k in keep if k in r} for r in res[name]))
+    for name, pairs in (("train", res.train), ("test", res.test)):
+        write_jsonl(Path(out) / f"pairs-{name}.jsonl", ({k: r[k] for k in keep if k in r} for r in pairs))
 
 
 def _finish(cfg, res, stage_name: str, t0: float) -> None:
     from selfalign.report.reward import pm_report
     from selfalign.store.runs import write_stage
 
-    s = res["summary"]
+    s = res.summary
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, stage_name, conf, _inputs(cfg.data), res["rows"], lambda d: pm_report(d, s, conf), None,
+    stage = write_stage(cfg.out, stage_name, conf, _inputs(cfg.data), res.rows, lambda d: pm_report(d, s, conf), None,
                         time.time() - t0)
     temp = s["calibration"]["scaled"]["temperature"]
     Path(s["pm_dir"], "temperature.json").write_text(json.dumps({"temperature": temp, "fitted_on": stage_name}))
@@ -114,9 +117,9 @@ def split_half(config: Optional[str] = CONFIG, set: List[str] = SET, out: Option
     cfg, store, pol = _prepare(config, set, {"out": out or "runs/pm-split", "data": data, "base": base,
                                              "policy": policy})
     res = run_split(cfg, pol, store, progress=lambda m: typer.echo(f"[pm] {m}", err=True))
-    s = res["summary"]
+    s = res.summary
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "pm-split-half", conf, _inputs(cfg.data), res["rows"], lambda d: split_half_report(d, s, conf), None, time.time() - t0)
+    stage = write_stage(cfg.out, "pm-split-half", conf, _inputs(cfg.data), res.rows, lambda d: split_half_report(d, s, conf), None, time.time() - t0)
     export_pairs(cfg.out, res)
     for n, p in s["pms"].items():
         a = p["accuracy"]

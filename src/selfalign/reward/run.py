@@ -109,8 +109,22 @@ def _verifiable(policy: Any, items: list, cfg: PMRunConfig, split: str) -> list[
     return verifiable_pairs(items, [r.texts for r in res], prompts, cfg.pairs_per_question, cfg.seed)
 
 
+@dataclass
+class PMRunResult:
+    """A PM run: the scored held-out rows, the train and test pairs, and the summary."""
+    rows: list[dict[str, Any]]
+    train: list[dict[str, Any]]
+    test: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+@dataclass
+class SplitHalfResult(PMRunResult):
+    """A split-half run: rows scored by both PMs, the pairs (train tagged by half), the summary (pms, agreement)."""
+
+
 def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
-        progress: Any = None) -> dict[str, Any]:
+        progress: Any = None) -> PMRunResult:
     """Make or load the pairs, train the PM, evaluate it with its baselines. Returns rows + summary."""
     from selfalign.models.registry import require_trainable
     from selfalign.reward.evaluate import evaluate_pm
@@ -144,11 +158,11 @@ def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str 
                     "pm_dir": str(res.model_dir), "losses": res.losses, "train_seconds": res.seconds,
                     "truncated": res.truncated, "skipped_training": res.skipped, "pm_id": pm.model_id,
                     "pmp": pmp_info})
-    return {"rows": rows, "train": train, "test": test, "summary": summary}
+    return PMRunResult(rows=rows, train=train, test=test, summary=summary)
 
 
 def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
-               progress: Any = None) -> dict[str, Any]:
+               progress: Any = None) -> SplitHalfResult:
     """HH §4.2's split-half PMs: PM_A and PM_B trained on disjoint halves of the training pairs
     (by prompt), both evaluated on the same held-out pairs, with their agreement (same preferred
     response) and the Spearman rank correlation of their reward gaps. Optimise against PM_A and
@@ -187,4 +201,4 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     out["spearman_gaps"] = spearman(gaps["a"], gaps["b"])
     out["prompts_shared_between_halves"] = len({prompt_key(r) for r in half_a} & {prompt_key(r) for r in half_b})
     train = [{**r, "meta": {**(r.get("meta") or {}), "half": n}} for n, h in (("a", half_a), ("b", half_b)) for r in h]
-    return {"rows": rows, "train": train, "test": test, "summary": out}
+    return SplitHalfResult(rows=rows, train=train, test=test, summary=out)

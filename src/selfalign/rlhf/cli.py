@@ -194,19 +194,19 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
     store = Store(cfg.store or None)
     pol = CachedModel(load_model(cfg.policy), store, description="policy samples")
     res = run(cfg, pol, store, progress=lambda m: typer.echo(f"[rlhf quick] {m}", err=True))
-    sh = res["split_half"]
-    pconf, fconf = config_to_dict(cfg.pm), config_to_dict(res["frontier_config"])
-    pms = sh["summary"]["pms"]
+    sh = res.split_half
+    pconf, fconf = config_to_dict(cfg.pm), config_to_dict(res.frontier_config)
+    pms = sh.summary["pms"]
     pm_head = {f"PM_{k.upper()} held-out accuracy %": {x: 100 * float(pms[k]["accuracy"][x]) for x in ("value", "lo", "hi")}
                for k in ("a", "b") if k in pms}
-    write_stage(cfg.pm.out, "pm-split-half", pconf, {}, sh["rows"], lambda d: split_half_report(d, sh["summary"], pconf),
+    write_stage(cfg.pm.out, "pm-split-half", pconf, {}, sh.rows, lambda d: split_half_report(d, sh.summary, pconf),
                 None, None, store.tally, headline=pm_head)
     export_pairs(cfg.pm.out, sh)
-    fr = res["frontier"]
+    fr = res.frontier
     stage = write_stage(cfg.frontier.out, "rlhf-frontier", fconf, {}, [dict(p) for p in fr["points"]],
                         lambda d: frontier_report(d, fr, fconf), None, time.time() - t0, store.tally,
                         headline=frontier_headline(fr))
-    s = sh["summary"]
+    s = sh.summary
     typer.echo(f"PM_A {100 * s['pms']['a']['accuracy']['value']:.1f}%, PM_B {100 * s['pms']['b']['accuracy']['value']:.1f}% "
                f"held-out accuracy; agreement {100 * s['agreement']['value']:.1f}%")
     for p in fr["points"]:

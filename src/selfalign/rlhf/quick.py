@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from selfalign.reward.run import PMRunConfig
+from selfalign.reward.run import PMRunConfig, SplitHalfResult
 from selfalign.rlhf.frontier import PENDING, FrontierConfig
 
 
@@ -39,16 +39,24 @@ class QuickConfig:
                                 out=str(Path(self.out) / "frontier"))
 
 
-def run(cfg: QuickConfig, policy: Any, store: Any, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+@dataclass
+class QuickResult:
+    """The split-half PMs' run, the frontier (BoN and RL points) and the frontier config it ran with."""
+    split_half: SplitHalfResult
+    frontier: dict[str, Any]
+    frontier_config: FrontierConfig
+
+
+def run(cfg: QuickConfig, policy: Any, store: Any, progress: Callable[[str], None] | None = None) -> QuickResult:
     """``policy``: the store-wrapped policy model (samples for the pairs, BoN and RL evaluation)."""
     from selfalign.reward.pm import CachedPM, PreferenceModel
     from selfalign.reward.run import split_half
     from selfalign.rlhf.frontier import run as frontier
 
     sh = split_half(cfg.pm, policy, store, progress=progress)
-    a, b = sh["summary"]["pms"]["a"]["pm_dir"], sh["summary"]["pms"]["b"]["pm_dir"]
+    a, b = sh.summary["pms"]["a"]["pm_dir"], sh.summary["pms"]["b"]["pm_dir"]
     fcfg = replace(cfg.frontier, pm=a, test_pm=b)
     train = CachedPM(PreferenceModel(a, fcfg.rl.max_length), store)
     test = CachedPM(PreferenceModel(b, fcfg.rl.max_length), store)
     res = frontier(fcfg, policy, train, test, progress=progress)
-    return {"split_half": sh, "frontier": res, "frontier_config": fcfg}
+    return QuickResult(split_half=sh, frontier=res, frontier_config=fcfg)

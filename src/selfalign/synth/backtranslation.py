@@ -131,7 +131,15 @@ def forward_rows(seeds) -> list[dict[str, Any]]:
     return [row(task_prompt(t.instruction, inp), out, "seed") for t in seeds for inp, out in t.instances if out.strip()]
 
 
-def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass
+class BacktranslationResult:
+    """The last iteration's curated rows, every augmented pair, and one history entry per iteration."""
+    rows: list[dict[str, Any]]
+    augmented: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+
+
+def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None] = print) -> BacktranslationResult:
     """``base``: the store-wrapped base model; every fine-tuned model is loaded through the registry
     into the same store."""
     if (cfg.train_backward or cfg.train_forward) and not base.can_train:
@@ -185,4 +193,4 @@ def run(cfg: BacktranslationConfig, base: StageModel, log: Callable[[str], None]
                         base_id=base.model_id)
         forward = base.sibling(res.model_dir)
     augmented = [row(i, s, "backtranslation", ok=bool(i), stage="augmented") for i, s in zip(instructions, corpus)]
-    return {"rows": curated, "augmented": augmented, "history": history}
+    return BacktranslationResult(rows=curated, augmented=augmented, history=history)

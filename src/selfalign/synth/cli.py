@@ -59,8 +59,8 @@ def self_instruct(config: Optional[str] = CONFIG, set: List[str] = SET, model: O
 
     cfg = _cfg(SelfInstructConfig, config, set, model=model, seed=seed, out=out, target=target, seed_tasks=seed_tasks)
     res = run(cfg, _model(cfg.model, cfg.store))
-    _finish(cfg.out, "Self-Instruct", res["rows"], cfg, res["stats"], res["stats"].similarities,
-            {"instructions": res["instructions"][:50]})
+    _finish(cfg.out, "Self-Instruct", res.rows, cfg, res.stats, res.stats.similarities,
+            {"instructions": res.instructions[:50]})
 
 
 @app.command()
@@ -72,7 +72,7 @@ def evolve(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optional
 
     cfg = _cfg(EvolConfig, config, set, model=model, seed=seed, out=out, rounds=rounds, instructions=instructions)
     res = run(cfg, _model(cfg.model, cfg.store))
-    _finish(cfg.out, "Evol-Instruct", res["rows"], cfg, res["stats"])
+    _finish(cfg.out, "Evol-Instruct", res.rows, cfg, res.stats)
 
 
 @app.command()
@@ -85,8 +85,8 @@ def backtranslate(config: Optional[str] = CONFIG, set: List[str] = SET, model: O
     cfg = _cfg(BacktranslationConfig, config, set, model=model, seed=seed, out=out, corpus=corpus, threshold=threshold)
     res = run(cfg, _model(cfg.model, cfg.store))
     judges = {f"curation {h['iteration']} (1-5 rating)": {"n": sum(h["score_counts"].values()) + h["unscored"],
-                                                          "unscored": h["unscored"]} for h in res["history"]}
-    _finish(cfg.out, "Instruction backtranslation", res["rows"], cfg, extra={"history": res["history"], "judges": judges})
+                                                          "unscored": h["unscored"]} for h in res.history}
+    _finish(cfg.out, "Instruction backtranslation", res.rows, cfg, extra={"history": res.history, "judges": judges})
 
 
 @app.command()
@@ -100,7 +100,7 @@ def llm2llm(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optiona
     student = _model(cfg.student, cfg.store)
     teacher_m = student if cfg.teacher == cfg.student else _model(cfg.teacher, cfg.store)
     res = run(cfg, student, teacher_m)
-    _finish(cfg.out, "LLM2LLM", res["rows"], cfg, extra={"history": res["history"], "model_dir": res.get("model_dir")})
+    _finish(cfg.out, "LLM2LLM", res.rows, cfg, extra={"history": res.history, "model_dir": res.model_dir})
 
 
 @app.command()
@@ -115,11 +115,11 @@ def redteam(config: Optional[str] = CONFIG, set: List[str] = SET, model: Optiona
     tgt = _model(cfg.target, cfg.store) if cfg.target else None
     jdg = _model(cfg.judge, cfg.store) if cfg.judge else None
     res = run(cfg, gen, tgt, jdg)
-    cells = {f"{c}/{s}": v["question"] for (c, s), v in res["archive"].items()}
-    _finish(cfg.out, "Red-team prompts", res["rows"], cfg, extra={"archive": cells, "replacements": res["replacements"],
-                                                              "order_dependent_verdicts": res["order_dependent_verdicts"],
-                                                              "too_close_to_parent": res["too_close_to_parent"],
-                                                              "judges": res["judges"]})
+    cells = {f"{c}/{s}": v["question"] for (c, s), v in res.archive.items()}
+    _finish(cfg.out, "Red-team prompts", res.rows, cfg, extra={"archive": cells, "replacements": res.replacements,
+                                                           "order_dependent_verdicts": res.order_dependent_verdicts,
+                                                           "too_close_to_parent": res.too_close_to_parent,
+                                                           "judges": res.judges})
 
 
 @app.command()
@@ -134,8 +134,8 @@ def ifd(input: str = typer.Argument(..., help="TRL rows JSONL (prompt, completio
     out_dir = str(Path(cfg.out).parent)
     from selfalign.report.synth import write_report
 
-    report = write_report(out_dir, "IFD selection", res["rows"], {"candidates": res["counts"]["input"],
-                          "kept": res["counts"]["kept"],
-                          "filtered": {k: v for k, v in res["counts"].items() if k not in ("input", "kept")}},
-                          extra={"ifd": res["scores"]})
-    typer.echo(f"{res['counts']} -> {cfg.out}\nreport: {report}")
+    report = write_report(out_dir, "IFD selection", res.rows, {"candidates": res.counts["input"],
+                          "kept": res.counts["kept"],
+                          "filtered": {k: v for k, v in res.counts.items() if k not in ("input", "kept")}},
+                          extra={"ifd": res.scores})
+    typer.echo(f"{res.counts} -> {cfg.out}\nreport: {report}")

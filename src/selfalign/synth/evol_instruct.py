@@ -126,7 +126,15 @@ def _load_instructions(cfg: EvolConfig) -> list[str]:
     return [t.instruction for t in load_seed_tasks(cfg.seed_tasks)]
 
 
-def run(cfg: EvolConfig, model: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass
+class EvolResult:
+    """What an Evol-Instruct run made: the surviving evolutions, the final pool and the stats."""
+    rows: list[dict[str, Any]]
+    pool: list[str]
+    stats: SynthStats
+
+
+def run(cfg: EvolConfig, model: StageModel, log: Callable[[str], None] = print) -> EvolResult:
     pool = _load_instructions(cfg)
     lineage: list[list[str]] = [[] for _ in pool]  # operations applied so far, per pool slot
     stats = SynthStats()
@@ -161,4 +169,4 @@ def run(cfg: EvolConfig, model: StageModel, log: Callable[[str], None] = print) 
             rows.append(row(ev, ans, "evol-instruct", round=rnd + 1, operation=op, parent=parent, lineage=lineage[i]))
             pool[i] = ev
         log(f"[evol] round {rnd + 1}: {survived}/{len(pool)} evolutions survived")
-    return {"rows": rows, "pool": pool, "stats": stats}
+    return EvolResult(rows=rows, pool=pool, stats=stats)

@@ -197,20 +197,31 @@ def select(rows: Sequence[dict[str, Any]], scores: Sequence[float], threshold: f
     return [r for r, _ in scored if id(r) in keep_ids], counts
 
 
-def run(cfg: IFDConfig, scorer: Any) -> dict[str, Any]:
+@dataclass
+class IFDResult:
+    """The kept rows, every row's IFD, the counts, and the pre-experienced scorer / R-IFD when used."""
+    rows: list[dict[str, Any]]
+    scores: list[float]
+    counts: dict[str, int]
+    scorer: str | None = None
+    r_ifd: list[float] | None = None
+
+
+def run(cfg: IFDConfig, scorer: Any) -> IFDResult:
     from selfalign.data.io import read_jsonl, write_jsonl
 
     rows = read_jsonl(cfg.input, required=("prompt", "completion"))
-    out: dict[str, Any] = {}
+    scorer_id: str | None = None
+    r_ifd: list[float] | None = None
     if cfg.pre_experience:
         scorer = _pre_experienced(cfg, rows, scorer)
-        out["scorer"] = scorer.model_id
+        scorer_id = scorer.model_id
     scores = score_rows(rows, scorer)
     counts_extra: dict[str, int] = {}
     if cfg.reverse:
         r_scores = score_rows_reverse(rows, scorer)
         rows = [{**r, "meta": {**r.get("meta", {}), "r_ifd": x}} for r, x in zip(rows, r_scores)]
-        out["r_ifd"] = r_scores
+        r_ifd = r_scores
         if cfg.max_r_ifd:
             keep = [i for i, x in enumerate(r_scores) if x <= cfg.max_r_ifd]
             counts_extra["r_ifd_above_max"] = len(rows) - len(keep)
@@ -220,7 +231,7 @@ def run(cfg: IFDConfig, scorer: Any) -> dict[str, Any]:
         counts = {"input": counts["input"] + counts_extra["r_ifd_above_max"], **counts_extra,
                   **{k: v for k, v in counts.items() if k != "input"}}
     write_jsonl(cfg.out, kept)
-    return {"rows": kept, "scores": scores, "counts": counts, **out}
+    return IFDResult(rows=kept, scores=scores, counts=counts, scorer=scorer_id, r_ifd=r_ifd)
 
 
 def _pre_experienced(cfg: IFDConfig, rows: Sequence[dict[str, Any]], base: Any) -> Any:

@@ -91,8 +91,18 @@ def _train(cfg: LLM2LLMConfig, base: StageModel, rows: list[dict[str, Any]], nam
     return base.sibling(res.model_dir)
 
 
+@dataclass
+class LLM2LLMResult:
+    """Original + generated rows, the generated ones, per-iteration history, and the last student when trained."""
+    rows: list[dict[str, Any]]
+    generated: list[dict[str, Any]]
+    history: list[dict[str, Any]]
+    model: str | None = None
+    model_dir: str | None = None
+
+
 def run(cfg: LLM2LLMConfig, student: StageModel, teacher: StageModel,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print) -> LLM2LLMResult:
     check(cfg, student)
     items: list[QAItem] = load_qa(cfg.data, cfg.data_format)
     items = [i for i in items if i.meta.get("split") in (None, "train")][: cfg.n_train]
@@ -126,8 +136,8 @@ def run(cfg: LLM2LLMConfig, student: StageModel, teacher: StageModel,
             f"{history[-1]['new_pairs']} new pairs ({history[-1]['unparsable']} unparsable teacher outputs)")
         if cfg.train:  # retrain from the base on D0 + all generated data
             current = _train(cfg, base, original + [r for r in generated if r["meta"]["ok"]], f"student-{it + 2}", log)
-    out: dict[str, Any] = {"rows": original + generated, "generated": generated, "history": history}
+    out = LLM2LLMResult(rows=original + generated, generated=generated, history=history)
     if cfg.train:
-        out["model"] = current.model_id
-        out["model_dir"] = str(Path(cfg.out) / f"student-{cfg.iterations + 1}" / "model")
+        out.model = current.model_id
+        out.model_dir = str(Path(cfg.out) / f"student-{cfg.iterations + 1}" / "model")
     return out

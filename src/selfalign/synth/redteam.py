@@ -114,8 +114,20 @@ def generate_keyword_questions(cfg: RedTeamConfig, model: StageModel) -> list[di
     return out
 
 
+@dataclass
+class RedTeamResult:
+    """The keyword and archive rows, the archive by (category, style), and the search's counts."""
+    rows: list[dict[str, Any]]
+    archive: dict[tuple[str, str], dict[str, Any]]
+    keyword_questions: list[dict[str, Any]]
+    replacements: int
+    order_dependent_verdicts: int
+    too_close_to_parent: int
+    judges: dict[str, dict[str, Any]]
+
+
 def run(cfg: RedTeamConfig, model: StageModel, target: StageModel | None = None, judge: StageModel | None = None,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
+        log: Callable[[str], None] = print) -> RedTeamResult:
     target = target or model
     pairwise = PairwiseJudge(judge or model, JUDGE_TEMPLATE, max_tokens=3, name="red-team harm")
     seeds = generate_keyword_questions(cfg, model)
@@ -173,6 +185,6 @@ def run(cfg: RedTeamConfig, model: StageModel, target: StageModel | None = None,
     rows += [row(v["question"], v["response"], "redteam-archive", category=v["category"], style=v["style"],
                  parent=v["parent"], step=v["step"]) for v in archive.values()]
     counts = tally(verdicts)
-    return {"rows": rows, "archive": archive, "keyword_questions": seeds, "replacements": replaced,
-            "order_dependent_verdicts": counts.get("flipped", 0), "too_close_to_parent": too_close,
-            "judges": {"harm (pairwise, both orders)": counts}}
+    return RedTeamResult(rows=rows, archive=archive, keyword_questions=seeds, replacements=replaced,
+                         order_dependent_verdicts=counts.get("flipped", 0), too_close_to_parent=too_close,
+                         judges={"harm (pairwise, both orders)": counts})

@@ -195,7 +195,15 @@ def parse_instances(text: str, classification: bool) -> list[tuple[str, str]]:
     return [(i, o) for i, o in pairs if o]
 
 
-def run(cfg: SelfInstructConfig, model: StageModel, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass
+class SelfInstructResult:
+    """What a Self-Instruct run made: the rows, the kept instructions and the filter stats."""
+    rows: list[dict[str, Any]]
+    instructions: list[dict[str, Any]]
+    stats: SynthStats
+
+
+def run(cfg: SelfInstructConfig, model: StageModel, log: Callable[[str], None] = print) -> SelfInstructResult:
     """Grow the pool to ``cfg.target`` new instructions; returns rows, kept instructions and stats."""
     seeds = load_seed_tasks(cfg.seed_tasks)
     if len(seeds) < cfg.n_seed_in_prompt:
@@ -244,7 +252,7 @@ def run(cfg: SelfInstructConfig, model: StageModel, log: Callable[[str], None] =
             f"filtered {sum(stats.filtered.values())}")
     rows = _instances(cfg, model, seeds, generated, stats) if cfg.instances else [
         row(g["instruction"], "", "self-instruct", ok=False, reason="instances not generated", **g) for g in generated]
-    return {"rows": rows, "instructions": generated, "stats": stats}
+    return SelfInstructResult(rows=rows, instructions=generated, stats=stats)
 
 
 def _instances(cfg: SelfInstructConfig, model: StageModel, seeds: list[Task], generated: list[dict],
