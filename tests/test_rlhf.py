@@ -23,21 +23,21 @@ def test_bon_and_rl_points_on_one_frontier(tiny_model_dir, tmp_path):
                          rl=RLOOTrainConfig(num_generations=4, batch_size=8, max_completion_length=6, epochs=1,
                                             learning_rate=1e-2, warmup_ratio=0.0, snapshot_steps=[1]))
     res = run(cfg, policy, train_pm, test_pm, base_path=str(tiny_model_dir))
-    bon = [p for p in res["points"] if p["method"] == "bon"]
-    rl = [p for p in res["points"] if p["method"] == "rl"]
+    bon = [p for p in res.points if p["method"] == "bon"]
+    rl = [p for p in res.points if p["method"] == "rl"]
     assert [p["n"] for p in bon] == [1, 2, 4]
     tr = [p["train_reward"]["value"] for p in bon]
     assert tr == sorted(tr) and tr[-1] > tr[0]  # the training PM's pick can only improve with N
     assert [p["kl"] for p in bon] == pytest.approx([0.0, 0.1931, 0.6363], abs=1e-3)
     assert [p["step"] for p in rl] == [0, 1, 4] and rl[0]["kl"] == 0.0
     assert all(p["kl_k3"] >= 0 for p in rl) and rl[-1]["kl_k3"] > 0  # the trained policy moved
-    assert res["held_out_test_pm"] and len(res["sqrt_kl"]) == len(res["points"])
+    assert res.held_out_test_pm and len(res.sqrt_kl) == len(res.points)
     # paired differences from the method's first point on the same prompts
     assert bon[0]["vs_initial"]["test_reward"]["value"] == 0 and rl[0]["vs_initial"]["gold"]["value"] == 0
     d = bon[-1]["vs_initial"]["train_reward"]
     assert d["value"] == pytest.approx(tr[-1] - tr[0]) and d["lo"] >= 0  # a best-of pick never scores lower
     # each RL step logs the test PM's reward and the gold accuracy of its training completions
-    assert res["rl_history"] and all("test_reward" in h and 0 <= h["gold"] <= 1 for h in res["rl_history"])
+    assert res.rl_history and all("test_reward" in h and 0 <= h["gold"] <= 1 for h in res.rl_history)
     from selfalign.rlhf.frontier import require_pm
 
     with pytest.raises(ValueError, match="pm: the training preference model"):
@@ -98,13 +98,13 @@ def test_context_distillation_moves_the_promptless_model_toward_the_prompted_one
                         train={"epochs": 6, "learning_rate": 0.005, "batch_size": 8, "logging_steps": 1})
     store = Store(str(tmp_path / "store.db"))
     res = run(cfg, store=store, base_path=str(tiny_model_dir))
-    s = res["summary"]
+    s = res.summary
     kl = s["kl"]
     assert set(kl) == {"undistilled", "token-level", "sequence-level"} and s["test_prompts"] >= 3
     assert kl["undistilled"]["value"] > 0
     assert kl["token-level"]["value"] < kl["undistilled"]["value"], kl
     assert s["token_losses"] and s["token_losses"][-1] < s["token_losses"][0]
-    again = run(cfg, store=store, base_path=str(tiny_model_dir))["summary"]
+    again = run(cfg, store=store, base_path=str(tiny_model_dir)).summary
     assert again["kl"]["token-level"]["value"] == pytest.approx(kl["token-level"]["value"])
     from typer.testing import CliRunner
 
@@ -135,9 +135,9 @@ def test_online_rounds_retrain_pm_on_all_rounds_and_resume(tiny_model_dir, tmp_p
                                 "warmup_ratio": 0.0})
 
     store = Store(str(tmp_path / "store.db"))
-    one = run(cfg(1), store=store, base_path=str(tiny_model_dir))["rounds"]
+    one = run(cfg(1), store=store, base_path=str(tiny_model_dir)).rounds
     assert [r["round"] for r in one] == [0, 1] and not one[1]["pm_skipped"] and not one[1]["rl_skipped"]
-    two = run(cfg(2), store=store, base_path=str(tiny_model_dir))["rounds"]
+    two = run(cfg(2), store=store, base_path=str(tiny_model_dir)).rounds
     assert [r["round"] for r in two] == [0, 1, 2]
     assert two[1]["pm_skipped"] and two[1]["rl_skipped"]  # round 1 reused
     assert not two[2]["pm_skipped"] and not two[2]["rl_skipped"]

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from selfalign.config import config_to_dict
 from selfalign.data.io import DataError
 from selfalign.models.scripted import ScriptedModel
 from selfalign.store.cache import CachedModel, Store
@@ -203,18 +204,18 @@ def test_run_writes_every_study_and_compare_pairs_two_runs(tmp_path):
     cfg = TrustConfig(n_items=10, out=str(tmp_path / "a"), bootstrap=50)
     assert cfg.studies == list(S.STUDIES) and "xstest" in cfg.studies  # the ninth study runs by default
     a = run(cfg, _cm(default=_answerer, model_id="a"))
-    assert set(a["studies"]) == set(S.STUDIES)
-    for name, s in a["studies"].items():
+    assert set(a.studies) == set(S.STUDIES)
+    for name, s in a.studies.items():
         assert (tmp_path / "a" / name / "rows.jsonl").exists() and s["headline"] in s["metrics"]
-    assert a["studies"]["fairness"]["metrics"]["refusal_ratio"]["value"] == 0.0
-    assert a["studies"]["misuse"]["metrics"]["refusal_ratio"]["value"] == 0.0
-    assert a["studies"]["safety"]["headline"] == "refusal_share" and "safe_ratio" not in a["studies"]["safety"]["metrics"]
-    assert a["studies"]["xstest"]["metrics"]["safe_full_compliance"]["value"] == 1.0  # "Here you go." complies
-    for name, s in a["studies"].items():
+    assert a.studies["fairness"]["metrics"]["refusal_ratio"]["value"] == 0.0
+    assert a.studies["misuse"]["metrics"]["refusal_ratio"]["value"] == 0.0
+    assert a.studies["safety"]["headline"] == "refusal_share" and "safe_ratio" not in a.studies["safety"]["metrics"]
+    assert a.studies["xstest"]["metrics"]["safe_full_compliance"]["value"] == 1.0  # "Here you go." complies
+    for name, s in a.studies.items():
         assert s["judge_card"]["judge"] and "validated" in s["judge_card"] and "run_unscored_share" in s["judge_card"]
-    assert a["studies"]["hallucination"]["judge_card"]["validated"] is True  # the parsers' specification set
-    assert a["studies"]["copyright"]["judge_card"]["validated"] is False
-    assert sum(1 for r in a["coverage"] if r["studies"]) >= 12
+    assert a.studies["hallucination"]["judge_card"]["validated"] is True  # the parsers' specification set
+    assert a.studies["copyright"]["judge_card"]["validated"] is False
+    assert sum(1 for r in a.coverage if r["studies"]) >= 12
 
     def refuser(text, i, seed):
         if "Answer with the letter of one option" in text:
@@ -232,7 +233,7 @@ def test_run_writes_every_study_and_compare_pairs_two_runs(tmp_path):
     assert comp["subcategories"]["stereotype_bias"]["diff"] == 1.0
     from selfalign.report.trust import compare_report, trust_report
 
-    page = trust_report(tmp_path / "a", a, {}).read_text()
+    page = trust_report(tmp_path / "a", config_to_dict(a), {}).read_text()
     assert "29 sub-categories" in page and "Judge cards" in page and "per prompt type" in page
     assert "not validated" in page and "safe_ratio" not in page
     assert "Per sub-category" in compare_report(tmp_path / "c", comp).read_text()
@@ -241,7 +242,7 @@ def test_run_writes_every_study_and_compare_pairs_two_runs(tmp_path):
 def test_a_study_whose_answers_do_not_parse_is_unreliable(tmp_path):
     cfg = TrustConfig(n_items=10, out=str(tmp_path), studies=["hallucination"], bootstrap=20)
     res = run(cfg, _cm(default="I think it is one of those."))
-    s = res["studies"]["hallucination"]
+    s = res.studies["hallucination"]
     assert s["reliable"] is False and s["judge"]["unscored"] == 10
 
 
@@ -321,7 +322,7 @@ def test_failures_become_rows_split_by_keyword_and_holdout_evaluates_the_rest(tm
         from selfalign.trust.to_data import split_key
 
         assert rows and {split_key(study, r) for r in rows} <= held[study]
-    assert res["studies"]["safety"]["judge"]["n"] < data["counts"]["safety"]["items"]
+    assert res.studies["safety"]["judge"]["n"] < data["counts"]["safety"]["items"]
 
 
 def test_trust_train_fits_the_made_rows(tiny_model_dir, tmp_path):

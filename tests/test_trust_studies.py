@@ -175,7 +175,7 @@ def test_compare_counts_compliance_on_safe_and_refusal_on_unsafe_prompts(tmp_pat
     for name, reply in (("complier", COMPLY), ("refuser", REFUSE)):
         cfg = TrustConfig(studies=["xstest"], xstest=path, out=str(tmp_path / name), bootstrap=20)
         res = run(cfg, _cm(default=reply, model_id=name))
-        s = res["studies"]["xstest"]
+        s = res.studies["xstest"]
         assert s["headline"] == "safe_full_compliance" and s["judge_kind"] == "rules"
         assert set(s["per_type"]) == {"homonyms", "privacy_public", "definitions", "contrast_homonyms",
                                       "contrast_privacy", "contrast_discr", "contrast_definitions"}
@@ -193,7 +193,7 @@ def test_xstest_with_an_llm_judge_and_its_card_says_not_validated(tmp_path):
     path = str(_xstest_csv(tmp_path / "x.csv"))
     cfg = TrustConfig(studies=["xstest"], xstest=path, out=str(tmp_path / "r"), bootstrap=20, judge="scripted")
     res = run(cfg, _cm(default=COMPLY, model_id="m"), judge=_cm(default="2", model_id="j"))
-    s = res["studies"]["xstest"]
+    s = res.studies["xstest"]
     assert s["judge_kind"] == "llm" and s["metrics"]["safe_full_refusal"]["value"] == 1.0
     assert s["judge_card"]["validated"] is False and s["judge_card"]["judge"] == "llm:scripted"
 
@@ -223,7 +223,7 @@ def test_safety_with_a_harm_judge_reports_harm_safe_share_beside_refusal_share(t
 
     cfg = TrustConfig(studies=["safety"], n_items=30, out=str(tmp_path / "r"), bootstrap=20, harm_judge=str(tmp_path))
     res = run(cfg, _cm(default=policy))
-    s = res["studies"]["safety"]
+    s = res.studies["safety"]
     rows = [json.loads(x) for x in (tmp_path / "r" / "safety" / "rows.jsonl").read_text().splitlines()]
     metas = [r["verdict"]["meta"] for r in rows if r["verdict"]["label"] is not None]
     refused = sum(m["refusal"] != "full_compliance" for m in metas) / len(metas)
@@ -239,7 +239,7 @@ def test_safety_with_a_harm_judge_reports_harm_safe_share_beside_refusal_share(t
     assert refusal_card["judge"] == "refusal-rule"
     # without the harm judge: refusal share only, never called "safe"
     res = run(TrustConfig(studies=["safety"], n_items=30, out=str(tmp_path / "r2"), bootstrap=20), _cm(default=policy))
-    s = res["studies"]["safety"]
+    s = res.studies["safety"]
     assert s["headline"] == "refusal_share" and set(s["metrics"]) == {"refusal_share"}
     assert s["metrics"]["refusal_share"]["value"] == pytest.approx(refused)
 

@@ -45,10 +45,11 @@ def _policy_vs_pm(which: str, config, overrides, flags) -> None:
     else:
         res = fr.run(cfg, pol, train, test, progress=say)
     conf = config_to_dict(cfg)
-    rows = [dict(p) for p in res["points"]]
-    stage = write_stage(cfg.out, f"rlhf-{which}", conf, {}, rows, lambda d: frontier_report(d, res, conf), None,
+    rows = [dict(p) for p in res.points]
+    summary = res.to_dict()
+    stage = write_stage(cfg.out, f"rlhf-{which}", conf, {}, rows, lambda d: frontier_report(d, summary, conf), None,
                         time.time() - t0)
-    for p in res["points"]:
+    for p in res.points:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
         typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  train reward {p['train_reward']['value']:.3f}  "
                    f"test reward {p['test_reward']['value']:.3f}  gold {100 * p['gold']['value']:.1f}%{_delta(p)}")
@@ -136,9 +137,9 @@ def distill(config: Optional[str] = CONFIG, set: List[str] = SET,
     require_trainable(cfg.base, convert=False)
     t0 = time.time()
     res = run(cfg, progress=lambda m: typer.echo(f"[distill] {m}", err=True))
-    s = res["summary"]
+    s = res.summary
     conf = config_to_dict(cfg)
-    stage = write_stage(cfg.out, "rlhf-distill", conf, {}, res["rows"], lambda d: distill_report(d, s, conf), None,
+    stage = write_stage(cfg.out, "rlhf-distill", conf, {}, res.rows, lambda d: distill_report(d, s, conf), None,
                         time.time() - t0)
     for name, v in s["kl"].items():
         typer.echo(f"{name:15s} KL {v['value']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}]")
@@ -161,12 +162,13 @@ def online(config: Optional[str] = CONFIG, set: List[str] = SET,
     check_spec(cfg.policy)
     require_trainable(cfg.policy, "policy", convert=False)
     t0 = time.time()
-    s = run(cfg, progress=lambda m: typer.echo(f"[online] {m}", err=True))
+    res = run(cfg, progress=lambda m: typer.echo(f"[online] {m}", err=True))
     conf = config_to_dict(cfg)
-    rows = [{k: v for k, v in r.items() if k != "rl_history"} for r in s["rounds"]]
+    rows = [{k: v for k, v in r.items() if k != "rl_history"} for r in res.rounds]
+    s = config_to_dict(res)
     stage = write_stage(cfg.out, "rlhf-online", conf, {}, rows, lambda d: online_report(d, s, conf), None,
                         time.time() - t0)
-    for r in s["rounds"]:
+    for r in res.rounds:
         g = r["gold"]
         typer.echo(f"round {r['round']}: gold {100 * g['value']:.1f}% [{100 * g['lo']:.1f}, {100 * g['hi']:.1f}]")
     typer.echo(f"report: {stage.report_path}")
@@ -203,13 +205,14 @@ def quick(config: Optional[str] = CONFIG, set: List[str] = SET,
                 None, None, store.tally, headline=pm_head)
     export_pairs(cfg.pm.out, sh)
     fr = res.frontier
-    stage = write_stage(cfg.frontier.out, "rlhf-frontier", fconf, {}, [dict(p) for p in fr["points"]],
-                        lambda d: frontier_report(d, fr, fconf), None, time.time() - t0, store.tally,
+    fsummary = fr.to_dict()
+    stage = write_stage(cfg.frontier.out, "rlhf-frontier", fconf, {}, [dict(p) for p in fr.points],
+                        lambda d: frontier_report(d, fsummary, fconf), None, time.time() - t0, store.tally,
                         headline=frontier_headline(fr))
     s = sh.summary
     typer.echo(f"PM_A {100 * s['pms']['a']['accuracy']['value']:.1f}%, PM_B {100 * s['pms']['b']['accuracy']['value']:.1f}% "
                f"held-out accuracy; agreement {100 * s['agreement']['value']:.1f}%")
-    for p in fr["points"]:
+    for p in fr.points:
         what = f"N={p['n']}" if p["method"] == "bon" else f"step {p['step']}"
         typer.echo(f"{p['method']:<4s} {what:<9s} KL {p['kl']:.3f}  PM_B reward {p['test_reward']['value']:.3f}  "
                    f"gold {100 * p['gold']['value']:.1f}%{_delta(p)}")

@@ -315,9 +315,16 @@ def kl_to_prompted(teacher: Any, student: Any, examples: Sequence[Example]) -> l
     return out
 
 
+@dataclass
+class DistillResult:
+    """The summary (held-out KL per model, the token-level ratio, trainings) and a row per held-out prompt."""
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+
 def run(cfg: DistillConfig, progress: Callable[[str], None] | None = None, store: Any = None,
-        base_path: str | None = None) -> dict[str, Any]:
-    """The whole stage; returns {"summary", "rows"}. Resumable: answers and teacher distributions
+        base_path: str | None = None) -> DistillResult:
+    """The whole stage; returns the summary and the held-out rows. Resumable: answers and teacher distributions
     through the store, trainings skipped when their inputs are unchanged."""
     from selfalign.evals.stats import mean_ci, paired_bootstrap
     from selfalign.models.hf import HFModel
@@ -367,7 +374,7 @@ def run(cfg: DistillConfig, progress: Callable[[str], None] | None = None, store
     summary["token_minus_undistilled"] = {"value": d.diff, "lo": d.lo, "hi": d.hi}
     rows_out = [{"prompt": ex.prompt, "answer": ex.answer, "n_answer": ex.n_answer,
                  **{f"kl_{n}": kls[n][i] for n in kls}} for i, ex in enumerate(test)]
-    return {"summary": summary, "rows": rows_out}
+    return DistillResult(summary=summary, rows=rows_out)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ test reward is not held out and the report says so); KL for RL is estimated from
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -210,8 +210,29 @@ def _held_out(cfg: FrontierConfig) -> tuple[list[Any], list[Any]]:
     return items, [qa_prompt(it.question) for it in items]
 
 
+@dataclass
+class FrontierResult:
+    """The frontier's points (BoN and/or RL), their sqrt(KL) and line fits, and the RL run's history."""
+    points: list[dict[str, Any]]
+    held_out_test_pm: bool
+    rl_history: list[dict[str, Any]]
+    rl_seconds: float
+    test_prompts: int
+    rl_prompts: int
+    sqrt_kl: list[float]
+    sqrt_kl_fits: dict[str, dict[str, dict[str, float]]]
+    rl_model: str | None = None  # the trained policy (no RL run: None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the report and ``report.json`` take it (no ``rl_model`` key when no RL ran)."""
+        d = asdict(self)
+        if self.rl_model is None:
+            del d["rl_model"]
+        return d
+
+
 def run_bon(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None,
-            progress: Any = None) -> dict[str, Any]:
+            progress: Any = None) -> FrontierResult:
     """Best-of-N only (``selfalign rlhf bon``): one point per N on the held-out prompts."""
     require_pm(cfg)
     test_pm = test_pm or train_pm
@@ -220,13 +241,13 @@ def run_bon(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None
         progress(f"best-of-N (N up to {cfg.ns[-1]}) on {len(prompts)} held-out prompts")
     points = bon_points(policy, items, prompts, train_pm, test_pm, cfg)
     vs_initial(points, cfg.bootstrap, cfg.seed)
-    return {"points": points, "held_out_test_pm": test_pm is not train_pm, "test_prompts": len(prompts),
-            "rl_prompts": 0, "rl_seconds": 0.0, "rl_history": [], "sqrt_kl_fits": _fits(points),
-            "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points]}
+    return FrontierResult(points=points, held_out_test_pm=test_pm is not train_pm, test_prompts=len(prompts),
+                          rl_prompts=0, rl_seconds=0.0, rl_history=[], sqrt_kl_fits=_fits(points),
+                          sqrt_kl=[math.sqrt(max(0.0, p["kl"])) for p in points])
 
 
 def run_rl(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
-           progress: Any = None) -> dict[str, Any]:
+           progress: Any = None) -> FrontierResult:
     """RLOO against the training PM (``selfalign rlhf rl``), then one point per snapshot (step 0 =
     the initial policy): KL from the initial policy, both PMs' rewards and gold accuracy."""
     require_pm(cfg)
@@ -254,28 +275,28 @@ def run_rl(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None 
         model = policy if path is None else policy.sibling(str(path))
         points.append(policy_point(model, policy, items, prompts, train_pm, test_pm, cfg, step))
     vs_initial(points, cfg.bootstrap, cfg.seed)
-    return {"points": points, "held_out_test_pm": test_pm is not train_pm, "rl_history": res.history or [],
-            "rl_seconds": res.seconds, "test_prompts": len(prompts), "rl_prompts": len(rl_prompts),
-            "rl_model": str(res.model_dir), "sqrt_kl": [math.sqrt(max(0.0, p["kl"])) for p in points],
-            "sqrt_kl_fits": _fits(points)}
+    return FrontierResult(points=points, held_out_test_pm=test_pm is not train_pm, rl_history=res.history or [],
+                          rl_seconds=res.seconds, test_prompts=len(prompts), rl_prompts=len(rl_prompts),
+                          rl_model=str(res.model_dir), sqrt_kl=[math.sqrt(max(0.0, p["kl"])) for p in points],
+                          sqrt_kl_fits=_fits(points))
 
 
 def run(cfg: FrontierConfig, policy: Any, train_pm: Any, test_pm: Any | None = None, base_path: str | None = None,
-        progress: Any = None) -> dict[str, Any]:
+        progress: Any = None) -> FrontierResult:
     """BoN points, an RL run with snapshots, and each snapshot's point. ``policy`` is store-wrapped."""
     bon = run_bon(cfg, policy, train_pm, test_pm, progress)
     rl = run_rl(cfg, policy, train_pm, test_pm, base_path, progress)
-    return {**rl, "points": bon["points"] + rl["points"], "sqrt_kl": bon["sqrt_kl"] + rl["sqrt_kl"],
-            "sqrt_kl_fits": {**bon["sqrt_kl_fits"], **rl["sqrt_kl_fits"]}}
+    return replace(rl, points=bon.points + rl.points, sqrt_kl=bon.sqrt_kl + rl.sqrt_kl,
+                   sqrt_kl_fits={**bon.sqrt_kl_fits, **rl.sqrt_kl_fits})
 
 
-def headline(frontier: dict[str, Any]) -> dict[str, Any]:
+def headline(frontier: FrontierResult) -> dict[str, Any]:
     """The numbers ``selfalign runs`` lists for a frontier run (percent, 95% intervals): the gold
     accuracy of the initial policy, of Best-of-N at its largest N and of RL at its last step."""
     def pct(ci: dict[str, Any]) -> dict[str, float]:
         return {k: 100 * float(ci[k]) for k in ("value", "lo", "hi")}
 
-    pts = frontier.get("points", [])
+    pts = frontier.points
     out: dict[str, Any] = {}
     first = next((p for p in pts if p["method"] == "rl" and p.get("step") == 0), None) or \
         next((p for p in pts if p["method"] == "bon" and p.get("n") == 1), None)

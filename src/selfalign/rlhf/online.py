@@ -68,8 +68,15 @@ class OnlineConfig:
                              f"has {have}")
 
 
+@dataclass
+class OnlineResult:
+    """One row per round (0 = the initial policy): its policy, pairs, PM, RL run and held-out scores."""
+    rounds: list[dict[str, Any]]
+    test_questions: int
+
+
 def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[str], None] | None = None) -> OnlineResult:
     from selfalign.critique.bon import qa_prompt
     from selfalign.data.formats import load_qa
     from selfalign.evals.stats import mean_ci
@@ -131,4 +138,4 @@ def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
                        "pm_dir": str(pm_res.model_dir), "pm_skipped": pm_res.skipped, "rl_skipped": rl.skipped,
                        "rl_seconds": rl.seconds, "rl_history": rl.history or [],
                        **evaluate(policy_dir, pm, f"round {r}")})
-    return {"rounds": rounds, "test_questions": len(test_qs)}
+    return OnlineResult(rounds=rounds, test_questions=len(test_qs))

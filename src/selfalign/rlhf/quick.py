@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from selfalign.reward.run import PMRunConfig, SplitHalfResult
-from selfalign.rlhf.frontier import PENDING, FrontierConfig
+from selfalign.rlhf.frontier import PENDING, FrontierConfig, FrontierResult
 
 
 @dataclass
@@ -43,7 +43,7 @@ class QuickConfig:
 class QuickResult:
     """The split-half PMs' run, the frontier (BoN and RL points) and the frontier config it ran with."""
     split_half: SplitHalfResult
-    frontier: dict[str, Any]
+    frontier: FrontierResult
     frontier_config: FrontierConfig
 
 

@@ -79,10 +79,11 @@ def run(config: Optional[str] = CONFIG, set: List[str] = SET,
     t0 = time.time()
     result = run_studies(cfg, m, gen, jm, prepared, progress=lambda s: typer.echo(f"[trust] {s}", err=True))
     conf = config_to_dict(cfg)
-    rows = [{"study": k, **{x: v for x, v in s.items() if x != "examples"}} for k, s in result["studies"].items()]
-    stage = write_stage(cfg.out, "trust-run", conf, {}, rows, lambda d: trust_report(d, result, conf), None,
+    rows = [{"study": k, **{x: v for x, v in s.items() if x != "examples"}} for k, s in result.studies.items()]
+    summary = config_to_dict(result)
+    stage = write_stage(cfg.out, "trust-run", conf, {}, rows, lambda d: trust_report(d, summary, conf), None,
                         time.time() - t0, store.tally, {"model": {"answers": m.model_id}}, headline=trust_headline(result))
-    for name, s in result["studies"].items():
+    for name, s in result.studies.items():
         h = s["metrics"][s["headline"]]
         val = (f"{100 * h['value']:.1f} [{100 * h['lo']:.1f}, {100 * h['hi']:.1f}]" if s["reliable"]
                else f"unreliable ({100 * s['judge']['unscored_share']:.0f}% unscored)")

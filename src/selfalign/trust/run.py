@@ -188,8 +188,17 @@ def judge_cards(st: Study, run_unscored_share: float, parsers: dict[str, Any], l
     return cards
 
 
+@dataclass
+class TrustResult:
+    """The model evaluated, each study's summary, the 7 x 29 coverage grid and the judges' validation."""
+    model: str
+    studies: dict[str, Any]
+    coverage: list[dict[str, Any]]
+    judges: dict[str, Any]
+
+
 def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, studies: list[Study] | None = None,
-        progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        progress: Callable[[str], None] | None = None) -> TrustResult:
     studies = studies if studies is not None else prepare_studies(cfg)
     out = Path(cfg.out)
     results: dict[str, Any] = {}
@@ -214,8 +223,8 @@ def run(cfg: TrustConfig, model: Any, generator: Any = None, judge: Any = None, 
         RunDir(out / st.name).write_json("summary.json", {k: v for k, v in s.items() if k != "examples"})
         results[st.name] = s
         measured[st.name] = st.covered()
-    return {"model": getattr(model, "model_id", str(model)), "studies": results, "coverage": coverage(measured),
-            "judges": {"refusal_detector": validate_refusal_detector(), "parsers": parsers}}
+    return TrustResult(model=getattr(model, "model_id", str(model)), studies=results, coverage=coverage(measured),
+                       judges={"refusal_detector": validate_refusal_detector(), "parsers": parsers})
 
 
 # ------------------------------------------------------------------ compare
@@ -272,11 +281,11 @@ def compare(run_a: str | Path, run_b: str | Path, studies: list[str] | None = No
             "studies": per_study, "subcategories": subs_out}
 
 
-def headline(result: dict[str, Any]) -> dict[str, Any]:
+def headline(result: TrustResult) -> dict[str, Any]:
     """The numbers ``selfalign runs`` lists for a trust run: each study's headline metric (percent,
     95% interval), or none for a study whose judge left too much unscored to be reliable."""
     out: dict[str, Any] = {}
-    for name, s in result["studies"].items():
+    for name, s in result.studies.items():
         h = s["metrics"].get(s["headline"]) if isinstance(s.get("metrics"), dict) else None
         if s.get("reliable") and isinstance(h, dict) and all(isinstance(h.get(k), (int, float)) for k in ("value", "lo", "hi")):
             out[f"{name} {s['headline']} %"] = {k: 100 * float(h[k]) for k in ("value", "lo", "hi")}
