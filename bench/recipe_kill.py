@@ -64,7 +64,16 @@ def normalised(report: dict[str, Any], out: str) -> dict[str, Any]:
     text = json.dumps({"matrix": report["matrix"],
                        "stages": [{k: v for k, v in st.items() if k not in TIMING} for st in report["stages"]]})
     text = text.replace(str(Path(out).resolve()) + "/", "").replace(out.rstrip("/") + "/", "")
-    return json.loads(text)
+    return _drop_seconds(json.loads(text))
+
+
+def _drop_seconds(x: Any) -> Any:
+    """Wall times anywhere (a training's ``seconds`` too): they differ between any two runs."""
+    if isinstance(x, dict):
+        return {k: _drop_seconds(v) for k, v in x.items() if k != "seconds"}
+    if isinstance(x, list):
+        return [_drop_seconds(v) for v in x]
+    return x
 
 
 def diff(a: Any, b: Any, path: str = "") -> list[str]:
@@ -82,14 +91,15 @@ def main() -> None:
     ap.add_argument("--reference", required=True, help="report.json of an uninterrupted run of the same recipe")
     ap.add_argument("--reference-out", default="", help="that run's folder (default: the report's folder)")
     ap.add_argument("--selfalign", default=str(Path(sys.executable).with_name("selfalign")))
+    ap.add_argument("--compare-only", action="store_true", help="no runs: compare --out's finished report")
     a = ap.parse_args()
-    if Path(a.out).exists():
+    if not a.compare_only and Path(a.out).exists():
         sys.exit(f"--out {a.out}: exists; the killed run starts from nothing")
     ref = json.loads(Path(a.reference).read_text())
     ref_out = a.reference_out or str(Path(a.reference).parent)
     log = Path(a.out + ".log")
     cmd = [a.selfalign, "recipe", "run", a.recipe, "--set", f"out={a.out}"]
-    for name, pattern, delay in POINTS + [("finish", None, 0.0)]:
+    for name, pattern, delay in [] if a.compare_only else POINTS + [("finish", None, 0.0)]:
         r = run_until(cmd, log, pattern, delay)
         print(json.dumps({"run": name, **r}), flush=True)
         if name != "finish" and r["killed_after_s"] is None:
