@@ -14,7 +14,7 @@
   policy's log-probability, or the judge role) on questions of the bundled QA set's *train*
   split; the best-vs-worst pairs -> DPO, or the best answers -> SFT.
 * ``pm-rl``: a preference model on verifiable pairs of the current model's own samples
-  (:func:`selfalign.reward.pairs.verifiable_pairs`, :func:`selfalign.reward.pm.train_pm`), its
+  (:func:`selfalign.reward.run.sample_verifiable_pairs`, :func:`selfalign.reward.pm.train_pm`), its
   held-out accuracy, then the policy optimised against it: DPO on PM-ranked pairs (N samples per
   prompt, best vs worst by PM reward) or RLOO with a KL penalty (:func:`selfalign.train.rloo.train_rloo`).
 
@@ -41,7 +41,7 @@ from selfalign.evals.stats import mean_ci
 from selfalign.honesty import datasets as hds
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun, load_splits
 from selfalign.models.registry import require_trainable
-from selfalign.reward.pairs import verifiable_pairs
+from selfalign.reward.run import sample_verifiable_pairs
 from selfalign.reward.pm import CachedPM, PMConfig, PreferenceModel, train_pm
 from selfalign.stage import Models, Result, StageContext, Training, register_stage
 from selfalign.store.runs import RunDir
@@ -398,11 +398,7 @@ def _pmrl_inputs(cfg: PMRLConfig) -> list[str]:
 
 
 def _pairs(policy: Any, items: list[QAItem], cfg: PMRLConfig, what: str) -> list[dict[str, Any]]:
-    prompts = [bon.qa_prompt(it.question) for it in items]
-    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    res = policy.generate([GenRequest(p, params, n=cfg.samples, seed=cfg.seed) for p in prompts],
-                          description=f"samples for {what} pairs")
-    return verifiable_pairs(items, [r.texts for r in res], prompts, 1, cfg.seed)
+    return sample_verifiable_pairs(policy, items, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed, 1, what)
 
 
 def _pm_ranked_pairs(policy: Any, pm: CachedPM, items: list[QAItem], cfg: PMRLConfig) -> list[dict[str, Any]]:

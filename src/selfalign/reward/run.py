@@ -93,20 +93,27 @@ def load_pairs(cfg: PMRunConfig, policy: Any = None) -> tuple[list[dict[str, Any
 
     tr = [it for it in load_qa("bundled", split="train") if it.answerable][:cfg.n_train_questions or None]
     te = [it for it in load_qa("bundled", split="test") if it.answerable][:cfg.n_test_questions or None]
-    return (_verifiable(policy, tr, cfg, "train"), _verifiable(policy, te, cfg, "test"),
+    def pairs(items: list, split: str) -> list[dict[str, Any]]:
+        return sample_verifiable_pairs(policy, items, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed,
+                                       cfg.pairs_per_question, split)
+
+    return (pairs(tr, "train"), pairs(te, "test"),
             {"source": "verifiable (bundled QA)", "train_questions": len(tr), "test_questions": len(te)})
 
 
-def _verifiable(policy: Any, items: list, cfg: PMRunConfig, split: str) -> list[dict[str, Any]]:
+def sample_verifiable_pairs(policy: Any, items: list, samples: int, temperature: float, max_tokens: int, seed: int,
+                            per_question: int = 1, what: str = "train") -> list[dict[str, Any]]:
+    """``samples`` answers of ``policy`` to each question in the QA prompt (through its store), made
+    into pairs with a gold label by :func:`selfalign.reward.pairs.verifiable_pairs`."""
     from selfalign.critique.bon import qa_prompt
     from selfalign.reward.pairs import verifiable_pairs
     from selfalign.types import GenParams, GenRequest
 
     prompts = [qa_prompt(it.question) for it in items]
-    params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
-    res = policy.generate([GenRequest(p, params, n=cfg.samples, seed=cfg.seed) for p in prompts],
-                          description=f"samples for {split} pairs")
-    return verifiable_pairs(items, [r.texts for r in res], prompts, cfg.pairs_per_question, cfg.seed)
+    params = GenParams(temperature=temperature, max_tokens=max_tokens)
+    res = policy.generate([GenRequest(p, params, n=samples, seed=seed) for p in prompts],
+                          description=f"samples for {what} pairs")
+    return verifiable_pairs(items, [r.texts for r in res], prompts, per_question, seed)
 
 
 @dataclass
