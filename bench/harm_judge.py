@@ -65,7 +65,7 @@ def pm_cost(n: int, encoder: str) -> None:
 
     from selfalign.judges.registry import load_labelled
     from selfalign.models.registry import require_trainable
-    from selfalign.reward.pm import PMEncoder, load_seq_cls
+    from selfalign.train.reward import PMEncoder, load_seq_cls
     from selfalign.train.base import TrainConfig, lora_config
 
     _, rows = load_labelled(DATA)

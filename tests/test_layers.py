@@ -12,9 +12,10 @@ The rule: a module imports only from its own layer or the layers below it. Lowes
     6  evals                                            tasks, runner, statistics
     7  stage, generate                                  the Stage protocol and step runner; `selfalign generate`
     8  report                                           renderers (the bodies call them; they import no body)
-    9  honesty, synth, critique, reward, rlhf, trust    the bodies of work (they may use each other, with no circle)
-    10 recipe                                           chains registered stages
-    11 cli (selfalign/cli.py and every */cli.py)        the top: every command
+    9  command                                          the one command runner: options from a config's fields
+    10 honesty, synth, critique, reward, rlhf, trust    the bodies of work (they may use each other, with no circle)
+    11 recipe                                           chains registered stages
+    12 cli (selfalign/cli.py and every */cli.py)        the top: every command
 
 On top of that, the package graph (``selfalign.X`` -> ``selfalign.Y``, command modules and the
 listed exceptions left out) has no circle. :data:`EXCEPTIONS` lists each import that still runs back up, with its reason; a new one
@@ -41,6 +42,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("evals",),
     ("stage", "generate"),
     ("report",),
+    ("command",),
     ("honesty", "synth", "critique", "reward", "rlhf", "trust"),
     ("recipe",),
     ("cli",),

@@ -200,7 +200,7 @@ def test_pm_cli_trains_evaluates_and_reuses(tiny_model_dir, tmp_path, monkeypatc
     assert cal["temperature_given"] and cal["calibration_pairs"] == 0 and cal["test_pairs"] == 40
     assert cal["scaled"]["temperature"] == pytest.approx(saved["temperature"])
     r = CliRunner().invoke(app, ["pm", "eval", str(pm_dir), "--data", str(rows), "--temperature", "warm"])
-    assert r.exit_code != 0 and "--temperature must be split, saved or a number" in str(r.exception)
+    assert r.exit_code != 0 and "temperature must be split, saved or a number" in str(r.exception)
     p = subprocess.run([sys.executable, "-m", "selfalign.cli", "pm", "train", "--data", "hh:/nope.jsonl"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "/nope.jsonl: no such file" in p.stderr and "Traceback" not in p.stderr

@@ -84,7 +84,8 @@ def test_rlhf_cli_dpo_sweep_and_frontier(tiny_model_dir, tmp_path):
 def test_context_distillation_moves_the_promptless_model_toward_the_prompted_one(tiny_model_dir, tmp_path):
     """Token-level context distillation (top-k + rest buckets) lowers the held-out KL(prompted ||
     model without the prompt) below the undistilled model's; a re-run reuses everything."""
-    from selfalign.rlhf.distill import DistillConfig, bucket_kl, run
+    from selfalign.rlhf.distill import DistillConfig, run
+    from selfalign.train.distill import bucket_kl
     from selfalign.store.cache import Store
 
     import torch

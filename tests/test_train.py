@@ -158,10 +158,10 @@ def _kd_rows() -> list[dict]:
 ENTRY_POINTS = {
     "sft": ("selfalign.train.sft", ROWS, [], True),
     "dpo": ("selfalign.train.dpo", PAIRS, ["--set", "beta=0.5"], True),
-    "pm": ("selfalign.reward.pm", PAIRS, [], False),
-    "rloo": ("selfalign.rlhf.train_rl", [{"prompt": r["prompt"]} for r in ROWS],
+    "pm": ("selfalign.train.reward", PAIRS, [], False),
+    "rloo": ("selfalign.train.rloo", [{"prompt": r["prompt"]} for r in ROWS],
              ["--reward-model", "{base}", "--set", "num_generations=2", "--set", "max_completion_length=4"], True),
-    "distill": ("selfalign.rlhf.distill", None, [], True),
+    "distill": ("selfalign.train.distill", None, [], True),
 }
 
 
@@ -215,7 +215,7 @@ def test_the_scripts_refuse_bad_options_before_loading(tiny_model_dir, tmp_path)
     rows = tmp_path / "p.jsonl"
     rows.write_text(json.dumps({"prompt": "not messages"}) + "\n")
     for pm, message in ((tmp_path / "nope", "not a saved preference model"), (tiny_model_dir, "p.jsonl:1: field 'prompt'")):
-        out = subprocess.run([sys.executable, "-m", "selfalign.rlhf.train_rl", "--rows", str(rows), "--base",
+        out = subprocess.run([sys.executable, "-m", "selfalign.train.rloo", "--rows", str(rows), "--base",
                               str(tiny_model_dir), "--out", str(tmp_path / "rl"), "--reward-model", str(pm)],
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
@@ -223,10 +223,28 @@ def test_the_scripts_refuse_bad_options_before_loading(tiny_model_dir, tmp_path)
     bad = _kd_rows()
     bad[1]["teacher_logprobs"] = bad[1]["teacher_logprobs"][:2]  # 3 positions, 2 log-prob lists
     rows.write_text("".join(json.dumps(r) + "\n" for r in bad))
-    out = subprocess.run([sys.executable, "-m", "selfalign.rlhf.distill", "--rows", str(rows), "--base",
-                          str(tiny_model_dir), "--out", str(tmp_path / "kd")], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 2 and "p.jsonl:2: 3 positions but 3 teacher_ids and 2 teacher_logprobs" in out.stderr, out.stderr
-    assert not (tmp_path / "kd").exists()
+    for module in ("selfalign.train.distill", "selfalign.rlhf.distill"):  # the earlier name runs the same script
+        out = subprocess.run([sys.executable, "-m", module, "--rows", str(rows), "--base",
+                              str(tiny_model_dir), "--out", str(tmp_path / "kd")], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2 and "p.jsonl:2: 3 positions but 3 teacher_ids and 2 teacher_logprobs" in out.stderr, out.stderr
+        assert not (tmp_path / "kd").exists()
+
+
+@pytest.mark.parametrize("old,new", [("selfalign.reward.pm", "selfalign.train.reward"),
+                                     ("selfalign.rlhf.train_rl", "selfalign.train.rloo"),
+                                     ("selfalign.rlhf.distill", "selfalign.train.distill")])
+def test_every_trainer_lives_under_train_and_its_earlier_name_still_runs(old, new, tmp_path):
+    """The PM, RL and distillation trainers moved under train/ (TRL's shape: config + trainer +
+    script); the earlier module names are aliases that run the same script."""
+    import importlib
+    import subprocess
+    import sys
+
+    assert importlib.import_module(old).main is importlib.import_module(new).main
+    extra = ["--reward-model", str(tmp_path)] if new.endswith("rloo") else []
+    out = subprocess.run([sys.executable, "-m", old, "--rows", str(tmp_path / "missing.jsonl"), "--base", "x",
+                          "--out", str(tmp_path / "o"), *extra], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "missing.jsonl" in out.stderr and "Traceback" not in out.stderr, out.stderr
 
 
 def test_a_python_config_and_a_yaml_config_fingerprint_alike(tmp_path):
@@ -255,3 +273,28 @@ def test_the_precision_training_runs_in_is_part_of_the_fingerprint(monkeypatch):
     assert fp("auto") == fp("fp32") != fp("bf16")
     monkeypatch.setattr(prec, "cpu_flags", lambda: {"avx2", "avx512_bf16"})  # native bf16: auto = bf16
     assert fp("auto") == fp("bf16") != fp("fp32")
+
+
+def test_a_finished_training_is_reused_only_while_its_record_matches_the_disk(tmp_path):
+    """TrainingRun decides reuse through the one freshness check (RunDir.step_is_fresh): the same
+    fingerprint with the model and train.json unchanged is reused; another fingerprint, a changed
+    weight file or a deleted train.json is not."""
+    from selfalign.models.precision import choose_precision
+    from selfalign.train.base import TrainConfig, TrainingRun
+    from selfalign.train.dpo import DPOResult
+
+    run = TrainingRun(tmp_path / "t", "fp-1")
+    assert run.finished(3) is None and not (tmp_path / "t").exists()  # asking creates nothing
+    run.model_dir.mkdir(parents=True)
+    (run.model_dir / "config.json").write_text("{}")
+    (run.model_dir / "model.safetensors").write_bytes(b"weights")
+    run.finish([1.0, 0.5], 3, "base", TrainConfig(), choose_precision("fp32"), {"margins": [0.1, 0.2]})
+    again = TrainingRun(tmp_path / "t", "fp-1").finished(3, DPOResult, ("margins",))
+    assert isinstance(again, DPOResult) and again.skipped and again.losses == [1.0, 0.5] and again.margins == [0.1, 0.2]
+    assert TrainingRun(tmp_path / "t", "fp-2").finished(3) is None
+    (run.model_dir / "model.safetensors").write_bytes(b"weightz")
+    assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is None
+    (run.model_dir / "model.safetensors").write_bytes(b"weights")
+    assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is not None
+    run.done.unlink()
+    assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is None

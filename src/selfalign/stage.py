@@ -42,7 +42,7 @@ from selfalign.store.runs import RunDir, input_hashes
 from selfalign.types import stable_hash
 
 #: the named model roles a stage may ask for
-ROLES = ("policy", "teacher", "judge", "scorer")
+ROLES = ("policy", "teacher", "judge", "scorer", "critic", "target")
 
 T = TypeVar("T")
 
@@ -96,10 +96,13 @@ class Models:
         self.loaded: list[str] = []
 
     def spec(self, role: str) -> str:
-        """The spec of ``role``; teacher, judge and scorer default to the policy."""
+        """The spec of ``role``; every role but the policy defaults to the policy."""
         if role not in ROLES:
             raise KeyError(f"unknown model role {role!r}; roles: {', '.join(ROLES)}")
-        return self.specs.get(role) or self.specs["policy"]
+        spec = self.specs.get(role) or self.specs.get("policy")
+        if not spec:
+            raise KeyError(f"no model for role {role!r} (and no policy to default to)")
+        return spec
 
     def get(self, role: str) -> StageModel:
         spec = self.spec(role)
@@ -123,6 +126,10 @@ class Models:
     @property
     def scorer(self) -> StageModel:
         return self.get("scorer")
+
+    @property
+    def critic(self) -> StageModel:
+        return self.get("critic")
 
 
 @dataclass

@@ -76,8 +76,9 @@ def pkqa_build(
 
     from selfalign.data.io import write_jsonl
     from selfalign.honesty.pkqa import TOPICS, build_pkqa
-    from selfalign.models.registry import check_spec, load_model
-    from selfalign.store.cache import CachedModel, Store
+    from selfalign.command import store_loader
+    from selfalign.models.registry import check_spec
+    from selfalign.store.cache import Store
 
     if per_topic < 1:
         raise typer.BadParameter("--per-topic must be >= 1")
@@ -85,9 +86,9 @@ def pkqa_build(
         raise typer.BadParameter(f"--out {out}: folder {Path(out).resolve().parent} does not exist")
     check_spec(generator)
     check_spec(model)
-    st = Store(store)
-    gen = CachedModel(load_model(generator), st)
-    base = gen if generator == model else CachedModel(load_model(model), st)
+    load = store_loader(Store(store))
+    gen = load(generator)
+    base = gen if generator == model else load(model)
     rows, counts = build_pkqa(gen, base, tuple(topic) or TOPICS, per_topic, temperature, seed)
     write_jsonl(Path(out), rows)
     typer.echo(f"{out}: {counts['known']} known questions of {counts['distinct']} distinct "

@@ -72,7 +72,8 @@ from selfalign.store.cache import CachedModel, Store
 from selfalign.store.runs import RunDir, file_hash
 from selfalign.models.precision import choose_precision
 from selfalign.train.cards import add_eval_results, write_dataset_card
-from selfalign.train.sft import TrainConfig, train_sft
+from selfalign.train.base import TrainingRun
+from selfalign.train.sft import TrainConfig, fingerprint as sft_fingerprint, train_sft
 from selfalign.types import stable_hash
 
 STEPS = ("sample", "build", "train", "eval", "report")
@@ -346,18 +347,15 @@ class HonestyRun:
         if step == "build":
             return {"knowledge/train.jsonl": file_hash(d / "knowledge" / "train.jsonl")}
         if step == "eval":
-            from selfalign.train.sft import fingerprint
-
             out = {"knowledge/test.jsonl": file_hash(d / "knowledge" / "test.jsonl"), "model": self.base().model_id}
             for m in self.cfg.methods:
                 if m == "prompt":
                     continue
                 # the model this config asks for, and whether models/<m> is that model
                 rows = read_jsonl(d / "datasets" / f"{m}.jsonl", required=("prompt", "completion"))
-                fp = fingerprint(self.base().model_id, rows, self.train_config(m))
-                done = d / "models" / m / "train.json"
-                trained = json.loads(done.read_text()).get("fingerprint") if done.exists() else None
-                out[f"models/{m}"] = fp if trained == fp else f"not trained yet: {fp}"
+                fp = sft_fingerprint(self.base().model_id, rows, self.train_config(m))
+                trained = TrainingRun(d / "models" / m, fp).is_finished()
+                out[f"models/{m}"] = fp if trained else f"not trained yet: {fp}"
             for _, s in ood_sets(self.cfg):
                 out[f"ood/{s.name}"] = file_hash(resolve_path(s.path))
             return out

@@ -18,8 +18,9 @@ import typer
 from selfalign.data.io import check_output_path, write_jsonl
 from selfalign.reward.harm_judge import file_sha256, train_harm_judge
 from selfalign.judges.registry import TASK_LABELS, JudgeInfo, evaluate, get_judge, list_judges, load_labelled
-from selfalign.models.registry import check_spec, load_model, require_trainable
-from selfalign.store.cache import CachedModel, Store
+from selfalign.models.registry import check_spec, require_trainable
+from selfalign.command import store_loader
+from selfalign.store.cache import Store
 
 app = typer.Typer(no_args_is_help=True, help="Judges: list them, validate one on labelled data, train one.")
 
@@ -56,7 +57,7 @@ def build(info: JudgeInfo, path: str | None, model: str | None, store: str = "")
             raise ValueError(f"judge {info.name} asks a model: give --model SPEC")
         check_spec(model)
         opened = Store(store or None)  # a damaged store fails here, before the model loads
-        return info.factory(model=CachedModel(load_model(model), opened, description="judge"))
+        return info.factory(model=store_loader(opened, {"judge": "judge"}, {"judge": model})(model))
     if info.needs == "path":
         if not path:
             raise ValueError(f"judge {info.name} is trained: give its directory instead of the name")

@@ -14,7 +14,7 @@
   policy's log-probability, or the judge role) on questions of the bundled QA set's *train*
   split; the best-vs-worst pairs -> DPO, or the best answers -> SFT.
 * ``pm-rl``: a preference model on verifiable pairs of the current model's own samples
-  (:func:`selfalign.reward.run.sample_verifiable_pairs`, :func:`selfalign.reward.pm.train_pm`), its
+  (:func:`selfalign.reward.run.sample_verifiable_pairs`, :func:`selfalign.train.reward.train_pm`), its
   held-out accuracy, then the policy optimised against it: DPO on PM-ranked pairs (N samples per
   prompt, best vs worst by PM reward) or RLOO with a KL penalty (:func:`selfalign.train.rloo.train_rloo`).
 
@@ -42,7 +42,7 @@ from selfalign.honesty import datasets as hds
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun, load_splits
 from selfalign.models.registry import require_trainable
 from selfalign.reward.run import sample_verifiable_pairs
-from selfalign.reward.pm import CachedPM, PMConfig, PreferenceModel, train_pm
+from selfalign.train.reward import CachedPM, PMConfig, PreferenceModel, train_pm
 from selfalign.stage import Models, Result, StageContext, Training, register_stage
 from selfalign.store.runs import RunDir
 from selfalign.synth import ifd

@@ -5,7 +5,7 @@ Everything here is numpy/torch; sklearn is not a dependency.
 
 * :class:`FrozenEncoder`: the embedded model (or any causal LM the project's loader resolves),
   frozen, fp32. A (question, answer) pair is rendered exactly as the preference model renders it
-  (:class:`~selfalign.reward.pm.PMEncoder`: the chat template, ending at the end-of-turn token) and
+  (:class:`~selfalign.train.reward.PMEncoder`: the chat template, ending at the end-of-turn token) and
   three poolings of several layers' hidden states are kept: ``last`` (the end-of-turn token),
   ``mean`` (all tokens) and ``resp`` (the mean over the answer's tokens only). Features are cached
   on disk, keyed by the encoder id, the template, the layers and a hash of the rows.
@@ -35,7 +35,7 @@ from selfalign.judges.registry import HARMFUL, evaluate_labels, HARM_LABELS, NOT
 from selfalign.models.hf import model_revision
 from selfalign.models.registry import require_trainable
 from selfalign.reward.harm_text import ComboFeatures
-from selfalign.reward.pm import PMEncoder
+from selfalign.train.reward import PMEncoder
 
 POOLINGS = ("last", "mean", "resp")
 TEMPLATE = "pm-chat-v1"  # PMEncoder's rendering: chat template, text ends at the end-of-turn token

@@ -14,11 +14,12 @@ unchanged, so a killed run resumes and a finished one re-runs in seconds.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from selfalign.reward.pm import PMConfig
+from selfalign.train.reward import PMConfig
 
 
 @dataclass
@@ -135,7 +136,7 @@ def run(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_path: str 
     """Make or load the pairs, train the PM, evaluate it with its baselines. Returns rows + summary."""
     from selfalign.models.registry import require_trainable
     from selfalign.reward.evaluate import evaluate_pm
-    from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
+    from selfalign.train.reward import CachedPM, PreferenceModel, train_pm
 
     train, test, made = load_pairs(cfg, policy)
     if not train or not test:
@@ -178,7 +179,7 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     from selfalign.models.registry import require_trainable
     from selfalign.reward.evaluate import evaluate_pm
     from selfalign.reward.pairs import halves_by_prompt, prompt_key
-    from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
+    from selfalign.train.reward import CachedPM, PreferenceModel, train_pm
 
     train, test, made = load_pairs(cfg, policy)
     half_a, half_b = halves_by_prompt(train, cfg.seed)
@@ -209,3 +210,99 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     out["prompts_shared_between_halves"] = len({prompt_key(r) for r in half_a} & {prompt_key(r) for r in half_b})
     train = [{**r, "meta": {**(r.get("meta") or {}), "half": n}} for n, h in (("a", half_a), ("b", half_b)) for r in h]
     return SplitHalfResult(rows=rows, train=train, test=test, summary=out)
+
+
+@dataclass
+class PMEvalConfig:
+    """``pm eval``: a trained PM directory scored on pairs that are all held out. ``temperature``:
+    ``split`` (fit on half the pairs, ECE on the other half), ``saved`` (the PM's
+    ``temperature.json`` from ``pm calibrate``) or a number."""
+
+    pm: str = ""
+    data: str = ""  # hh:<path> | preference rows .jsonl
+    out: str = "runs/pm-eval"
+    max_length: int = 512
+    temperature: str = "split"
+    store: str = ""
+    seed: int = 0
+
+
+@dataclass
+class PMCalibrateConfig:
+    """``pm calibrate``: fit the temperature of a trained PM on a calibration set of pairs."""
+
+    pm: str = ""
+    data: str = ""  # calibration pairs: hh:<path> | preference rows .jsonl
+    out: str = "runs/pm-calibrate"
+    max_length: int = 512
+    store: str = ""
+    seed: int = 0
+
+
+@dataclass
+class PMEvalResult:
+    """Pairs scored by a saved PM, and the summary the PM report renders."""
+
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def check_pm_dir(cfg: PMEvalConfig | PMCalibrateConfig) -> float | None:
+    """The PM directory, the pair file and (``pm eval``) the temperature, checked before any
+    scoring; returns the temperature given (None: fit on a split)."""
+    if not Path(cfg.pm, "config.json").is_file():
+        raise ValueError(f"{cfg.pm}: not a saved model directory (no config.json)")
+    if not cfg.data:
+        raise ValueError("data: a pair file is required (hh:<path> | preference rows .jsonl)")
+    read_pairs(cfg.data)
+    temperature = getattr(cfg, "temperature", "split")
+    if temperature == "split":
+        return None
+    if temperature == "saved":
+        saved = Path(cfg.pm, "temperature.json")
+        if not saved.is_file():
+            raise ValueError(f"{saved}: no saved temperature (run selfalign pm calibrate first)")
+        return float(json.loads(saved.read_text())["temperature"])
+    try:
+        return float(temperature)
+    except ValueError:
+        raise ValueError(f"temperature must be split, saved or a number, got {temperature!r}") from None
+
+
+def evaluate_saved(cfg: PMEvalConfig, store: Any = None) -> PMEvalResult:
+    """A trained PM on pairs: accuracy, the shorter-wins baseline, calibration."""
+    from selfalign.reward.evaluate import evaluate_pm
+    from selfalign.train.reward import CachedPM, PreferenceModel
+
+    temp = check_pm_dir(cfg)
+    rows, made = read_pairs(cfg.data)
+    model = CachedPM(PreferenceModel(cfg.pm, cfg.max_length), store)
+    scored, s = evaluate_pm(model.rewards, rows, None, 0.5, seed=cfg.seed, temperature=temp)
+    s.update({"made": made, "train_pairs": 0, "test_pairs": len(rows), "truncated": model.pm.truncated,
+              "train_accuracy": s["accuracy"], "pm_dir": cfg.pm})
+    return PMEvalResult(scored, s)
+
+
+def calibrate_saved(cfg: PMCalibrateConfig, store: Any = None) -> PMEvalResult:
+    """Temperature scaling (Guo et al. 2017): fit T on these pairs (both orders of each, so the fit
+    sees predictions on both sides of 0.5) and save it as ``<pm>/temperature.json``. The ECE of
+    the summary is in-sample; ``pm eval --temperature saved`` measures it on other pairs."""
+    from selfalign.reward.evaluate import evaluate_pm, fit_temperature
+    from selfalign.train.reward import CachedPM, PreferenceModel
+
+    check_pm_dir(cfg)
+    rows, made = read_pairs(cfg.data)
+    if len(rows) < 2:
+        raise ValueError(f"{cfg.data}: calibration needs at least 2 pairs, got {len(rows)}")
+    model = CachedPM(PreferenceModel(cfg.pm, cfg.max_length), store)
+    prompts = [r["prompt"] for r in rows]
+    gaps = [c - j for c, j in zip(model.rewards(prompts, [r["chosen"] for r in rows]),
+                                  model.rewards(prompts, [r["rejected"] for r in rows]))]
+    T = fit_temperature(gaps + [-g for g in gaps], [True] * len(gaps) + [False] * len(gaps))
+    scored, s = evaluate_pm(model.rewards, rows, None, 0.0, seed=cfg.seed, temperature=T)
+    s["calibration"]["in_sample"] = True
+    s["calibration"]["temperature_given"] = False
+    s.update({"made": made, "train_pairs": 0, "test_pairs": len(rows), "truncated": model.pm.truncated,
+              "train_accuracy": s["accuracy"], "pm_dir": cfg.pm})
+    Path(cfg.pm, "temperature.json").write_text(json.dumps({"temperature": T, "fitted_on": cfg.data, "pairs": len(rows)}))
+    return PMEvalResult(scored, s)

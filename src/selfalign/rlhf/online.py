@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from selfalign.reward.pm import PMConfig
+from selfalign.train.reward import PMConfig
 from selfalign.train.rloo import RLOOTrainConfig
 
 
@@ -84,7 +84,7 @@ def run(cfg: OnlineConfig, store: Any = None, base_path: str | None = None,
     from selfalign.models.hf import HFModel
     from selfalign.models.registry import require_trainable
     from selfalign.reward.pairs import verifiable_pairs
-    from selfalign.reward.pm import CachedPM, PreferenceModel, train_pm
+    from selfalign.train.reward import CachedPM, PreferenceModel, train_pm
     from selfalign.rlhf.frontier import step_monitor
     from selfalign.store.cache import CachedModel, Store
     from selfalign.train.rloo import train_rloo

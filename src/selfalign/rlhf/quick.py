@@ -49,7 +49,7 @@ class QuickResult:
 
 def run(cfg: QuickConfig, policy: Any, store: Any, progress: Callable[[str], None] | None = None) -> QuickResult:
     """``policy``: the store-wrapped policy model (samples for the pairs, BoN and RL evaluation)."""
-    from selfalign.reward.pm import CachedPM, PreferenceModel
+    from selfalign.train.reward import CachedPM, PreferenceModel
     from selfalign.reward.run import split_half
     from selfalign.rlhf.frontier import run as frontier
 

@@ -59,16 +59,26 @@ def git_dirty() -> bool | None:
     return None if out is None else bool(out.strip())
 
 
+_HASHED: dict[tuple[str, int, int, int], str] = {}
+
+
 def file_hash(path: str | Path) -> str:
-    """sha256 of a file's bytes ("missing" when it does not exist)."""
+    """sha256 of a file's bytes ("missing" when it does not exist). Within one process a file whose
+    path, size, inode and modification time are unchanged is not read again (a model's weights
+    are checked by several steps of one run)."""
     p = Path(path)
-    if not p.exists():
+    try:
+        st = p.stat()
+    except OSError:
         return "missing"
-    h = hashlib.sha256()
-    with p.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    key = (str(p.resolve()), st.st_size, st.st_ino, st.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with p.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
 
 
 def cpu_info() -> dict[str, Any]:

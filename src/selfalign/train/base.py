@@ -24,13 +24,14 @@ import time
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 from selfalign import logs
 from selfalign.config import config_to_dict
 from selfalign.models.base import MissingExtra, ModelError
 from selfalign.train.cards import write_model_card
 from selfalign.models.precision import PRECISIONS, Precision, choose_precision
+from selfalign.store.runs import RunDir
 from selfalign.types import stable_hash
 
 log = logging.getLogger("selfalign.train")
@@ -121,6 +122,9 @@ def check_rows(rows: Sequence[Any], cfg: TrainConfig, source: str = "") -> None:
     if steps < 1:
         raise ValueError(f"{where}{len(rows)} rows with batch_size={cfg.batch_size}, grad_accum={cfg.grad_accum} "
                          f"and epochs={cfg.epochs} give 0 training steps")
+
+
+R = TypeVar("R", bound="TrainResult")
 
 
 @dataclass
@@ -283,15 +287,24 @@ class TrainingRun:
         self.model_dir = self.out / "model"
         self.t0 = time.time()
 
-    def finished(self, n_rows: int) -> TrainResult | None:
-        """The earlier result when this exact training already finished, else None."""
-        if not self.done.exists():
+    #: the step record of a finished training (``<out>/steps/training.json``)
+    STEP = "training"
+
+    def is_finished(self) -> bool:
+        """Did this exact training (this fingerprint) finish, with its model and ``train.json``
+        unchanged on disk? Decided by the one freshness check,
+        :meth:`selfalign.store.runs.RunDir.step_is_fresh`, on the record :meth:`finish` writes."""
+        return self.out.is_dir() and RunDir(self.out).step_is_fresh(self.STEP, {"fingerprint": self.fp}, {})
+
+    def finished(self, n_rows: int, cls: type[R] = TrainResult, keys: Sequence[str] = ()) -> R | None:  # type: ignore[assignment]
+        """The earlier result when this exact training already finished, else None: the one
+        reuse check of every trainer. ``cls`` is the trainer's result type and ``keys`` its own
+        fields, read back from ``train.json`` (where :meth:`train`'s ``extra`` wrote them)."""
+        if not self.is_finished():
             return None
         info = json.loads(self.done.read_text())
-        if info.get("fingerprint") != self.fp or not (self.model_dir / "config.json").exists():
-            return None
-        return TrainResult(self.model_dir, info.get("losses", []), info.get("seconds", 0.0), n_rows, skipped=True,
-                           precision=info.get("precision", ""))
+        return cls(self.model_dir, info.get("losses", []), info.get("seconds", 0.0), n_rows, skipped=True,
+                   precision=info.get("precision", ""), **{k: info[k] for k in keys if k in info})
 
     def prepare(self) -> str | None:
         """Make the checkpoint folder; the checkpoint to resume from, if one of these inputs exists."""
@@ -353,6 +366,10 @@ class TrainingRun:
                                          "precision_reason": precision.reason, "config": config_to_dict(cfg),
                                          **(extra or {})}, indent=2))
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        # the model's files, its card left out: evaluation results are added to README.md later
+        outputs = ["train.json"] + sorted(str(p.relative_to(self.out)) for p in self.model_dir.rglob("*")
+                                          if p.is_file() and p.name != "README.md")
+        RunDir(self.out).record_step(self.STEP, {"fingerprint": self.fp}, {}, outputs, seconds, {"n_rows": n_rows})
         return TrainResult(self.model_dir, losses, seconds, n_rows, precision=precision.name)
 
 

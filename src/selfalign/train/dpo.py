@@ -75,16 +75,12 @@ def _history(trainer_or_info: Any, key: str) -> list[float]:
 def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg: DPOTrainConfig | None = None,
               base_id: str | None = None) -> DPOResult:
     """DPO on ``rows`` from ``base``; the merged model lands in ``out_dir/model``."""
-    import json
-
     cfg = cfg or DPOTrainConfig()
     check_rows(rows, cfg)  # zero rows or zero steps: refused before anything loads
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
-    earlier = run.finished(len(rows))
+    earlier = run.finished(len(rows), DPOResult, ("logps_chosen", "logps_rejected", "margins"))
     if earlier is not None:
-        info = json.loads(run.done.read_text())
-        return DPOResult(earlier.model_dir, earlier.losses, earlier.seconds, earlier.n_rows, True, earlier.precision,
-                         info.get("logps_chosen", []), info.get("logps_rejected", []), info.get("margins", []))
+        return earlier
     if not rows:
         raise ValueError("no preference rows")
     require_trl()

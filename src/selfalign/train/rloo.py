@@ -9,7 +9,7 @@ exactly HH's shaped reward, and uses the leave-one-out mean of the other samples
 the baseline. ``beta`` must be > 0 here: GRPO's default beta is 0 (no KL), which is not RLHF.
 
 The reward function is given (``reward_fn(prompts, completions) -> list[float]``); for RLHF it is
-a preference model's :meth:`selfalign.reward.pm.CachedPM.rewards`, the same code path that trains
+a preference model's :meth:`selfalign.train.reward.CachedPM.rewards`, the same code path that trains
 and evaluates the PM (one tokenisation, read at the end-of-context token). With LoRA (the
 default) the reference model is the base with adapters disabled.
 
@@ -42,8 +42,10 @@ from selfalign.train.base import (
     load_for_training,
     lora_config,
     require_trl,
+    script_main,
     trainer_args,
 )
+from selfalign.train.reward import PreferenceModel
 
 RewardFn = Callable[[Sequence[Any], Sequence[Any]], list[float]]
 Monitor = Callable[[Sequence[Any], Sequence[Any]], dict[str, float]]
@@ -89,15 +91,12 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
     policy lands in ``out_dir/model``. ``reward_id`` names the reward (the PM's id) for the fingerprint.
     ``monitor(prompts, completions)`` returns extra metrics of each batch (it does not change
     training, so it is not in the fingerprint)."""
-    import json
 
     cfg = cfg or RLOOTrainConfig()
     run = TrainingRun(out_dir, fingerprint(base_id or base, prompts, cfg, reward_id))
-    earlier = run.finished(len(prompts))
+    earlier = run.finished(len(prompts), RLResult, ("history",))
     if earlier is not None:
-        info = json.loads(run.done.read_text())
-        return RLResult(earlier.model_dir, earlier.losses, earlier.seconds, earlier.n_rows, True, earlier.precision,
-                        info.get("history", []))
+        return earlier
     if not prompts:
         raise ValueError("no prompts")
     require_trl()
@@ -267,3 +266,36 @@ def sequence_kl(policy: Any, reference: Any, prompts: Sequence[Any], samples: Se
         plain.append(x)
         k3.append(y)
     return {"kl": sum(plain) / len(plain), "kl_k3": sum(k3) / len(k3), "n": len(plain)}
+
+
+def bind_pm(a: Any, rows: Sequence[dict[str, Any]]) -> Callable[..., RLResult]:
+    """The script's training function: RLOO against the PM at ``--reward-model``, checked here
+    with the rows (a one-line error before anything loads), loaded when training starts. Every
+    process loads the PM and rewards its own completions with
+    :meth:`selfalign.train.reward.PreferenceModel.rewards` (the path that trained and evaluates
+    it); the rewards do not go through the store here (each rank would write the same texts)."""
+    pm_dir = Path(a.reward_model)
+    if not (pm_dir / "config.json").exists():
+        raise ValueError(f"--reward-model {pm_dir}: not a saved preference model (no config.json)")
+    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r["prompt"], list)), None)
+    if bad is not None:
+        raise ValueError(f"{a.rows}:{bad}: field 'prompt' must be a list of chat messages")
+
+    def train(rows: Sequence[dict[str, Any]], base: str, out: str, cfg: RLOOTrainConfig) -> RLResult:
+        pm = PreferenceModel(pm_dir)
+        return train_rloo([r["prompt"] for r in rows], pm.rewards, pm.model_id, base, out, cfg)
+
+    return train
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m selfalign.train.rloo --rows prompts.jsonl --reward-model PM_DIR --base ... --out ...``:
+    RLOO against a saved PM, one entry point for a single process and ``accelerate launch`` (rows
+    are ``{"prompt": [chat messages]}``; only process 0 saves the policy and writes ``train.json``)."""
+    script_main(argv, "python -m selfalign.train.rloo", main.__doc__ or "", RLOOTrainConfig, ("prompt",), train_rloo,
+                options=[("--reward-model", {"required": True, "help": "directory of the preference model"})],
+                bind=bind_pm)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,31 +1,31 @@
-"""``selfalign trust list | run | compare | judges``.
+"""``selfalign trust list | run | compare | judges | to-data | train | tradeoff``.
 
-``run`` writes ``<out>/<study>/rows.jsonl`` + ``summary.json`` per study and ``<out>/report.html``
+``run`` (a :class:`selfalign.command.Command` registration: options from :class:`TrustConfig`'s
+fields) writes ``<out>/<study>/rows.jsonl`` + ``summary.json`` per study and ``<out>/report.html``
 (+ ``report.json``, a step record) for all; every generation and judge call goes through the store,
 so a killed run resumes without asking again. ``compare`` reads two runs.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from selfalign.command import Command, add_command
 from selfalign.config import config_from_yaml, config_to_dict
 from selfalign.data.io import read_jsonl
 from selfalign.judges.refusal import recorded_validation
 from selfalign.judges.registry import get_judge, judge_card
-from selfalign.models.registry import check_spec, load_model, require_trainable
+from selfalign.models.registry import check_spec, require_trainable
 from selfalign.report.tradeoff import tradeoff_report
 from selfalign.report.trust import compare_report, trust_report
-from selfalign.store.cache import CachedModel, Store
-from selfalign.store.runs import write_stage
+from selfalign.stage import Models, StageContext
 from selfalign.train.dpo import COLUMNS as DCOLS, DPOTrainConfig, train_dpo
 from selfalign.train.base import check_rows
 from selfalign.train.sft import COLUMNS, TrainConfig, train_sft
-from selfalign.trust.run import (TrustConfig, compare as compare_runs, headline as trust_headline, prepare_studies, run as run_studies,
+from selfalign.trust.run import (TrustConfig, TrustResult, compare as compare_runs, headline as trust_headline, prepare_studies, run as run_studies,
                                  refusal_rule_validation, trained_harm_validation, validate_parsers, validate_refusal_detector)
 from selfalign.trust.studies import STUDIES
 from selfalign.trust.taxonomy import CATEGORIES, studies_for
@@ -49,46 +49,32 @@ def list_() -> None:
     typer.echo(f"studies: {', '.join(STUDIES)}")
 
 
-@app.command()
-def run(config: Optional[str] = CONFIG, set: List[str] = SET,
-        out: Optional[str] = typer.Option(None, "--out", "-o", help="output directory"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="model under evaluation"),
-        generator: Optional[str] = typer.Option(None, help="model that writes the safety questions (default: --model)"),
-        judge: Optional[str] = typer.Option(None, help="LLM judge for safety (harm), misuse and xstest (refusal) (default: the rule refusal judge)"),
-        studies: Optional[str] = typer.Option(None, help="comma-separated studies (default: all)")) -> None:
-    """Run the studies on one model; report with intervals, unscored shares and the coverage grid."""
-
-
-    flags = {"out": out, "model": model, "generator": generator, "judge": judge}
-    overrides = list(set) + [f"{k}={v}" for k, v in flags.items() if v is not None]
-    if studies:
-        overrides.append(f"studies=[{studies}]")
-    cfg = config_from_yaml(TrustConfig, config, overrides)
-    for spec in (cfg.model, cfg.generator, cfg.judge):
-        if spec:
-            check_spec(spec)
+def _run(cfg: TrustConfig, models: Models, ctx: StageContext) -> TrustResult:
     prepared = prepare_studies(cfg)  # every input file read before a model loads
-    store = Store(cfg.store or None)
+    gen = models.get("teacher") if cfg.generator and cfg.generator != cfg.model else models.policy
+    return run_studies(cfg, models.policy, gen, models.judge if cfg.judge else None, prepared, progress=ctx.log)
 
-    def load(spec: str, what: str) -> CachedModel:
-        return CachedModel(load_model(spec), store, description=what)
 
-    m = load(cfg.model, "answers")
-    gen = load(cfg.generator, "safety questions") if cfg.generator and cfg.generator != cfg.model else m
-    jm = load(cfg.judge, "judge") if cfg.judge else None
-    t0 = time.time()
-    result = run_studies(cfg, m, gen, jm, prepared, progress=lambda s: typer.echo(f"[trust] {s}", err=True))
-    conf = config_to_dict(cfg)
-    rows = [{"study": k, **{x: v for x, v in s.items() if x != "examples"}} for k, s in result.studies.items()]
-    summary = config_to_dict(result)
-    stage = write_stage(cfg.out, "trust-run", conf, {}, rows, lambda d: trust_report(d, summary, conf), None,
-                        time.time() - t0, store.tally, {"model": {"answers": m.model_id}}, headline=trust_headline(result))
+def _run_echo(cfg: TrustConfig, result: TrustResult) -> list[str]:
+    lines = []
     for name, s in result.studies.items():
         h = s["metrics"][s["headline"]]
         val = (f"{100 * h['value']:.1f} [{100 * h['lo']:.1f}, {100 * h['hi']:.1f}]" if s["reliable"]
                else f"unreliable ({100 * s['judge']['unscored_share']:.0f}% unscored)")
-        typer.echo(f"{name:15s} {s['headline']:14s} {val}")
-    typer.echo(f"report: {stage.report_path}")
+        lines.append(f"{name:15s} {s['headline']:14s} {val}")
+    return lines
+
+
+add_command(app, Command(
+    "run", "trust-run", TrustConfig, _run, {"policy": "model", "teacher": "generator", "judge": "judge"},
+    rows=lambda r: [{"study": k, **{x: v for x, v in s.items() if x != "examples"}} for k, s in r.studies.items()],
+    render=lambda d, r, conf: trust_report(d, config_to_dict(r), conf), headline=trust_headline,
+    extra=lambda cfg, r: {"model": {"answers": r.model}}, echo=_run_echo,
+    descriptions={"policy": "answers", "teacher": "safety questions", "judge": "judge"},
+    helps={"model": "model under evaluation", "generator": "model that writes the safety questions (default: --model)",
+           "judge": "LLM judge for safety (harm), misuse and xstest (refusal) (default: the rule refusal judge)",
+           "studies": "comma-separated studies (default: all)"},
+    help="Run the studies on one model; report with intervals, unscored shares and the coverage grid."))
 
 
 @app.command()

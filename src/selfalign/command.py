@@ -1,0 +1,289 @@
+"""The one command runner: a sub-CLI command is a :class:`Command` registration, and
+:func:`add_command` turns it into a typer command whose options are generated from the config
+dataclass's fields (as TRL's ``TrlParser`` builds its argument parser from dataclasses).
+
+Every generated command does the same steps, here and nowhere else:
+
+1. the config: YAML (``--config``), then ``--set key=value`` overrides, then the generated
+   ``--<field>`` options, built strictly (:func:`selfalign.config.load_config`: an unknown key names
+   the nearest valid one, a bad value names its field);
+2. the checks, before any model loads or input is scored: every model option names a model
+   (:func:`selfalign.models.registry.check_spec`), every trained one can be fine-tuned here, and the
+   command's own ``check`` reads its input files;
+3. the models: each role (policy, teacher, judge, scorer) is the model named by one config field,
+   wrapped in the store and loaded on first use (:class:`selfalign.stage.Models`), so a role the
+   run never asks for is never loaded;
+4. ``run(cfg, models, ctx) -> result``, a typed result;
+5. the record: :func:`selfalign.store.runs.write_stage` writes the rows, the provenance, the
+   report (the command's ``render``, which only renders) and the step record;
+6. what is printed: the command's ``echo`` lines, then the report's path.
+
+So a sub-CLI (``synth``, ``critique``, ``pm``, ``rlhf``, ``trust``) is a list of registrations
+plus the few commands whose arguments are not a config (a sweep, a list of runs to compare).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from selfalign.config import apply_overrides, config_to_dict, load_config, read_yaml
+from selfalign.models.base import StageModel
+from selfalign.models.registry import check_spec, load_model, require_trainable
+from selfalign.stage import ROLES, Models, StageContext
+from selfalign.store.cache import CachedModel, Store
+from selfalign.store.runs import StageResult, input_hashes, write_stage
+
+#: the short flags the generated options keep from the hand-written CLIs
+SHORT = {"model": "-m", "out": "-o"}
+#: names a generated option may not take (the runner's own options)
+RESERVED = ("config", "set")
+
+
+@dataclass
+class Record:
+    """A further step record a command writes (see :attr:`Command.records`)."""
+
+    out: str
+    step: str
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+    render: Callable[[Path], Path] | None = None
+    headline: dict[str, Any] | None = None
+
+
+@dataclass
+class Command:
+    """One sub-CLI command.
+
+    * ``name``: the command's name; ``step``: its step record's name (``steps/<step>.json``);
+    * ``config``: the config dataclass; each scalar field becomes ``--<field-name>``;
+    * ``run(cfg, models, ctx) -> result``;
+    * ``models``: role -> the config field naming that role's model (``{"policy": "model"}``), or a
+      function of the config giving its spec; an empty spec leaves the role to default to the
+      policy (:meth:`Models.spec`);
+    * ``trainable``: fields naming a model the command fine-tunes (checked before any work);
+    * ``check(cfg)``: reads and checks every input before any model loads;
+    * ``inputs(cfg)``: the files the outputs depend on (hashed into the step record);
+    * ``rows(result)``: the rows written to ``rows.jsonl``; ``render(out_dir, result, conf)``: the
+      report (returns its path); ``headline(result)``: the numbers in ``metrics.json``;
+    * ``records(cfg, result)``: further step records the command writes (a command that runs two
+      steps, as ``rlhf quick``), written before its own;
+    * ``after(cfg, result, ctx)``: files written beside the rows (pairs, candidates, a PM's
+      temperature), after the record;
+    * ``echo(cfg, result)``: the lines printed before the report's path;
+    * ``out(cfg)``: the output folder (default ``cfg.out``); ``defaults``: config values this command
+      starts from, under the YAML (``rlhf bon`` writes to ``runs/rlhf-bon``, not the frontier's folder);
+    * ``rename``: field -> option name where the CLI's name differs (llm2llm's ``--model`` is its
+      ``student``); ``argument``: a field taken as the positional argument; ``hidden``: fields not
+      made options (still settable with ``--set``); ``helps``: field -> help text;
+    * ``descriptions``: role -> what the store's progress bar calls its work.
+    """
+
+    name: str
+    step: str
+    config: type
+    run: Callable[[Any, Models, StageContext], Any]
+    models: dict[str, str | Callable[[Any], str]] = field(default_factory=dict)
+    trainable: tuple[str, ...] = ()
+    check: Callable[[Any], Any] | None = None
+    inputs: Callable[[Any], list[str]] | None = None
+    rows: Callable[[Any], list[dict[str, Any]]] = lambda res: list(getattr(res, "rows", []))
+    render: Callable[[Path, Any, dict[str, Any]], Path] | None = None
+    headline: Callable[[Any], dict[str, Any]] | None = None
+    stats: Callable[[Any], dict[str, Any] | None] | None = None
+    extra: Callable[[Any, Any], dict[str, Any] | None] | None = None
+    records: Callable[[Any, Any], list[Record]] | None = None
+    after: Callable[[Any, Any, StageContext], None] | None = None
+    echo: Callable[[Any, Any], list[str]] | None = None
+    out: Callable[[Any], str] = lambda cfg: str(cfg.out)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    rename: dict[str, str] = field(default_factory=dict)
+    argument: str | None = None
+    hidden: tuple[str, ...] = ()
+    helps: dict[str, str] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if not dataclasses.is_dataclass(self.config):
+            raise TypeError(f"command {self.name}: config must be a dataclass")
+        names = {f.name for f in dataclasses.fields(self.config)}
+        bad_roles = [r for r in self.models if r not in ROLES]
+        unknown = [f for f in (*(v for v in self.models.values() if isinstance(v, str)), *self.trainable, *self.rename, *self.hidden,
+                               *([self.argument] if self.argument else [])) if f not in names]
+        if bad_roles or unknown:
+            raise ValueError(f"command {self.name}: unknown role(s) {bad_roles} or field(s) {unknown} "
+                             f"of {self.config.__name__}")
+        taken = [self.rename.get(f, f) for f in names if self.rename.get(f, f) in RESERVED]
+        if taken:
+            raise ValueError(f"command {self.name}: option name(s) {taken} are the runner's own")
+
+
+# ------------------------------------------------------------------ options from fields
+def _scalar(tp: Any) -> type | None:
+    """The option type of a field's type: str, int, float or bool (Optional and Literal unwrapped),
+    ``list`` for a list of strings (given comma-separated); None for other lists, mappings and
+    nested configs, which stay ``--set`` keys."""
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple) and typing.get_args(tp)[:1] == (str,):
+        return list
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _scalar(inner[0]) if len(inner) == 1 else None
+    if origin is typing.Literal:
+        kinds = {type(a) for a in typing.get_args(tp)}
+        return kinds.pop() if len(kinds) == 1 and kinds <= {str, int} else None
+    return tp if tp in (str, int, float, bool) else None
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """The comment beside each field in the config's source (``n: int = 2  # what n is``): the
+    help of its generated option, as a field's ``metadata["help"]`` is in TRL's parser."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        for line in lines:
+            m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
+            if m:
+                out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+@dataclass
+class Option:
+    field: str  # the config field it sets
+    name: str  # the python parameter (and, with dashes, the option) name
+    type: type
+    help: str
+
+
+def options(cmd: Command) -> list[Option]:
+    """The generated options of ``cmd``, one per scalar config field, in the config's order."""
+    hints = typing.get_type_hints(cmd.config)
+    comments = field_comments(cmd.config)
+    out = []
+    for f in dataclasses.fields(cmd.config):
+        tp = _scalar(hints[f.name])
+        if tp is None or f.name in cmd.hidden or f.name == cmd.argument:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        lit = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
+        what = cmd.helps.get(f.name) or comments.get(f.name) or (" | ".join(map(str, lit)) if lit else "")
+        if tp is list:
+            what = f"{what} (comma-separated)".strip()
+        if default not in (None, "") and "default" not in what:
+            what = f"{what} (default: {default})".strip()
+        out.append(Option(f.name, cmd.rename.get(f.name, f.name), tp, what))
+    return out
+
+
+def build_config(cmd: Command, config: str | None, overrides: list[str], flags: dict[str, Any]) -> Any:
+    """The command's defaults, then the YAML, then ``--set`` overrides, then the options given
+    (``flags``: field -> value, None for not given): later ones win."""
+    data = apply_overrides({**cmd.defaults, **(read_yaml(config) if config else {})}, list(overrides))
+    data.update({k: v for k, v in flags.items() if v is not None})
+    for o in options(cmd):  # a list option is given comma-separated
+        if o.type is list and isinstance(flags.get(o.field), str):
+            data[o.field] = [x.strip() for x in flags[o.field].split(",") if x.strip()]
+    return load_config(cmd.config, data, str(config) if config else "<options>")
+
+
+def store_loader(store: Store, descriptions: dict[str, str] | None = None,
+                 roles: dict[str, str] | None = None) -> Callable[[str], StageModel]:
+    """spec -> the registry's model in the store; the progress bar says what the role does."""
+    label = {spec: (descriptions or {}).get(role, role) for role, spec in (roles or {}).items()}
+
+    def load(spec: str) -> StageModel:
+        return CachedModel(load_model(spec), store, description=label.get(spec, "generating"))
+
+    return load
+
+
+def execute(cmd: Command, cfg: Any) -> StageResult:
+    """Steps 2-6 of the module docstring on a built config."""
+    named = {role: (fld(cfg) if callable(fld) else getattr(cfg, fld)) for role, fld in cmd.models.items()}
+    specs = {role: spec for role, spec in named.items() if spec}
+    for spec in specs.values():
+        check_spec(spec)
+    for fld in cmd.trainable:
+        check_spec(getattr(cfg, fld))
+        require_trainable(getattr(cfg, fld), fld, convert=False)
+    if cmd.check is not None:
+        cmd.check(cfg)
+    store = Store(getattr(cfg, "store", "") or None)
+    models = Models(specs, store_loader(store, cmd.descriptions, specs))
+    out = cmd.out(cfg)
+    ctx = StageContext(Path(out), cmd.step, lambda m: typer.echo(f"[{cmd.name}] {m}", err=True), True, store)
+    t0 = time.time()
+    res = cmd.run(cfg, models, ctx)
+    seconds = time.time() - t0
+    for r in cmd.records(cfg, res) if cmd.records else ():
+        write_stage(r.out, r.step, r.config, {}, r.rows, r.render, None, None, store.tally, headline=r.headline)
+    conf = config_to_dict(cfg)
+    render = cmd.render
+    stage = write_stage(out, cmd.step, conf, input_hashes(cmd.inputs(cfg) if cmd.inputs else []), cmd.rows(res),
+                        (lambda d: render(d, res, conf)) if render is not None else None,
+                        cmd.stats(res) if cmd.stats else None, seconds, store.tally,
+                        cmd.extra(cfg, res) if cmd.extra else None, cmd.headline(res) if cmd.headline else None)
+    if cmd.after is not None:
+        cmd.after(cfg, res, ctx)
+    for line in cmd.echo(cfg, res) if cmd.echo else ():
+        typer.echo(line)
+    if stage.report_path is not None:
+        typer.echo(f"report: {stage.report_path}")
+    return stage
+
+
+def add_command(app: typer.Typer, cmd: Command) -> Callable[..., None]:
+    """Register ``cmd`` on ``app`` with its generated options; returns the function typer calls."""
+    opts = options(cmd)
+    params = []
+    if cmd.argument:
+        params.append(inspect.Parameter(cmd.argument, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                        default=typer.Argument(..., help=cmd.helps.get(cmd.argument))))
+    params += [
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                          default=typer.Option(None, "--config", "-c", help=f"YAML config (keys of {cmd.config.__name__})")),
+        inspect.Parameter("set", inspect.Parameter.KEYWORD_ONLY, annotation=List[str],
+                          default=typer.Option([], "--set", help="override a config key: --set key=value (repeatable)")),
+    ]
+    for o in opts:
+        decls = [f"--{o.name.replace('_', '-')}"] + ([SHORT[o.name]] if o.name in SHORT else [])
+        if o.type is bool:
+            decls = [f"--{o.name.replace('_', '-')}/--no-{o.name.replace('_', '-')}"]
+        kind = str if o.type is list else o.type
+        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                        default=typer.Option(None, *decls, help=o.help)))
+
+    def command(**kw: Any) -> None:
+        flags = {o.field: kw.get(o.name) for o in opts}
+        if cmd.argument:
+            flags[cmd.argument] = kw[cmd.argument]
+        execute(cmd, build_config(cmd, kw.get("config"), kw.get("set") or [], flags))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = cmd.help or (cmd.run.__doc__ or "").strip()
+    command.__name__ = cmd.name.replace("-", "_")
+    app.command(cmd.name)(command)
+    return command
+
+
+def add_commands(app: typer.Typer, commands: list[Command]) -> None:
+    for cmd in commands:
+        add_command(app, cmd)
