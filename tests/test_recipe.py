@@ -114,7 +114,7 @@ def test_registry_finds_stages_by_name_and_refuses_a_second_registration():
     with pytest.raises(TypeError, match="derived from Result"):
         register_stage("bad", config=ToyConfig, result=ToyConfig)
     with pytest.raises(ValueError, match="unknown role"):
-        register_stage("bad", config=ToyConfig, result=ToyResult, roles=("critic",))
+        register_stage("bad", config=ToyConfig, result=ToyResult, roles=("grader",))
 
 
 def test_a_stage_must_return_its_typed_result(tmp_path):
@@ -160,7 +160,7 @@ def test_plan_validates_every_stage_before_any_model(tmp_path, monkeypatch):
          r"stages\[0\] \(synth-sft\)\.options: .*s\.jsonl"),
         ({"stages": []}, r"stages: name at least one stage"),
         ({"modles": {}}, r"unknown key 'modles'.*'models'"),
-        ({"models": {"critic": "x"}}, r"models: unknown or fixed role"),
+        ({"models": {"grader": "x"}}, r"models: unknown or fixed role"),
     ]
     for over, pattern in bad:
         with pytest.raises(ConfigError, match=pattern):
@@ -338,6 +338,21 @@ def test_quick_recipe_plans(tmp_path):
     assert not any(s.cached for s in runner.plan(recipe).stages)
 
 
+def test_plan_set_reaches_into_the_stage_list(tmp_path):
+    """``--set stages.<i>.options.<key>=v`` changes one stage's option; a bad index names the list."""
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    quick = str(Path(__file__).resolve().parents[1] / "recipes" / "quick.yaml")
+    r = CliRunner().invoke(app, ["recipe", "plan", quick, "--set", f"out={tmp_path / 'q'}",
+                                 "--set", "stages.1.options.n_train=100"], terminal_width=250)
+    assert r.exit_code == 0, r.output
+    assert "n_train=100" in r.output and "n_train=200" not in r.output
+    r = CliRunner().invoke(app, ["recipe", "plan", quick, "--set", "stages.9.options.n_train=100"])
+    assert r.exit_code != 0 and "stages is a list of 5; '9' is not an index into it (0-4)" in str(r.exception)
+
+
 # ------------------------------------------------------------------ the registered stages, for real
 def test_the_three_stages_on_a_tiny_model(tiny_model_dir, tmp_path):
     from selfalign.recipe.stages import HonestyStageResult, SynthSFTResult, TrustDataResult
@@ -389,7 +404,8 @@ def test_best_of_n_and_pm_rl_on_a_tiny_model(tiny_model_dir, tmp_path):
     small = {"epochs": 1, "batch_size": 4, "lora_r": 4}
     data = {"base": str(tiny_model_dir), "out": str(tmp_path / "run"), "batch_size": 8,
             "eval": {"n_id": 3, "n_ood": 2, "max_tokens": 4, "n_safety": 4, "n_if": 2, "safety_max_tokens": 4,
-                     "if_max_tokens": 4, "bootstrap": 20},
+                     "if_max_tokens": 4, "bootstrap": 20, "pm": "train", "pm_questions": 6, "pm_heldout_questions": 4,
+                     "pm_samples": 2, "pm_max_tokens": 4, "pm_train": small},
             "stages": [
                 {"stage": "best-of-n", "options": {"data": str(qa), "n_questions": 6, "n": 3, "scorer": "logprob",
                                                    "max_tokens": 6, "dpo": small}},
@@ -418,8 +434,33 @@ def test_best_of_n_and_pm_rl_on_a_tiny_model(tiny_model_dir, tmp_path):
     report = json.loads(res.report.with_suffix(".json").read_text())
     assert {"safe_compliance", "unsafe_refusal", "if_followed"} <= set(report["measures"])
     assert report["stages"][1]["usage"]["tokens_generated"] > 0 and report["stages"][0]["eval_usage"]["tokens_generated"] > 0
+    # the eval PM: trained once from the base model, its rewards and win rate against the base in every row
+    assert report["measures"][-2:] == ["pm_reward", "pm_win_vs_base"] and report["units"]["pm_reward"] == "reward"
+    assert report["eval_pm"]["trained"] and report["eval_pm"]["pairs"] > 0 and report["eval_pm"]["accuracy"]["n"] > 0
+    base_row, last = report["matrix"][0]["measures"], report["matrix"][-1]["measures"]
+    assert base_row["pm_win_vs_base"]["value"] == 50.0 and "vs_base" not in base_row["pm_reward"]
+    assert 0 <= last["pm_win_vs_base"]["value"] <= 100 and last["pm_reward"]["vs_base"]["n"] == 3
+    suite = json.loads((tmp_path / "run" / "eval" / "03" / "suite.json").read_text())
+    assert len(suite["sets"]["pm"]["rewards"]) == 3 and suite["sets"]["pm"]["ids"] == suite["sets"]["id"]["ids"]
+    pm_pairs = [json.loads(x) for x in (tmp_path / "run" / "eval-pm" / "pairs.jsonl").read_text().splitlines()]
+    assert {p["meta"]["id"] for p in pm_pairs}.isdisjoint(suite["sets"]["id"]["ids"])  # never the scored questions
     again = runner.run(build_recipe(data, "tiny.yaml"), log=lambda s: None)
     assert again.loaded == [] and all(s.reused for s in again.stages)
+    plan = runner.plan(build_recipe(data, "tiny.yaml"))
+    assert plan.pm_cached is True and plan.base_eval_cached and all(s.eval_cached for s in plan.stages)
+    # another eval PM redoes the PM and every evaluation, no stage
+    data["eval"]["pm_samples"] = 3
+    plan = runner.plan(build_recipe(data, "tiny.yaml"))
+    assert plan.pm_cached is False and all(s.cached and not s.eval_cached for s in plan.stages)
+    third = runner.run(build_recipe(data, "tiny.yaml"), log=lambda s: None)
+    assert all(s.reused for s in third.stages) and not any(e.reused for e in third.evals)
+
+
+def test_a_bad_eval_pm_is_refused_before_any_model(tmp_path):
+    with pytest.raises(ConfigError, match="pm: .*not '', 'train' or a saved PM directory"):
+        build_recipe(recipe_dict(tmp_path, "a", eval={"pm": str(tmp_path / "nope")}), "r.yaml")
+    with pytest.raises(ValueError, match="eval.pm: train needs a base model that can be fine-tuned"):
+        runner.plan(build_recipe(recipe_dict(tmp_path, "a", eval={"pm": "train", "bootstrap": 20}), "r.yaml"))
 
 
 def test_train_questions_are_disjoint_slices_of_the_train_split(tmp_path):

@@ -127,15 +127,32 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``data`` with each ``key.sub=value`` set (``data`` itself is not changed). A number indexes a
+    list that is already there (``stages.1.options.n=3``, the second stage); one past its end, or
+    into anything but a list, is an error naming the override.
+
+    >>> apply_overrides({"stages": [{"n": 1}, {"n": 2}]}, ["stages.1.n=5", "out=x"])
+    {'stages': [{'n': 1}, {'n': 5}], 'out': 'x'}
+    """
     out = dict(data)
     for ov in overrides:
         path, value = parse_override(ov)
-        node = out
-        for part in path[:-1]:
-            child = node.get(part)
-            node[part] = dict(child) if isinstance(child, dict) else {}
-            node = node[part]
-        node[path[-1]] = value
+        node: Any = out
+        for depth, part in enumerate(path):
+            last = depth == len(path) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"override {ov!r}: {'.'.join(path[:depth]) or 'the top'} is a list of "
+                                      f"{len(node)}; '{part}' is not an index into it (0-{len(node) - 1})")
+                key: Any = int(part)
+                child = node[key]
+            else:
+                key, child = part, node.get(part)
+            if last:
+                node[key] = value
+            else:
+                node[key] = dict(child) if isinstance(child, dict) else list(child) if isinstance(child, list) else {}
+                node = node[key]
     return out
 
 

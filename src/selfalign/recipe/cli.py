@@ -37,6 +37,9 @@ def plan(file: str = typer.Argument(..., help="recipe YAML"), set: List[str] = S
     table = Table("step", "stage", "cached", "evaluation cached", "estimate (this machine)", "options set")
     table.add_row("00-base", escape(p.recipe.cfg.base), "", "yes" if p.base_eval_cached else "no",
                   "" if p.base_eval_cached else fmt(p.base_eval_seconds), "")
+    if p.pm_cached is not None:
+        table.add_row("eval-pm", "the eval PM (base model's pairs)", "yes" if p.pm_cached else "no", "",
+                      "cached" if p.pm_cached else fmt(p.pm_seconds), "")
     for s in p.stages:
         cost = "cached" if s.cached and s.eval_cached else (
             fmt(None if s.seconds is None or s.eval_seconds is None else s.seconds + s.eval_seconds))

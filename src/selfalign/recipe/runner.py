@@ -9,6 +9,11 @@ and, through the changed output hash, every stage after it, nothing before; a ru
 stage records nothing for it and redoes it (the store and the trainers' own checkpoints make the
 redo cheap) without touching the stages before.
 
+With ``eval.pm: train``, one more step before the first evaluation, ``eval-pm``
+(:func:`eval_pm`): the PM that scores every evaluation's answers, trained once on the base
+model's verifiable pairs; its output hash is an input of every evaluation, so a new PM redoes
+them, and nothing else.
+
 After every stage (and on the base model) the evaluation suite (:mod:`selfalign.recipe.suite`)
 answers the same items; :func:`run` then computes the stage x measure matrix and hands it, with
 each stage's cost and data lineage, to :func:`selfalign.report.recipe.write_report`, which only
@@ -25,11 +30,15 @@ from typing import Any, Callable
 
 from selfalign.config import config_to_dict
 from selfalign.models.base import StageModel
-from selfalign.models.registry import load_model
+from selfalign.models.registry import load_model, require_trainable
 from selfalign.recipe import estimate
 from selfalign.recipe import stages as _registered  # noqa: F401  (registers the stages)
 from selfalign.recipe.spec import PlannedStage, Recipe
-from selfalign.recipe.suite import HIGHER_IS_BETTER, MEASURES, measure_matrix, run_suite, suite_items
+from selfalign.recipe.stages import train_questions
+from selfalign.recipe.suite import HIGHER_IS_BETTER, MEASURES, PM_MEASURES, measure_matrix, run_suite, suite_items
+from selfalign.evals.stats import mean_ci
+from selfalign.reward.run import sample_verifiable_pairs
+from selfalign.train.reward import CachedPM, PreferenceModel, train_pm
 from selfalign.report.recipe import write_report
 from selfalign.stage import Models, Result, StageContext, Step, files_under, load_result, output_hash, run_step
 from selfalign.store.cache import CachedModel, Store
@@ -83,11 +92,15 @@ class Plan:
     base_eval_cached: bool
     stages: list[StageStatus]
     base_eval_seconds: float | None = None
+    pm_cached: bool | None = None  # eval.pm: train: is the eval PM trained (None: the recipe trains none)
+    pm_seconds: float | None = None
 
     @property
     def total_seconds(self) -> float | None:
         """The estimate of what is left to run, or None when a part of it was never measured here."""
         parts = [0.0 if self.base_eval_cached else self.base_eval_seconds]
+        if self.pm_cached is False:
+            parts.append(self.pm_seconds)
         parts += [p for s in self.stages for p in (s.seconds, s.eval_seconds)]
         return None if any(p is None for p in parts) else sum(p for p in parts if p is not None)
 
@@ -121,13 +134,22 @@ def plan(recipe: Recipe) -> Plan:
     tp = estimate.throughput_path(recipe.cfg.store)
     eval_secs = estimate.estimate(tp, "eval", estimate.eval_units(recipe.cfg.eval))
     upstream, fresh = base_hash(recipe), True
-    base_eval = run.step_is_fresh("eval-00", eval_config(recipe), {"model": upstream})
+    pm: EvalPM | None = None
+    pm_cached, pm_secs = None, None
+    if recipe.cfg.eval.pm == "train":
+        require_base(recipe.cfg.base, convert=False)
+        pm_cached = run.step_is_fresh("eval-pm", pm_config(recipe), {"model": upstream})
+        pm = EvalPM("", output_hash(run.step_record("eval-pm")) if pm_cached else "not yet")
+        pm_secs = 0.0 if pm_cached else estimate.estimate(tp, "eval-pm", pm_units(recipe.cfg.eval))
+    elif recipe.cfg.eval.pm:
+        pm = saved_pm(recipe.cfg.eval.pm)
+    base_eval = run.step_is_fresh("eval-00", eval_config(recipe), eval_inputs(upstream, pm))
     out = []
     for p in recipe.stages:
         cached = fresh and run.step_is_fresh(p.step, p.stage.config_key(p.cfg), stage_inputs(recipe, p, upstream))
         fresh = cached
         upstream = output_hash(run.step_record(p.step)) if cached else "not yet"
-        ev = cached and run.step_is_fresh(f"eval-{p.index:02d}", eval_config(recipe), {"model": upstream})
+        ev = cached and run.step_is_fresh(f"eval-{p.index:02d}", eval_config(recipe), eval_inputs(upstream, pm))
         units = p.stage.units(p.cfg) if p.stage.units else None
         owned = {k: getattr(p.cfg, k) for k in p.stage.owned}
         out.append(StageStatus(p.step, p.stage.name, cached, ev, p.stage.config_key(p.cfg)["options"],
@@ -135,7 +157,7 @@ def plan(recipe: Recipe) -> Plan:
                                 if k not in p.stage.owned},
                                0.0 if cached else estimate.estimate(tp, p.stage.name, units),
                                0.0 if ev else eval_secs))
-    return Plan(recipe, base_eval, out, eval_secs)
+    return Plan(recipe, base_eval, out, eval_secs, pm_cached, pm_secs)
 
 
 @dataclass
@@ -162,23 +184,119 @@ def _tally(store: Store) -> dict[str, dict[str, Any]]:
     return {k: dict(v) for k, v in store.tally.items()}
 
 
+@dataclass
+class EvalPM:
+    """The PM every evaluation's answers are scored by: its directory, its identity (the input of
+    every evaluation) and, when the recipe trained it, its training pairs and held-out accuracy."""
+
+    pm_dir: str
+    identity: str
+    pairs: int = 0
+    heldout_pairs: int = 0
+    accuracy: dict[str, float] | None = None
+    reused: bool = True
+    seconds: float = 0.0
+
+
+PM_CONFIG_KEYS = ("pm", "pm_questions", "pm_heldout_questions", "pm_samples", "pm_max_tokens", "pm_train", "seed")
+
+
+def eval_pm(recipe: Recipe, run: RunDir, loader: Loader, loaded: list[str], store: Store,
+            log: Callable[[str], None] = print) -> EvalPM | None:
+    """None without ``eval.pm``; a saved PM directory as it is (its files' hashes are its identity);
+    with ``eval.pm: train``, the step ``eval-pm``: the base model samples ``pm_samples`` answers to
+    ``pm_questions`` train-split questions (QA prompt, through the store), gold answers make the
+    pairs (:func:`selfalign.reward.run.sample_verifiable_pairs`), a PM is trained on them from the
+    base model, and its accuracy is measured on pairs of ``pm_heldout_questions`` other questions."""
+    cfg = recipe.cfg.eval
+    if not cfg.pm:
+        return None
+    if cfg.pm != "train":
+        return saved_pm(cfg.pm)
+    require_base(recipe.cfg.base, convert=False)  # before the first sample
+    path = "eval-pm/result.json"
+
+    def work() -> tuple[dict[str, Any], list[str], dict[str, Any]]:
+        before, t0 = _tally(store), time.time()
+        models = Models({"policy": recipe.cfg.base}, loader)
+        qs = train_questions(cfg.pm_questions + cfg.pm_heldout_questions, cfg.seed + 7919, data=cfg.data)
+        def pairs(items: list[Any], what: str) -> list[dict[str, Any]]:
+            return sample_verifiable_pairs(models.policy, items, cfg.pm_samples, 1.0, cfg.pm_max_tokens, cfg.seed, 1, what)
+
+        train, held = pairs(qs[:cfg.pm_questions], "eval PM"), pairs(qs[cfg.pm_questions:], "eval PM held-out")
+        loaded.extend(models.loaded)
+        if not train or not held:
+            raise ValueError(f"eval.pm: the base model's samples made {len(train)} training and {len(held)} held-out "
+                             "pairs; the eval PM needs both (more pm_questions or pm_samples)")
+        run.write_jsonl("eval-pm/pairs.jsonl", train)
+        run.write_jsonl("eval-pm/heldout.jsonl", held)
+        res = train_pm(train, require_base(recipe.cfg.base), run.path / "eval-pm" / "pm", cfg.pm_train,
+                       base_id=f"eval-pm-on:{models.policy.model_id}")
+        pm = CachedPM(PreferenceModel(res.model_dir, cfg.pm_train.max_length, cfg.pm_train.score_batch_tokens), store)
+        ch = pm.rewards([r["prompt"] for r in held], [r["chosen"] for r in held])
+        rj = pm.rewards([r["prompt"] for r in held], [r["rejected"] for r in held])
+        acc = mean_ci([float(c > r) for c, r in zip(ch, rj)], cfg.bootstrap, cfg.seed)
+        log(f"[eval-pm] PM on {len(train)} pairs of the base model's samples: held-out accuracy "
+            f"{100 * acc['value']:.1f} [{100 * acc['lo']:.1f}, {100 * acc['hi']:.1f}] on {len(held)} pairs")
+        value = {"pm_dir": str(res.model_dir.relative_to(run.path)), "pairs": len(train), "heldout_pairs": len(held),
+                 "accuracy": {k: 100 * v for k, v in acc.items()}}
+        run.write_json(path, value)
+        estimate.record(estimate.throughput_path(recipe.cfg.store), "eval-pm", pm_units(cfg), time.time() - t0)
+        return value, files_under(run.path / "eval-pm", run.path), _usage(store, before)
+
+    step = run_step(run, "eval-pm", pm_config(recipe), {"model": base_hash(recipe)}, work,
+                    lambda: json.loads((run.path / path).read_text()))
+    v = step.value
+    return EvalPM(str(run.path / v["pm_dir"]), step.output_hash, v["pairs"], v["heldout_pairs"], v["accuracy"],
+                  step.reused, step.seconds)
+
+
+def saved_pm(path: str) -> EvalPM:
+    """A saved PM directory as the eval PM: its files' hashes are its identity."""
+    files = input_hashes(sorted(str(p) for p in Path(path).rglob("*") if p.is_file()))
+    return EvalPM(path, stable_hash({"pm": path, "files": files}))
+
+
+def require_base(base: str, convert: bool = True) -> str:
+    """The base model's trainable path (the eval PM starts from it); ``convert=False`` to check only."""
+    return require_trainable(base, "eval.pm: train needs a base model that can be fine-tuned; base", convert=convert)
+
+
+def pm_config(recipe: Recipe) -> dict[str, Any]:
+    """The eval PM step's config: the eval options that make the PM."""
+    return {k: v for k, v in config_to_dict(recipe.cfg.eval).items() if k in PM_CONFIG_KEYS}
+
+
+def pm_units(cfg: Any) -> float:
+    """The eval PM's work units: the tokens its pairs' samples take."""
+    return float((cfg.pm_questions + cfg.pm_heldout_questions) * cfg.pm_samples * cfg.pm_max_tokens)
+
+
 def _evaluate(recipe: Recipe, run: RunDir, index: int, spec: str, upstream: str, loader: Loader,
-              loaded: list[str], store: Store) -> Step[dict[str, Any]]:
+              loaded: list[str], store: Store, pm: EvalPM | None = None) -> Step[dict[str, Any]]:
     name = f"eval-{index:02d}"
     path = f"eval/{index:02d}/suite.json"
 
     def work() -> tuple[dict[str, Any], list[str], dict[str, Any]]:
         before, t0 = _tally(store), time.time()
         models = Models({"policy": spec}, loader)
-        suite = run_suite(recipe.cfg.eval, models.policy)
+        scorer = (CachedPM(PreferenceModel(pm.pm_dir, recipe.cfg.eval.pm_train.max_length,
+                                           recipe.cfg.eval.pm_train.score_batch_tokens), store)
+                  if pm is not None else None)
+        suite = run_suite(recipe.cfg.eval, models.policy, scorer)
         loaded.extend(models.loaded)
         run.write_json(path, suite)
         estimate.record(estimate.throughput_path(recipe.cfg.store), "eval", estimate.eval_units(recipe.cfg.eval),
                         time.time() - t0)
         return suite, [path], {"model": suite["model"], **_usage(store, before)}
 
-    return run_step(run, name, eval_config(recipe), {"model": upstream}, work,
+    return run_step(run, name, eval_config(recipe), eval_inputs(upstream, pm), work,
                     lambda: json.loads((run.path / path).read_text()))
+
+
+def eval_inputs(upstream: str, pm: EvalPM | None) -> dict[str, str]:
+    """An evaluation's inputs: the model, and the PM that scores it (when there is one)."""
+    return {"model": upstream, **({"pm": pm.identity} if pm is not None else {})}
 
 
 def _stage(recipe: Recipe, run: RunDir, p: PlannedStage, policy: str, upstream: str, loader: Loader,
@@ -217,7 +335,10 @@ def run(recipe: Recipe, loader: Loader | None = None, log: Callable[[str], None]
     loader = loader or model_loader(store, cfg.batch_size, progress)
     loaded: list[str] = []
     upstream, policy = base_hash(recipe), cfg.base
-    evals = [_evaluate(recipe, run_dir, 0, policy, upstream, loader, loaded, store)]
+    pm = eval_pm(recipe, run_dir, loader, loaded, store, log)
+    if pm is not None and cfg.eval.pm == "train":
+        log(f"[eval-pm] {'reused' if pm.reused else f'trained in {pm.seconds:.0f}s'}: {pm.pm_dir}")
+    evals = [_evaluate(recipe, run_dir, 0, policy, upstream, loader, loaded, store, pm)]
     log(f"[00-base] evaluation {'reused' if evals[0].reused else f'done in {evals[0].seconds:.0f}s'}")
     steps: list[Step[Any]] = []
     for p in recipe.stages:
@@ -226,20 +347,20 @@ def run(recipe: Recipe, loader: Loader | None = None, log: Callable[[str], None]
         how = "unchanged: reused" if step.reused else f"done in {step.seconds:.0f}s"
         log(f"[{p.step}] {how}; model -> {step.value.model}")
         upstream, policy = step.output_hash, step.value.model
-        ev = _evaluate(recipe, run_dir, p.index, policy, upstream, loader, loaded, store)
+        ev = _evaluate(recipe, run_dir, p.index, policy, upstream, loader, loaded, store, pm)
         evals.append(ev)
         log(f"[{p.step}] evaluation {'reused' if ev.reused else f'done in {ev.seconds:.0f}s'}")
     matrix = measure_matrix([e.value for e in evals], cfg.eval.bootstrap, cfg.eval.seed)
     timing = {p.step: {"seconds": s.seconds, "this_invocation": not s.reused} for p, s in zip(recipe.stages, steps)}
     prov = run_dir.write_provenance(None, {"model": {"base": cfg.base, "final": policy}, "steps": timing})
     run_dir.write_metrics("recipe", {}, prov)
-    report = write_report(run_dir.path, report_data(recipe, steps, evals, matrix))
+    report = write_report(run_dir.path, report_data(recipe, steps, evals, matrix, pm))
     log(f"[recipe] report: {report}")
     return RecipeResult(report, steps, evals, matrix, loaded)
 
 
 def report_data(recipe: Recipe, steps: list[Step[Any]], evals: list[Step[dict[str, Any]]],
-                matrix: list[dict[str, Any]]) -> dict[str, Any]:
+                matrix: list[dict[str, Any]], pm: EvalPM | None = None) -> dict[str, Any]:
     """Everything the report shows, computed here (the report renders it)."""
     def usage(st: Step[Any]) -> dict[str, Any]:
         stats = st.record.get("stats") or {}
@@ -255,6 +376,14 @@ def report_data(recipe: Recipe, steps: list[Step[Any]], evals: list[Step[dict[st
                      "training": res.get("training"), "result": res, "options": p.stage.config_key(p.cfg)["options"],
                      "usage": usage(st), "eval_usage": usage(ev)})
     sizes = {name: len(items) for name, items in suite_items(recipe.cfg.eval).items()}
-    return {"recipe": recipe.path, "base": recipe.cfg.base, "measures": list(MEASURES),
-            "measure_sets": {m: s for m, (s, _) in MEASURES.items()}, "higher_is_better": HIGHER_IS_BETTER,
+    sizes["pm"] = sizes["id"]
+    measures = list(matrix[0]["measures"]) if matrix else list(MEASURES)
+    eval_pm_info = None
+    if pm is not None:
+        eval_pm_info = {"pm_dir": pm.pm_dir, "trained": recipe.cfg.eval.pm == "train", "pairs": pm.pairs,
+                        "heldout_pairs": pm.heldout_pairs, "accuracy": pm.accuracy}
+    return {"recipe": recipe.path, "base": recipe.cfg.base, "measures": measures,
+            "measure_sets": {**{m: s for m, (s, _) in MEASURES.items()}, **PM_MEASURES},
+            "units": {m: (matrix[0]["measures"][m].get("unit", "%") if matrix else "%") for m in measures},
+            "higher_is_better": HIGHER_IS_BETTER, "eval_pm": eval_pm_info,
             "eval_sizes": sizes, "eval": config_to_dict(recipe.cfg.eval), "stages": rows, "matrix": matrix}

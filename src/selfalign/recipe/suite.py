@@ -14,7 +14,12 @@ Sets (honesty's own evaluation code: :class:`selfalign.honesty.task.HonestyQA` a
   (:func:`selfalign.judges.refusal.classify_refusal`): the safety number and the over-refusal
   number side by side, so a stage that buys safety by refusing everything shows it;
 * ``if``: the instruction-following check (:mod:`selfalign.judges.instructions`, verifiable
-  constraints after IFEval, strict prompt-level).
+  constraints after IFEval, strict prompt-level);
+* ``pm`` (with ``pm`` set): the ``id`` questions in the Best-of-N QA prompt, each greedy answer
+  scored by one preference model held fixed for the whole recipe (HH's held-out PM): a saved PM
+  directory, or ``pm: train``, a PM the recipe trains once on verifiable pairs of the *base*
+  model's samples on train-split questions (:func:`selfalign.recipe.runner.eval_pm`), never on
+  the test questions it then scores.
 
 Measures, each a share of items (in percent) with a per-item outcome, so every stage is compared
 with the one before it and with the base model **paired** on the same items (bootstrap interval
@@ -26,15 +31,22 @@ a safety prompt is *unscored* (the refusal judge cannot read it): it is counted,
 value, and a paired difference uses the items both models' replies were scored on. The paper's honesty scores against the base model
 (:func:`selfalign.honesty.metrics.scores_with_ci`: prudence, over-conservativeness, honesty, with
 intervals) are given for every stage on ``id``.
+
+With a PM, two more measures: ``pm_reward`` (the mean reward of the answers; a paired difference of
+rewards, no McNemar) and ``pm_win_vs_base`` (per question, 1 when the stage's answer gets a higher
+reward than the base model's, 1/2 for a tie, 0 for a loss: 50 for the base model itself; HH's win
+rate against the initial policy, judged by the PM).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence, TypeVar
 
+from selfalign.critique.bon import qa_prompt
 from selfalign.data.formats import QAItem, bundled_path, load_qa
 from selfalign.data.io import DataError
 from selfalign.evals.runner import run_task
@@ -47,6 +59,7 @@ from selfalign.judges.instructions import InstructionItem, load_instructions
 from selfalign.judges.refusal import classify_refusal
 from selfalign.judges.registry import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL
 from selfalign.models.base import StageModel
+from selfalign.train.reward import PMConfig
 from selfalign.trust.studies.xstest import load_xstest, stratified
 from selfalign.types import GenParams, GenRequest, user
 
@@ -68,7 +81,15 @@ MEASURES = {
 HIGHER_IS_BETTER: dict[str, bool | None] = {"id_accuracy": True, "id_idk": None, "ood_unanswerable_idk": True,
                                             "ood_answerable_accuracy": True, "ood_answerable_idk": False,
                                             "qa_accuracy": True, "safe_compliance": True, "unsafe_refusal": True,
-                                            "if_followed": True}
+                                            "if_followed": True, "pm_reward": True, "pm_win_vs_base": True}
+#: the measures scored by the eval PM (not shares of items: pm_reward is a mean reward)
+PM_MEASURES = {"pm_reward": "pm", "pm_win_vs_base": "pm"}
+
+
+class RewardModel(Protocol):
+    model_id: str
+
+    def rewards(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]: ...
 
 
 @dataclass
@@ -87,11 +108,23 @@ class SuiteConfig:
     if_max_tokens: int = 96
     bootstrap: int = 200
     seed: int = 0
+    pm: str = ""  # "" = no PM measures; train = a PM trained once on the base model's pairs; or a saved PM directory
+    pm_questions: int = 150  # pm: train: train-split questions whose sampled answers make its pairs
+    pm_heldout_questions: int = 50  # pm: train: other train-split questions for its held-out accuracy
+    pm_samples: int = 6  # pm: train: samples per question
+    pm_max_tokens: int = 32  # the answers the PM scores (and its training samples)
+    pm_train: PMConfig = field(default_factory=lambda: PMConfig(epochs=2.0, lora_layers=8, batch_size=8,
+                                                                learning_rate=2e-4))
 
     def __post_init__(self) -> None:
-        for name in ("n_id", "n_ood", "max_tokens", "n_safety", "safety_max_tokens", "n_if", "if_max_tokens"):
+        if self.pm not in ("", "train") and not Path(self.pm, "config.json").is_file():
+            raise ValueError(f"pm: {self.pm!r} is not '', 'train' or a saved PM directory (no config.json)")
+        for name in ("n_id", "n_ood", "max_tokens", "n_safety", "safety_max_tokens", "n_if", "if_max_tokens",
+                     "pm_questions", "pm_heldout_questions", "pm_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pm_samples < 2:
+            raise ValueError(f"pm_samples must be >= 2 (a pair needs two answers), got {self.pm_samples}")
         if self.bootstrap < 10:
             raise ValueError(f"bootstrap must be >= 10 (resamples of each interval), got {self.bootstrap}")
 
@@ -128,10 +161,20 @@ def _greedy(model: StageModel, prompts: list[str], max_tokens: int, seed: int, w
     return [r.texts[0] for r in res]
 
 
-def run_suite(cfg: SuiteConfig, model: StageModel) -> dict[str, Any]:
-    """Greedy answers of ``model`` on every set; per set the item ids, labels and outcomes."""
+def run_suite(cfg: SuiteConfig, model: StageModel, pm: RewardModel | None = None) -> dict[str, Any]:
+    """Greedy answers of ``model`` on every set; per set the item ids, labels and outcomes (and,
+    with ``pm``, the PM's reward of each answer to the ``id`` questions in the QA prompt)."""
     judge = Judge()
     sets: dict[str, Any] = {}
+    if pm is not None:
+        items = suite_items(cfg)["id"]
+        params = GenParams(temperature=0.0, max_tokens=cfg.pm_max_tokens)
+        prompts = [qa_prompt(it.question) for it in items]
+        gen = model.generate([GenRequest(p, params, seed=cfg.seed) for p in prompts],
+                             description=f"eval recipe-pm: {model.model_id}")
+        answers = [r.texts[0] for r in gen]
+        sets["pm"] = {"ids": [it.id for it in items], "responses": answers, "pm": pm.model_id,
+                      "rewards": pm.rewards(prompts, answers)}
     for name, items in suite_items(cfg).items():
         if name in ("safe", "unsafe"):
             responses = _greedy(model, [r["prompt"] for r in items], cfg.safety_max_tokens, cfg.seed, name)
@@ -198,8 +241,11 @@ def measure_matrix(suites: list[dict[str, Any]], resamples: int = 200, seed: int
     """
     rows = []
     base_labels = suites[0]["sets"]["id"]["labels"]
+    with_pm = all("pm" in s["sets"] for s in suites)
     for i, suite in enumerate(suites):
         row: dict[str, Any] = {"measures": {}}
+        if with_pm:
+            row["measures"].update(pm_measures(suites[0], suites[i - 1] if i else None, suite, resamples, seed))
         for m in MEASURES:
             cur = outcomes(suite, m)
             scored = [float(x) for x in cur if x is not None]
@@ -212,6 +258,48 @@ def measure_matrix(suites: list[dict[str, Any]], resamples: int = 200, seed: int
                 entry["vs_base"] = _paired(outcomes(suites[0], m), cur, resamples, seed)
             row["measures"][m] = entry
         ids = suite["sets"]["id"]
+        if with_pm:  # after the shares, in the order of PM_MEASURES
+            row["measures"] = {**{k: v for k, v in row["measures"].items() if k not in PM_MEASURES},
+                               **{k: row["measures"][k] for k in PM_MEASURES}}
         row["honesty_vs_base"] = metrics.scores_with_ci(base_labels, ids["labels"], ids["loose"], resamples, seed)
         rows.append(row)
     return rows
+
+
+def _wins(base: list[float], cur: list[float]) -> list[float]:
+    """1 where the answer beats the base model's answer to the same question, 1/2 a tie, 0 a loss."""
+    return [1.0 if c > b else 0.5 if c == b else 0.0 for b, c in zip(base, cur)]
+
+
+def _paired_values(a: list[float], b: list[float], scale: float, resamples: int, seed: int) -> dict[str, float]:
+    d = paired_bootstrap(a, b, resamples=resamples, seed=seed)
+    return {"diff": scale * d.diff, "lo": scale * d.lo, "hi": scale * d.hi, "mcnemar_p": float("nan"), "n": len(a)}
+
+
+def pm_measures(base: dict[str, Any], prev: dict[str, Any] | None, suite: dict[str, Any], resamples: int,
+                seed: int) -> dict[str, Any]:
+    """``pm_reward`` and ``pm_win_vs_base`` of ``suite`` (paired with ``prev`` and ``base`` on the
+    questions; continuous, so a bootstrap interval of the mean difference and no McNemar).
+
+    >>> s = lambda r: {"sets": {"pm": {"ids": ["a", "b"], "rewards": r}}}
+    >>> m = pm_measures(s([0.0, 1.0]), s([0.0, 1.0]), s([1.0, 1.0]), 20, 0)
+    >>> m["pm_reward"]["value"], m["pm_win_vs_base"]["value"], m["pm_win_vs_base"]["vs_base"]["diff"]
+    (1.0, 75.0, 25.0)
+    """
+    b, c = base["sets"]["pm"], suite["sets"]["pm"]
+    if b["ids"] != c["ids"]:
+        raise ValueError("pm measures: the suites scored different questions")
+    out: dict[str, Any] = {}
+    series = {"pm_reward": (c["rewards"], 1.0, None if prev is None else prev["sets"]["pm"]["rewards"], b["rewards"]),
+              "pm_win_vs_base": (_wins(b["rewards"], c["rewards"]), 100.0,
+                                 None if prev is None else _wins(b["rewards"], prev["sets"]["pm"]["rewards"]),
+                                 [0.5] * len(b["rewards"]))}
+    for name, (cur, scale, before, at_base) in series.items():
+        ci = mean_ci(cur, resamples, seed)
+        entry: dict[str, Any] = {"value": scale * ci["value"], "lo": scale * ci["lo"], "hi": scale * ci["hi"],
+                                 "n": len(cur), "unscored": 0, "unit": "reward" if scale == 1.0 else "%"}
+        if before is not None:
+            entry["vs_prev"] = _paired_values(before, cur, scale, resamples, seed)
+            entry["vs_base"] = _paired_values(at_base, cur, scale, resamples, seed)
+        out[name] = entry
+    return out

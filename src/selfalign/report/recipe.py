@@ -26,15 +26,20 @@ def _num(v: Any, fmt: str = "{:.1f}") -> str:
     return fmt.format(v)
 
 
-def _diff(d: dict[str, Any] | None, better: bool | None) -> str:
+def _diff(d: dict[str, Any] | None, better: bool | None, fmt: str = "{:+.1f}") -> str:
     if not d:
         return ""
     sig = not (d["lo"] <= 0 <= d["hi"])
     cls = ""
     if sig and better is not None:
         cls = " class=good" if (d["diff"] > 0) == better else " class=bad"
-    return (f"<span{cls}>{d['diff']:+.1f} [{d['lo']:+.1f}, {d['hi']:+.1f}]</span>"
-            f"<br><small>p={_num(d['mcnemar_p'], '{:.3f}')}</small>")
+    p = d.get("mcnemar_p")
+    test = "" if p is None or (isinstance(p, float) and math.isnan(p)) else f"<br><small>p={_num(p, '{:.3f}')}</small>"
+    return f"<span{cls}>{fmt.format(d['diff'])} [{fmt.format(d['lo'])}, {fmt.format(d['hi'])}]</span>{test}"
+
+
+def _unit(data: dict[str, Any], m: str) -> str:
+    return (data.get("units") or {}).get(m, "%")
 
 
 def _unscored(entry: dict[str, Any]) -> str:
@@ -42,18 +47,24 @@ def _unscored(entry: dict[str, Any]) -> str:
     return f"<br><small>{k} unscored</small>" if k else ""
 
 
+def _fmt(data: dict[str, Any], m: str) -> str:
+    return "{:.1f}" if _unit(data, m) == "%" else "{:.3f}"
+
+
 def _matrix(data: dict[str, Any]) -> str:
     head = "".join(f"<th>{html.escape(m)}<br><small>{html.escape(data['measure_sets'][m])}, "
-                   f"n={data['eval_sizes'].get(data['measure_sets'][m], '?')}</small></th>" for m in data["measures"])
+                   f"n={data['eval_sizes'].get(data['measure_sets'][m], '?')}, {html.escape(_unit(data, m))}</small></th>"
+                   for m in data["measures"])
     out = [f"<table><tr><th>stage</th><th></th>{head}</tr>"]
     for st, row in zip(data["stages"], data["matrix"]):
         name = html.escape(st["step"])
-        cells = "".join(f"<td>{_num(row['measures'][m]['value'])}{_unscored(row['measures'][m])}</td>"
+        cells = "".join(f"<td>{_num(row['measures'][m]['value'], _fmt(data, m))}{_unscored(row['measures'][m])}</td>"
                         for m in data["measures"])
-        out.append(f"<tr><th class=l rowspan={1 if st['stage'] == 'base' else 3}>{name}</th><td>value %</td>{cells}</tr>")
+        out.append(f"<tr><th class=l rowspan={1 if st['stage'] == 'base' else 3}>{name}</th><td>value</td>{cells}</tr>")
         if st["stage"] != "base":
             for key, label in (("vs_prev", "Δ vs previous"), ("vs_base", "Δ vs base")):
-                cells = "".join(f"<td>{_diff(row['measures'][m].get(key), data['higher_is_better'].get(m))}</td>"
+                cells = "".join("<td>" + _diff(row["measures"][m].get(key), data["higher_is_better"].get(m),
+                                               _fmt(data, m).replace("{:", "{:+")) + "</td>"
                                 for m in data["measures"])
                 out.append(f"<tr><td>{label}</td>{cells}</tr>")
     return "".join(out) + "</table>"
@@ -81,8 +92,9 @@ def _plot(data: dict[str, Any]) -> str:
                      fontsize=9)
         ax.set_xticks(xs)
         ax.set_xticklabels(steps, rotation=30, ha="right", fontsize=7)
-        ax.set_ylim(-5, 105)
-        ax.set_ylabel("%", fontsize=8)
+        if _unit(data, m) == "%":
+            ax.set_ylim(-5, 105)
+        ax.set_ylabel(_unit(data, m), fontsize=8)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(measures):]:
         ax.axis("off")
@@ -130,6 +142,20 @@ def _lineage(data: dict[str, Any]) -> str:
     return "".join(out) + "</table>"
 
 
+def _eval_pm(data: dict[str, Any]) -> str:
+    pm = data.get("eval_pm")
+    if not pm:
+        return ""
+    acc = pm.get("accuracy")
+    how = (f"trained by the recipe on {pm['pairs']} verifiable pairs of the base model's own samples (train-split "
+           f"questions); held-out accuracy {_num(acc['value'])}% [{_num(acc['lo'])}, {_num(acc['hi'])}] on "
+           f"{pm['heldout_pairs']} pairs of other questions" if pm.get("trained") and acc else "a saved PM")
+    return (f"<p>pm_reward and pm_win_vs_base: each stage's greedy answers to the test questions scored by one PM held "
+            f"fixed for the whole recipe (<code>{html.escape(str(pm['pm_dir']))}</code>), {how}. The win rate counts a "
+            "tie as half; its difference is in percentage points, the reward's in reward units (no McNemar: not "
+            "binary).</p>")
+
+
 def write_report(out_dir: str | Path, data: dict[str, Any]) -> Path:
     """``report.html`` (and ``report.json``: ``data`` as given) in ``out_dir``."""
     style = "<style>.good{color:#060;font-weight:bold}.bad{color:#a00;font-weight:bold}td.l,th.l{text-align:left}</style>"
@@ -137,7 +163,7 @@ def write_report(out_dir: str | Path, data: dict[str, Any]) -> Path:
             f"<code>{html.escape(str(data['base']))}</code>. The same items after every stage, greedy, through the store. "
             "Differences are paired on the items (percentage points, 95% bootstrap interval, McNemar p); "
             "green/red: an interval that excludes 0, in the better/worse direction.</p>"
-            f"<h2>Stage x measure</h2><div style='overflow-x:auto'>{_matrix(data)}</div>"
+            f"<h2>Stage x measure</h2><div style='overflow-x:auto'>{_matrix(data)}</div>{_eval_pm(data)}"
             f"<h2>Every measure across the stages</h2><p>Value after each stage with its 95% bootstrap interval "
             f"(items, not pairs; the paired differences are in the table above).</p>{_plot(data)}"
             f"<h2>Honesty against the base model (in distribution)</h2>{_honesty(data)}"
