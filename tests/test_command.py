@@ -129,7 +129,8 @@ def test_a_bad_option_names_its_field_and_nothing_runs(tmp_path):
 def test_a_run_that_raises_records_nothing(tmp_path):
     app, seen = _app()
     out = tmp_path / "o"
-    res = runner.invoke(app, ["toy", "--mode", "b", "-o", str(out), "--store", str(tmp_path / "s.sqlite")])
+    res = runner.invoke(app, ["toy", "--mode", "b", "-o", str(out), "--store", str(tmp_path / "s.sqlite"),
+                              "--tags", "a", "--tags", "b,c"])
     assert isinstance(res.exception, RuntimeError)
     assert not (out / "steps" / "toy-step.json").exists() and not seen
 
@@ -151,7 +152,7 @@ ALL = [(m.__name__, c) for m in (synth_cli, critique_cli, reward_cli, rlhf_cli) 
 @pytest.mark.parametrize("where,cmd", ALL, ids=[f"{w.split('.')[1]}-{c.name}" for w, c in ALL])
 def test_every_registered_command_has_an_option_per_scalar_field(where, cmd):
     hints = typing.get_type_hints(cmd.config)
-    names = {o.field for o in options(cmd)}
+    names = {o.field for o in options(cmd.config, cmd.rename, cmd.hidden, cmd.helps, cmd.argument)}
     for f in dataclasses.fields(cmd.config):
         scalar = hints[f.name] in (str, int, float, bool)
         if scalar and f.name != cmd.argument and f.name not in cmd.hidden:

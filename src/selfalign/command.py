@@ -20,6 +20,9 @@ Every generated command does the same steps, here and nowhere else:
 
 So a sub-CLI (``synth``, ``critique``, ``pm``, ``rlhf``, ``trust``) is a list of registrations
 plus the few commands whose arguments are not a config (a sweep, a list of runs to compare).
+:func:`config_command` alone (options from a config, then any body) serves commands that are not
+one step with one record: ``honesty sample | build | train | eval | report | run``, the steps of
+one resumable honesty run.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 import typer
 
@@ -172,35 +175,82 @@ class Option:
     help: str
 
 
-def options(cmd: Command) -> list[Option]:
-    """The generated options of ``cmd``, one per scalar config field, in the config's order."""
-    hints = typing.get_type_hints(cmd.config)
-    comments = field_comments(cmd.config)
+def options(config: type, rename: dict[str, str] | None = None, hidden: Sequence[str] = (),
+            helps: dict[str, str] | None = None, argument: str | None = None) -> list[Option]:
+    """The generated options of a config, one per scalar (or list-of-strings) field, in the
+    config's order: ``rename`` gives a field another option name, ``hidden`` fields and the
+    positional ``argument`` get none, ``helps`` overrides the help taken from the field's comment."""
+    rename, helps = rename or {}, helps or {}
+    hints = typing.get_type_hints(config)
+    comments = field_comments(config)
     out = []
-    for f in dataclasses.fields(cmd.config):
+    for f in dataclasses.fields(config):
         tp = _scalar(hints[f.name])
-        if tp is None or f.name in cmd.hidden or f.name == cmd.argument:
+        if tp is None or f.name in hidden or f.name == argument:
             continue
         default = f.default if f.default is not dataclasses.MISSING else None
         lit = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
-        what = cmd.helps.get(f.name) or comments.get(f.name) or (" | ".join(map(str, lit)) if lit else "")
+        what = helps.get(f.name) or comments.get(f.name) or (" | ".join(map(str, lit)) if lit else "")
         if tp is list:
-            what = f"{what} (comma-separated)".strip()
+            what = f"{what} (repeatable, or comma-separated)".strip()
         if default not in (None, "") and "default" not in what:
             what = f"{what} (default: {default})".strip()
-        out.append(Option(f.name, cmd.rename.get(f.name, f.name), tp, what))
+        out.append(Option(f.name, rename.get(f.name, f.name), tp, what))
     return out
 
 
-def build_config(cmd: Command, config: str | None, overrides: list[str], flags: dict[str, Any]) -> Any:
-    """The command's defaults, then the YAML, then ``--set`` overrides, then the options given
-    (``flags``: field -> value, None for not given): later ones win."""
-    data = apply_overrides({**cmd.defaults, **(read_yaml(config) if config else {})}, list(overrides))
-    data.update({k: v for k, v in flags.items() if v is not None})
-    for o in options(cmd):  # a list option is given comma-separated
-        if o.type is list and isinstance(flags.get(o.field), str):
-            data[o.field] = [x.strip() for x in flags[o.field].split(",") if x.strip()]
-    return load_config(cmd.config, data, str(config) if config else "<options>")
+def build_config(config: type, path: str | None, overrides: Sequence[str], flags: dict[str, Any],
+                 defaults: dict[str, Any] | None = None) -> Any:
+    """``defaults``, then the YAML at ``path``, then ``--set`` overrides, then the options given
+    (``flags``: field -> value; None, or an empty list, for not given): later ones win. A list
+    option's values are split at commas."""
+    data = apply_overrides({**(defaults or {}), **(read_yaml(path) if path else {})}, list(overrides))
+    for k, v in flags.items():
+        if isinstance(v, (list, tuple)):
+            if v:
+                data[k] = [x.strip() for item in v for x in str(item).split(",") if x.strip()]
+        elif v is not None:
+            data[k] = v
+    return load_config(config, data, str(path) if path else "<options>")
+
+
+def config_command(app: typer.Typer, name: str, config: type, body: Callable[[Any], Any], *, help: str = "",
+                   rename: dict[str, str] | None = None, hidden: Sequence[str] = (),
+                   helps: dict[str, str] | None = None, argument: str | None = None,
+                   defaults: dict[str, Any] | None = None) -> Callable[..., None]:
+    """Register on ``app`` a command ``name`` whose options are generated from ``config``'s fields
+    (:func:`options`), after ``--config`` and ``--set``; it builds the config
+    (:func:`build_config`) and calls ``body(cfg)``. Returns the function typer calls."""
+    opts = options(config, rename, hidden, helps, argument)
+    params = []
+    if argument:
+        params.append(inspect.Parameter(argument, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
+                                        default=typer.Argument(..., help=(helps or {}).get(argument))))
+    params += [
+        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                          default=typer.Option(None, "--config", "-c", help=f"YAML config (keys of {config.__name__})")),
+        inspect.Parameter("set", inspect.Parameter.KEYWORD_ONLY, annotation=List[str],
+                          default=typer.Option([], "--set", help="override a config key: --set key=value (repeatable)")),
+    ]
+    for o in opts:
+        flag = o.name.replace("_", "-")
+        decls = [f"--{flag}/--no-{flag}"] if o.type is bool else [f"--{flag}"] + ([SHORT[o.name]] if o.name in SHORT else [])
+        kind: Any = Optional[List[str]] if o.type is list else Optional[o.type]
+        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                                        default=typer.Option(None, *decls, help=o.help)))
+
+    def command(**kw: Any) -> None:
+        flags = {o.field: kw.get(o.name) for o in opts}
+        if argument:
+            flags[argument] = kw[argument]
+        body(build_config(config, kw.get("config"), kw.get("set") or [], flags, defaults))
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = help
+    command.__name__ = name.replace("-", "_")
+    app.command(name)(command)
+    return command
 
 
 def store_loader(store: Store, descriptions: dict[str, str] | None = None,
@@ -250,38 +300,10 @@ def execute(cmd: Command, cfg: Any) -> StageResult:
 
 
 def add_command(app: typer.Typer, cmd: Command) -> Callable[..., None]:
-    """Register ``cmd`` on ``app`` with its generated options; returns the function typer calls."""
-    opts = options(cmd)
-    params = []
-    if cmd.argument:
-        params.append(inspect.Parameter(cmd.argument, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
-                                        default=typer.Argument(..., help=cmd.helps.get(cmd.argument))))
-    params += [
-        inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                          default=typer.Option(None, "--config", "-c", help=f"YAML config (keys of {cmd.config.__name__})")),
-        inspect.Parameter("set", inspect.Parameter.KEYWORD_ONLY, annotation=List[str],
-                          default=typer.Option([], "--set", help="override a config key: --set key=value (repeatable)")),
-    ]
-    for o in opts:
-        decls = [f"--{o.name.replace('_', '-')}"] + ([SHORT[o.name]] if o.name in SHORT else [])
-        if o.type is bool:
-            decls = [f"--{o.name.replace('_', '-')}/--no-{o.name.replace('_', '-')}"]
-        kind = str if o.type is list else o.type
-        params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                        default=typer.Option(None, *decls, help=o.help)))
-
-    def command(**kw: Any) -> None:
-        flags = {o.field: kw.get(o.name) for o in opts}
-        if cmd.argument:
-            flags[cmd.argument] = kw[cmd.argument]
-        execute(cmd, build_config(cmd, kw.get("config"), kw.get("set") or [], flags))
-
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = cmd.help or (cmd.run.__doc__ or "").strip()
-    command.__name__ = cmd.name.replace("-", "_")
-    app.command(cmd.name)(command)
-    return command
+    """Register ``cmd`` on ``app``: :func:`config_command` with :func:`execute` as its body."""
+    return config_command(app, cmd.name, cmd.config, lambda cfg: execute(cmd, cfg),
+                          help=cmd.help or (cmd.run.__doc__ or "").strip(), rename=cmd.rename, hidden=cmd.hidden,
+                          helps=cmd.helps, argument=cmd.argument, defaults=cmd.defaults)
 
 
 def add_commands(app: typer.Typer, commands: list[Command]) -> None:

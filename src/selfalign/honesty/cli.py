@@ -1,5 +1,7 @@
 """``selfalign honesty sample | build | train | eval | report | run``: one command per step of
-:class:`~selfalign.honesty.pipeline.HonestyRun`, all with the same options."""
+:class:`~selfalign.honesty.pipeline.HonestyRun`, all with the same options, generated from
+:class:`~selfalign.honesty.pipeline.HonestyConfig`'s fields (:func:`selfalign.command.config_command`;
+``--method`` is repeatable)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,9 @@ from typing import Callable, List, Optional
 
 import typer
 
-from selfalign.config import config_from_yaml
+from selfalign.command import config_command
+from selfalign.honesty.datasets import METHODS
+from selfalign.honesty.pipeline import STEPS, HonestyConfig, HonestyRun
 
 app = typer.Typer(no_args_is_help=True, help="Alignment for Honesty: k(x), training sets, fine-tuning, metrics.")
 
@@ -21,18 +25,8 @@ STEP_HELP = {
 }
 
 
-def _execute(step: str, config: Optional[str], overrides: List[str], model: Optional[str], method: List[str],
-             out: Optional[str]) -> None:
-    from selfalign.honesty.pipeline import STEPS, HonestyConfig, HonestyRun
-
-    ovs = list(overrides)
-    if model:
-        ovs.append(f"model={model}")
-    if method:
-        ovs.append("methods=[" + ",".join(method) + "]")
-    if out:
-        ovs.append(f"out={out}")
-    run = HonestyRun(config_from_yaml(HonestyConfig, config, ovs))
+def _execute(step: str, cfg: HonestyConfig) -> None:
+    run = HonestyRun(cfg)
     if step == "run":
         typer.echo(f"report: {run.run(STEPS)}")
     elif step == "report":
@@ -41,23 +35,14 @@ def _execute(step: str, config: Optional[str], overrides: List[str], model: Opti
         run.run((step,))
 
 
-def _command(step: str) -> Callable[..., None]:
-    def command(
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config (keys of HonestyConfig)"),
-        set: List[str] = typer.Option([], "--set", help="override a config key: --set train.epochs=1 (repeatable)"),
-        model: Optional[str] = typer.Option(None, "--model", "-m", help="unaligned model (default: smollm2-135m)"),
-        method: List[str] = typer.Option([], "--method", help="absolute|confidence-num|confidence-verb|multisample|"
-                                                               "finetuned|prompt (repeatable)"),
-        out: Optional[str] = typer.Option(None, "--out", "-o", help="run directory"),
-    ) -> None:
-        _execute(step, config, set, model, method, out)
-
-    command.__doc__ = STEP_HELP[step]
-    return command
+def _body(step: str) -> Callable[[HonestyConfig], None]:
+    return lambda cfg: _execute(step, cfg)
 
 
 for _step in STEP_HELP:
-    app.command(_step)(_command(_step))
+    config_command(app, _step, HonestyConfig, _body(_step), help=STEP_HELP[_step], rename={"methods": "method"},
+                   helps={"model": "unaligned model (default: smollm2-135m)", "out": "run directory",
+                          "methods": "|".join(METHODS)})
 
 
 @app.command("pkqa-build")

@@ -306,6 +306,20 @@ class TrainingRun:
         return cls(self.model_dir, info.get("losses", []), info.get("seconds", 0.0), n_rows, skipped=True,
                    precision=info.get("precision", ""), **{k: info[k] for k in keys if k in info})
 
+    def begin(self, n_rows: int, what: str, cls: type[R] = TrainResult, keys: Sequence[str] = (),  # type: ignore[assignment]
+              trl: bool = True) -> R | None:
+        """The one preamble of every trainer: the earlier result when this exact training already
+        finished (:meth:`finished`); else zero rows are refused (naming ``what`` they are), TRL is
+        checked (``trl``), and None says: train."""
+        earlier = self.finished(n_rows, cls, keys)
+        if earlier is not None:
+            return earlier
+        if not n_rows:
+            raise ValueError(f"no {what}")
+        if trl:
+            require_trl()
+        return None
+
     def prepare(self) -> str | None:
         """Make the checkpoint folder; the checkpoint to resume from, if one of these inputs exists."""
         from transformers.trainer_utils import get_last_checkpoint

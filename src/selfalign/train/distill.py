@@ -97,8 +97,7 @@ def train_distilled_rows(rows: Sequence[dict[str, Any]], base: str, out_dir: str
     buckets (+ the rest) and the student's probabilities of the same tokens."""
     rows = list(rows)
     run = TrainingRun(out_dir, fingerprint("context-distill", base_id or base, rows, cfg, DISTILL_COLUMNS))
-    earlier = run.finished(len(rows))
-    if earlier is not None:
+    if (earlier := run.begin(len(rows), "distillation rows", trl=False)) is not None:
         return earlier
     import torch
     from datasets import Dataset

@@ -29,7 +29,6 @@ from selfalign.train.base import (
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
-    require_trl,
     script_main,
     trainer_args,
 )
@@ -78,12 +77,9 @@ def train_dpo(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     cfg = cfg or DPOTrainConfig()
     check_rows(rows, cfg)  # zero rows or zero steps: refused before anything loads
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
-    earlier = run.finished(len(rows), DPOResult, ("logps_chosen", "logps_rejected", "margins"))
-    if earlier is not None:
+    trend_keys = ("logps_chosen", "logps_rejected", "margins")
+    if (earlier := run.begin(len(rows), "preference rows", DPOResult, trend_keys)) is not None:
         return earlier
-    if not rows:
-        raise ValueError("no preference rows")
-    require_trl()
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 

@@ -59,7 +59,6 @@ from selfalign.train.base import (
     share_prefix,
     fingerprint as _fingerprint,
     lora_config,
-    require_trl,
     resolve_precision,
     script_main,
     trainer_args,
@@ -172,12 +171,8 @@ def train_pm(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg
     """Train a PM on preference rows; the merged model (with its score head) lands in ``out_dir/model``."""
     cfg = cfg or PMConfig()
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
-    earlier = run.finished(len(rows), PMTrainResult, ("truncated",))
-    if earlier is not None:
+    if (earlier := run.begin(len(rows), "preference rows", PMTrainResult, ("truncated",))) is not None:
         return earlier
-    if not rows:
-        raise ValueError("no preference rows")
-    require_trl()
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 

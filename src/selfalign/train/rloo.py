@@ -41,7 +41,6 @@ from selfalign.train.base import (
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
-    require_trl,
     script_main,
     trainer_args,
 )
@@ -94,12 +93,8 @@ def train_rloo(prompts: Sequence[Any], reward_fn: RewardFn, reward_id: str, base
 
     cfg = cfg or RLOOTrainConfig()
     run = TrainingRun(out_dir, fingerprint(base_id or base, prompts, cfg, reward_id))
-    earlier = run.finished(len(prompts), RLResult, ("history",))
-    if earlier is not None:
+    if (earlier := run.begin(len(prompts), "prompts", RLResult, ("history",))) is not None:
         return earlier
-    if not prompts:
-        raise ValueError("no prompts")
-    require_trl()
     from datasets import Dataset
     from trl import RLOOConfig, RLOOTrainer
 

@@ -38,7 +38,6 @@ from selfalign.train.base import (
     fingerprint as _fingerprint,
     load_for_training,
     lora_config,
-    require_trl,
     script_main,
     trainer_args,
 )
@@ -58,12 +57,8 @@ def train_sft(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cf
     cfg = cfg or TrainConfig()
     check_rows(rows, cfg)  # zero rows or zero steps: refused before anything loads
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
-    earlier = run.finished(len(rows))
-    if earlier is not None:
+    if (earlier := run.begin(len(rows), "training rows")) is not None:
         return earlier
-    if not rows:
-        raise ValueError("no training rows")
-    require_trl()
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
