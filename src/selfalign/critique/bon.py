@@ -41,6 +41,19 @@ Job = tuple[Any, QAItem, Sequence[str]]
 Scorer = Callable[[Sequence[Job]], list[list[float | None]]]
 
 
+def best_and_worst(rank: Sequence[float], n: int | None = None) -> tuple[int, int]:
+    """The indices of the best and the worst of the first ``n`` scores (all by default); a tie
+    goes to the earlier sample, for both.
+
+    >>> best_and_worst([0.2, 0.9, 0.9, 0.1, 0.1])
+    (1, 3)
+    >>> best_and_worst([0.2, 0.9, 0.9, 0.1], n=1)
+    (0, 0)
+    """
+    n = len(rank) if n is None else n
+    return max(range(n), key=lambda i: (rank[i], -i)), min(range(n), key=lambda i: (rank[i], i))
+
+
 def bon_kl(n: int) -> float:
     """KL(best-of-n || base) = log n - (n-1)/n, in nats.
 
@@ -173,11 +186,10 @@ def best_of_n(policy: StageModel, items: Sequence[QAItem], scorer: Scorer, cfg: 
         unscored += sum(s is None for s in scores)
         rank = [s if s is not None else -math.inf for s in scores]
         for n in cfg.ns:
-            best = max(range(n), key=lambda i: (rank[i], -i))
+            best = best_and_worst(rank, n)[0]
             per_n[n]["correct"].append(float(contains_answer(texts[best], item.answers)))
             per_n[n]["score"].append(rank[best] if rank[best] != -math.inf else float("nan"))
-        best = max(range(n_max), key=lambda i: (rank[i], -i))
-        worst = min(range(n_max), key=lambda i: (rank[i], i))
+        best, worst = best_and_worst(rank, n_max)
         pmsgs = [m.to_dict() for m in prompt]
         meta = {"id": item.id, "score": scores[best], "n": n_max, "scorer": cfg.scorer}
         sft.append({"prompt": pmsgs, "completion": [{"role": "assistant", "content": texts[best]}], "meta": meta})

@@ -414,8 +414,7 @@ def _pm_ranked_pairs(policy: Any, pm: CachedPM, items: list[QAItem], cfg: PMRLCo
     for it, p, r in zip(items, prompts, res):
         scores = rewards[k:k + len(r.texts)]
         k += len(r.texts)
-        best = max(range(len(scores)), key=lambda i: (scores[i], -i))
-        worst = min(range(len(scores)), key=lambda i: (scores[i], i))
+        best, worst = bon.best_and_worst(scores)
         if scores[best] > scores[worst] and r.texts[best].strip() != r.texts[worst].strip():
             out.append({"prompt": [m.to_dict() for m in p], "chosen": [{"role": "assistant", "content": r.texts[best]}],
                         "rejected": [{"role": "assistant", "content": r.texts[worst]}],
