@@ -75,7 +75,11 @@ def test_ifd_from_the_cli_on_the_tiny_model(tmp_path, tiny_model_dir):
     _invoke("ifd", str(rows), "--model", str(tiny_model_dir), "--out", str(out), "--top-fraction", "0.3")
     kept = _rows(out)
     assert 1 <= len(kept) <= 3 and all(0 < r["meta"]["ifd"] <= 1 for r in kept)
-    assert (out.parent / "report.html").exists()
+    assert (out.parent / "report.html").exists() and (out.parent / "steps" / "ifd-selection.json").exists()
+    # a run record beside the selected rows may not overwrite the input rows
+    r = runner.invoke(app, ["synth", "ifd", str(rows), "--model", str(tiny_model_dir), "--out", str(tmp_path / "s.jsonl")])
+    assert r.exit_code != 0 and "would write its run record over the input" in str(r.exception)
+    assert len(rows.read_text().splitlines()) == 10
 
 
 @pytest.mark.slow

@@ -296,5 +296,10 @@ def test_a_finished_training_is_reused_only_while_its_record_matches_the_disk(tm
     assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is None
     (run.model_dir / "model.safetensors").write_bytes(b"weights")
     assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is not None
+    # a training finished before step records were kept (train.json only) is adopted, not retrained
+    record = tmp_path / "t" / "steps" / "training.json"
+    record.unlink()
+    assert TrainingRun(tmp_path / "t", "fp-2").finished(3) is None and not record.exists()
+    assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is not None and record.exists()
     run.done.unlink()
     assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is None

@@ -82,9 +82,11 @@ class Command:
     * ``records(cfg, result)``: further step records the command writes (a command that runs two
       steps, as ``rlhf quick``), written before its own;
     * ``after(cfg, result, ctx)``: files written beside the rows (pairs, candidates, a PM's
-      temperature), after the record;
+      temperature), before the record;
     * ``echo(cfg, result)``: the lines printed before the report's path;
-    * ``out(cfg)``: the output folder (default ``cfg.out``); ``defaults``: config values this command
+    * ``out(cfg)``: the output folder (default ``cfg.out``); ``record_config(cfg, result)``: the
+      config its record and manifest keep, when it is not ``cfg`` (``rlhf quick`` records the
+      frontier config it ran, with the PM folders filled in); ``defaults``: config values this command
       starts from, under the YAML (``rlhf bon`` writes to ``runs/rlhf-bon``, not the frontier's folder);
     * ``rename``: field -> option name where the CLI's name differs (llm2llm's ``--model`` is its
       ``student``); ``argument``: a field taken as the positional argument; ``hidden``: fields not
@@ -109,6 +111,7 @@ class Command:
     after: Callable[[Any, Any, StageContext], None] | None = None
     echo: Callable[[Any, Any], list[str]] | None = None
     out: Callable[[Any], str] = lambda cfg: str(cfg.out)
+    record_config: Callable[[Any, Any], dict[str, Any]] | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
     rename: dict[str, str] = field(default_factory=dict)
     argument: str | None = None
@@ -176,10 +179,12 @@ class Option:
 
 
 def options(config: type, rename: dict[str, str] | None = None, hidden: Sequence[str] = (),
-            helps: dict[str, str] | None = None, argument: str | None = None) -> list[Option]:
+            helps: dict[str, str] | None = None, argument: str | None = None,
+            defaults: dict[str, Any] | None = None) -> list[Option]:
     """The generated options of a config, one per scalar (or list-of-strings) field, in the
     config's order: ``rename`` gives a field another option name, ``hidden`` fields and the
-    positional ``argument`` get none, ``helps`` overrides the help taken from the field's comment."""
+    positional ``argument`` get none, ``helps`` overrides the help taken from the field's comment,
+    ``defaults`` (the command's own) are the defaults shown."""
     rename, helps = rename or {}, helps or {}
     hints = typing.get_type_hints(config)
     comments = field_comments(config)
@@ -188,7 +193,7 @@ def options(config: type, rename: dict[str, str] | None = None, hidden: Sequence
         tp = _scalar(hints[f.name])
         if tp is None or f.name in hidden or f.name == argument:
             continue
-        default = f.default if f.default is not dataclasses.MISSING else None
+        default = (defaults or {}).get(f.name, f.default if f.default is not dataclasses.MISSING else None)
         lit = typing.get_args(hints[f.name]) if typing.get_origin(hints[f.name]) is typing.Literal else ()
         what = helps.get(f.name) or comments.get(f.name) or (" | ".join(map(str, lit)) if lit else "")
         if tp is list:
@@ -221,7 +226,7 @@ def config_command(app: typer.Typer, name: str, config: type, body: Callable[[An
     """Register on ``app`` a command ``name`` whose options are generated from ``config``'s fields
     (:func:`options`), after ``--config`` and ``--set``; it builds the config
     (:func:`build_config`) and calls ``body(cfg)``. Returns the function typer calls."""
-    opts = options(config, rename, hidden, helps, argument)
+    opts = options(config, rename, hidden, helps, argument, defaults)
     params = []
     if argument:
         params.append(inspect.Parameter(argument, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str,
@@ -256,7 +261,9 @@ def config_command(app: typer.Typer, name: str, config: type, body: Callable[[An
 def store_loader(store: Store, descriptions: dict[str, str] | None = None,
                  roles: dict[str, str] | None = None) -> Callable[[str], StageModel]:
     """spec -> the registry's model in the store; the progress bar says what the role does."""
-    label = {spec: (descriptions or {}).get(role, role) for role, spec in (roles or {}).items()}
+    label: dict[str, str] = {}
+    for role, spec in (roles or {}).items():  # a model two roles share keeps the first role's label
+        label.setdefault(spec, (descriptions or {}).get(role, "generating"))
 
     def load(spec: str) -> StageModel:
         return CachedModel(load_model(spec), store, description=label.get(spec, "generating"))
@@ -284,14 +291,14 @@ def execute(cmd: Command, cfg: Any) -> StageResult:
     seconds = time.time() - t0
     for r in cmd.records(cfg, res) if cmd.records else ():
         write_stage(r.out, r.step, r.config, {}, r.rows, r.render, None, None, store.tally, headline=r.headline)
-    conf = config_to_dict(cfg)
+    conf = cmd.record_config(cfg, res) if cmd.record_config else config_to_dict(cfg)
+    if cmd.after is not None:  # files beside the rows, written before the record says the step finished
+        cmd.after(cfg, res, ctx)
     render = cmd.render
     stage = write_stage(out, cmd.step, conf, input_hashes(cmd.inputs(cfg) if cmd.inputs else []), cmd.rows(res),
                         (lambda d: render(d, res, conf)) if render is not None else None,
                         cmd.stats(res) if cmd.stats else None, seconds, store.tally,
                         cmd.extra(cfg, res) if cmd.extra else None, cmd.headline(res) if cmd.headline else None)
-    if cmd.after is not None:
-        cmd.after(cfg, res, ctx)
     for line in cmd.echo(cfg, res) if cmd.echo else ():
         typer.echo(line)
     if stage.report_path is not None:

@@ -455,7 +455,7 @@ class HonestyRun:
         rows = self._dataset(m)
         res = train_sft(rows, self.base_path(), self.dir.path / "models" / m, self.train_config(m),
                         base_id=self.base().model_id)
-        if not res.skipped:  # for the run header's time per step; train.json's fingerprint decides reuse
+        if not res.skipped:  # for the run header's time per step; the trainer's own step record decides reuse
             done = self.dir.path / "models" / m / "train.json"
             self.dir.record_step(f"train-{m}", config_to_dict(self.train_config(m)),
                                  {"fingerprint": json.loads(done.read_text()).get("fingerprint", "")},

@@ -107,13 +107,13 @@ COMMANDS = [
             descriptions={"policy": "samples"}, helps=PAIRS_HELP,
             help="HH's split-half PMs: PM_A and PM_B on disjoint halves by prompt, agreement and rank correlation."),
     Command("eval", "pm-eval", pm_run.PMEvalConfig, lambda cfg, m, ctx: pm_run.evaluate_saved(cfg, ctx.store),
-            argument="pm", check=pm_run.check_pm_dir, inputs=_inputs,
+            argument="pm", inputs=_inputs,
             render=lambda d, r, conf: pm_report(d, r.summary, conf), echo=_eval_echo,
             helps={**SAVED_HELP, "temperature": "split: fit on half the pairs, ECE on the other half; saved: the PM's "
                    "temperature.json (pm calibrate); or a number"},
             help="Evaluate a trained PM on pairs: accuracy, length baseline, calibration."),
     Command("calibrate", "pm-calibrate", pm_run.PMCalibrateConfig,
-            lambda cfg, m, ctx: pm_run.calibrate_saved(cfg, ctx.store), argument="pm", check=pm_run.check_pm_dir,
+            lambda cfg, m, ctx: pm_run.calibrate_saved(cfg, ctx.store), argument="pm",
             inputs=_inputs, render=lambda d, r, conf: pm_report(d, r.summary, conf), echo=_calibrate_echo,
             helps={**SAVED_HELP, "data": "calibration pairs: hh:<path> | preference rows .jsonl"},
             help="Temperature scaling (Guo et al. 2017): fit T on these pairs, save it as PM/temperature.json. "

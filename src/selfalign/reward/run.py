@@ -248,13 +248,13 @@ class PMEvalResult:
 
 
 def check_pm_dir(cfg: PMEvalConfig | PMCalibrateConfig) -> float | None:
-    """The PM directory, the pair file and (``pm eval``) the temperature, checked before any
-    scoring; returns the temperature given (None: fit on a split)."""
+    """The PM directory, that a pair file is named, and (``pm eval``) the temperature, checked
+    before the PM loads (the callers read the pairs next, also before it loads); returns the
+    temperature given (None: fit on a split)."""
     if not Path(cfg.pm, "config.json").is_file():
         raise ValueError(f"{cfg.pm}: not a saved model directory (no config.json)")
     if not cfg.data:
         raise ValueError("data: a pair file is required (hh:<path> | preference rows .jsonl)")
-    read_pairs(cfg.data)
     temperature = getattr(cfg, "temperature", "split")
     if temperature == "split":
         return None

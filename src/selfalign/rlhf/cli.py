@@ -116,6 +116,7 @@ COMMANDS = [
     Command("quick", "rlhf-frontier", quick_mod.QuickConfig,
             lambda cfg, m, ctx: quick_mod.run(cfg, m.policy, ctx.store, progress=ctx.log), {"policy": "policy"},
             trainable=("policy",), out=lambda cfg: cfg.frontier.out, records=_quick_records,
+            record_config=lambda cfg, r: config_to_dict(r.frontier_config),
             after=lambda cfg, r, ctx: export_pairs(cfg.pm.out, r.split_half),
             rows=lambda r: [dict(p) for p in r.frontier.points], headline=lambda r: fr.headline(r.frontier),
             render=lambda d, r, conf: frontier_report(d, r.frontier.to_dict(), config_to_dict(r.frontier_config)),

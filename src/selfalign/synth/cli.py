@@ -33,6 +33,15 @@ def _report(title: str, extra: Any = None, similarities: bool = False):
     return render
 
 
+def _ifd_check(cfg: ifd.IFDConfig) -> None:
+    """The run record goes beside the selected rows: refuse an ``out`` whose folder's rows.jsonl is the input."""
+    if not cfg.input or not Path(cfg.input).is_file():
+        raise ValueError(f"input: {cfg.input or '(none)'}: not a file of TRL rows")
+    if (Path(cfg.out).parent / "rows.jsonl").resolve() == Path(cfg.input).resolve():
+        raise ValueError(f"out: {cfg.out} would write its run record over the input {cfg.input} "
+                         "(rows.jsonl in the same folder); choose another folder")
+
+
 def _rows_line(cfg: Any, res: Any) -> list[str]:
     return [f"{len(res.rows)} rows -> {Path(cfg.out) / 'rows.jsonl'}"]
 
@@ -81,6 +90,7 @@ COMMANDS = [
             help="Red-team prompts: keyword prompts and a Rainbow-Teaming-style archive."),
     Command("ifd", "ifd-selection", ifd.IFDConfig, lambda cfg, m, ctx: ifd.run(cfg, m.policy), {"policy": "model"},
             argument="input", inputs=lambda cfg: [cfg.input], out=lambda cfg: str(Path(cfg.out).parent),
+            check=_ifd_check,
             render=lambda out, r, conf: write_report(out, "IFD selection", r.rows, {
                 "candidates": r.counts["input"], "kept": r.counts["kept"],
                 "filtered": {k: v for k, v in r.counts.items() if k not in ("input", "kept")}}, extra={"ifd": r.scores}),

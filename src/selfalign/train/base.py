@@ -277,7 +277,9 @@ def _checkpointing_kwarg(on: bool) -> dict[str, bool]:
 
 class TrainingRun:
     """One output directory: ``train.json`` when finished, ``checkpoints/`` while running,
-    ``model/`` (the saved weights, renamed into place only when complete)."""
+    ``model/`` (the saved weights, renamed into place only when complete), and
+    ``steps/training.json``, the step record by which a re-run with the same fingerprint reuses it
+    (:meth:`is_finished`)."""
 
     def __init__(self, out_dir: str | Path, fp: str):
         self.out = Path(out_dir)
@@ -293,8 +295,27 @@ class TrainingRun:
     def is_finished(self) -> bool:
         """Did this exact training (this fingerprint) finish, with its model and ``train.json``
         unchanged on disk? Decided by the one freshness check,
-        :meth:`selfalign.store.runs.RunDir.step_is_fresh`, on the record :meth:`finish` writes."""
-        return self.out.is_dir() and RunDir(self.out).step_is_fresh(self.STEP, {"fingerprint": self.fp}, {})
+        :meth:`selfalign.store.runs.RunDir.step_is_fresh`, on the record :meth:`finish` writes.
+        A training finished before step records were kept (``train.json`` with this fingerprint
+        and a saved model, no record) gets its record now, once, rather than being retrained."""
+        if not self.out.is_dir():
+            return False
+        run = RunDir(self.out)
+        if run.step_record(self.STEP) is None and self.done.exists() and (self.model_dir / "config.json").exists():
+            try:
+                info = json.loads(self.done.read_text())
+            except json.JSONDecodeError:
+                return False
+            if info.get("fingerprint") == self.fp:
+                self._record(run, float(info.get("seconds") or 0.0), int(info.get("n_rows") or 0))
+        return run.step_is_fresh(self.STEP, {"fingerprint": self.fp}, {})
+
+    def _record(self, run: RunDir, seconds: float, n_rows: int) -> None:
+        """The step record of a finished training: ``train.json`` and the model's files (its card
+        left out: evaluation results are added to README.md later)."""
+        outputs = ["train.json"] + sorted(str(p.relative_to(self.out)) for p in self.model_dir.rglob("*")
+                                          if p.is_file() and p.name != "README.md")
+        run.record_step(self.STEP, {"fingerprint": self.fp}, {}, outputs, seconds, {"n_rows": n_rows})
 
     def finished(self, n_rows: int, cls: type[R] = TrainResult, keys: Sequence[str] = ()) -> R | None:  # type: ignore[assignment]
         """The earlier result when this exact training already finished, else None: the one
@@ -379,11 +400,8 @@ class TrainingRun:
                                          "n_rows": n_rows, "precision": precision.name,
                                          "precision_reason": precision.reason, "config": config_to_dict(cfg),
                                          **(extra or {})}, indent=2))
+        self._record(RunDir(self.out), seconds, n_rows)  # before the checkpoints go: a kill here loses nothing
         shutil.rmtree(self.ckpt_dir, ignore_errors=True)
-        # the model's files, its card left out: evaluation results are added to README.md later
-        outputs = ["train.json"] + sorted(str(p.relative_to(self.out)) for p in self.model_dir.rglob("*")
-                                          if p.is_file() and p.name != "README.md")
-        RunDir(self.out).record_step(self.STEP, {"fingerprint": self.fp}, {}, outputs, seconds, {"n_rows": n_rows})
         return TrainResult(self.model_dir, losses, seconds, n_rows, precision=precision.name)
 
 

@@ -127,9 +127,6 @@ def train_distilled_rows(rows: Sequence[dict[str, Any]], base: str, out_dir: str
     return run.train(trainer, tok, resume, len(rows), base_id or base, cfg, precision)
 
 
-# ------------------------------------------------------------------ evaluation
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfalign.train.distill``: the token-level training alone on rows made by
     :func:`selfalign.rlhf.distill.distill_rows` (one entry point for a single process and ``accelerate launch``)."""

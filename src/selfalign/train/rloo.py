@@ -25,7 +25,8 @@ same two estimators.
 Deviations from HH: RLOO instead of PPO (no value network; the paper's PPO also has a value
 head and clipping); rewards are not whitened; the KL is the sampled estimate TRL uses.
 
-Run as a script against a saved PM (``accelerate launch`` too): :mod:`selfalign.rlhf.train_rl`.
+Run as a script against a saved PM (``accelerate launch`` too): ``python -m selfalign.train.rloo``
+(:func:`main`; ``selfalign.rlhf.train_rl`` is its earlier name).
 """
 
 from __future__ import annotations

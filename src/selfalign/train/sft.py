@@ -7,8 +7,9 @@ plain transformers model that the ``hf`` backend loads by path); full fine-tunin
 stops back-propagation below them: on a CPU it is the main lever on training time.
 
 Resumable: checkpoints go to ``<out>/checkpoints`` and a re-run continues from the last one; a
-finished run writes ``<out>/train.json`` with a fingerprint of (base model, rows, config) and is
-skipped when re-run with the same inputs.
+finished run writes ``<out>/train.json`` (losses, history, config) and the step record
+``<out>/steps/training.json`` keyed by a fingerprint of (base model, rows, config); a re-run with
+the same fingerprint, its model unchanged on disk, is skipped (:meth:`TrainingRun.is_finished`).
 
 Also a script, so that ``accelerate launch`` runs it data-parallel (DDP on CPUs or GPUs, or
 DeepSpeed through an accelerate config); the same code, unchanged::
