@@ -395,3 +395,64 @@ def test_backward_model_is_trained_on_reversed_seed_pairs(tiny_model_dir, tmp_pa
     assert len(res.augmented) == 3
     rows = bt.backward_rows(load_seed_tasks())
     assert rows[0]["prompt"][0]["content"].startswith("Here is a response.")
+
+
+# ----------------------------------------------------------------- UDIT
+def _udit(tmp_path, texts, **over):
+    from selfalign.synth import udit
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(texts))
+    return udit.run(udit.UDITConfig(corpus=str(corpus), **over), log=lambda s: None)
+
+
+UDIT_TEXTS = ["Peru is a country in South America. Its capital is Lima. The currency used there is the Sol.",
+              "Iron is a chemical element with the symbol Fe and atomic number 26.",
+              "Kenya is a country in Africa. Its capital is Nairobi.",
+              "Neon is a chemical element with the symbol Ne and atomic number 10.",
+              "Chile is a country in South America. Its capital is Santiago.",
+              "Gold is a chemical element with the symbol Au and atomic number 79.",
+              "Oslo lies in Norway.",
+              "Zinc is a chemical element with the symbol Zn and atomic number 30."]
+
+
+def test_udit_labels_come_from_the_text_itself(tmp_path):
+    res = _udit(tmp_path, UDIT_TEXTS)
+    by = {}
+    for r in res.rows:
+        by.setdefault(r["meta"]["task"], []).append(r)
+    # a summary is one of the text's own sentences, the one sharing most content words with the rest
+    peru = next(r for r in by["summary"] if r["meta"]["text_index"] == 0)
+    assert peru["completion"][0]["content"] == "Peru is a country in South America."
+    assert res.stats.filtered["summary_one_sentence"] == 5  # the one-sentence texts get no summary
+    # a cloze item restores the text when the answer fills the blank
+    for r in by["cloze"]:
+        body = r["prompt"][0]["content"].split("\n\n", 1)[1]
+        assert body.count("___") == 1
+        assert body.replace("___", r["completion"][0]["content"]) == UDIT_TEXTS[r["meta"]["text_index"]]
+    # multiple choice: the letter points at the answer, the distractors are of its kind and from other texts
+    for r in by["multiple_choice"]:
+        opts, ans = r["meta"]["options"], r["meta"]["answer"]
+        assert len(set(opts)) == 4 and r["completion"][0]["content"] == f"{'ABCD'[opts.index(ans)]}. {ans}"
+        others = [t for k, t in enumerate(UDIT_TEXTS) if k != r["meta"]["text_index"]]
+        assert all(any(o in t for t in others) for o in opts if o != ans)
+        assert all(o.isdigit() == ans.isdigit() for o in opts)
+    assert res.per_task == {t: len(v) for t, v in by.items()}
+    again = _udit(tmp_path, UDIT_TEXTS)
+    assert again.rows == res.rows and _udit(tmp_path, UDIT_TEXTS, seed=1).rows != res.rows
+
+
+def test_udit_cli_makes_rows_with_no_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n\n".join(UDIT_TEXTS))
+    out = tmp_path / "u"
+    r = CliRunner().invoke(app, ["synth", "udit", "--corpus", str(corpus), "--tasks", "cloze", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    assert rows and {x["meta"]["task"] for x in rows} == {"cloze"} and (out / "report.html").exists()
+    bad = CliRunner().invoke(app, ["synth", "udit", "--corpus", str(corpus), "--tasks", "cloze,ordering"])
+    assert bad.exit_code != 0 and "tasks: unknown ['ordering']" in str(bad.exception)

@@ -1,4 +1,4 @@
-"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd``.
+"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -15,7 +15,7 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import backtranslation, evol_instruct, ifd, llm2llm, redteam, self_instruct
+from selfalign.synth import backtranslation, evol_instruct, ifd, llm2llm, redteam, self_instruct, udit
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -97,5 +97,11 @@ COMMANDS = [
             echo=lambda cfg, r: [f"{r.counts} -> {cfg.out}"], helps={"input": "TRL rows JSONL (prompt, completion)"},
             help="IFD selection: keep the rows whose instruction helps least (highest IFD <= 1)."),
 ]
+
+COMMANDS.append(
+    Command("udit", "udit", udit.UDITConfig, lambda cfg, m, ctx: udit.run(cfg, ctx.log),
+            inputs=lambda cfg: _files(cfg, "corpus"), stats=_stats,
+            render=_report("UDIT pseudo-labelled tasks", lambda r: {"per_task": r.per_task}), echo=_rows_line,
+            help="UDIT: pseudo-labelled tasks (extractive summary, cloze, multiple choice) from unlabelled text, no model."))
 
 add_commands(app, COMMANDS)
