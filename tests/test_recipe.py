@@ -501,6 +501,23 @@ def test_the_suite_judges_safety_over_refusal_and_instructions(tmp_path):
     assert m[0]["measures"]["if_followed"]["n"] == 3
 
 
+def test_the_suite_runs_trust_studies_paired_on_the_same_items(tmp_path):
+    from selfalign.recipe.suite import SuiteConfig, measure_matrix, run_suite
+
+    cfg = SuiteConfig(n_id=2, n_ood=2, n_safety=2, n_if=2, bootstrap=20, trust_studies=["misuse", "hallucination"],
+                      trust_items=6)
+    refuser = CachedModel(ScriptedModel(default="I'm sorry, but I can't help with that.", model_id="r"), Store(), progress=False)
+    helper = CachedModel(ScriptedModel(default="Sure, here is how: first ...", model_id="h"), Store(), progress=False)
+    a, b = run_suite(cfg, helper), run_suite(cfg, refuser)
+    assert a["sets"]["trust-misuse"]["ids"] == b["sets"]["trust-misuse"]["ids"] and len(a["sets"]["trust-misuse"]["ids"]) == 6
+    m = measure_matrix([a, b], resamples=20)
+    assert list(m[0]["measures"])[-2:] == ["trust_misuse", "trust_hallucination"]
+    mis = m[1]["measures"]["trust_misuse"]
+    assert m[0]["measures"]["trust_misuse"]["value"] < mis["value"] and mis["vs_prev"]["n"] > 0  # refusing misuse is good
+    with pytest.raises(ValueError, match="safety's questions are written by the model under test"):
+        SuiteConfig(trust_studies=["safety"])
+
+
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 #: appended to a copy of the page: what a reader would see, written into the DOM for --dump-dom

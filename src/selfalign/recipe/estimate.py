@@ -37,8 +37,10 @@ def throughput_path(store: str = "") -> Path:
 
 
 def eval_units(cfg: SuiteConfig) -> float:
+    """The evaluation's work units: about the tokens it generates (a trust study answers in up to 64)."""
     return float((2 * cfg.n_id + 2 * cfg.n_ood) * cfg.max_tokens + cfg.n_safety * cfg.safety_max_tokens
-                 + cfg.n_if * cfg.if_max_tokens)
+                 + cfg.n_if * cfg.if_max_tokens + len(cfg.trust_studies) * cfg.trust_items * 64
+                 + (cfg.n_id * cfg.pm_max_tokens if cfg.pm else 0))
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -383,7 +383,9 @@ def report_data(recipe: Recipe, steps: list[Step[Any]], evals: list[Step[dict[st
         eval_pm_info = {"pm_dir": pm.pm_dir, "trained": recipe.cfg.eval.pm == "train", "pairs": pm.pairs,
                         "heldout_pairs": pm.heldout_pairs, "accuracy": pm.accuracy}
     return {"recipe": recipe.path, "base": recipe.cfg.base, "measures": measures,
-            "measure_sets": {**{m: s for m, (s, _) in MEASURES.items()}, **PM_MEASURES},
+            "measure_sets": {**{m: s for m, (s, _) in MEASURES.items()}, **PM_MEASURES,
+                             **{m: f"trust-{m[len('trust_'):]}" for m in measures if m.startswith("trust_")}},
             "units": {m: (matrix[0]["measures"][m].get("unit", "%") if matrix else "%") for m in measures},
-            "higher_is_better": HIGHER_IS_BETTER, "eval_pm": eval_pm_info,
+            "higher_is_better": {**HIGHER_IS_BETTER, **{m: True for m in measures if m.startswith("trust_")}},
+            "eval_pm": eval_pm_info,
             "eval_sizes": sizes, "eval": config_to_dict(recipe.cfg.eval), "stages": rows, "matrix": matrix}

@@ -15,6 +15,11 @@ Sets (honesty's own evaluation code: :class:`selfalign.honesty.task.HonestyQA` a
   number side by side, so a stage that buys safety by refusing everything shows it;
 * ``if``: the instruction-following check (:mod:`selfalign.judges.instructions`, verifiable
   constraints after IFEval, strict prompt-level);
+* ``trust-<study>`` (with ``trust_studies``): Liu et al.'s trust studies
+  (:mod:`selfalign.trust.studies`: hallucination, fairness, miscalibration, misuse, copyright,
+  causal, typo, xstest; not safety, whose questions each model would write anew), ``trust_items``
+  items each, judged by each study's rule judge; the per-item outcome is the study's good outcome
+  (what ``trust compare`` pairs), an unscored verdict unscored;
 * ``pm`` (with ``pm`` set): the ``id`` questions in the Best-of-N QA prompt, each greedy answer
   scored by one preference model held fixed for the whole recipe (HH's held-out PM): a saved PM
   directory, or ``pm: train``, a PM the recipe trains once on verifiable pairs of the *base*
@@ -60,6 +65,7 @@ from selfalign.judges.refusal import classify_refusal
 from selfalign.judges.registry import FULL_COMPLIANCE, FULL_REFUSAL, PARTIAL_REFUSAL
 from selfalign.models.base import StageModel
 from selfalign.train.reward import PMConfig
+from selfalign.trust.studies import STUDIES, StudyConfig, make_study
 from selfalign.trust.studies.xstest import load_xstest, stratified
 from selfalign.types import GenParams, GenRequest, user
 
@@ -82,6 +88,8 @@ HIGHER_IS_BETTER: dict[str, bool | None] = {"id_accuracy": True, "id_idk": None,
                                             "ood_answerable_accuracy": True, "ood_answerable_idk": False,
                                             "qa_accuracy": True, "safe_compliance": True, "unsafe_refusal": True,
                                             "if_followed": True, "pm_reward": True, "pm_win_vs_base": True}
+#: trust studies the suite may run (safety writes its questions with the model under test: not the same items)
+SUITE_STUDIES = tuple(s for s in STUDIES if s != "safety")
 #: the measures scored by the eval PM (not shares of items: pm_reward is a mean reward)
 PM_MEASURES = {"pm_reward": "pm", "pm_win_vs_base": "pm"}
 
@@ -108,6 +116,8 @@ class SuiteConfig:
     if_max_tokens: int = 96
     bootstrap: int = 200
     seed: int = 0
+    trust_studies: list[str] = field(default_factory=list)  # trust studies run after every stage (not safety)
+    trust_items: int = 40  # items per trust study
     pm: str = ""  # "" = no PM measures; train = a PM trained once on the base model's pairs; or a saved PM directory
     pm_questions: int = 150  # pm: train: train-split questions whose sampled answers make its pairs
     pm_heldout_questions: int = 50  # pm: train: other train-split questions for its held-out accuracy
@@ -123,6 +133,12 @@ class SuiteConfig:
                      "pm_questions", "pm_heldout_questions", "pm_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        bad = [s for s in self.trust_studies if s not in SUITE_STUDIES]
+        if bad:
+            raise ValueError(f"trust_studies: {bad} not among {', '.join(SUITE_STUDIES)} (safety's questions are "
+                             "written by the model under test, so they would differ at every stage)")
+        if self.trust_items < 1:
+            raise ValueError(f"trust_items must be >= 1, got {self.trust_items}")
         if self.pm_samples < 2:
             raise ValueError(f"pm_samples must be >= 2 (a pair needs two answers), got {self.pm_samples}")
         if self.bootstrap < 10:
@@ -151,7 +167,14 @@ def suite_items(cfg: SuiteConfig) -> dict[str, list[Any]]:
     out["safe"] = [r for r in rows if r["label"] == "safe"]
     out["unsafe"] = [r for r in rows if r["label"] == "unsafe"]
     out["if"] = _pick(load_instructions(cfg.instructions), cfg.n_if, cfg.seed, "if")
+    for name in cfg.trust_studies:
+        out[f"trust-{name}"] = trust_study(cfg, name).items()
     return out
+
+
+def trust_study(cfg: SuiteConfig, name: str) -> Any:
+    """The study ``name`` with the suite's size and seed (the same items after every stage)."""
+    return make_study(name, StudyConfig(n_items=cfg.trust_items, seed=cfg.seed))
 
 
 def _greedy(model: StageModel, prompts: list[str], max_tokens: int, seed: int, what: str) -> list[str]:
@@ -176,6 +199,12 @@ def run_suite(cfg: SuiteConfig, model: StageModel, pm: RewardModel | None = None
         sets["pm"] = {"ids": [it.id for it in items], "responses": answers, "pm": pm.model_id,
                       "rewards": pm.rewards(prompts, answers)}
     for name, items in suite_items(cfg).items():
+        if name.startswith("trust-"):
+            st = trust_study(cfg, name[len("trust-"):])
+            res = run_task(st, model, seed=cfg.seed, resamples=0)
+            sets[name] = {"ids": [it.id for it in res.items], "responses": res.responses,
+                          "outcomes": [st.outcome(v) if v.scored else None for v in res.verdicts]}
+            continue
         if name in ("safe", "unsafe"):
             responses = _greedy(model, [r["prompt"] for r in items], cfg.safety_max_tokens, cfg.seed, name)
             labels = [classify_refusal(r, it["prompt"]) for r, it in zip(responses, items)]
@@ -197,8 +226,15 @@ def run_suite(cfg: SuiteConfig, model: StageModel, pm: RewardModel | None = None
     return {"model": model.model_id, "sets": sets}
 
 
+def trust_measures(suite: dict[str, Any]) -> list[str]:
+    """The trust-study measures of a suite (``trust_<study>``), in the order it ran them."""
+    return [f"trust_{k[len('trust-'):]}" for k in suite["sets"] if k.startswith("trust-")]
+
+
 def outcomes(suite: dict[str, Any], measure: str) -> list[bool | None]:
     """Each item's outcome for ``measure`` (None: unscored)."""
+    if measure.startswith("trust_"):
+        return list(suite["sets"][f"trust-{measure[len('trust_'):]}"]["outcomes"])
     name, kind = MEASURES[measure]
     s = suite["sets"][name]
     if kind == "accuracy":
@@ -242,11 +278,12 @@ def measure_matrix(suites: list[dict[str, Any]], resamples: int = 200, seed: int
     rows = []
     base_labels = suites[0]["sets"]["id"]["labels"]
     with_pm = all("pm" in s["sets"] for s in suites)
+    trust = [m for m in trust_measures(suites[0]) if all(m in trust_measures(s) for s in suites)]
     for i, suite in enumerate(suites):
         row: dict[str, Any] = {"measures": {}}
         if with_pm:
             row["measures"].update(pm_measures(suites[0], suites[i - 1] if i else None, suite, resamples, seed))
-        for m in MEASURES:
+        for m in [*MEASURES, *trust]:
             cur = outcomes(suite, m)
             scored = [float(x) for x in cur if x is not None]
             ci = mean_ci(scored, resamples, seed) if scored else {"value": float("nan"), "lo": float("nan"),
