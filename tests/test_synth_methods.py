@@ -456,3 +456,42 @@ def test_udit_cli_makes_rows_with_no_model(tmp_path):
     assert rows and {x["meta"]["task"] for x in rows} == {"cloze"} and (out / "report.html").exists()
     bad = CliRunner().invoke(app, ["synth", "udit", "--corpus", str(corpus), "--tasks", "cloze,ordering"])
     assert bad.exit_code != 0 and "tasks: unknown ['ordering']" in str(bad.exception)
+
+
+# ----------------------------------------------------------------- DYNOSAUR
+def test_dynosaur_keeps_valid_tasks_and_applies_them_to_every_row(tmp_path):
+    from selfalign.synth import dynosaur
+
+    data = tmp_path / "capitals.jsonl"
+    data.write_text("".join(json.dumps({"country": c, "capital": k, "continent": ct}) + "\n" for c, k, ct in
+                            [("Peru", "Lima", "South America"), ("Kenya", "Nairobi", "Africa"), ("Chile", "", "South America"),
+                             ("Japan", "Tokyo", "Asia")]))
+    (tmp_path / "capitals.jsonl.meta.json").write_text(json.dumps({"name": "capitals", "description": "Countries and capitals."}))
+    proposal = ("Task: Name the capital city of the country.\nInput fields: country\nOutput field: capital\n\n"
+                "Task: Give the capital.\nInput fields: country\nOutput field: population\n\n"      # no such field
+                "Task: Repeat the capital.\nInput fields: capital\nOutput field: capital\n\n"       # output is an input
+                "Task: Name the capital city of this country.\nInput fields: country\nOutput field: capital\n"  # near-duplicate
+                "Task: Which continent is the country in?\nInput fields: country\nOutput field: continent")
+    model = cached(ScriptedModel(rules={"Dataset name: capitals": [proposal, "no tasks here"]}))
+    res = dynosaur.run(dynosaur.DynosaurConfig(data=[str(data)], samples=2, instances_per_task=10), model, log=lambda s: None)
+    verdicts = [t["verdict"] for t in res.tasks]
+    assert verdicts == ["kept", "unknown_output_field", "output_in_inputs", "duplicate_instruction", "kept", "unparsed"]
+    capital = [r for r in res.rows if r["meta"]["output"] == "capital"]
+    # every row with both values becomes an instance; Chile has no capital, so it is skipped
+    assert sorted(r["completion"][0]["content"] for r in capital) == ["Lima", "Nairobi", "Tokyo"]
+    assert all(r["prompt"][0]["content"].startswith("Name the capital city of the country.\n\ncountry: ") for r in capital)
+    assert len([r for r in res.rows if r["meta"]["output"] == "continent"]) == 4
+    prompt = model.backend.calls[0].prompt[0].content  # the metadata the proposer read
+    assert "Dataset name: capitals" in prompt and "Countries and capitals." in prompt and "- country (example: 'Peru')" in prompt
+    with pytest.raises(Exception, match="not bundled-qa, bundled-code or a JSONL file"):
+        dynosaur.run(dynosaur.DynosaurConfig(data=[str(tmp_path / "nope.jsonl")]), model)
+
+
+def test_dynosaur_metadata_of_the_bundled_sets():
+    from selfalign.synth import dynosaur
+
+    qa, code = dynosaur.load_dataset("bundled-qa"), dynosaur.load_dataset("bundled-code")
+    assert {"question", "answers", "entity", "relation"} <= set(qa.fields)
+    assert {"prompt", "canonical_solution", "entry_point"} <= set(code.fields)
+    text = dynosaur.metadata_prompt(qa, 3)
+    assert "Propose 3 different tasks" in text and "- answers (example:" in text

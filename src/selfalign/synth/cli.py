@@ -1,4 +1,4 @@
-"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit``.
+"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -15,7 +15,7 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import backtranslation, evol_instruct, ifd, llm2llm, redteam, self_instruct, udit
+from selfalign.synth import backtranslation, dynosaur, evol_instruct, ifd, llm2llm, redteam, self_instruct, udit
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -103,5 +103,13 @@ COMMANDS.append(
             inputs=lambda cfg: _files(cfg, "corpus"), stats=_stats,
             render=_report("UDIT pseudo-labelled tasks", lambda r: {"per_task": r.per_task}), echo=_rows_line,
             help="UDIT: pseudo-labelled tasks (extractive summary, cloze, multiple choice) from unlabelled text, no model."))
+
+COMMANDS.append(
+    Command("dynosaur", "dynosaur", dynosaur.DynosaurConfig, lambda cfg, m, ctx: dynosaur.run(cfg, m.policy, ctx.log),
+            {"policy": "model"}, check=lambda cfg: [dynosaur.load_dataset(k) for k in cfg.data],
+            inputs=lambda cfg: [k for k in cfg.data if Path(k).is_file()], stats=_stats,
+            render=_report("DYNOSAUR: tasks from dataset metadata", lambda r: {"tasks": r.tasks}), echo=_rows_line,
+            descriptions={"policy": "task proposals"},
+            help="DYNOSAUR: a model proposes tasks from datasets' metadata; valid ones are applied to every row."))
 
 add_commands(app, COMMANDS)
