@@ -495,3 +495,28 @@ def test_dynosaur_metadata_of_the_bundled_sets():
     assert {"prompt", "canonical_solution", "entry_point"} <= set(code.fields)
     text = dynosaur.metadata_prompt(qa, 3)
     assert "Propose 3 different tasks" in text and "- answers (example:" in text
+
+
+# ----------------------------------------------------------------- LaMini topic-guided
+def test_lamini_asks_about_sampled_topics_filters_and_answers(tmp_path):
+    from selfalign.synth import lamini
+
+    topics = tmp_path / "topics.txt"
+    topics.write_text("# mine\nvolcanoes\ntea\nchess\n")
+    listing = (" Explain how a volcano forms from magma below the crust.\n2. Tea.\n"
+               "3. Explain how a volcano forms from magma under the crust.\n4. Describe the rules of castling in chess.")
+    gen = cached(ScriptedModel(rules={"related to the following topics": listing}))
+    teacher = cached(ScriptedModel(rules={"castling": "The king moves two squares toward a rook."}, default="",
+                                   model_id="teacher"))
+    cfg = lamini.LaMiniConfig(topics=str(topics), requests=2, per_request=4, topics_per_request=2)
+    res = lamini.run(cfg, gen, teacher, log=lambda s: None)
+    prompt = gen.backend.calls[0].prompt
+    assert "related to the following topics:" in prompt and sum(t in prompt for t in ("volcanoes", "tea", "chess")) == 2
+    # one row: the volcano instruction is kept once, its near-copy and the second request's copies are duplicates,
+    # "Tea." is too short, and the teacher gives the volcano instruction an empty answer
+    assert [r["prompt"][0]["content"] for r in res.rows] == ["Describe the rules of castling in chess."]
+    assert res.rows[0]["completion"][0]["content"] == "The king moves two squares toward a rook."
+    assert res.stats.filtered == {"too_short": 2, "duplicate": 4, "empty_response": 1}
+    assert res.rows[0]["meta"]["method"] == "lamini-topic" and len(res.rows[0]["meta"]["topics"]) == 2
+    with pytest.raises(Exception, match="not a file"):
+        lamini.run(lamini.LaMiniConfig(topics=str(tmp_path / "none.txt")), gen)

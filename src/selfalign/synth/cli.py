@@ -1,4 +1,4 @@
-"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur``.
+"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -15,7 +15,7 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import backtranslation, dynosaur, evol_instruct, ifd, llm2llm, redteam, self_instruct, udit
+from selfalign.synth import backtranslation, dynosaur, evol_instruct, ifd, lamini, llm2llm, redteam, self_instruct, udit
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -111,5 +111,13 @@ COMMANDS.append(
             render=_report("DYNOSAUR: tasks from dataset metadata", lambda r: {"tasks": r.tasks}), echo=_rows_line,
             descriptions={"policy": "task proposals"},
             help="DYNOSAUR: a model proposes tasks from datasets' metadata; valid ones are applied to every row."))
+
+COMMANDS.append(
+    Command("lamini", "lamini-topic", lamini.LaMiniConfig,
+            lambda cfg, m, ctx: lamini.run(cfg, m.policy, m.teacher, ctx.log), {"policy": "model", "teacher": "teacher"},
+            check=lambda cfg: lamini.load_topics(cfg.topics), inputs=lambda cfg: _files(cfg, "topics", "seed_tasks"),
+            stats=_stats, render=_report("LaMini topic-guided instructions", lambda r: {"topics": r.topics[:60]}),
+            echo=_rows_line, descriptions={"policy": "topic-guided instructions", "teacher": "teacher responses"},
+            help="LaMini-LM topic-guided generation: instructions about sampled topics, answered by a teacher."))
 
 add_commands(app, COMMANDS)
