@@ -520,3 +520,36 @@ def test_lamini_asks_about_sampled_topics_filters_and_answers(tmp_path):
     assert res.rows[0]["meta"]["method"] == "lamini-topic" and len(res.rows[0]["meta"]["topics"]) == 2
     with pytest.raises(Exception, match="not a file"):
         lamini.run(lamini.LaMiniConfig(topics=str(tmp_path / "none.txt")), gen)
+
+
+# ----------------------------------------------------------------- Unnatural Instructions
+def test_unnatural_instructions_core_outputs_and_rephrasing():
+    from selfalign.synth import unnatural
+
+    core = ["Instruction: Name the colour of the object.\nInput: a ripe banana\nConstraints: One word.\nExample 5",
+            "no example here",
+            "Instruction: Name the colour of the object.\nInput: a ripe banana\nConstraints: One word.",  # duplicate
+            "Instruction: Count the vowels.\nInput: None.\nConstraints: None."]
+
+    def reply(prompt, i, seed):
+        if "Rewrite the instruction" in prompt:
+            return "What colour is {INPUT}?" if "colour" in prompt.split("Instruction:")[-1] else "Count the vowels."
+        if "Example 4" in prompt:
+            return core[seed % 4]
+        if "banana" in prompt:
+            return "Yellow"
+        return ""
+
+    model = cached(ScriptedModel(default=reply))
+    res = unnatural.run(unnatural.UnnaturalConfig(requests=4), model, log=lambda s: None)
+    first = model.backend.calls[0].prompt
+    assert first.count("Instruction:") == 3 and first.rstrip().endswith("Example 4")  # three seeds, no pool
+    assert res.stats.filtered == {"unparsed": 1, "duplicate": 1, "empty_output": 1}
+    assert res.core == 1 and res.rephrased == 1
+    c, r = res.rows
+    assert c["prompt"][0]["content"] == "Name the colour of the object.\n\nInput: a ripe banana\nConstraints: One word."
+    assert c["completion"][0]["content"] == r["completion"][0]["content"] == "Yellow"
+    assert r["prompt"][0]["content"] == "What colour is a ripe banana?\nConstraints: One word."
+    assert r["meta"] == {"method": "unnatural-rephrased", "ok": True, "parent": 0, "constraints": "One word."}
+    no_expansion = unnatural.run(unnatural.UnnaturalConfig(requests=4, rephrase=False), model, log=lambda s: None)
+    assert [x["meta"]["method"] for x in no_expansion.rows] == ["unnatural-core"]

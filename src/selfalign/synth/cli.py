@@ -1,4 +1,4 @@
-"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini``.
+"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -15,7 +15,8 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import backtranslation, dynosaur, evol_instruct, ifd, lamini, llm2llm, redteam, self_instruct, udit
+from selfalign.synth import (backtranslation, dynosaur, evol_instruct, ifd, lamini, llm2llm, redteam, self_instruct, udit,
+                             unnatural)
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -119,5 +120,13 @@ COMMANDS.append(
             stats=_stats, render=_report("LaMini topic-guided instructions", lambda r: {"topics": r.topics[:60]}),
             echo=_rows_line, descriptions={"policy": "topic-guided instructions", "teacher": "teacher responses"},
             help="LaMini-LM topic-guided generation: instructions about sampled topics, answered by a teacher."))
+
+COMMANDS.append(
+    Command("unnatural", "unnatural-instructions", unnatural.UnnaturalConfig,
+            lambda cfg, m, ctx: unnatural.run(cfg, m.policy, ctx.log), {"policy": "model"},
+            inputs=lambda cfg: _files(cfg, "seed_tasks"), stats=_stats,
+            render=_report("Unnatural Instructions", lambda r: {"core": r.core, "rephrased": r.rephrased}),
+            echo=_rows_line, descriptions={"policy": "examples"},
+            help="Unnatural Instructions: a 4th example from 3 seeds (no pool), outputs, then rephrased templates."))
 
 add_commands(app, COMMANDS)
