@@ -553,3 +553,53 @@ def test_unnatural_instructions_core_outputs_and_rephrasing():
     assert r["meta"] == {"method": "unnatural-rephrased", "ok": True, "parent": 0, "constraints": "One word."}
     no_expansion = unnatural.run(unnatural.UnnaturalConfig(requests=4, rephrase=False), model, log=lambda s: None)
     assert [x["meta"]["method"] for x in no_expansion.rows] == ["unnatural-core"]
+
+
+# ----------------------------------------------------------------- LongForm, DoG-Instruct
+LONG_TEXTS = ["Peru is a country in South America. Its capital is Lima and its currency is the Sol.",
+              "Too short here.",
+              "Iron is a chemical element with the symbol Fe and atomic number 26; it rusts in water.",
+              "Kenya is a country in Africa. Its capital is Nairobi, a large city near the equator."]
+
+
+def _corpus(tmp_path, texts):
+    p = tmp_path / "c.txt"
+    p.write_text("\n\n".join(texts))
+    return str(p)
+
+
+def test_longform_keeps_the_document_as_the_output(tmp_path):
+    from selfalign.synth import longform
+
+    def reply(prompt, i, seed):
+        if "Peru" in prompt:
+            return "Instruction: Tell me about Peru's capital and money."
+        if "Iron" in prompt:  # copies the document
+            return "Iron is a chemical element with the symbol Fe and atomic number 26"
+        return ""
+
+    model = cached(ScriptedModel(default=reply))
+    res = longform.run(longform.LongFormConfig(corpus=_corpus(tmp_path, LONG_TEXTS), min_words=6), model, log=lambda s: None)
+    assert [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in res.rows] == [
+        ("Tell me about Peru's capital and money.", LONG_TEXTS[0])]
+    assert res.stats.filtered == {"too_short": 1, "copies_document": 1, "empty": 1}
+    styles = {c.prompt[0].content.split("\n")[0] for c in model.backend.calls}
+    assert styles <= set(longform.STYLES.values()) and len(styles) >= 2  # the styles vary by text
+
+
+def test_dog_instruct_wraps_into_a_grounded_dialogue(tmp_path):
+    from selfalign.synth import dog_instruct
+
+    def reply(prompt, i, seed):
+        if "Peru" in prompt:
+            return "User: What is the capital of Peru, and its money?\nAssistant: Lima is its capital; it uses the Sol.\nUser: ok"
+        if "Kenya" in prompt:  # invents its answer
+            return "User: Tell me about Kenya.\nAssistant: Kenya has famous marathon runners and tea farms."
+        return "Here is a conversation about iron."
+
+    model = cached(ScriptedModel(default=reply))
+    res = dog_instruct.run(dog_instruct.DogConfig(corpus=_corpus(tmp_path, LONG_TEXTS)), model, log=lambda s: None)
+    assert [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in res.rows] == [
+        ("What is the capital of Peru, and its money?", "Lima is its capital; it uses the Sol.")]
+    assert res.stats.filtered == {"not_grounded": 1, "unparsed": 2}
+    assert res.rows[0]["meta"]["grounding"] == 0.75 and "Lima" not in res.rows[0]["prompt"][0]["content"]

@@ -1,4 +1,5 @@
-"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural``.
+"""``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural
+| longform | dog-instruct``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -15,8 +16,8 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import (backtranslation, dynosaur, evol_instruct, ifd, lamini, llm2llm, redteam, self_instruct, udit,
-                             unnatural)
+from selfalign.synth import (backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, lamini, llm2llm, longform,
+                             redteam, self_instruct, udit, unnatural)
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -128,5 +129,20 @@ COMMANDS.append(
             render=_report("Unnatural Instructions", lambda r: {"core": r.core, "rephrased": r.rephrased}),
             echo=_rows_line, descriptions={"policy": "examples"},
             help="Unnatural Instructions: a 4th example from 3 seeds (no pool), outputs, then rephrased templates."))
+
+COMMANDS += [
+    Command("longform", "longform", longform.LongFormConfig, lambda cfg, m, ctx: longform.run(cfg, m.policy, ctx.log),
+            {"policy": "model"}, check=lambda cfg: backtranslation.load_corpus(cfg.corpus),
+            inputs=lambda cfg: _files(cfg, "corpus"), stats=_stats,
+            render=_report("LongForm reverse instructions", lambda r: {"per_style": r.per_style}), echo=_rows_line,
+            descriptions={"policy": "reverse instructions"},
+            help="LongForm: a model writes the instruction each corpus document answers; the document is the output."),
+    Command("dog-instruct", "dog-instruct", dog_instruct.DogConfig,
+            lambda cfg, m, ctx: dog_instruct.run(cfg, m.policy, ctx.log), {"policy": "model"},
+            check=lambda cfg: backtranslation.load_corpus(cfg.corpus), inputs=lambda cfg: _files(cfg, "corpus"),
+            stats=_stats, render=_report("DoG-Instruct dialogue wrapping"), echo=_rows_line,
+            descriptions={"policy": "dialogue wrapping"},
+            help="DoG-Instruct: each corpus text wrapped into a user question and a grounded assistant answer."),
+]
 
 add_commands(app, COMMANDS)
