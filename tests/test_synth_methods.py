@@ -603,3 +603,37 @@ def test_dog_instruct_wraps_into_a_grounded_dialogue(tmp_path):
         ("What is the capital of Peru, and its money?", "Lima is its capital; it uses the Sol.")]
     assert res.stats.filtered == {"not_grounded": 1, "unparsed": 2}
     assert res.rows[0]["meta"]["grounding"] == 0.75 and "Lima" not in res.rows[0]["prompt"][0]["content"]
+
+
+# ----------------------------------------------------------------- LLMs-as-Instructors
+def test_instructors_analyse_each_error_then_target_it(tmp_path):
+    from selfalign.synth import instructors
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "a", "question": "What is the capital of Peru?", "answers": ["Lima"], "relation": "capital", "split": "train"},
+        {"id": "b", "question": "What is the capital of Kenya?", "answers": ["Nairobi"], "relation": "capital", "split": "train"},
+        {"id": "c", "question": "What is the symbol of iron?", "answers": ["Fe"], "relation": "symbol", "split": "train"},
+        {"id": "t", "question": "What is the capital of Chile?", "answers": ["Santiago"], "split": "test"}]))
+    student = cached(ScriptedModel(rules={"capital of Peru?": "Lima.", "capital of Kenya?": "Mombasa.",
+                                          "symbol of iron?": "Ir."}, model_id="student"))
+
+    def teach(prompt, i, seed):
+        if "explain what knowledge" in prompt:
+            return "" if "iron" in prompt else "The student confuses Kenya's largest port with its capital."
+        return ("Question: What is the capital of Tanzania?\nAnswer: Dodoma\n"
+                "Question: What is the capital of Kenya?\nAnswer: Nairobi")
+
+    teacher = cached(ScriptedModel(default=teach, model_id="teacher"))
+    res = instructors.run(instructors.InstructorsConfig(data=str(qa), strategy="contrast"), student, teacher,
+                          log=lambda s: None)
+    assert res.failures == 2 and res.student_accuracy == 1 / 3
+    analysis_prompts = [c.prompt[0].content for c in teacher.backend.calls if "explain what knowledge" in c.prompt[0].content]
+    kenya = next(p for p in analysis_prompts if "Kenya" in p)
+    assert "Student's answer: Mombasa." in kenya and "similar question correctly:\nQuestion: What is the capital of Peru?" in kenya
+    synth = [c.prompt[0].content for c in teacher.backend.calls if c.prompt[0].content.startswith("Analysis of")]
+    assert synth == ["Analysis of a student's mistake:\nThe student confuses Kenya's largest port with its capital.\n\n"
+                     + instructors.SYNTHESIS_TEMPLATE.split("\n\n", 1)[1].format(k=2)]
+    assert [r["prompt"][0]["content"] for r in res.rows] == ["What is the capital of Tanzania?"]
+    assert res.stats.filtered == {"no_analysis": 1, "copies_failure": 1}
+    assert res.rows[0]["meta"]["seed_id"] == "b" and "port" in res.rows[0]["meta"]["analysis"]

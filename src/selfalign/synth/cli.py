@@ -1,5 +1,5 @@
 """``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural
-| longform | dog-instruct``.
+| longform | dog-instruct | instructors``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -16,8 +16,8 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import (backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, lamini, llm2llm, longform,
-                             redteam, self_instruct, udit, unnatural)
+from selfalign.synth import (backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, instructors, lamini, llm2llm,
+                             longform, redteam, self_instruct, udit, unnatural)
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -143,6 +143,13 @@ COMMANDS += [
             stats=_stats, render=_report("DoG-Instruct dialogue wrapping"), echo=_rows_line,
             descriptions={"policy": "dialogue wrapping"},
             help="DoG-Instruct: each corpus text wrapped into a user question and a grounded assistant answer."),
+    Command("instructors", "llms-as-instructors", instructors.InstructorsConfig,
+            lambda cfg, m, ctx: instructors.run(cfg, m.policy, m.teacher, ctx.log),
+            {"policy": "student", "teacher": "teacher"}, rename={"student": "model"}, inputs=lambda cfg: _files(cfg, "data"),
+            stats=_stats, render=_report("LLMs-as-Instructors", lambda r: {"failures": r.failures,
+                                                                           "student_accuracy": r.student_accuracy}),
+            echo=_rows_line, descriptions={"policy": "student answers", "teacher": "instructor"},
+            help="LLMs-as-Instructors: the teacher analyses each student error, then writes pairs aimed at it."),
 ]
 
 add_commands(app, COMMANDS)
