@@ -637,3 +637,53 @@ def test_instructors_analyse_each_error_then_target_it(tmp_path):
     assert [r["prompt"][0]["content"] for r in res.rows] == ["What is the capital of Tanzania?"]
     assert res.stats.filtered == {"no_analysis": 1, "copies_failure": 1}
     assert res.rows[0]["meta"]["seed_id"] == "b" and "port" in res.rows[0]["meta"]["analysis"]
+
+
+# ----------------------------------------------------------------- Selective Reflection-Tuning
+class _Student:
+    """Scores by rule: an answer after an instruction that says HARD is harder to predict (IFD up);
+    an instruction is easier to infer from a response that says GOOD (r-IFD down)."""
+
+    model_id = "student"
+
+    def score(self, reqs):
+        from selfalign.types import ScoreResult
+
+        out = []
+        for r in reqs:
+            ctx = " ".join(m.content for m in r.prompt) if r.prompt else ""
+            loss = 1.0 if not ctx else (0.3 if "GOOD" in ctx else 0.8) if "Here is a response" in ctx \
+                else (0.9 if "HARD" in ctx else 0.5)
+            out.append(ScoreResult(r, (-loss, -loss)))
+        return out
+
+
+def test_selective_reflection_keeps_what_the_student_scores_better(tmp_path):
+    from selfalign.synth import reflection
+
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": q}],
+                                        "completion": [{"role": "assistant", "content": a}]}) + "\n"
+                            for q, a in [("Name a fruit.", "Apple."), ("Name a metal.", "Iron."), ("Say hi.", "Hi.")]))
+
+    def teach(prompt, i, seed):
+        if "Improve the instruction" in prompt:
+            if "fruit" in prompt:
+                return "Instruction: Name a HARD tropical fruit.\nResponse: Mango."
+            if "metal" in prompt:
+                return "Instruction: Name a metal, please.\nResponse: Copper."
+            return "I cannot."
+        if "fruit" in prompt:
+            return "Mango, a GOOD tropical fruit."
+        return "" if "hi" in prompt.lower() else "Iron is a metal."
+
+    res = reflection.run(reflection.ReflectionConfig(input=str(data)), _Student(), cached(ScriptedModel(default=teach)),
+                         log=lambda s: None)
+    got = [(r["prompt"][0]["content"], r["completion"][0]["content"]) for r in res.rows]
+    # fruit: harder instruction accepted (IFD 0.9 > 0.5), better-fitting response accepted (r-IFD 0.3 < 0.8);
+    # metal: rewrite not harder for the student, kept as it was, response rewrite not better; hi: nothing parsed
+    assert got == [("Name a HARD tropical fruit.", "Mango, a GOOD tropical fruit."), ("Name a metal.", "Iron."),
+                   ("Say hi.", "Hi.")]
+    assert res.counts == {"instruction_accepted": 1, "instruction_rejected": 1, "instruction_unparsed": 1,
+                          "response_accepted": 1, "response_rejected": 1, "response_empty": 1}
+    assert res.rows[0]["meta"]["ifd_before"] == 0.5 and res.rows[0]["meta"]["ifd"] == 0.9

@@ -1,5 +1,5 @@
 """``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural
-| longform | dog-instruct | instructors``.
+| longform | dog-instruct | instructors | reflection``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -17,7 +17,7 @@ import typer
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
 from selfalign.synth import (backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, instructors, lamini, llm2llm,
-                             longform, redteam, self_instruct, udit, unnatural)
+                             longform, redteam, reflection, self_instruct, udit, unnatural)
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
 
@@ -150,6 +150,14 @@ COMMANDS += [
                                                                            "student_accuracy": r.student_accuracy}),
             echo=_rows_line, descriptions={"policy": "student answers", "teacher": "instructor"},
             help="LLMs-as-Instructors: the teacher analyses each student error, then writes pairs aimed at it."),
+    Command("reflection", "selective-reflection", reflection.ReflectionConfig,
+            lambda cfg, m, ctx: reflection.run(cfg, m.policy, m.teacher, ctx.log), {"policy": "model", "teacher": "teacher"},
+            check=reflection.load_rows, inputs=lambda cfg: _files(cfg, "input"),
+            render=_report("Selective Reflection-Tuning", lambda r: {"counts": r.counts}), stats=lambda r: r.counts,
+            echo=lambda cfg, r: _rows_line(cfg, r) + [f"{r.counts}"],
+            descriptions={"policy": "student scores", "teacher": "reflection"},
+            help="Selective Reflection-Tuning: a teacher rewrites instruction and response; the student keeps a rewrite "
+                 "when its IFD rises (instruction) or its reverse IFD falls (response)."),
 ]
 
 add_commands(app, COMMANDS)
