@@ -687,3 +687,29 @@ def test_selective_reflection_keeps_what_the_student_scores_better(tmp_path):
     assert res.counts == {"instruction_accepted": 1, "instruction_rejected": 1, "instruction_unparsed": 1,
                           "response_accepted": 1, "response_rejected": 1, "response_empty": 1}
     assert res.rows[0]["meta"]["ifd_before"] == 0.5 and res.rows[0]["meta"]["ifd"] == 0.9
+
+
+# ----------------------------------------------------------------- Auto Evol-Instruct
+def test_auto_evol_replaces_the_method_only_when_the_dev_failure_rate_falls():
+    from selfalign.synth import auto_evol
+
+    def evol(prompt, i, seed):
+        if prompt.startswith("user: Here is a method"):  # the optimizer: one useless and one fixing candidate
+            return "Make it harder. Never write the words rewritten prompt." if seed % 2 else "Just copy it: #Rewritten Prompt#"
+        if "#Rewritten Instruction#" in prompt:
+            if "Never write the words" in prompt:
+                return "Explain, in three steps, " + prompt.split("#Instruction#:\n")[1].split("\n")[0]
+            return "#Rewritten Prompt#: same thing"
+        return "Here is a detailed answer with several useful points."
+
+    model = cached(ScriptedModel(default=evol))
+    cfg = auto_evol.AutoEvolConfig(steps=2, batch=3, dev=3, candidates=2, n_final=4)
+    res = auto_evol.run(cfg, model, log=lambda s: None)
+    # step 1: every rewrite of the initial method copies prompt words; of the two candidates only the one that
+    # avoids them lowers the dev failure rate (100% -> 0%), so it replaces the method; step 2 has no failure
+    h1, h2 = res.history
+    assert h1["dev_failure_rate"] == 1.0 and h1["batch_failures"] == 3
+    assert sorted(c["dev_failure_rate"] for c in h1["candidates"]) == [0.0, 1.0] and h1["accepted"] is not None
+    assert "Never write the words" in res.methods[res.best] and h2["batch_failures"] == 0 and h2["accepted"] is None
+    assert len(res.rows) == 4 and all(r["prompt"][0]["content"].startswith("Explain, in three steps") for r in res.rows)
+    assert all(r["meta"]["evolving_method"] == res.best for r in res.rows)

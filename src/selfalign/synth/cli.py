@@ -1,5 +1,5 @@
 """``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural
-| longform | dog-instruct | instructors | reflection``.
+| longform | dog-instruct | instructors | reflection | auto-evol``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -16,7 +16,7 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import (backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, instructors, lamini, llm2llm,
+from selfalign.synth import (auto_evol, backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, instructors, lamini, llm2llm,
                              longform, redteam, reflection, self_instruct, udit, unnatural)
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
@@ -158,6 +158,15 @@ COMMANDS += [
             descriptions={"policy": "student scores", "teacher": "reflection"},
             help="Selective Reflection-Tuning: a teacher rewrites instruction and response; the student keeps a rewrite "
                  "when its IFD rises (instruction) or its reverse IFD falls (response)."),
+    Command("auto-evol", "auto-evol-instruct", auto_evol.AutoEvolConfig,
+            lambda cfg, m, ctx: auto_evol.run(cfg, m.policy, m.get("teacher"), ctx.log),
+            {"policy": "model", "teacher": "optimizer"}, inputs=lambda cfg: _files(cfg, "seed_tasks"), stats=_stats,
+            render=_report("Auto Evol-Instruct", lambda r: {"best_method": r.best, "methods": r.methods,
+                                                            "history": r.history}),
+            echo=lambda cfg, r: _rows_line(cfg, r) + [f"best evolving method: {r.best} of {len(r.methods)}"],
+            descriptions={"policy": "evolution", "teacher": "method optimiser"},
+            help="Auto Evol-Instruct: an optimizer model rewrites the evolving method from its failures; the method "
+                 "with the lowest dev failure rate evolves the data."),
 ]
 
 add_commands(app, COMMANDS)
