@@ -713,3 +713,44 @@ def test_auto_evol_replaces_the_method_only_when_the_dev_failure_rate_falls():
     assert "Never write the words" in res.methods[res.best] and h2["batch_failures"] == 0 and h2["accepted"] is None
     assert len(res.rows) == 4 and all(r["prompt"][0]["content"].startswith("Explain, in three steps") for r in res.rows)
     assert all(r["meta"]["evolving_method"] == res.best for r in res.rows)
+
+
+# ----------------------------------------------------------------- AutoDetect
+def test_autodetect_grows_the_tree_only_where_the_student_is_weak():
+    from selfalign.synth import autodetect
+
+    def examiner(prompt, i, seed):
+        if "List 2 distinct knowledge points" in prompt:
+            return "1. Geometry\n2. Capitals"
+        if "weak at this knowledge point: Geometry" in prompt:
+            return "- Angles of triangles\n- Area of circles"
+        if "weak at this knowledge point" in prompt:
+            return "- Something deeper"
+        if "knowledge point:" in prompt:
+            topic = prompt.split("knowledge point: ")[1].split(".")[0]
+            return f"Question A about {topic}?\nQuestion B about {topic}?"
+        return "A reference answer."
+
+    def assessor(prompt, i, seed):
+        if "Capitals" in prompt:
+            return "Correct. Score: 9"
+        if "Angles" in prompt:
+            return "Correct now. Score: 8"
+        if "Area of circles" in prompt and "Question B" in prompt:
+            return "I cannot tell."  # unscored, never read as low
+        return "Wrong. Score: 2"
+
+    student = cached(ScriptedModel(default="I think it is 7.", model_id="student"))
+    res = autodetect.run(autodetect.AutoDetectConfig(root_points=2, children=2, depth=3, questions_per_point=2),
+                         student, cached(ScriptedModel(default=examiner, model_id="ex")),
+                         cached(ScriptedModel(default=assessor, model_id="as")), log=lambda s: None)
+    tree = {n["point"]: n for n in res.tree}
+    assert set(tree) == {"Geometry", "Capitals", "Angles of triangles", "Area of circles", "Something deeper"}
+    assert tree["Geometry"]["weak"] and not tree["Capitals"]["weak"] and tree["Capitals"]["mean_score"] == 9
+    assert tree["Angles of triangles"]["parent"] == tree["Geometry"]["id"] and not tree["Angles of triangles"]["weak"]
+    # Area of circles: one score of 2, one unscored -> mean 2 over the scored one, weak, grown to depth 3
+    assert tree["Area of circles"]["mean_score"] == 2 and tree["Something deeper"]["depth"] == 3
+    assert res.stats.filtered["unscored"] == 1
+    assert res.weaknesses == ["Geometry", "Geometry > Area of circles", "Geometry > Area of circles > Something deeper"]
+    assert len(res.rows) == 2 + 1 + 2 and all(r["completion"][0]["content"] == "A reference answer." for r in res.rows)
+    assert res.rows[0]["meta"]["path"] == ["Geometry"] and res.rows[0]["meta"]["student_score"] == 2

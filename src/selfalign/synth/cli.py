@@ -1,5 +1,6 @@
 """``selfalign synth self-instruct | evolve | backtranslate | llm2llm | redteam | ifd | udit | dynosaur | lamini | unnatural
-| longform | dog-instruct | instructors | reflection | auto-evol``.
+| longform | dog-instruct | instructors | reflection | auto-evol
+| autodetect``.
 
 Each command is a :class:`selfalign.command.Command` registration: its options are generated from
 its config's fields (``--config`` YAML and ``--set key=value`` overrides as well), its models go
@@ -16,7 +17,7 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.report.synth import write_report
-from selfalign.synth import (auto_evol, backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, instructors, lamini, llm2llm,
+from selfalign.synth import (auto_evol, autodetect, backtranslation, dog_instruct, dynosaur, evol_instruct, ifd, instructors, lamini, llm2llm,
                              longform, redteam, reflection, self_instruct, udit, unnatural)
 
 app = typer.Typer(no_args_is_help=True, help="Self-alignment data synthesis.")
@@ -167,6 +168,14 @@ COMMANDS += [
             descriptions={"policy": "evolution", "teacher": "method optimiser"},
             help="Auto Evol-Instruct: an optimizer model rewrites the evolving method from its failures; the method "
                  "with the lowest dev failure rate evolves the data."),
+    Command("autodetect", "autodetect", autodetect.AutoDetectConfig,
+            lambda cfg, m, ctx: autodetect.run(cfg, m.policy, m.teacher, m.judge if cfg.assessor else None, ctx.log),
+            {"policy": "model", "teacher": "examiner", "judge": "assessor"}, stats=_stats,
+            render=_report("AutoDetect weaknesses", lambda r: {"weaknesses": r.weaknesses, "tree": r.tree}),
+            echo=lambda cfg, r: _rows_line(cfg, r) + [f"weak: {w}" for w in r.weaknesses],
+            descriptions={"policy": "student answers", "teacher": "examiner", "judge": "assessor"},
+            help="AutoDetect: an examiner grows a tree of knowledge points where an assessor finds the student weak; "
+                 "the failed questions become rows."),
 ]
 
 add_commands(app, COMMANDS)
