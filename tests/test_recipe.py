@@ -550,3 +550,37 @@ def test_the_report_renders_in_a_real_browser_with_no_console_errors(tmp_path):
         assert head in probe["heads"], probe
     assert probe["svgs"] >= 1 and probe["sized"] == probe["svgs"] and probe["marks"] > 20
     assert probe["tables"] >= 4
+
+
+def test_any_synthesis_method_is_a_recipe_stage(tmp_path):
+    """The `synth` stage runs a method of `selfalign synth` by name with the recipe's roles; the
+    method's model fields are the recipe's, refused in its options; its rows are what SFT trains on."""
+    data = recipe_dict(tmp_path, "a")
+    data["stages"] = [{"stage": "synth", "options": {"method": "udit", "options": {"tasks": ["cloze"], "max_texts": 5},
+                                                     "train": {"epochs": 1}}}]
+    recipe = build_recipe(data, "r.yaml")
+    assert recipe.stages[0].cfg.method == "udit"
+    with pytest.raises(ConfigError, match="tasks: unknown"):
+        runner.plan(build_recipe({**data, "stages": [{"stage": "synth", "options": {"method": "udit",
+                                                                                   "options": {"tasks": ["x"]}}}]}, "r.yaml"))
+    with pytest.raises(ConfigError, match="model set by the recipe"):
+        runner.plan(build_recipe({**data, "stages": [{"stage": "synth", "options": {"method": "lamini",
+                                                                                   "options": {"model": "x"}}}]}, "r.yaml"))
+    with pytest.raises(ConfigError, match="method: unknown 'udt'"):
+        build_recipe({**data, "stages": [{"stage": "synth", "options": {"method": "udt"}}]}, "r.yaml")
+
+
+def test_the_synth_stage_trains_on_the_method_rows(tiny_model_dir, tmp_path):
+    from selfalign.recipe.stages import SynthMethodResult
+
+    data = {"base": str(tiny_model_dir), "out": str(tmp_path / "run"), "batch_size": 8,
+            "eval": {"n_id": 2, "n_ood": 2, "max_tokens": 4, "n_safety": 2, "n_if": 2, "safety_max_tokens": 4,
+                     "if_max_tokens": 4, "bootstrap": 20},
+            "stages": [{"stage": "synth", "options": {"method": "udit", "options": {"tasks": ["cloze"], "max_texts": 6},
+                                                      "train": {"epochs": 1, "batch_size": 4, "lora_r": 4}}}]}
+    res = runner.run(build_recipe(data, "tiny.yaml"), log=lambda s: None)
+    st = res.stages[0].value
+    assert isinstance(st, SynthMethodResult) and st.method == "udit" and st.kept == st.rows == 6
+    assert st.training is not None and Path(st.model, "config.json").exists()
+    rows = [json.loads(x) for x in (tmp_path / "run" / "stages" / "01-synth" / "synth" / "rows.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and {r["meta"]["task"] for r in rows} == {"cloze"}

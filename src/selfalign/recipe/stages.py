@@ -7,6 +7,10 @@
 * ``synth-sft``: Self-Instruct instructions and instances written by the current model
   (:mod:`selfalign.synth.self_instruct`), IFD selection with the scorer role
   (:mod:`selfalign.synth.ifd`), SFT on the kept rows.
+* ``synth``: any method of ``selfalign synth`` (:data:`selfalign.synth.methods.METHODS`: UDIT,
+  DYNOSAUR, LaMini, Unnatural Instructions, LongForm, DoG-Instruct, LLMs-as-Instructors, Selective
+  Reflection, Auto Evol-Instruct, AutoDetect, ...) run with the recipe's model roles and its own
+  ``options``, optionally IFD-selected, then SFT on its rows.
 * ``trust-data``: the safety / misuse / fairness studies on the current model
   (:func:`selfalign.trust.run.run`), their failures turned into rows (:func:`selfalign.trust.to_data.to_data`,
   held-out keys never trained on), SFT. When the model fails nothing, it is handed on unchanged.
@@ -33,7 +37,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from selfalign.config import ConfigError
+from selfalign.config import ConfigError, load_config
 from selfalign.critique import bon
 from selfalign.data.formats import QAItem, load_qa
 from selfalign.data.io import read_jsonl
@@ -47,6 +51,7 @@ from selfalign.stage import Models, Result, StageContext, Training, register_sta
 from selfalign.store.runs import RunDir
 from selfalign.synth import ifd
 from selfalign.synth import self_instruct
+from selfalign.synth.methods import METHODS
 from selfalign.synth.tasks import load_seed_tasks
 from selfalign.train.base import TrainResult
 from selfalign.train.dpo import DPOTrainConfig, train_dpo
@@ -222,6 +227,88 @@ def synth_sft(cfg: SynthSFTConfig, models: Models, ctx: StageContext) -> SynthSF
     tr = sft(kept, models, ctx, cfg.train)
     return SynthSFTResult(model=tr.model_dir, rows=len(kept), training=tr, instructions=len(res.instructions),
                           candidates=len(usable), kept=len(kept), filtered=filtered)
+
+
+# ------------------------------------------------------------------ any synthesis method + SFT
+@dataclass
+class SynthMethodConfig:
+    method: str = "udit"  # any method of `selfalign synth` (selfalign.synth.methods)
+    options: dict[str, Any] = field(default_factory=dict)  # the method's own options (its config's fields)
+    ifd: bool = False  # select the method's rows by IFD (the scorer role) before training
+    top_fraction: float = 0.5
+    threshold: float = 0.0
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown {self.method!r}; known: {', '.join(METHODS)}")
+        if not 0 <= self.top_fraction <= 1:
+            raise ValueError(f"top_fraction must be in [0, 1], got {self.top_fraction}")
+
+
+@dataclass
+class SynthMethodResult(Result):
+    method: str = ""
+    candidates: int = 0  # usable rows the method wrote
+    kept: int = 0  # after IFD selection (all when ifd is off)
+    filtered: dict[str, int] = field(default_factory=dict)
+
+
+def _method_fields(cfg: SynthMethodConfig) -> set[str]:
+    """The method config's fields the recipe sets: its model fields, its output folder, its store."""
+    cmd = METHODS[cfg.method]
+    return {f for f in cmd.models.values() if isinstance(f, str)} | {"out", "store"}
+
+
+def method_config(cfg: SynthMethodConfig) -> Any:
+    """The method's own config from ``options`` (strictly; a field the recipe sets is refused)."""
+    taken = sorted(k for k in cfg.options if k in _method_fields(cfg))
+    if taken:
+        raise ConfigError(f"options: {', '.join(taken)} set by the recipe (its model roles and the stage's folder)")
+    return load_config(METHODS[cfg.method].config, dict(cfg.options), f"synth {cfg.method} options")
+
+
+def _method_check(cfg: SynthMethodConfig) -> None:
+    mcfg = method_config(cfg)
+    cmd = METHODS[cfg.method]
+    if cmd.check is not None:
+        cmd.check(mcfg)
+
+
+def _method_inputs(cfg: SynthMethodConfig) -> list[str]:
+    cmd = METHODS[cfg.method]
+    return cmd.inputs(method_config(cfg)) if cmd.inputs else []
+
+
+@register_stage("synth", config=SynthMethodConfig, result=SynthMethodResult,
+                roles=("policy", "teacher", "judge", "scorer", "critic", "target"), check=_method_check,
+                inputs=_method_inputs)
+def synth_method(cfg: SynthMethodConfig, models: Models, ctx: StageContext) -> SynthMethodResult:
+    """Any synthesis method's rows, made with the recipe's model roles, optionally IFD-selected, then SFT."""
+    cmd = METHODS[cfg.method]
+    mcfg = method_config(cfg)
+    fields = {f: models.spec(role) for role, f in cmd.models.items() if isinstance(f, str)}
+    mcfg = dataclasses.replace(mcfg, **fields, **{k: v for k, v in (("out", str(ctx.out / cfg.method)), ("store", ""))
+                                                  if hasattr(mcfg, k)})
+    res = cmd.run(mcfg, models, ctx)
+    rows = cmd.rows(res)
+    out = RunDir(ctx.out)
+    out.write_jsonl("synth/rows.jsonl", rows)
+    usable = [r for r in rows if r["meta"].get("ok", True) and "completion" in r
+              and str(r["completion"][0]["content"]).strip()]
+    counts: dict[str, int] = {"input": len(usable), "kept": len(usable)}
+    kept = usable
+    if cfg.ifd and usable:
+        kept, counts = ifd.select(usable, ifd.score_rows(usable, models.scorer), cfg.threshold, cfg.top_fraction)
+    out.write_jsonl("synth/selected.jsonl", kept)
+    filtered = {k: v for k, v in counts.items() if k not in ("input", "kept")}
+    ctx.log(f"[{ctx.step}] {cfg.method}: {len(usable)} usable rows, {len(kept)} kept")
+    if not kept:
+        return SynthMethodResult(model=models.spec("policy"), method=cfg.method, candidates=len(usable),
+                                 filtered=filtered)
+    tr = sft(kept, models, ctx, cfg.train)
+    return SynthMethodResult(model=tr.model_dir, rows=len(kept), training=tr, method=cfg.method,
+                             candidates=len(usable), kept=len(kept), filtered=filtered)
 
 
 # ------------------------------------------------------------------ trust failures -> data -> SFT
