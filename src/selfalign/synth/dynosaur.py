@@ -66,8 +66,8 @@ PROPOSAL_TEMPLATE = (
     "Task: <instruction>\nInput fields: <field>, <field>\nOutput field: <field>\n"
 )
 
-BLOCK = re.compile(r"Task:\s*(?P<task>.+?)\s*\n\s*Input fields?:\s*(?P<inputs>.*?)\s*\n\s*Output fields?:\s*(?P<output>[^\n]+)",
-                   re.IGNORECASE | re.DOTALL)
+BLOCK = re.compile(r"Task:\s*(?P<task>.+?)\s*\n\s*Inputs?(?: fields?)?:\s*(?P<inputs>.*?)\s*\n\s*"
+                   r"Outputs?(?: fields?)?:\s*(?P<output>[^\n]+)", re.IGNORECASE | re.DOTALL)
 
 
 @dataclass
@@ -144,7 +144,8 @@ def metadata_prompt(ds: Dataset, k: int) -> str:
 
 
 def parse_tasks(text: str) -> list[tuple[str, list[str], str]]:
-    """Every (instruction, input fields, output field) block in a proposal.
+    """Every (instruction, input fields, output field) block in a proposal ("Inputs:" and
+    "Output:" are read as the field lines too; the validity filters then judge the fields).
 
     >>> parse_tasks("Task: Answer the question.\\nInput fields: question\\nOutput field: answers\\n"
     ...             "Task: Name the relation.\\nInput fields: question, entity\\nOutput field: relation")
