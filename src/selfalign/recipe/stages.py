@@ -169,6 +169,23 @@ def honesty(cfg: HonestyConfig, models: Models, ctx: StageContext) -> HonestySta
 
 
 # ------------------------------------------------------------------ synthesis + IFD + SFT
+def select_rows(rows: list[dict[str, Any]], use_ifd: bool, threshold: float, top_fraction: float, models: Models,
+                ctx: StageContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """The usable rows (parsed, with a non-empty completion), those kept by IFD selection (the
+    scorer role; all of them when ``use_ifd`` is off) and the counts filtered by reason; both
+    sets written under ``synth/`` in the stage's folder."""
+    out = RunDir(ctx.out)
+    out.write_jsonl("synth/rows.jsonl", rows)
+    usable = [r for r in rows if r["meta"].get("ok", True) and "completion" in r
+              and str(r["completion"][0]["content"]).strip()]
+    counts: dict[str, int] = {"input": len(usable), "kept": len(usable)}
+    kept = usable
+    if use_ifd and usable:
+        kept, counts = ifd.select(usable, ifd.score_rows(usable, models.scorer), threshold, top_fraction)
+    out.write_jsonl("synth/selected.jsonl", kept)
+    return usable, kept, {k: v for k, v in counts.items() if k not in ("input", "kept")}
+
+
 @dataclass
 class SynthSFTConfig:
     self_instruct: self_instruct.SelfInstructConfig = field(
@@ -211,15 +228,7 @@ def _synth_inputs(cfg: SynthSFTConfig) -> list[str]:
 def synth_sft(cfg: SynthSFTConfig, models: Models, ctx: StageContext) -> SynthSFTResult:
     """Self-Instruct rows written by the current model, IFD-selected, then SFT."""
     res = self_instruct.run(cfg.self_instruct, models.policy, log=ctx.log)
-    out = RunDir(ctx.out)
-    out.write_jsonl("synth/rows.jsonl", res.rows)
-    usable = [r for r in res.rows if r["meta"].get("ok", True) and str(r["completion"][0]["content"]).strip()]
-    counts: dict[str, int] = {"input": len(usable), "kept": len(usable)}
-    kept = usable
-    if cfg.ifd and usable:
-        kept, counts = ifd.select(usable, ifd.score_rows(usable, models.scorer), cfg.threshold, cfg.top_fraction)
-    out.write_jsonl("synth/selected.jsonl", kept)
-    filtered = {k: v for k, v in counts.items() if k not in ("input", "kept")}
+    usable, kept, filtered = select_rows(res.rows, cfg.ifd, cfg.threshold, cfg.top_fraction, models, ctx)
     ctx.log(f"[{ctx.step}] {len(res.instructions)} instructions, {len(usable)} usable rows, {len(kept)} kept")
     if not kept:
         return SynthSFTResult(model=models.spec("policy"), instructions=len(res.instructions), candidates=len(usable),
@@ -291,17 +300,7 @@ def synth_method(cfg: SynthMethodConfig, models: Models, ctx: StageContext) -> S
     mcfg = dataclasses.replace(mcfg, **fields, **{k: v for k, v in (("out", str(ctx.out / cfg.method)), ("store", ""))
                                                   if hasattr(mcfg, k)})
     res = cmd.run(mcfg, models, ctx)
-    rows = cmd.rows(res)
-    out = RunDir(ctx.out)
-    out.write_jsonl("synth/rows.jsonl", rows)
-    usable = [r for r in rows if r["meta"].get("ok", True) and "completion" in r
-              and str(r["completion"][0]["content"]).strip()]
-    counts: dict[str, int] = {"input": len(usable), "kept": len(usable)}
-    kept = usable
-    if cfg.ifd and usable:
-        kept, counts = ifd.select(usable, ifd.score_rows(usable, models.scorer), cfg.threshold, cfg.top_fraction)
-    out.write_jsonl("synth/selected.jsonl", kept)
-    filtered = {k: v for k, v in counts.items() if k not in ("input", "kept")}
+    usable, kept, filtered = select_rows(cmd.rows(res), cfg.ifd, cfg.threshold, cfg.top_fraction, models, ctx)
     ctx.log(f"[{ctx.step}] {cfg.method}: {len(usable)} usable rows, {len(kept)} kept")
     if not kept:
         return SynthMethodResult(model=models.spec("policy"), method=cfg.method, candidates=len(usable),
