@@ -687,6 +687,7 @@ def test_selective_reflection_keeps_what_the_student_scores_better(tmp_path):
     assert res.counts == {"instruction_accepted": 1, "instruction_rejected": 1, "instruction_unparsed": 1,
                           "response_accepted": 1, "response_rejected": 1, "response_empty": 1}
     assert res.rows[0]["meta"]["ifd_before"] == 0.5 and res.rows[0]["meta"]["ifd"] == 0.9
+    assert [r["meta"]["source"] for r in res.rows] == [0, 1, 2]  # each row names the input row it recycles
 
 
 # ----------------------------------------------------------------- Auto Evol-Instruct

@@ -17,7 +17,8 @@ by its own statistics, which improvements suit it:
 A teacher reply that does not parse, or an empty rewrite, leaves the pair as it is and is counted
 (``instruction_unparsed``, ``response_empty``). Every pair is kept, recycled or not; the counts of
 accepted and rejected rewrites are the result (``instruction_accepted`` / ``_rejected``,
-``response_accepted`` / ``_rejected``), and each row's ``meta`` says what changed and the scores.
+``response_accepted`` / ``_rejected``), and each row's ``meta`` says which input row it came from
+(``source``), what changed and the scores.
 
 Input: TRL prompt-completion rows (``input``), or ``bundled``: the bundled seed tasks' instances.
 The student is ``model`` (it scores; it must be able to return log-probabilities, as the hf and
@@ -124,16 +125,16 @@ def run(cfg: ReflectionConfig, student: StageModel, teacher: StageModel | None =
     cand = [(q, w) for (q, _), w in zip(current, rewrites) if w]
     r_new = iter(score_rows_reverse([row(q, w, "x") for q, w in cand], student) if cand else [])
     rows = []
-    for (q, a), w, old, m in zip(current, rewrites, r_old, meta):
+    for source, ((q, a), w, old, m) in enumerate(zip(current, rewrites, r_old, meta)):
         if not w:
             counts["response_empty"] += 1
-            rows.append(row(q, a, "selective-reflection", response_changed=False, r_ifd=old, **m))
+            rows.append(row(q, a, "selective-reflection", source=source, response_changed=False, r_ifd=old, **m))
             continue
         new = next(r_new)
         take = new < old
         counts["response_accepted" if take else "response_rejected"] += 1
-        rows.append(row(q, w if take else a, "selective-reflection", response_changed=take, r_ifd=new if take else old,
-                        r_ifd_before=old, r_ifd_rewrite=new, **m))
+        rows.append(row(q, w if take else a, "selective-reflection", source=source, response_changed=take,
+                        r_ifd=new if take else old, r_ifd_before=old, r_ifd_rewrite=new, **m))
     stats = SynthStats(kept=len(rows))
     log(f"[reflection] {len(rows)} pairs: {counts}")
     return ReflectionResult(rows, stats, counts)
