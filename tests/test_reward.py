@@ -58,6 +58,11 @@ def test_verifiable_pairs_prefer_the_gold_answer_and_idk_for_unknown_questions()
     assert [p["meta"]["id"] for p in pairs] == ["a", "b"]  # c has no wrong sample to reject
     assert pairs[0]["chosen"][0]["content"] == "Paris." and pairs[0]["rejected"][0]["content"] == "Lyon."
     assert pairs[1]["chosen"][0]["content"] == IDK_RESPONSE and pairs[1]["meta"]["label"] == "idk>wrong"
+    # known_over_idk: every known question also ranks a correct answer above declining (c included)
+    full = verifiable_pairs(items, samples, [user(it.question) for it in items], known_over_idk=True)
+    assert [(p["meta"]["id"], p["meta"]["label"]) for p in full] == [
+        ("a", "correct>idk"), ("a", "correct>wrong"), ("b", "idk>wrong"), ("c", "correct>idk")]
+    assert full[0]["rejected"][0]["content"] == IDK_RESPONSE and full[3]["chosen"][0]["content"] in ("Fe", "Fe.")
 
 
 @pytest.fixture(scope="module")

@@ -198,7 +198,8 @@ class EvalPM:
     seconds: float = 0.0
 
 
-PM_CONFIG_KEYS = ("pm", "pm_questions", "pm_heldout_questions", "pm_samples", "pm_max_tokens", "pm_train", "seed")
+PM_CONFIG_KEYS = ("pm", "pm_questions", "pm_heldout_questions", "pm_samples", "pm_max_tokens", "pm_train",
+                  "pm_known_over_idk", "seed")
 
 
 def eval_pm(recipe: Recipe, run: RunDir, loader: Loader, loaded: list[str], store: Store,
@@ -221,7 +222,8 @@ def eval_pm(recipe: Recipe, run: RunDir, loader: Loader, loaded: list[str], stor
         models = Models({"policy": recipe.cfg.base}, loader)
         qs = train_questions(cfg.pm_questions + cfg.pm_heldout_questions, cfg.seed + 7919, data=cfg.data)
         def pairs(items: list[Any], what: str) -> list[dict[str, Any]]:
-            return sample_verifiable_pairs(models.policy, items, cfg.pm_samples, 1.0, cfg.pm_max_tokens, cfg.seed, 1, what)
+            return sample_verifiable_pairs(models.policy, items, cfg.pm_samples, 1.0, cfg.pm_max_tokens, cfg.seed, 1,
+                                           what, cfg.pm_known_over_idk)
 
         train, held = pairs(qs[:cfg.pm_questions], "eval PM"), pairs(qs[cfg.pm_questions:], "eval PM held-out")
         loaded.extend(models.loaded)

@@ -123,6 +123,7 @@ class SuiteConfig:
     pm_heldout_questions: int = 50  # pm: train: other train-split questions for its held-out accuracy
     pm_samples: int = 6  # pm: train: samples per question
     pm_max_tokens: int = 32  # the answers the PM scores (and its training samples)
+    pm_known_over_idk: bool = True  # pm: train: also pairs correct > idk, so the PM ranks correct > idk > wrong
     pm_train: PMConfig = field(default_factory=lambda: PMConfig(epochs=2.0, lora_layers=8, batch_size=8,
                                                                 learning_rate=2e-4))
 

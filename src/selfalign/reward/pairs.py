@@ -15,8 +15,11 @@ prompts repeat across rows, and a row-level split would put the same context on 
 **Verifiable pairs** (:func:`verifiable_pairs`): from a QA item and the policy's samples,
 chosen = a sample that contains a gold answer, rejected = a wrong one (neither an idk answer);
 for a question no sample answers correctly, chosen = the idk response and rejected = a wrong
-sample, the Alignment-for-Honesty label. Each carries its gold label, so a preference model or
-a policy optimised against one can be checked exactly, without a human.
+sample, the Alignment-for-Honesty label. With ``known_over_idk``, a known question also gives a
+pair chosen = a correct sample, rejected = the idk response (label ``correct>idk``), so a
+preference model learns the whole order correct > idk > wrong rather than only "not wrong". Each
+carries its gold label, so a preference model or a policy optimised against one can be checked
+exactly, without a human.
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ def halves_by_prompt(rows: Sequence[dict[str, Any]], seed: int = 0) -> tuple[lis
 
 
 def verifiable_pairs(items: Sequence[QAItem], samples: Sequence[Sequence[str]], prompts: Sequence[Any],
-                     per_question: int = 1, seed: int = 0) -> list[dict[str, Any]]:
+                     per_question: int = 1, seed: int = 0, known_over_idk: bool = False) -> list[dict[str, Any]]:
     """Pairs with a gold label from each question's samples (see the module docstring).
 
     ``prompts[i]`` is the chat prompt the samples answered (a message tuple or list).
@@ -139,6 +142,11 @@ def verifiable_pairs(items: Sequence[QAItem], samples: Sequence[Sequence[str]], 
         texts = [t.strip() for t in texts if t.strip()]
         right = sorted({t for t in texts if contains_answer(t, item.answers)})
         wrong = sorted({t for t in texts if not contains_answer(t, item.answers) and not is_idk(t, item.question)})
+        if known_over_idk and right:
+            out.append({"prompt": [m.to_dict() if hasattr(m, "to_dict") else dict(m) for m in prompt],
+                        "chosen": [{"role": "assistant", "content": rng.choice(right)}],
+                        "rejected": [{"role": "assistant", "content": IDK_RESPONSE}],
+                        "meta": {"id": item.id, "first_human": item.question, "known": True, "label": "correct>idk"}})
         if not wrong:
             continue
         pmsgs = [m.to_dict() if hasattr(m, "to_dict") else dict(m) for m in prompt]

@@ -103,7 +103,8 @@ def load_pairs(cfg: PMRunConfig, policy: Any = None) -> tuple[list[dict[str, Any
 
 
 def sample_verifiable_pairs(policy: Any, items: list, samples: int, temperature: float, max_tokens: int, seed: int,
-                            per_question: int = 1, what: str = "train") -> list[dict[str, Any]]:
+                            per_question: int = 1, what: str = "train", known_over_idk: bool = False
+                            ) -> list[dict[str, Any]]:
     """``samples`` answers of ``policy`` to each question in the QA prompt (through its store), made
     into pairs with a gold label by :func:`selfalign.reward.pairs.verifiable_pairs`."""
     from selfalign.critique.bon import qa_prompt
@@ -114,7 +115,7 @@ def sample_verifiable_pairs(policy: Any, items: list, samples: int, temperature:
     params = GenParams(temperature=temperature, max_tokens=max_tokens)
     res = policy.generate([GenRequest(p, params, n=samples, seed=seed) for p in prompts],
                           description=f"samples for {what} pairs")
-    return verifiable_pairs(items, [r.texts for r in res], prompts, per_question, seed)
+    return verifiable_pairs(items, [r.texts for r in res], prompts, per_question, seed, known_over_idk)
 
 
 @dataclass
