@@ -28,6 +28,7 @@ one resumable honesty run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import re
 import time
@@ -152,18 +153,37 @@ def _scalar(tp: Any) -> type | None:
     return tp if tp in (str, int, float, bool) else None
 
 
+@functools.lru_cache(maxsize=None)
+def _source_lines(path: str) -> tuple[str, ...]:
+    try:
+        return tuple(Path(path).read_text(encoding="utf-8").splitlines())
+    except OSError:
+        return ()
+
+
+@functools.lru_cache(maxsize=None)
 def field_comments(cls: type) -> dict[str, str]:
     """The comment beside each field in the config's source (``n: int = 2  # what n is``): the
-    help of its generated option, as a field's ``metadata["help"]`` is in TRL's parser."""
+    help of its generated option, as a field's ``metadata["help"]`` is in TRL's parser.
+
+    Read from the class's lines in its file (the indented block after ``class Name``), each file
+    read once: ``inspect.getsource`` parses the whole module per class, which made start-up slow
+    with a few dozen generated commands."""
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
             continue
         try:
-            lines = inspect.getsource(klass).splitlines()
-        except (OSError, TypeError):
+            path = inspect.getsourcefile(klass)
+        except TypeError:
             continue
-        for line in lines:
+        lines = _source_lines(path) if path else ()
+        start = next((i for i, ln in enumerate(lines) if re.match(rf"class {klass.__name__}\b", ln)), None)
+        if start is None:
+            continue
+        for line in lines[start + 1:]:
+            if line.strip() and not line[0].isspace():
+                break  # the class body ended
             m = re.match(r"\s+(\w+)\s*:[^#]*#\s*(.+)$", line)
             if m:
                 out[m.group(1)] = m.group(2).strip()
