@@ -95,15 +95,20 @@ def bundled_corpus() -> list[str]:
     return out
 
 
-def load_corpus(path: str) -> list[str]:
+def load_corpus(path: str, limit: int = 0) -> list[str]:
+    """The corpus's texts: the bundled one, a JSONL with ``text``, or a .txt of texts separated by
+    blank lines; the first ``limit`` of them (0 = all)."""
     if path == "bundled":
-        return bundled_corpus()
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"{p}: corpus not found")
-    if p.suffix == ".jsonl":
-        return [str(r["text"]).strip() for r in read_jsonl(p, required=("text",)) if str(r["text"]).strip()]
-    return [seg.strip() for seg in re.split(r"\n\s*\n", p.read_text(encoding="utf-8")) if seg.strip()]
+        texts = bundled_corpus()
+    else:
+        p = Path(path)
+        if not p.exists():
+            raise DataError(f"{p}: corpus not found")
+        if p.suffix == ".jsonl":
+            texts = [str(r["text"]).strip() for r in read_jsonl(p, required=("text",)) if str(r["text"]).strip()]
+        else:
+            texts = [seg.strip() for seg in re.split(r"\n\s*\n", p.read_text(encoding="utf-8")) if seg.strip()]
+    return texts[:limit] if limit else texts
 
 
 def parse_score(text: str) -> float | None:

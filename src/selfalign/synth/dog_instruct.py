@@ -103,8 +103,7 @@ def parse_dialogue(reply: str) -> tuple[str, str] | None:
 
 
 def run(cfg: DogConfig, model: StageModel, log: Any = print) -> DogResult:
-    texts = load_corpus(cfg.corpus)
-    texts = texts[:cfg.max_texts] if cfg.max_texts else texts
+    texts = load_corpus(cfg.corpus, cfg.max_texts)
     params = GenParams(temperature=cfg.temperature, max_tokens=cfg.max_tokens)
     res = model.generate([GenRequest(user(WRAP_TEMPLATE.format(text=t)), params, seed=cfg.seed) for t in texts],
                          description="dialogue wrapping")

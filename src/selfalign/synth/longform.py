@@ -92,8 +92,7 @@ def clean(text: str) -> str:
 
 
 def run(cfg: LongFormConfig, model: StageModel, log: Any = print) -> LongFormResult:
-    texts = load_corpus(cfg.corpus)
-    texts = texts[:cfg.max_texts] if cfg.max_texts else texts
+    texts = load_corpus(cfg.corpus, cfg.max_texts)
     stats, todo = SynthStats(), []
     for i, t in enumerate(texts):
         n = len(t.split())

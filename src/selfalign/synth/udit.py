@@ -134,9 +134,7 @@ def _pick(seed: int, *parts: Any) -> random.Random:
 
 def run(cfg: UDITConfig, log: Any = print) -> UDITResult:
     """Every requested task on every text; deterministic in ``cfg.seed``."""
-    texts = load_corpus(cfg.corpus)
-    if cfg.max_texts:
-        texts = texts[:cfg.max_texts]
+    texts = load_corpus(cfg.corpus, cfg.max_texts)
     if not texts:
         raise ValueError(f"corpus: {cfg.corpus}: no texts")
     split = [sentences(t) for t in texts]
