@@ -190,8 +190,9 @@ def run_suite(cfg: SuiteConfig, model: StageModel, pm: RewardModel | None = None
     with ``pm``, the PM's reward of each answer to the ``id`` questions in the QA prompt)."""
     judge = Judge()
     sets: dict[str, Any] = {}
+    every = suite_items(cfg)
     if pm is not None:
-        items = suite_items(cfg)["id"]
+        items = every["id"]
         params = GenParams(temperature=0.0, max_tokens=cfg.pm_max_tokens)
         prompts = [qa_prompt(it.question) for it in items]
         gen = model.generate([GenRequest(p, params, seed=cfg.seed) for p in prompts],
@@ -199,7 +200,7 @@ def run_suite(cfg: SuiteConfig, model: StageModel, pm: RewardModel | None = None
         answers = [r.texts[0] for r in gen]
         sets["pm"] = {"ids": [it.id for it in items], "responses": answers, "pm": pm.model_id,
                       "rewards": pm.rewards(prompts, answers)}
-    for name, items in suite_items(cfg).items():
+    for name, items in every.items():
         if name.startswith("trust-"):
             st = trust_study(cfg, name[len("trust-"):])
             res = run_task(st, model, seed=cfg.seed, resamples=0)
