@@ -34,11 +34,10 @@ from selfalign.models.registry import load_model, require_trainable
 from selfalign.recipe import estimate
 from selfalign.recipe import stages as _registered  # noqa: F401  (registers the stages)
 from selfalign.recipe.spec import PlannedStage, Recipe
-from selfalign.recipe.stages import train_questions
+from selfalign.recipe.stages import held_out_pm, train_questions
 from selfalign.recipe.suite import HIGHER_IS_BETTER, MEASURES, PM_MEASURES, measure_matrix, run_suite, suite_items
-from selfalign.evals.stats import mean_ci
 from selfalign.reward.run import sample_verifiable_pairs
-from selfalign.train.reward import CachedPM, PreferenceModel, train_pm
+from selfalign.train.reward import CachedPM, PreferenceModel
 from selfalign.report.recipe import write_report
 from selfalign.stage import Models, Result, StageContext, Step, files_under, load_result, output_hash, run_step
 from selfalign.store.cache import CachedModel, Store
@@ -232,15 +231,11 @@ def eval_pm(recipe: Recipe, run: RunDir, loader: Loader, loaded: list[str], stor
                              "pairs; the eval PM needs both (more pm_questions or pm_samples)")
         run.write_jsonl("eval-pm/pairs.jsonl", train)
         run.write_jsonl("eval-pm/heldout.jsonl", held)
-        res = train_pm(train, require_base(recipe.cfg.base), run.path / "eval-pm" / "pm", cfg.pm_train,
-                       base_id=f"eval-pm-on:{models.policy.model_id}")
-        pm = CachedPM(PreferenceModel(res.model_dir, cfg.pm_train.max_length, cfg.pm_train.score_batch_tokens), store)
-        ch = pm.rewards([r["prompt"] for r in held], [r["chosen"] for r in held])
-        rj = pm.rewards([r["prompt"] for r in held], [r["rejected"] for r in held])
-        acc = mean_ci([float(c > r) for c, r in zip(ch, rj)], cfg.bootstrap, cfg.seed)
+        pm_dir, _, acc = held_out_pm(train, held, require_base(recipe.cfg.base), run.path / "eval-pm" / "pm",
+                                     cfg.pm_train, f"eval-pm-on:{models.policy.model_id}", store, cfg.bootstrap, cfg.seed)
         log(f"[eval-pm] PM on {len(train)} pairs of the base model's samples: held-out accuracy "
             f"{100 * acc['value']:.1f} [{100 * acc['lo']:.1f}, {100 * acc['hi']:.1f}] on {len(held)} pairs")
-        value = {"pm_dir": str(res.model_dir.relative_to(run.path)), "pairs": len(train), "heldout_pairs": len(held),
+        value = {"pm_dir": str(pm_dir.relative_to(run.path)), "pairs": len(train), "heldout_pairs": len(held),
                  "accuracy": {k: 100 * v for k, v in acc.items()}}
         run.write_json(path, value)
         estimate.record(estimate.throughput_path(recipe.cfg.store), "eval-pm", pm_units(cfg), time.time() - t0)

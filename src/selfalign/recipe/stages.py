@@ -35,6 +35,7 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from selfalign.config import ConfigError, load_config
@@ -487,6 +488,18 @@ def _pairs(policy: Any, items: list[QAItem], cfg: PMRLConfig, what: str) -> list
     return sample_verifiable_pairs(policy, items, cfg.samples, cfg.temperature, cfg.max_tokens, cfg.seed, 1, what)
 
 
+def held_out_pm(train: list[dict[str, Any]], held: list[dict[str, Any]], base: str, out: Path, cfg: PMConfig,
+                base_id: str, store: Any, resamples: int, seed: int) -> tuple[Path, CachedPM, dict[str, float]]:
+    """A PM trained on ``train`` pairs into ``out`` (reused when unchanged), its rewards through
+    the store, and its accuracy on the ``held`` pairs (share of pairs whose chosen side it rewards
+    higher, with a bootstrap interval): the pm-rl stage's PM and the recipe's eval PM."""
+    res = train_pm(train, base, out, cfg, base_id=base_id)
+    pm = CachedPM(PreferenceModel(res.model_dir, cfg.max_length, cfg.score_batch_tokens), store)
+    chosen = pm.rewards([r["prompt"] for r in held], [r["chosen"] for r in held])
+    rejected = pm.rewards([r["prompt"] for r in held], [r["rejected"] for r in held])
+    return res.model_dir, pm, mean_ci([float(c > r) for c, r in zip(chosen, rejected)], resamples, seed)
+
+
 def _pm_ranked_pairs(policy: Any, pm: CachedPM, items: list[QAItem], cfg: PMRLConfig) -> list[dict[str, Any]]:
     """For each prompt, ``n`` samples ranked by PM reward: best vs worst where the PM prefers one."""
     prompts = [bon.qa_prompt(it.question) for it in items]
@@ -530,14 +543,11 @@ def pm_rl(cfg: PMRLConfig, models: Models, ctx: StageContext) -> PMRLResult:
     out = RunDir(ctx.out)
     out.write_jsonl("pm/pairs.jsonl", train_pairs)
     out.write_jsonl("pm/heldout.jsonl", held_pairs)
-    pres = train_pm(train_pairs, base, ctx.out / "pm", cfg.pm, base_id=f"pm-on:{models.policy.model_id}")
-    pm = CachedPM(PreferenceModel(pres.model_dir, cfg.pm.max_length, cfg.pm.score_batch_tokens), ctx.store)
-    chosen = pm.rewards([r["prompt"] for r in held_pairs], [r["chosen"] for r in held_pairs])
-    rejected = pm.rewards([r["prompt"] for r in held_pairs], [r["rejected"] for r in held_pairs])
-    acc = mean_ci([float(c > r) for c, r in zip(chosen, rejected)], 200, cfg.seed)
+    pm_dir, pm, acc = held_out_pm(train_pairs, held_pairs, base, ctx.out / "pm", cfg.pm,
+                                  f"pm-on:{models.policy.model_id}", ctx.store, 200, cfg.seed)
     ctx.log(f"[{ctx.step}] PM on {len(train_pairs)} pairs: held-out accuracy {100 * acc['value']:.1f} "
             f"[{100 * acc['lo']:.1f}, {100 * acc['hi']:.1f}] on {len(held_pairs)} pairs")
-    common: dict[str, Any] = dict(pm_dir=str(pres.model_dir), pm_pairs=len(train_pairs), heldout_pairs=len(held_pairs),
+    common: dict[str, Any] = dict(pm_dir=str(pm_dir), pm_pairs=len(train_pairs), heldout_pairs=len(held_pairs),
                                   pm_accuracy=100 * acc["value"], pm_accuracy_lo=100 * acc["lo"],
                                   pm_accuracy_hi=100 * acc["hi"], optimize=cfg.optimize, prompts=len(opt_q))
     if cfg.optimize == "dpo":
