@@ -303,3 +303,62 @@ def test_a_finished_training_is_reused_only_while_its_record_matches_the_disk(tm
     assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is not None and record.exists()
     run.done.unlink()
     assert TrainingRun(tmp_path / "t", "fp-1").finished(3) is None
+
+
+class _Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["sft", "dpo"])
+def test_a_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_one(method, tiny_model_dir, tmp_path,
+                                                                               monkeypatch):
+    """Issue 26: killed after step 3 (checkpoint at 2, logs every 3 steps), re-run: the same weights,
+    byte for byte, and the same train.json but for wall times. Fails without
+    :class:`selfalign.train.base.ResumeState`: the resumed run's first loss averages step 3 alone
+    instead of steps 1-3, its running token count restarts at the resume, its train_loss covers
+    only the steps after it."""
+    import selfalign.train.base as base
+    from selfalign.train.dpo import DPOTrainConfig, train_dpo
+    from selfalign.train.sft import train_sft
+
+    rows = [{"prompt": [{"role": "user", "content": f"Question {i} " * (1 + i % 3)}],
+             "completion": [{"role": "assistant", "content": "Paris" + " is" * (i % 4)}]} for i in range(12)]
+    if method == "dpo":
+        rows = [{"prompt": r["prompt"], "chosen": r["completion"],
+                 "rejected": [{"role": "assistant", "content": f"Lima {i}"}]} for i, r in enumerate(rows)]
+    kw = dict(epochs=1, batch_size=2, lora_r=4, logging_steps=3, save_steps=2, precision="fp32")
+    cfg = DPOTrainConfig(**kw) if method == "dpo" else TrainConfig(**kw)
+    train = train_dpo if method == "dpo" else train_sft
+
+    def text(out):
+        info = json.loads((out / "train.json").read_text())
+        for k in ("seconds",):
+            info.pop(k)
+        for h in info["log_history"]:
+            for k in ("train_runtime", "train_samples_per_second", "train_steps_per_second"):
+                h.pop(k, None)
+        return info, (out / "model" / "model.safetensors").read_bytes()
+
+    train(rows, str(tiny_model_dir), tmp_path / "whole", cfg)
+
+    class KillAtStep3:
+        def __getattr__(self, event):
+            return lambda *a, **k: None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise _Killed
+
+    real = base.use_step_log
+    monkeypatch.setattr(base, "use_step_log", lambda trainer, name: (real(trainer, name),
+                                                                     trainer.add_callback(KillAtStep3())))
+    with pytest.raises(_Killed):
+        train(rows, str(tiny_model_dir), tmp_path / "killed", cfg)
+    assert (tmp_path / "killed" / "checkpoints" / "checkpoint-2" / base.ResumeState.FILE).exists()
+    monkeypatch.setattr(base, "use_step_log", real)
+    train(rows, str(tiny_model_dir), tmp_path / "killed", cfg)
+    whole, killed = text(tmp_path / "whole"), text(tmp_path / "killed")
+    assert [h.get("num_tokens") for h in killed[0]["log_history"]] == [h.get("num_tokens") for h in whole[0]["log_history"]]
+    assert killed[0] == whole[0]
+    assert killed[1] == whole[1]
+    assert len(whole[0]["losses"]) == 2 and whole[0]["log_history"][-1]["train_loss"] > 0

@@ -376,7 +376,10 @@ class TrainingRun:
         (read after training: histories from the trainer's log); every process waits for the save.
         Other processes get a result without timing."""
         use_step_log(trainer, self.out.name)
+        resume_state = ResumeState(trainer, resume)
+        trainer.add_callback(resume_state)
         trainer.train(resume_from_checkpoint=resume)
+        resume_state.whole_run_loss()
         losses = losses_of(trainer)
         if trainer.accelerator.is_main_process:
             method = type(trainer).__name__.removesuffix("Trainer").lower() or "train"
@@ -385,7 +388,10 @@ class TrainingRun:
                                                       config=config_to_dict(cfg), precision=precision.name,
                                                       pipeline_tag=("text-classification" if method == "reward"
                                                                     else "text-generation")))
-            history = {"log_history": [dict(h) for h in trainer.state.log_history]}
+            # keys sorted, as transformers writes them into a checkpoint's trainer_state.json: a
+            # resumed training's history (read back from there) is then the same bytes as an
+            # uninterrupted one's
+            history = {"log_history": [dict(sorted(h.items())) for h in trainer.state.log_history]}
             res = self.finish(losses, n_rows, base, cfg, precision,
                               extra={**history, **(extra(trainer) if extra else {})})
         else:
@@ -410,9 +416,9 @@ class StepLog:
     (29%) loss 0.781 lr 1.7e-04 412 tok/s ETA 1:56``, instead of transformers' raw dict and its
     ``\r``-redrawn bar (which a log file keeps as one unreadable line). Tokens/s: the tokens
     trained since this process started over the time since. TRL's ``num_tokens`` is a running
-    total, restored from the checkpoint by some trainers (RLOO, GRPO) and restarted at 0 by
-    others (SFT, DPO, reward): after a resume the rate is therefore measured from the first
-    logging step of this process on (that step prints none)."""
+    total that a resume restores (RLOO and GRPO by themselves, SFT, DPO and reward through
+    :class:`ResumeState`): after a resume the rate is therefore measured from the first logging
+    step of this process on (that step prints none)."""
 
     def __init__(self, name: str):
         self.name = name
@@ -452,6 +458,79 @@ class StepLog:
         logs.say(f"[train] {self.name} step {state.global_step}/{state.max_steps} "
                  f"({100 * state.global_step / max(1, state.max_steps):.0f}%) loss {float(record['loss']):.3f}"
                  f"{lr_s}{extra}{rate} ETA {int(left) // 60}:{int(left) % 60:02d}")
+
+
+class ResumeState:
+    """A trainer callback that makes a resumed training log what an uninterrupted one logs
+    (issue 26: a killed and re-run training writes the same ``train.json``, wall times aside).
+
+    A transformers checkpoint restores the weights, optimiser, scheduler, RNG and the step, but not
+    the running sums the logs are made of: TRL's token count (``_total_train_tokens`` in SFT, DPO
+    and the reward trainer; RLOO and GRPO count ``state.num_input_tokens_seen``, which is restored),
+    TRL's per-step metrics not yet logged (``_metrics``: entropy, token accuracy, rewards...), the
+    loss accumulated since the last logging step, and the loss summed over the run (transformers
+    starts both at 0 in each ``train()`` call, and reports ``train_loss`` over that call's steps
+    only). So a resumed run logged a ``num_tokens`` counted from the resume, a first loss and
+    metrics averaged over the wrong steps when checkpoints and logging steps do not coincide, and
+    another ``train_loss``. This writes them into each checkpoint (``selfalign_resume.json``), puts
+    them back when training resumes from it, and reports ``train_loss`` over every step
+    (:meth:`whole_run_loss`). It reads transformers' and TRL's private fields, named here; where
+    one is missing it does nothing for that field."""
+
+    FILE = "selfalign_resume.json"
+
+    def __init__(self, trainer: Any, resume: str | None):
+        self.trainer = trainer
+        saved = Path(resume) / self.FILE if resume else None
+        self.saved: dict[str, Any] | None = json.loads(saved.read_text()) if saved and saved.exists() else None
+
+    def __getattr__(self, event: str) -> Callable[..., None]:
+        if event.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(event)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        t = self.trainer
+        ckpt = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and ckpt.is_dir():
+            tr = getattr(t, "_tr_loss", None)
+            (ckpt / self.FILE).write_text(json.dumps({
+                "total_train_tokens": getattr(t, "_total_train_tokens", None),
+                "tr_loss": None if tr is None else float(tr),
+                "total_loss": getattr(t, "_total_loss_scalar", None),
+                "last_logged": getattr(t, "_globalstep_last_logged", None),
+                "metrics": {mode: {k: list(v) for k, v in m.items()}
+                            for mode, m in (getattr(t, "_metrics", None) or {}).items()}}))
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        import torch
+
+        t, saved = self.trainer, self.saved
+        if saved is None:
+            return
+        if saved.get("total_train_tokens") is not None and hasattr(t, "_total_train_tokens"):
+            t._total_train_tokens = saved["total_train_tokens"]
+        if saved.get("tr_loss") is not None and hasattr(t, "_tr_loss"):
+            t._tr_loss = torch.tensor(saved["tr_loss"], dtype=t._tr_loss.dtype, device=t._tr_loss.device)
+        if saved.get("total_loss") is not None and hasattr(t, "_total_loss_scalar"):
+            t._total_loss_scalar = saved["total_loss"]
+        if saved.get("last_logged") is not None and hasattr(t, "_globalstep_last_logged"):
+            t._globalstep_last_logged = saved["last_logged"]
+        for mode, metrics in (saved.get("metrics") or {}).items():
+            if mode in (getattr(t, "_metrics", None) or {}):
+                for k, v in metrics.items():
+                    t._metrics[mode][k] = list(v)
+
+    def whole_run_loss(self) -> None:
+        """After a resumed ``train()``: its last log's ``train_loss`` over every step of the run, as
+        an uninterrupted run reports it (the loss sum was restored, the step count is the run's)."""
+        t = self.trainer
+        hist = t.state.log_history
+        if self.saved is None or self.saved.get("total_loss") is None or not hist or "train_loss" not in hist[-1]:
+            return
+        hist[-1]["train_loss"] = t._total_loss_scalar / max(t.state.global_step, 0.001)
 
 
 def use_step_log(trainer: Any, name: str) -> None:
