@@ -57,26 +57,90 @@ def _texts(results) -> list[list[str]]:
     return [r.texts for r in results]
 
 
+class _Killed(Exception):
+    """What the fake kill raises: the process dies between two chunks."""
+
+
+class _KillAfter:
+    """``backend`` behind a switch: its ``calls``-th call and every later one die (a SIGKILL between
+    two chunks, seen from the store: the chunks before it are committed, nothing after)."""
+
+    def __init__(self, backend, calls: int):
+        self.backend, self.left = backend, calls
+        self.model_id, self.sampler = backend.model_id, getattr(backend, "sampler", None)  # the store's key
+        self.batch_size = getattr(backend, "batch_size", 0)
+
+    def generate(self, requests, progress=None):
+        if self.left <= 0:
+            raise _Killed
+        self.left -= 1
+        return self.backend.generate(requests, progress=progress)
+
+
+class BatchEcho:
+    """The worst batch-dependent backend: every completion names the batch it was decoded in (each
+    sample's seed and index), as a kernel whose last bit depends on the other rows would, at its
+    worst. A resumed call equals the uninterrupted one only if every chunk gets the same batch."""
+
+    model_id = "batch-echo"
+    batch_size = 5
+
+    def generate(self, requests, progress=None):
+        from selfalign.types import Completion, GenResult
+
+        batch = ",".join(f"{r.seed}.{i}" for r in requests for i in r.sample_indices())
+        return [GenResult(r, tuple(Completion(f"{r.seed}.{i} in [{batch}]", "stop", 1, i) for i in r.sample_indices()))
+                for r in requests]
+
+
+def _kill_and_resume(make_backend, reqs, store, kill_after: int, chunk_size: int | None = None):
+    """The call killed after ``kill_after`` chunks, then made again on the same store by a new backend
+    (a new process); returns the resumed call's results."""
+    from selfalign.store.cache import CachedModel
+
+    with pytest.raises(_Killed):
+        CachedModel(_KillAfter(make_backend(), kill_after), store, chunk_size, progress=False).generate(reqs)
+    return CachedModel(make_backend(), store, chunk_size, progress=False).generate(reqs)
+
+
+@pytest.mark.parametrize("kill_after", [1, 2, 4])
+def test_a_killed_call_resumes_with_the_batches_it_had(tmp_path, kill_after):
+    """Exact logic, on a backend whose every sample depends on its batch: the resumed call returns the
+    uninterrupted call's samples, and generates only what the killed call had not committed. The
+    call asks each prompt greedily and for 3 samples at T = 1 (the k(x) shape): fails when the
+    order of a re-run's chunks comes from the missing samples (as before issue 26: a prompt whose
+    greedy request was done moved to its sampled request's place, and the batches changed)."""
+    from selfalign.store.cache import CachedModel, Store
+
+    prompts = [user(f"question {i:02d}") for i in range(24)]  # one length: the order among them is the call's own
+    reqs = [GenRequest(p, GenParams(max_tokens=24), seed=i) for i, p in enumerate(prompts)] + [
+        GenRequest(p, GenParams(temperature=1.0, max_tokens=24), n=3, seed=i) for i, p in enumerate(prompts)]
+    want = _texts(CachedModel(BatchEcho(), Store(tmp_path / "one.sqlite"), progress=False).generate(reqs))
+    store = Store(tmp_path / "killed.sqlite")
+    got = _kill_and_resume(BatchEcho, reqs, store, kill_after)
+    assert _texts(got) == want
+    assert sum(c.cached for r in got for c in r.completions) == 5 * kill_after  # whole chunks of 5 kept, none redone
+    assert len({t.split(" in ")[1] for texts in want for t in texts}) == 20  # 96 samples in 20 batches: the echo tells them apart
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_one_call_chunks_and_a_killed_run_give_the_same_samples(sharp_model_dir, tmp_path, dtype):
     from selfalign.store.cache import CachedModel, Store
 
     reqs = _requests()
     model = _load(sharp_model_dir, dtype)
-    one = _texts(CachedModel(model, Store(tmp_path / "one.sqlite"), progress=False).generate(reqs))
+    one = _texts(CachedModel(model, Store(tmp_path / "one.sqlite"), chunk_size=7, progress=False).generate(reqs))
     chunked = CachedModel(model, Store(tmp_path / "chunks.sqlite"), progress=False)
     in_fives = [t for a in range(0, len(reqs), 5) for t in _texts(chunked.generate(reqs[a:a + 5]))]
-    # killed midway: the first 13 requests' samples stored in chunks of 7, then a new model object on
-    # the same store asks for everything and generates only what is missing
-    store = Store(tmp_path / "killed.sqlite")
-    CachedModel(model, store, chunk_size=7, progress=False).generate(reqs[:13])
-    resumed_model = _load(sharp_model_dir, dtype)
-    resumed = CachedModel(resumed_model, store, progress=False).generate(reqs)
-    assert sum(1 for r in resumed for c in r.completions if c.cached) == 3 * 7 + 6  # the 13 first requests' samples
-    assert in_fives == one
+    # killed after 3 of the call's 7 chunks (21 samples committed), then the same call on the same
+    # store by a new model object (a new process): it generates only the other chunks
+    resumed = _kill_and_resume(lambda: _load(sharp_model_dir, dtype), reqs, Store(tmp_path / "killed.sqlite"), 3, 7)
+    assert sum(1 for r in resumed for c in r.completions if c.cached) == 3 * 7
     assert _texts(resumed) == one
+    # the tiny model is batch-invariant here even across calls (the embedded model is not: README)
+    assert in_fives == one
     assert len({t for texts in one for t in texts}) > 40  # answers differ: a collapsed model would prove nothing
-    assert model.invariant_attention == (dtype == "bfloat16")  # fp32 keeps SDPA (see the README's exception)
+    assert model.invariant_attention == (dtype == "bfloat16")  # fp32 keeps SDPA
 
 
 def test_sdpa_is_not_batch_invariant_in_bf16(sharp_model_dir):

@@ -4,7 +4,9 @@ A sample's key is the sha256 of (model id + revision, prompt, the semantic gener
 parameters, seed, sample index). ``CachedModel`` wraps any backend: it looks every sample up,
 sends only the missing ones to the backend in chunks, and commits each chunk as soon as it is
 back. Kill a run anywhere, re-run it, and only the missing samples are generated; because each
-sample has its own seed, the result equals an uninterrupted run.
+sample has its own seed and a re-run call sends the backend the batches the uninterrupted call
+sent (chunks are cut from all of a call's samples, see :class:`CachedModel`), the result equals an
+uninterrupted run.
 
 SQLite in WAL mode with a busy timeout, ``INSERT OR IGNORE`` and a read-back after each write:
 two processes may write at once, and both then return the first stored answer.
@@ -310,6 +312,17 @@ class CachedModel:
 
     ``chunk_size`` samples are sent to the backend at a time and committed when they return,
     so an interruption loses at most one chunk.
+
+    **Exact resume.** A call's chunks are cut from *all* its samples, in an order that depends only
+    on the requests, never on which samples are still missing; each chunk then sends the backend
+    only its own missing samples. A killed call has committed whole chunks, so the same call made
+    again on the same store skips them and sends every other chunk exactly the batch it got in the
+    uninterrupted run. That matters because a backend's batch can change its numbers in the last
+    bit (a matrix product's kernel depends on how many rows it multiplies, ``bench/resume.py``),
+    which at bf16 or at temperature 1 can change tokens. (Before issue 26 the order came from the
+    missing samples: once a prompt's first request was done, its other requests moved, and a
+    resumed call's batches were others.) Not promised: the same requests split by the *caller*
+    into other calls, or asked after another call stored some of them, may be batched differently.
     """
 
     def __init__(self, backend: Any, store: Store | None = None, chunk_size: int | None = None, progress: bool = True,
@@ -332,18 +345,20 @@ class CachedModel:
         t0 = time.time()
         units = [(ri, s, self._key(r, s)) for ri, r in enumerate(requests) for s in r.sample_indices()]
         found = self.store.get_completions([k for _, _, k in units])
-        missing = [(ri, s, k) for ri, s, k in units if k not in found]
         # prompts of similar length in the same chunk: less padding in the backend's batches; the
         # requests for one prompt (greedy and sampled, say) next to each other, after its first
-        # request, so the backend prefills that prompt once for all of them
-        pj = {ri: json.dumps(prompt_to_json(requests[ri].prompt)) for ri in sorted({u[0] for u in missing})}
+        # request, so the backend prefills that prompt once for all of them. Order and chunks come
+        # from all the call's samples, the missing ones are picked after (exact resume: see above)
+        pj = [json.dumps(prompt_to_json(r.prompt)) for r in requests]
         first: dict[str, int] = {}
-        for ri, text in pj.items():
+        for ri, text in enumerate(pj):
             first.setdefault(text, ri)
-        missing.sort(key=lambda u: (len(pj[u[0]]), first[pj[u[0]]], u[0], u[1]))
+        units.sort(key=lambda u: (len(pj[u[0]]), first[pj[u[0]]], u[0], u[1]))
+        chunks = [[u for u in c if u[2] not in found] for c in _chunks(units, self.chunk_size)]
+        missing = [u for c in chunks for u in c]
         new_tokens = 0
         with _progress(self.show_progress, description or self.description, len(units), len(units) - len(missing)) as bar:
-            for chunk in _chunks(missing, self.chunk_size):
+            for chunk in (c for c in chunks if c):
                 by_req: dict[int, list[int]] = {}
                 for ri, s, _ in chunk:
                     by_req.setdefault(ri, []).append(s)
@@ -397,8 +412,10 @@ class CachedModel:
         t0 = time.time()
         keys = [score_key(self.model_id, r) for r in requests]
         found = self.store.get_scores(keys)
-        missing = [i for i, k in enumerate(keys) if k not in found]
-        for chunk in _chunks(missing, self.chunk_size):
+        # chunks cut from all the requests, as in generate: a re-run scores the same batches
+        chunks = [[i for i in c if keys[i] not in found] for c in _chunks(list(range(len(requests))), self.chunk_size)]
+        missing = [i for c in chunks for i in c]
+        for chunk in (c for c in chunks if c):
             res = self.backend.score([requests[i] for i in chunk])
             rows = [(keys[i], self.model_id, {"prompt": prompt_to_json(requests[i].prompt),
                                               "completion": requests[i].completion}, r.token_logprobs)
