@@ -226,3 +226,81 @@ def test_train_per_method_overrides_only_that_method(tmp_path):
         HonestyRun(typo, progress=False, log=lambda s: None).train_config("multisample")
     with pytest.raises((ConfigError, ValueError), match="multisampel"):
         _rules_cfg(tmp_path, {}, train_per_method={"multisampel": {"max_steps": 3}})
+
+
+class _Killed(BaseException):
+    """The fake SIGKILL: a BaseException, so no ``except Exception`` on the way can swallow it."""
+
+
+def _run_files(root) -> dict:
+    """Every file of a run folder: bytes, JSON without wall times and what each start did."""
+    timing = {"seconds", "train_runtime", "train_samples_per_second", "train_steps_per_second", "created_at",
+              "created_ts", "started_at", "finished_at", "finished_ts", "this_invocation", "invocations",
+              "store", "store_hits", "store_misses", "tokens_generated", "wall_seconds", "git_commit", "git_dirty"}
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: ({f: h for f, h in v.items() if not f.endswith(".json")} if k == "outputs" else strip(v))
+                    for k, v in x.items() if k not in timing or (k == "store" and isinstance(v, str))}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    return {str(p.relative_to(root)): strip(json.loads(p.read_text())) if p.suffix == ".json" else p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "report.html"}
+
+
+@pytest.mark.parametrize("precision", ["+bf16", "+fp32"])
+def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupted_files(
+        tiny_model_dir, tmp_path, monkeypatch, capsys, precision):
+    """Issue 26, the model in bf16 and in fp32: killed after 3 of the sampling's chunks of 4
+    samples, killed in the training after its checkpoint at step 2, killed after the evaluation's
+    first chunk; each time re-run in a new HonestyRun on the same store. Every file equals an
+    uninterrupted run's (same folder, its own store), wall times and the starts' tallies aside.
+    The tiny model decodes the same in any batch, so what can fail here is the training's resume
+    (it did, without :class:`selfalign.train.base.ResumeState`); the store's part is pinned by
+    ``tests/test_resume_exact.py``'s batch-echo backend."""
+    import selfalign.train.base as base
+    from selfalign.models.hf import HFModel
+
+    cfg = load_config(HonestyConfig, {
+        "model": str(tiny_model_dir) + precision, "data": str(qa_file(tmp_path)), "samples": 3, "max_tokens": 6,
+        "eval_max_tokens": 8, "methods": ["confidence-verb", "prompt"], "balance": False, "bootstrap": 50,
+        "batch_size": 4, "out": str(tmp_path / "run"),
+        "train": {"epochs": 2, "batch_size": 2, "lora_r": 4, "save_steps": 2, "logging_steps": 3}})
+    monkeypatch.setenv("SELFALIGN_STORE", str(tmp_path / "reference.sqlite"))
+    HonestyRun(cfg, progress=False, log=lambda s: None).run()
+    (tmp_path / "run").rename(tmp_path / "reference")
+
+    real_generate, real_step_log = HFModel.generate, base.use_step_log
+    calls = {"left": 0}
+
+    def dying_generate(self, requests, progress=None):
+        if calls["left"] <= 0:
+            raise _Killed
+        calls["left"] -= 1
+        return real_generate(self, requests, progress=progress)
+
+    class KillAtStep3:
+        def __getattr__(self, event):
+            return lambda *a, **k: None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise _Killed
+
+    monkeypatch.setenv("SELFALIGN_STORE", str(tmp_path / "killed.sqlite"))
+    monkeypatch.setattr(HFModel, "generate", dying_generate)
+    logs: list[str] = []
+    for kill in ("sampling", "training", "evaluation"):
+        calls["left"] = {"sampling": 3, "training": 10 ** 6, "evaluation": 1}[kill]
+        if kill == "training":
+            monkeypatch.setattr(base, "use_step_log", lambda t, name: (real_step_log(t, name), t.add_callback(KillAtStep3())))
+        with pytest.raises(_Killed):
+            HonestyRun(cfg, progress=False, log=logs.append).run()
+        monkeypatch.setattr(base, "use_step_log", real_step_log)
+    calls["left"] = 10 ** 6
+    HonestyRun(cfg, progress=False, log=logs.append).run()
+    assert "resuming at step 2" in capsys.readouterr().out
+    want, got = _run_files(tmp_path / "reference"), _run_files(tmp_path / "run")
+    assert sorted(got) == sorted(want)
+    assert [f for f in want if got[f] != want[f]] == []
+    assert any(f.endswith("model.safetensors") for f in want) and any(f.startswith("eval/") for f in want)

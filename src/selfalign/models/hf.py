@@ -37,11 +37,14 @@ positions in blocks that padding shifts, so a row's logits depend in the last bi
 and bf16 rounding carries that into other tokens (2 of 24 greedy answers of the embedded model
 between one call and calls of 5; issue 26). A bf16 model on a CPU therefore attends with
 :func:`_invariant_attention`, whose sums padding does not regroup: a sample is then the same in any
-batch, head split or chunk, and a resumed run repeats an uninterrupted one. fp32 keeps SDPA: its
-last-bit differences left greedy answers unchanged in our checks but flipped sampled tokens at
-temperature 1 (4 of 24 requests of 8 samples between one call and calls of 5, ``bench/resume.py``;
-the README names the exception). What holds in every precision: the same chunk gives the same
-samples whatever came before it (the stored head KV is reused only for an identical head).
+batch, head split or chunk as far as attention goes. The linear layers are not: oneDNN's and MKL's
+kernels give a row other last bits depending on how many rows they multiply
+(``bench/linear_rows.py``), so the embedded model still changed 1 of 24 greedy answers in bf16
+between one call and calls of 5, and 4 of 24 sampled requests in fp32 (``bench/resume.py``; the
+README names the exception). What holds in every precision, and what exact resume rests on: the
+same requests in one call give the same samples whatever came before it (the stored head KV is
+reused only for an identical head), and the store sends a re-run call the same chunks
+(:class:`selfalign.store.cache.CachedModel`).
 """
 
 from __future__ import annotations
