@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from selfalign.command import Command
+from selfalign.report import synth_eval as eval_report
 from selfalign.report.synth import write_report
-from selfalign.synth import (auto_evol, autodetect, backtranslation, dog_instruct, dynosaur, evol_instruct, ifd,
-                             instructors, lamini, llm2llm, longform, redteam, reflection, self_instruct, udit, unnatural)
+from selfalign.synth import (auto_evol, autodetect, backtranslation, dog_instruct, dynosaur, evaluate, evol_instruct,
+                             ifd, instructors, lamini, llm2llm, longform, redteam, reflection, self_instruct, udit,
+                             unnatural)
 
 
 def _files(cfg: Any, *names: str) -> list[str]:
@@ -178,3 +180,27 @@ COMMANDS += [
 
 #: every synthesis method by its command name (``selfalign synth <name>``, recipe stage ``synth``)
 METHODS = {c.name: c for c in COMMANDS}
+
+
+def _eval_inputs(cfg: evaluate.SynthEvalConfig) -> list[str]:
+    return [p for p in [cfg.seed_rows, cfg.ifd, *(path for _, path in evaluate.parse_sets(cfg.sets))]
+            if p and Path(p).is_file()]
+
+
+def _eval_headline(res: evaluate.SynthEvalResult) -> dict[str, Any]:
+    return {f"{c['name']} vs {c['baseline']} win rate": c["win_rate"]["value"] for c in res.comparisons if c["win_rate"]}
+
+
+#: ``selfalign synth eval``: not a method (it makes no rows to train on), so not in METHODS
+EVAL = Command(
+    "eval", "synth-eval", evaluate.SynthEvalConfig,
+    lambda cfg, m, ctx: evaluate.run(cfg, m.policy, m.judge, ctx.log), {"policy": "model", "judge": "judge"},
+    trainable=("model",), check=evaluate.read_inputs, inputs=_eval_inputs, rows=lambda res: res.rows,
+    render=lambda out, res, conf: eval_report.write_report(out, res, conf), headline=_eval_headline,
+    echo=lambda cfg, res: [f"{c['name']} vs {c['baseline']}: {c['wins']}-{c['ties']}-{c['losses']} "
+                           f"(wins-ties-losses), {c['unscored']} unscored" for c in res.comparisons],
+    descriptions={"judge": "judge"},
+    helps={"sets": "NAME=rows.jsonl (repeatable): seed + these rows against seed only",
+           "ifd": "a rows JSONL: IFD top share against a random share of equal size"},
+    help="Synthetic data judged by what SFT on it does: seed vs seed + each method's rows, IFD top vs random, "
+         "pairwise on held-out instructions (both orders), with intervals.")
