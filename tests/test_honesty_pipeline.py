@@ -304,3 +304,35 @@ def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupt
     assert sorted(got) == sorted(want)
     assert [f for f in want if got[f] != want[f]] == []
     assert any(f.endswith("model.safetensors") for f in want) and any(f.startswith("eval/") for f in want)
+
+
+def test_the_alignment_tax_judges_each_method_against_the_unaligned_model(tmp_path):
+    """Issue 27's honesty tax, exact logic: PROMPT-BASED answers every held-out instruction with the
+    idk response (its honesty instruction is in the prompt), the unaligned model answers; a scripted
+    judge prefers the answer in both orders: 5 losses of 5, the report shows the table, and a bad
+    tax file is refused before any model call."""
+    from selfalign.data.io import DataError
+
+    judge = tmp_path / "judge.json"
+    judge.write_text(json.dumps({"rules": {"Response A:\nI apologize": "B"}, "default": "A"}))
+    rules = tmp_path / "model.json"
+    rules.write_text(json.dumps({"rules": {"If you don't know": "I apologize, but I'm not able to provide an answer."},
+                                 "default": "here is a helpful answer"}))
+    cfg = load_config(HonestyConfig, {"model": f"scripted:{rules}", "data": str(qa_file(tmp_path)), "samples": 2,
+                                      "methods": ["prompt"], "balance": False, "bootstrap": 20,
+                                      "out": str(tmp_path / "run"), "tax": "bundled:instructions.jsonl", "n_tax": 5,
+                                      "tax_judge": f"scripted:{judge}"})
+    HonestyRun(cfg, progress=False, log=lambda s: None).run()
+    summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
+    (c,) = summary["tax"]["comparisons"]
+    assert (c["name"], c["baseline"], c["n"]) == ("prompt", "unaligned", 5)
+    assert (c["wins"], c["ties"], c["losses"], c["unscored"]) == (0, 0, 5, 0) and c["win_rate"]["value"] == 0.0
+    assert set(c["instruction_following"]) == {"prompt", "unaligned", "mcnemar_p"}
+    assert len((tmp_path / "run" / "eval" / "tax.jsonl").read_text().splitlines()) == 5
+    assert "Alignment tax: helpfulness on 5 held-out instructions" in (tmp_path / "run" / "report.html").read_text()
+    bad = tmp_path / "tax.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{"prompt": 3}\n')
+    with pytest.raises(DataError, match=r"tax.jsonl: row 2"):
+        HonestyRun(_rules_cfg(tmp_path, {}, tax=str(bad), out=str(tmp_path / "run2")), progress=False,
+                   log=lambda s: None).run()
+    assert not (tmp_path / "run2" / "knowledge").exists()

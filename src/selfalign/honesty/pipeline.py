@@ -66,7 +66,11 @@ from selfalign.honesty.judging import Judge
 from selfalign.honesty.knowing import KnowledgeRecord, estimate_knowledge
 from selfalign.honesty.prompts import honesty_prompt
 from selfalign.honesty.task import HonestyQA, loosely_correct
+from selfalign.evals.pairwise import JUDGE_TEMPLATE as PAIRWISE_TEMPLATE
+from selfalign.evals.pairwise import compare as pairwise_compare
+from selfalign.evals.pairwise import held_out
 from selfalign.evals.runner import compare, run_task
+from selfalign.judges.llm import PairwiseJudge
 from selfalign.judges.idk import IDK_SIGNS
 from selfalign.store.cache import CachedModel, Store
 from selfalign.store.runs import RunDir, file_hash
@@ -74,7 +78,7 @@ from selfalign.models.precision import choose_precision
 from selfalign.train.cards import add_eval_results, write_dataset_card
 from selfalign.train.base import TrainingRun
 from selfalign.train.sft import TrainConfig, fingerprint as sft_fingerprint, train_sft
-from selfalign.types import stable_hash
+from selfalign.types import GenParams, GenRequest, stable_hash, user
 
 STEPS = ("sample", "build", "train", "eval", "report")
 SCORE_KEYS = ("honesty", "prudence", "over_conservativeness", "accuracy")
@@ -85,7 +89,7 @@ STEP_KEYS = {
                "temperature", "top_p", "max_tokens", "eval_max_tokens", "judge", "idk_signs", "seed"),
     "build": ("methods", "tau", "balance", "balance_within", "known_share", "known_rule", "calib_n", "seed"),
     "eval": ("methods", "calib_n", "eval_max_tokens", "judge", "idk_signs", "puqa", "pkqa", "nonambigqa", "ood", "n_ood",
-             "bootstrap", "seed"),
+             "bootstrap", "seed", "tax", "tax_judge", "n_tax", "tax_max_tokens"),
 }
 
 #: the paper's out-of-distribution files, each a config key holding a path, and its format
@@ -150,6 +154,12 @@ class HonestyConfig:
     nonambigqa: str = ""  # the paper's Non-AmbigQA file (answerable, out of distribution)
     ood: list[OodSet] = field(default_factory=list)
     n_ood: int = 0  # questions per out-of-distribution set unless the set says (0 = all)
+    # the alignment tax: each method against the unaligned model on held-out instructions (IFEval-style
+    # items, e.g. bundled:instructions.jsonl), judged pairwise in both orders; "" = not measured
+    tax: str = ""
+    tax_judge: str = ""  # the tax's pairwise judge ("" = the unaligned model, a poor judge: see its flipped count)
+    n_tax: int = 0  # held-out instructions (0 = all)
+    tax_max_tokens: int = 96
     bootstrap: int = 1000
     seed: int = 0
     out: str = "runs/honesty"
@@ -173,10 +183,10 @@ class HonestyConfig:
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"ood: set name(s) {twice} used twice (puqa, pkqa and nonambigqa name their own sets)")
-        for name in ("samples", "n_train", "n_test", "bootstrap", "n_ood", "calib_n"):
+        for name in ("samples", "n_train", "n_test", "bootstrap", "n_ood", "calib_n", "n_tax"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("max_tokens", "eval_max_tokens", "batch_size"):
+        for name in ("max_tokens", "eval_max_tokens", "batch_size", "tax_max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.temperature < 0 or not 0 < self.top_p <= 1:
@@ -324,8 +334,11 @@ class HonestyRun:
         from selfalign.models.registry import check_spec
 
         check_spec(self.cfg.model)
-        if self.cfg.judge:
-            check_spec(self.cfg.judge)
+        for spec in (self.cfg.judge, self.cfg.tax_judge):
+            if spec:
+                check_spec(spec)
+        if self.cfg.tax:
+            held_out(self.cfg.tax, self.cfg.n_tax)
         if any(s in steps for s in ("train", "eval", "report")) and any(m != "prompt" for m in self.cfg.methods):
             from selfalign.models.registry import trainable_path
 
@@ -559,12 +572,55 @@ class HonestyRun:
                 elif name == "pkqa":
                     summary["methods"][m]["pkqa"] = {"over_conservativeness": e["scores"]["idk"]["value"],
                                                      "accuracy": e["scores"]["accuracy"]["value"]}
+        tax_files = []
+        if cfg.tax:
+            summary["tax"], tax_rows = self._alignment_tax(models)
+            self.dir.write_jsonl("eval/tax.jsonl", tax_rows)
+            tax_files = ["eval/tax.jsonl"]
         summary["judge"] = judge.counts()
         self.dir.write_json("eval/summary.json", summary)
         self.dir.record_step("eval", self._config_part("eval"), self._inputs("eval"),
-                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in models], *ood_files],
+                             ["eval/summary.json", *[f"eval/{m}.jsonl" for m in models], *ood_files, *tax_files],
                              time.time() - t0, {"judge": summary["judge"]})
         return summary
+
+    def _alignment_tax(self, models: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Does honesty training cost helpfulness? Every method's model and the unaligned model
+        answer the same held-out instructions (a plain user turn; PROMPT-BASED with its honesty
+        instruction, which is the method); a pairwise judge asks in both orders
+        (:func:`selfalign.evals.pairwise.compare`), and where the items carry constraints each
+        side's strict instruction following is counted too. Yang et al. (2023) measure helpfulness
+        on their own benchmarks with GPT-4 as judge; this is the same question on the run's items,
+        with the run's judge. The calibrated (``-cal``) wrappers are left out: they answer
+        instructions as their method's model does."""
+        from selfalign.models.registry import load_model
+
+        cfg = self.cfg
+        held = held_out(cfg.tax, cfg.n_tax)
+        judge_model = (CachedModel(load_model(cfg.tax_judge), self.store, progress=self.progress) if cfg.tax_judge
+                       else self.base())
+        judge = PairwiseJudge(judge_model, PAIRWISE_TEMPLATE, max_tokens=3, name="alignment tax")
+
+        def answers(m: str) -> list[str]:
+            frame = honesty_prompt if m == "prompt" else user
+            reqs = [GenRequest(frame(p), GenParams(max_tokens=cfg.tax_max_tokens)) for p in held.prompts]
+            return [r.texts[0] for r in models[m].generate(reqs, description=f"alignment tax: {m}")]
+
+        base = answers("unaligned")
+        comparisons, rows = [], []
+        for m in models:
+            if m == "unaligned" or m.endswith(CAL_SUFFIX):
+                continue
+            c, r = pairwise_compare(m, "unaligned", held.prompts, answers(m), base, judge, held.items, cfg.bootstrap,
+                                    cfg.seed)
+            comparisons.append(c)
+            rows += r
+            wr = c["win_rate"]
+            self.log(f"[eval] tax {m:16s} vs unaligned: {c['wins']}-{c['ties']}-{c['losses']} (wins-ties-losses), "
+                     f"{c['unscored']} unscored" + (f", win rate {wr['value']:.2f} [{wr['lo']:.2f}, {wr['hi']:.2f}]"
+                                                     if wr else ""))
+        return {"held_out": cfg.tax, "n": len(held.prompts), "judge": judge_model.model_id,
+                "comparisons": comparisons}, rows
 
     def _evaluate_ood(self, sets: dict[str, list[QAItem]],
                       models: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, Any] | None]:

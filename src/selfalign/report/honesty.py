@@ -319,6 +319,31 @@ def _calibration(summary: dict[str, Any], config: dict[str, Any]) -> str:
             f"<th>prudence</th><th>over-cons.</th></tr>{rows}</table>")
 
 
+def _tax(summary: dict[str, Any]) -> str:
+    """The alignment tax: each method against the unaligned model on held-out instructions."""
+    tax = summary.get("tax")
+    if not tax:
+        return ""
+    trs = []
+    for c in tax["comparisons"]:
+        wr, f = c.get("win_rate"), c.get("instruction_following")
+        wr_s = f"{wr['value']:.2f} [{wr['lo']:.2f}, {wr['hi']:.2f}]" if wr else "-"
+        cells = (f"<td>{c['wins']}</td><td>{c['ties']}</td><td>{c['losses']}</td><td>{c['unscored']}</td>"
+                 f"<td>{c['flipped']}</td><td>{wr_s}</td>")
+        if f:
+            a, b = f[c["name"]], f[c["baseline"]]
+            cells += (f"<td>{100 * a['k'] / a['n']:.1f} vs {100 * b['k'] / b['n']:.1f}</td><td>{f['mcnemar_p']:.3f}</td>")
+        trs.append(f"<tr><td class=l>{html.escape(c['name'])}</td>{cells}</tr>")
+    follow = "<th>instructions followed, % (method vs unaligned)</th><th>McNemar p</th>" if any(
+        c.get("instruction_following") for c in tax["comparisons"]) else ""
+    return (f"<h2>Alignment tax: helpfulness on {tax['n']} held-out instructions</h2><p class=sub>each method against "
+            f"the unaligned model on <code>{html.escape(str(tax['held_out']))}</code>, judged pairwise in both orders by "
+            f"<code>{html.escape(str(tax['judge']))}</code>: a win rate above 0.5 favours the method; tie = the orders "
+            "disagreed (flipped); unscored replies are not losses. Instruction following is checked by rule, no judge.</p>"
+            "<table><tr><th class=l>method</th><th>wins</th><th>ties</th><th>losses</th><th>unscored</th><th>flipped</th>"
+            f"<th>win rate [95%]</th>{follow}</tr>{''.join(trs)}</table>")
+
+
 def write_report(run_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
     run_dir = Path(run_dir)
     chart = _bar_chart(summary)
@@ -344,6 +369,7 @@ agreement with people yet).</p>
 {training_curves(run_dir)}
 {_reliability(summary)}
 {_calibration(summary, config)}
+{_tax(summary)}
 {_side_by_side(summary)}
 <h2>Transition tables and examples</h2>
 <div class=grid>{tables}</div>
