@@ -184,7 +184,7 @@ def _train(name: str, rows: list[dict[str, Any]], cfg: SynthEvalConfig, base: An
         raise ValueError(f"model: {cfg.model}: cannot be fine-tuned here (no local weights)")
     res = train_sft([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows], base.train_path,
                     Path(cfg.out) / "models" / name, cfg.train, base_id=base.model_id)
-    log(f"[synth eval] {name}: {len(rows)} rows, {'reused' if res.skipped else f'trained in {res.seconds:.0f}s'}")
+    log(f"{name}: {len(rows)} rows, {'reused' if res.skipped else f'trained in {res.seconds:.0f}s'}")
     return base.sibling(res.model_dir)
 
 
@@ -224,6 +224,6 @@ def run(cfg: SynthEvalConfig, base: Any, judge_model: Any, log: Callable[[str], 
         comparisons.append(c)
         rows += r
         wr = c["win_rate"]
-        log(f"[synth eval] {a} vs {b}: {c['wins']} wins, {c['ties']} ties, {c['losses']} losses, {c['unscored']} "
+        log(f"{a} vs {b}: {c['wins']} wins, {c['ties']} ties, {c['losses']} losses, {c['unscored']} "
             f"unscored" + (f"; win rate {wr['value']:.2f} [{wr['lo']:.2f}, {wr['hi']:.2f}]" if wr else ""))
     return SynthEvalResult(comparisons, models, inp.dropped, ifd_counts, getattr(judge_model, "model_id", ""), rows)
