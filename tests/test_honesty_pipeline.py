@@ -58,6 +58,9 @@ def test_pipeline_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path):
     assert "Alignment for Honesty" in html and "<svg" in html and "N7 = " in html
     summary = json.loads((tmp_path / "run" / "eval" / "summary.json").read_text())
     assert set(summary["methods"]) == {"unaligned", "absolute", "multisample", "prompt"}
+    tr = summary["training_rows"]  # MULTISAMPLE: M = 3 rows a question, every one kept
+    assert set(tr) == {"absolute", "multisample"} and tr["multisample"]["rows"] == 3 * tr["absolute"]["rows"]
+    assert "training rows: absolute" in html
     assert summary["methods"]["unaligned"]["scores"]["over_conservativeness"]["value"] == 0
     assert summary["n_test"] == 4
     for m in ("absolute", "multisample"):

@@ -512,7 +512,11 @@ class HonestyRun:
         trained = {m: self.train_method(m, quiet_if_reused=True) for m in cfg.methods if m != "prompt"}
         before = [r.greedy_label for r in test]
         judge = self.judge()
-        summary: dict[str, Any] = {"n_test": len(test), "methods": {}}
+        summary: dict[str, Any] = {"n_test": len(test), "methods": {}, "training_rows": {}}
+        for m in trained:  # what each method trained on: its rows, and the share that are the idk response
+            rows = self._dataset(m)
+            idk = sum(r["completion"][0]["content"] == hds.IDK_RESPONSE for r in rows)
+            summary["training_rows"][m] = {"rows": len(rows), "idk": idk}
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
         unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0, label="unaligned")
         models: dict[str, Any] = {"unaligned": self.base()}
