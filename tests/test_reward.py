@@ -349,3 +349,36 @@ def test_split_half_pms_and_pmp_pretraining(tiny_model_dir, tmp_path):
     curves = page.split("id=training-curves>", 1)[1]
     assert "<svg" in curves and "<td class=l>pm_a</td>" in curves and "<td class=l>pm_b</td>" in curves
     assert json.loads((tmp_path / "sh" / "report.json").read_text())["summary"]["pms"]["a"]["skipped_training"]
+
+
+def test_learning_curve_trains_nested_shares_and_scores_the_same_held_out_pairs(tiny_model_dir, tmp_path):
+    """``pm curve`` (issue 27): one PM per share of the training prompts, nested, each scored on the
+    same held-out pairs, with the floor and the largest-vs-smallest paired difference; the command
+    writes the report; bad shares are refused before anything loads."""
+    from typer.testing import CliRunner
+
+    from selfalign.cli import app
+    from selfalign.reward.run import PMCurveConfig
+
+    rows = tmp_path / "pairs.jsonl"
+    rows.write_text("".join(json.dumps({"prompt": [{"role": "user", "content": f"question {i}"}],
+                                        "chosen": [{"role": "assistant", "content": "Paris"}],
+                                        "rejected": [{"role": "assistant", "content": "Lima is the capital of Peru"}]})
+                            + "\n" for i in range(40)))
+    r = CliRunner().invoke(app, ["pm", "curve", "--data", str(rows), "--base", str(tiny_model_dir), "--out",
+                                 str(tmp_path / "c"), "--set", "fractions=[0.25,1.0]", "--set", "bootstrap=50",
+                                 "--set", "train.batch_size=8", "--set", "train.epochs=1"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "c" / "report.json").read_text())["summary"]
+    small, big = rep["points"]
+    assert (small["fraction"], big["fraction"]) == (0.25, 1.0) and big["train_pairs"] == rep["train_pairs"]
+    assert small["train_prompts"] == round(0.25 * rep["train_prompts"]) and small["pm_dir"] != big["pm_dir"]
+    assert {small["accuracy"]["n"], big["accuracy"]["n"]} == {rep["test_pairs"]}
+    assert "largest_vs_smallest" in rep and "untrained_head" in rep
+    assert "learning curve" in (tmp_path / "c" / "report.html").read_text()
+    with pytest.raises(ValueError, match="fractions"):
+        PMCurveConfig(data=str(rows), fractions=[0.0, 1.0])
+    with pytest.raises(ValueError, match="repeat"):
+        PMCurveConfig(data=str(rows), fractions=[0.5, 0.5])
+    kept = json.loads((tmp_path / "c" / "pm-25" / "train.json").read_text())["n_rows"]
+    assert kept == small["train_pairs"]

@@ -90,3 +90,33 @@ def split_half_report(out_dir: str | Path, summary: dict[str, Any], config: dict
             + (f"<h2>Calibration</h2><p>Each PM on the held-out pairs, before and after temperature scaling."
                f"</p>{reliability_diagram(cals)}" if cals else ""))
     return _page(out_dir, "Split-half preference models", body, {"summary": s, "config": config})
+
+
+def curve_report(out_dir: str | Path, summary: dict[str, Any], config: dict[str, Any]) -> Path:
+    """PM accuracy against the comparisons it trained on (HH Figure 7's axes), with the floor."""
+    s, pts = summary, summary["points"]
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    xs = [p["train_pairs"] for p in pts]
+    ax.errorbar(xs, [100 * p["accuracy"]["value"] for p in pts],
+                yerr=[[100 * (p["accuracy"]["value"] - p["accuracy"]["lo"]) for p in pts],
+                      [100 * (p["accuracy"]["hi"] - p["accuracy"]["value"]) for p in pts]],
+                marker="o", capsize=3, color="#1f4e9c", label="trained PM")
+    ax.axhline(100 * s["untrained_head"]["value"], color="#999", linestyle="--", label="untrained head")
+    ax.axhline(100 * s["length_baseline"]["value"], color="#dd8452", linestyle=":", label="shorter wins")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training comparisons")
+    ax.set_ylabel("held-out accuracy %")
+    ax.legend(fontsize=8)
+    trs = "".join(f"<tr><td>{100 * p['fraction']:g}%</td><td>{p['train_prompts']}</td><td>{p['train_pairs']}</td>"
+                  f"<td>{_ci(p['accuracy'])}</td><td>{p['ece']:.3f}</td><td>{p['seconds']:.0f}</td></tr>" for p in pts)
+    d = s.get("largest_vs_smallest")
+    diff = (f"<p>Largest minus smallest training set, paired over the held-out pairs: {100 * d['value']:+.1f} points "
+            f"[{100 * d['lo']:+.1f}, {100 * d['hi']:+.1f}].</p>" if d else "")
+    body = (f"<p class=sub>HH (Bai et al. 2022) §3.3: held-out accuracy against the number of training comparisons. "
+            f"Nested shares of {s['train_prompts']} training prompts ({s['train_pairs']} pairs), every PM scored on the "
+            f"same {s['test_pairs']} held-out pairs. Untrained head {_ci(s['untrained_head'])}%, shorter wins "
+            f"{_ci(s['length_baseline'])}%.</p>{svg(fig)}"
+            "<table><tr><th>share</th><th>prompts</th><th>pairs</th><th>held-out accuracy % [95%]</th>"
+            f"<th>ECE (raw)</th><th>training s</th></tr>{trs}</table>{diff}")
+    return _page(out_dir, "Preference-model learning curve", body, {"summary": s, "config": config})

@@ -1,4 +1,5 @@
-"""``selfalign pm train | eval | calibrate | split-half``: preference models (ranking loss, calibration, baselines).
+"""``selfalign pm train | eval | calibrate | split-half | curve``: preference models (ranking loss, calibration,
+baselines, learning curves).
 
 ``train`` makes or loads the pairs, trains the PM (skipped when its inputs are unchanged) and
 evaluates it on the held-out pairs; ``eval`` evaluates a trained PM directory on any pairs;
@@ -19,7 +20,7 @@ import typer
 
 from selfalign.command import Command, add_commands
 from selfalign.data.io import write_jsonl
-from selfalign.report.reward import pm_report, split_half_report
+from selfalign.report.reward import curve_report, pm_report, split_half_report
 from selfalign.reward import run as pm_run
 from selfalign.stage import Models, StageContext
 
@@ -106,6 +107,14 @@ COMMANDS = [
             after=lambda cfg, r, ctx: export_pairs(cfg.out, r), echo=_split_echo,
             descriptions={"policy": "samples"}, helps=PAIRS_HELP,
             help="HH's split-half PMs: PM_A and PM_B on disjoint halves by prompt, agreement and rank correlation."),
+    Command("curve", "pm-curve", pm_run.PMCurveConfig,
+            lambda cfg, m, ctx: pm_run.learning_curve(cfg, _policy(cfg, m), ctx.store, progress=ctx.log),
+            {"policy": lambda cfg: cfg.policy or cfg.base}, trainable=("base",), inputs=_inputs,
+            defaults={"out": "runs/pm-curve"}, render=lambda d, r, conf: curve_report(d, r.summary, conf),
+            echo=lambda cfg, r: [f"{p['train_pairs']} pairs: held-out accuracy {_ci(p['accuracy'])}"
+                                 for p in r.summary["points"]],
+            descriptions={"policy": "samples"}, helps=PAIRS_HELP,
+            help="HH's PM learning curve: held-out accuracy against the number of training comparisons."),
     Command("eval", "pm-eval", pm_run.PMEvalConfig, lambda cfg, m, ctx: pm_run.evaluate_saved(cfg, ctx.store),
             argument="pm", inputs=_inputs,
             render=lambda d, r, conf: pm_report(d, r.summary, conf), echo=_eval_echo,

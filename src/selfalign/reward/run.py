@@ -15,6 +15,7 @@ unchanged, so a killed run resumes and a finished one re-runs in seconds.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,67 @@ def split_half(cfg: PMRunConfig, policy: Any = None, store: Any = None, base_pat
     out["prompts_shared_between_halves"] = len({prompt_key(r) for r in half_a} & {prompt_key(r) for r in half_b})
     train = [{**r, "meta": {**(r.get("meta") or {}), "half": n}} for n, h in (("a", half_a), ("b", half_b)) for r in h]
     return SplitHalfResult(rows=rows, train=train, test=test, summary=out)
+
+
+@dataclass
+class PMCurveConfig(PMRunConfig):
+    """``pm curve``: a PM's held-out accuracy against the number of comparisons it trained on."""
+    fractions: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # nested shares of the training prompts
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise ValueError(f"fractions must be a non-empty list of shares in (0, 1], got {self.fractions}")
+        if len(set(self.fractions)) != len(self.fractions):
+            raise ValueError(f"fractions repeat a share: {self.fractions}")
+
+
+def learning_curve(cfg: PMCurveConfig, policy: Any = None, store: Any = None, base_path: str | None = None,
+                   progress: Any = None) -> PMRunResult:
+    """HH (Bai et al. 2022, §3.3 and Figure 7) plots PM accuracy against the number of comparisons
+    it was trained on. One PM per share of the training pairs, the shares nested (the first f of
+    the training prompts in one seeded order, every pair of a prompt together), each scored on the
+    same held-out pairs; the untrained head and the shorter-wins rule are the floor. The largest
+    PM against the smallest: a paired bootstrap interval over the held-out pairs. Deviation: HH's
+    PMs span 13M-52B parameters and 10^4-10^5+ comparisons; here one base and the pairs given."""
+    from selfalign.evals.stats import paired_bootstrap
+    from selfalign.models.registry import require_trainable
+    from selfalign.reward.evaluate import evaluate_pm, win
+    from selfalign.reward.pairs import prompt_key
+    from selfalign.train.reward import CachedPM, PreferenceModel, train_pm
+
+    train, test, made = load_pairs(cfg, policy)
+    if not train or not test:
+        raise ValueError(f"need training and held-out pairs, got {len(train)} and {len(test)}")
+    base = base_path or require_trainable(cfg.base)
+    prompts = sorted({prompt_key(r) for r in train})
+    random.Random(cfg.seed).shuffle(prompts)
+    untrained = CachedPM(PreferenceModel(base, cfg.train.max_length, cfg.train.score_batch_tokens, seed=cfg.train.seed),
+                         store)
+    points: list[dict[str, Any]] = []
+    wins: list[list[float]] = []
+    summary: dict[str, Any] = {"made": made, "test_pairs": len(test), "train_pairs": len(train),
+                               "train_prompts": len(prompts)}
+    for f in sorted(cfg.fractions):
+        keep = set(prompts[:max(1, round(f * len(prompts)))])
+        sub = [r for r in train if prompt_key(r) in keep]
+        if progress:
+            progress(f"training the PM on {len(sub)} pairs ({100 * f:g}% of the training prompts)")
+        res = train_pm(sub, base, Path(cfg.out) / f"pm-{100 * f:g}", cfg.train, base_id=cfg.base)
+        pm = CachedPM(PreferenceModel(res.model_dir, cfg.train.max_length, cfg.train.score_batch_tokens), store)
+        scored, s = evaluate_pm(pm.rewards, test, untrained.rewards if not points else None, cfg.calib_fraction,
+                                resamples=cfg.bootstrap, seed=cfg.seed)
+        if not points:
+            summary["untrained_head"], summary["length_baseline"] = s["untrained_head"], s["length_baseline"]
+        wins.append([win(r["reward_chosen"], r["reward_rejected"]) for r in scored])
+        points.append({"fraction": f, "train_pairs": len(sub), "train_prompts": len(keep), "accuracy": s["accuracy"],
+                       "ece": s["calibration"]["raw"]["ece"], "pm_dir": str(res.model_dir), "seconds": res.seconds,
+                       "skipped_training": res.skipped})
+    if len(points) > 1:
+        d = paired_bootstrap(wins[0], wins[-1], resamples=cfg.bootstrap, seed=cfg.seed)
+        summary["largest_vs_smallest"] = {"value": d.diff, "lo": d.lo, "hi": d.hi}
+    summary["points"] = points
+    return PMRunResult(rows=points, train=train, test=test, summary=summary)
 
 
 @dataclass
