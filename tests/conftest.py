@@ -104,3 +104,22 @@ def shared_data() -> Path:
 
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def kill_training_at(monkeypatch, step: int, exc: type[BaseException]):
+    """Make every training started from now on raise ``exc`` at the end of ``step`` (a fake SIGKILL
+    after the checkpoints before it). Returns the function that undoes it."""
+    import selfalign.train.base as base
+
+    real = base.use_step_log
+
+    class Kill:
+        def __getattr__(self, event):
+            return lambda *a, **k: None
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == step:
+                raise exc
+
+    monkeypatch.setattr(base, "use_step_log", lambda trainer, name: (real(trainer, name), trainer.add_callback(Kill())))
+    return lambda: monkeypatch.setattr(base, "use_step_log", real)

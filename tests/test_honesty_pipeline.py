@@ -7,7 +7,7 @@ import pytest
 from selfalign.config import load_config
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun
 from selfalign.train.sft import TrainConfig, train_sft
-from conftest import qa_file
+from conftest import kill_training_at, qa_file
 
 
 def test_sft_changes_the_weights_and_loss_is_finite(tiny_model_dir, tmp_path):
@@ -261,7 +261,6 @@ def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupt
     The tiny model decodes the same in any batch, so what can fail here is the training's resume
     (it did, without :class:`selfalign.train.base.ResumeState`); the store's part is pinned by
     ``tests/test_resume_exact.py``'s batch-echo backend."""
-    import selfalign.train.base as base
     from selfalign.models.hf import HFModel
 
     cfg = load_config(HonestyConfig, {
@@ -273,7 +272,7 @@ def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupt
     HonestyRun(cfg, progress=False, log=lambda s: None).run()
     (tmp_path / "run").rename(tmp_path / "reference")
 
-    real_generate, real_step_log = HFModel.generate, base.use_step_log
+    real_generate = HFModel.generate
     calls = {"left": 0}
 
     def dying_generate(self, requests, progress=None):
@@ -282,24 +281,15 @@ def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupt
         calls["left"] -= 1
         return real_generate(self, requests, progress=progress)
 
-    class KillAtStep3:
-        def __getattr__(self, event):
-            return lambda *a, **k: None
-
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise _Killed
-
     monkeypatch.setenv("SELFALIGN_STORE", str(tmp_path / "killed.sqlite"))
     monkeypatch.setattr(HFModel, "generate", dying_generate)
     logs: list[str] = []
     for kill in ("sampling", "training", "evaluation"):
         calls["left"] = {"sampling": 3, "training": 10 ** 6, "evaluation": 1}[kill]
-        if kill == "training":
-            monkeypatch.setattr(base, "use_step_log", lambda t, name: (real_step_log(t, name), t.add_callback(KillAtStep3())))
+        undo = kill_training_at(monkeypatch, 3, _Killed) if kill == "training" else (lambda: None)
         with pytest.raises(_Killed):
             HonestyRun(cfg, progress=False, log=logs.append).run()
-        monkeypatch.setattr(base, "use_step_log", real_step_log)
+        undo()
     calls["left"] = 10 ** 6
     HonestyRun(cfg, progress=False, log=logs.append).run()
     assert "resuming at step 2" in capsys.readouterr().out

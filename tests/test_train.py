@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from conftest import kill_training_at
 from selfalign.config import ConfigError, load_config
 from selfalign.models import precision as prec
 from selfalign.train.base import TrainConfig, trainer_args
@@ -341,21 +342,11 @@ def test_a_training_killed_after_a_checkpoint_resumes_to_the_uninterrupted_one(m
 
     train(rows, str(tiny_model_dir), tmp_path / "whole", cfg)
 
-    class KillAtStep3:
-        def __getattr__(self, event):
-            return lambda *a, **k: None
-
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise _Killed
-
-    real = base.use_step_log
-    monkeypatch.setattr(base, "use_step_log", lambda trainer, name: (real(trainer, name),
-                                                                     trainer.add_callback(KillAtStep3())))
+    undo = kill_training_at(monkeypatch, 3, _Killed)
     with pytest.raises(_Killed):
         train(rows, str(tiny_model_dir), tmp_path / "killed", cfg)
     assert (tmp_path / "killed" / "checkpoints" / "checkpoint-2" / base.ResumeState.FILE).exists()
-    monkeypatch.setattr(base, "use_step_log", real)
+    undo()
     train(rows, str(tiny_model_dir), tmp_path / "killed", cfg)
     whole, killed = text(tmp_path / "whole"), text(tmp_path / "killed")
     assert [h.get("num_tokens") for h in killed[0]["log_history"]] == [h.get("num_tokens") for h in whole[0]["log_history"]]
