@@ -10,6 +10,7 @@ import pytest
 from selfalign.data.io import DataError
 from selfalign.models.scripted import ScriptedModel
 from selfalign.store.cache import CachedModel, Store
+from selfalign.evals import pairwise
 from selfalign.synth import evaluate
 from selfalign.synth.evaluate import SynthEvalConfig
 from selfalign.train.base import TrainConfig
@@ -35,12 +36,12 @@ def test_compare_counts_wins_losses_and_unscored_from_both_orders(tmp_path):
     from selfalign.judges.llm import PairwiseJudge
     from selfalign.judges.instructions import Constraint, InstructionItem
 
-    judge = PairwiseJudge(_judge(tmp_path), evaluate.JUDGE_TEMPLATE, name="t")
+    judge = PairwiseJudge(_judge(tmp_path), pairwise.JUDGE_TEMPLATE, name="t")
     prompts = ["p1", "p2", "p3", "p4"]
     a = ["GOOD one", "bad", "GOOD too", "same"]
     b = ["bad", "GOOD", "meh", "same"]
     items = [InstructionItem(f"i{i}", p, (Constraint("lowercase"),)) for i, p in enumerate(prompts)]
-    c, rows = evaluate.compare("x", "y", prompts, a, b, judge, items, resamples=200, seed=0)
+    c, rows = pairwise.compare("x", "y", prompts, a, b, judge, items, resamples=200, seed=0)
     assert (c["wins"], c["ties"], c["losses"], c["unscored"]) == (2, 0, 1, 1)
     assert c["win_rate"]["value"] == pytest.approx(2 / 3) and c["win_rate"]["n"] == 3  # unscored is not a loss
     # all lowercase: "bad", "same" of x's; "bad", "meh", "same" of y's
@@ -52,8 +53,8 @@ def test_a_judge_that_follows_the_position_gives_ties(tmp_path):
     from selfalign.judges.llm import PairwiseJudge
 
     judge = PairwiseJudge(CachedModel(ScriptedModel(default="A"), Store(tmp_path / "s.sqlite"), progress=False),
-                          evaluate.JUDGE_TEMPLATE)
-    c, _ = evaluate.compare("x", "y", ["p"] * 3, ["GOOD"] * 3, ["bad"] * 3, judge, None, 100, 0)
+                          pairwise.JUDGE_TEMPLATE)
+    c, _ = pairwise.compare("x", "y", ["p"] * 3, ["GOOD"] * 3, ["bad"] * 3, judge, None, 100, 0)
     assert (c["ties"], c["flipped"], c["wins"]) == (3, 3, 0) and c["win_rate"]["value"] == 0.5
 
 

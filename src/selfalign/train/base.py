@@ -475,7 +475,9 @@ class ResumeState:
     another ``train_loss``. This writes them into each checkpoint (``selfalign_resume.json``), puts
     them back when training resumes from it, and reports ``train_loss`` over every step
     (:meth:`whole_run_loss`). It reads transformers' and TRL's private fields, named here; where
-    one is missing it does nothing for that field."""
+    one is missing it does nothing for that field. Data-parallel runs: process 0's sums are saved
+    and every process gets them back, so a resumed multi-process run's first logged loss can differ
+    from an uninterrupted one's (only the single-process case is tested)."""
 
     FILE = "selfalign_resume.json"
 
