@@ -276,6 +276,30 @@ def test_llm2llm_augments_only_original_failures(tmp_path):
     assert {r["meta"]["seed_id"] for r in gen} == {"qa-2", "qa-3"}
 
 
+def test_llm2llm_reports_the_test_split_not_only_d0(tmp_path):
+    """The paper's measure: every student answers the test split; the result is the last student's
+    test accuracy against M1's, paired. A scripted student knows country 0 (train) and country 5
+    (test): 50% on the 2 test questions, and training-set accuracy stays in the history."""
+    p = tmp_path / "qa.jsonl"
+    p.write_text("\n".join(json.dumps({"question": f"Capital of country {i}?", "answers": [f"City{i}"],
+                                       "split": "train" if i < 4 else "test"}) for i in range(6)) + "\n")
+    student = ScriptedModel(rules={"country 0": "City0", "country 5": "City5"}, default="I think Paris")
+    teacher = ScriptedModel(default="Question: Q?\nAnswer: A")
+    cfg = llm2llm.LLM2LLMConfig(data=str(p), iterations=2, per_failure=1, train=False, n_test=10)
+    logs: list[str] = []
+    res = llm2llm.run(cfg, cached(student), cached(teacher), log=logs.append)
+    assert [h["student_accuracy"] for h in res.history] == [0.25, 0.25]
+    assert [h["test_accuracy"] for h in res.history] == [0.5, 0.5]
+    assert res.test is not None and res.test["n"] == 2 and res.test["diff"]["value"] == 0.0
+    asked = [c.prompt[0].content for c in student.calls]
+    assert any("country 5" in q for q in asked)  # the student answered the test questions...
+    # ...and they never reached the teacher nor the rows
+    assert not any("country 4" in c.prompt[0].content or "country 5" in c.prompt[0].content for c in teacher.calls)
+    assert not any("country 4" in r["prompt"][0]["content"] for r in res.rows)
+    cfg0 = llm2llm.LLM2LLMConfig(data=str(p), iterations=1, per_failure=1, train=False, n_test=0)
+    assert llm2llm.run(cfg0, cached(student), cached(teacher), log=lambda s: None).test is None
+
+
 def test_llm2llm_paper_loop_trains_on_d0_first_then_retrains_from_the_base(tiny_model_dir, tmp_path):
     """The paper's loop: M1 = base + D0; each later student = base + D0 + all generated pairs."""
     from selfalign.models.hf import HFModel

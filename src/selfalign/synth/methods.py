@@ -79,7 +79,9 @@ COMMANDS = [
             lambda cfg, m, ctx: llm2llm.run(cfg, m.policy, m.teacher, ctx.log),
             {"policy": "student", "teacher": "teacher"}, rename={"student": "model"},
             inputs=lambda cfg: _files(cfg, "data"),
-            render=_report("LLM2LLM", lambda r: {"history": r.history, "model_dir": r.model_dir}), echo=_rows_line,
+            render=_report("LLM2LLM", lambda r: {"history": r.history, "model_dir": r.model_dir, "test_split": r.test}),
+            echo=lambda cfg, r: _rows_line(cfg, r) + ([f"test split ({r.test['n']}): M1 {100 * r.test['first_student']:.1f}% "
+                                                        f"-> last {100 * r.test['last_student']:.1f}%"] if r.test else []),
             help="LLM2LLM: a teacher writes new pairs from the student's failures on the original data."),
     Command("redteam", "red-team-prompts", redteam.RedTeamConfig,
             lambda cfg, m, ctx: redteam.run(cfg, m.policy, m.get("target") if cfg.target else None,
