@@ -12,12 +12,9 @@ is then renamed to ``OUT/reference`` and ``OUT/killed``. A kill point is a regex
 and a delay after the first new line that matches it; the process group gets SIGKILL (no handler
 runs), and the same command is started again; the last start runs to the end.
 
-Compared: every file of the two run folders. A file counts as identical when its bytes are equal;
-JSON files (``.json``) are compared after dropping wall-time fields (``TIMING``: they differ between
-any two runs, as does ``this_invocation``, which says whether a step ran in the last start), in
-step records the hashes of JSON outputs (those carry the wall times), and in a provenance what the
-last start did (``PER_START``). ``report.html`` carries
-the same wall times and is compared through ``report.json``. Prints one line per start, one per file
+Compared: every file of the two run folders, as :func:`selfalign.store.runs.comparable_files`
+reads them: bytes, or JSON without wall times, without what each start did and without the
+hashes of JSON outputs in step records; ``report.html`` through ``report.json``. Prints one line per start, one per file
 that differs, and a JSON verdict; exits 1 when any file differs.
 """
 
@@ -28,7 +25,8 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+
+from selfalign.store.runs import comparable_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from recipe_kill import run_until  # noqa: E402  (one way to start and SIGKILL a command, shared)
@@ -40,44 +38,14 @@ POINTS = [
     ("training", r"\[train\] confidence-verb: \d+ steps", 9.0),
     ("evaluation", r"eval honesty-test \[prompt\]: .*: [1-9]\d*/", 1.0),
 ]
-#: wall-time fields (JSON keys, at any depth): they differ between any two runs
-TIMING = {"seconds", "train_runtime", "train_samples_per_second", "train_steps_per_second", "created_at",
-          "created_ts", "started_at", "finished_at", "finished_ts", "this_invocation"}
-#: what the last start did (its store tally, its wall time) in a run's provenance, and the list of
-#: starts in its manifest: a killed run has four starts, the reference one
-PER_START = {"store", "store_hits", "store_misses", "tokens_generated", "wall_seconds", "invocations"}
-SKIP = {"report.html"}
-
-
-def _strip(x: Any, per_start: bool = False) -> Any:
-    if isinstance(x, dict):
-        return {k: ({f: h for f, h in v.items() if not f.endswith(".json")} if k == "outputs" and isinstance(v, dict)
-                    else _strip(v, k == "provenance"))
-                for k, v in x.items() if k not in TIMING and not (per_start and k in PER_START)}
-    if isinstance(x, list):
-        return [_strip(v) for v in x]
-    return x
-
-
-def _read(path: Path) -> Any:
-    data = path.read_bytes()
-    if path.suffix == ".json":
-        try:
-            return _strip(json.loads(data), per_start=path.name in ("provenance.json", "manifest.json"))
-        except ValueError:
-            return data
-    return data
 
 
 def compare(a: Path, b: Path) -> tuple[int, list[str]]:
     """(files compared, the relative paths that differ or exist in one folder only)."""
-    files_a = {p.relative_to(a) for p in a.rglob("*") if p.is_file() and p.name not in SKIP}
-    files_b = {p.relative_to(b) for p in b.rglob("*") if p.is_file() and p.name not in SKIP}
-    differ = [f"{p} (only in {'reference' if p in files_a else 'killed'})" for p in sorted(files_a ^ files_b)]
-    for rel in sorted(files_a & files_b):
-        if _read(a / rel) != _read(b / rel):
-            differ.append(str(rel))
-    return len(files_a | files_b), differ
+    fa, fb = comparable_files(a), comparable_files(b)
+    differ = [f"{p} (only in {'reference' if p in fa else 'killed'})" for p in sorted(set(fa) ^ set(fb))]
+    differ += [p for p in sorted(set(fa) & set(fb)) if fa[p] != fb[p]]
+    return len(set(fa) | set(fb)), differ
 
 
 def main() -> int:

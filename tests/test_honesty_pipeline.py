@@ -6,6 +6,7 @@ import pytest
 
 from selfalign.config import load_config
 from selfalign.honesty.pipeline import HonestyConfig, HonestyRun
+from selfalign.store.runs import comparable_files
 from selfalign.train.sft import TrainConfig, train_sft
 from conftest import kill_training_at, qa_file
 
@@ -235,22 +236,6 @@ class _Killed(BaseException):
     """The fake SIGKILL: a BaseException, so no ``except Exception`` on the way can swallow it."""
 
 
-def _run_files(root) -> dict:
-    """Every file of a run folder: bytes, JSON without wall times and what each start did."""
-    timing = {"seconds", "train_runtime", "train_samples_per_second", "train_steps_per_second", "created_at",
-              "created_ts", "started_at", "finished_at", "finished_ts", "this_invocation", "invocations",
-              "store", "store_hits", "store_misses", "tokens_generated", "wall_seconds", "git_commit", "git_dirty"}
-
-    def strip(x):
-        if isinstance(x, dict):
-            return {k: ({f: h for f, h in v.items() if not f.endswith(".json")} if k == "outputs" else strip(v))
-                    for k, v in x.items() if k not in timing or (k == "store" and isinstance(v, str))}
-        return [strip(v) for v in x] if isinstance(x, list) else x
-
-    return {str(p.relative_to(root)): strip(json.loads(p.read_text())) if p.suffix == ".json" else p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "report.html"}
-
-
 @pytest.mark.parametrize("precision", ["+bf16", "+fp32"])
 def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupted_files(
         tiny_model_dir, tmp_path, monkeypatch, capsys, precision):
@@ -293,7 +278,7 @@ def test_a_run_killed_in_sampling_training_and_evaluation_writes_the_uninterrupt
     calls["left"] = 10 ** 6
     HonestyRun(cfg, progress=False, log=logs.append).run()
     assert "resuming at step 2" in capsys.readouterr().out
-    want, got = _run_files(tmp_path / "reference"), _run_files(tmp_path / "run")
+    want, got = comparable_files(tmp_path / "reference"), comparable_files(tmp_path / "run")
     assert sorted(got) == sorted(want)
     assert [f for f in want if got[f] != want[f]] == []
     assert any(f.endswith("model.safetensors") for f in want) and any(f.startswith("eval/") for f in want)

@@ -338,3 +338,47 @@ def write_stage(out_dir: str | Path, stage: str, config: dict[str, Any], inputs:
     outputs = ["rows.jsonl"] + [name for name in ("report.html", "report.json") if (run.path / name).exists()]
     run.record_step(stage, config, inputs, outputs, seconds, stats)
     return StageResult(stage, run.path, rows_path, report_path, len(rows), stats or {})
+
+
+#: JSON keys (at any depth) that differ between any two runs of the same work: wall times, and
+#: whether a step ran in the last start
+RUN_TIMING = frozenset({"seconds", "train_runtime", "train_samples_per_second", "train_steps_per_second", "created_at",
+                        "created_ts", "started_at", "finished_at", "finished_ts", "this_invocation"})
+#: what the last start did, in a provenance (its store tally and wall time), and the manifest's
+#: list of starts: a killed and re-run run has several starts, an uninterrupted one one
+RUN_PER_START = frozenset({"store", "store_hits", "store_misses", "tokens_generated", "wall_seconds", "invocations"})
+
+
+def _comparable(x: Any, per_start: bool = False) -> Any:
+    if isinstance(x, dict):
+        return {k: ({f: h for f, h in v.items() if not f.endswith(".json")} if k == "outputs" and isinstance(v, dict)
+                    else _comparable(v, k == "provenance"))
+                for k, v in x.items() if k not in RUN_TIMING and not (per_start and k in RUN_PER_START)}
+    if isinstance(x, list):
+        return [_comparable(v) for v in x]
+    return x
+
+
+def comparable_files(root: str | Path) -> dict[str, Any]:
+    """Every file of a run folder in the form two runs of the same work must agree on (issue 26:
+    a killed and re-run run against an uninterrupted one): a file's bytes, or for ``.json`` its
+    content without :data:`RUN_TIMING`, without what each start did (:data:`RUN_PER_START`, in a
+    provenance and the manifest) and, in step records, without the hashes of JSON outputs (those
+    carry wall times). ``report.html`` is left out: it shows the same wall times, and
+    ``report.json`` holds its content."""
+    root = Path(root)
+    out: dict[str, Any] = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file() or p.name == "report.html":
+            continue
+        data = p.read_bytes()
+        if p.suffix == ".json":
+            try:
+                out[str(p.relative_to(root))] = _comparable(json.loads(data),
+                                                            per_start=p.name in ("provenance.json", "manifest.json"))
+                continue
+            except ValueError:
+                pass
+        out[str(p.relative_to(root))] = data
+    return out
+
