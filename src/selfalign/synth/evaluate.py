@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from selfalign.data.io import read_jsonl
-from selfalign.evals.pairwise import JUDGE_TEMPLATE, HeldOut, compare, held_out
+from selfalign.evals import pairwise
+from selfalign.evals.pairwise import JUDGE_TEMPLATE, HeldOut, held_out
 from selfalign.judges.llm import PairwiseJudge
 from selfalign.synth import ifd
 from selfalign.synth.tasks import load_seed_tasks, task_prompt
 from selfalign.train.base import TrainConfig
-from selfalign.types import GenParams, GenRequest, user
 
 SEED, TOP, RANDOM = "seed", "ifd-top", "ifd-random"
 
@@ -188,11 +188,6 @@ def _train(name: str, rows: list[dict[str, Any]], cfg: SynthEvalConfig, base: An
     return base.sibling(res.model_dir)
 
 
-def _answers(model: Any, prompts: Sequence[str], max_tokens: int, name: str) -> list[str]:
-    reqs = [GenRequest(user(p), GenParams(max_tokens=max_tokens)) for p in prompts]
-    return [r.texts[0] for r in model.generate(reqs, description=f"held-out answers: {name}")]
-
-
 def run(cfg: SynthEvalConfig, base: Any, judge_model: Any, log: Callable[[str], None] = print) -> SynthEvalResult:
     inp = read_inputs(cfg)
     trainings: dict[str, list[dict[str, Any]]] = {SEED: inp.seed}
@@ -201,29 +196,27 @@ def run(cfg: SynthEvalConfig, base: Any, judge_model: Any, log: Callable[[str], 
     ifd_counts: dict[str, int] = {}
     if inp.pool:
         scores = ifd.score_rows(inp.pool, base)
-        valid = [i for i, s in enumerate(scores) if s <= 1.0]
-        k = max(1, round(cfg.ifd_fraction * len(valid)))
-        top = sorted(valid, key=lambda i: -scores[i])[:k]
-        rand = random.Random(cfg.seed).sample(valid, k)
-        trainings[TOP] = [{**inp.pool[i], "meta": {**inp.pool[i]["meta"], "ifd": scores[i]}} for i in sorted(top)]
-        trainings[RANDOM] = [{**inp.pool[i], "meta": {**inp.pool[i]["meta"], "ifd": scores[i]}} for i in sorted(rand)]
-        ifd_counts = {"pool": len(inp.pool), "ifd_above_1": len(inp.pool) - len(valid), "kept": k,
+        valid, top = ifd.selected(scores, top_fraction=cfg.ifd_fraction)  # the selection rule of `synth ifd`
+        if not top:
+            raise ValueError(f"ifd: every row of {cfg.ifd} has IFD > 1 (its instruction does not help): nothing to select")
+        rand = sorted(random.Random(cfg.seed).sample(valid, len(top)))
+        trainings[TOP] = [ifd.with_ifd(inp.pool[i], scores[i]) for i in top]
+        trainings[RANDOM] = [ifd.with_ifd(inp.pool[i], scores[i]) for i in rand]
+        ifd_counts = {"pool": len(inp.pool), "ifd_above_1": len(inp.pool) - len(valid), "kept": len(top),
                       "top_and_random_shared": len(set(top) & set(rand))}
     prompts = inp.held.prompts
     answers: dict[str, list[str]] = {}
     models: dict[str, dict[str, Any]] = {}
     for name, rows in trainings.items():
         tuned = _train(name, rows, cfg, base, log)
-        answers[name] = _answers(tuned, prompts, cfg.max_tokens, name)
+        answers[name] = pairwise.answers(tuned, prompts, cfg.max_tokens, f"held-out answers: {name}")
         models[name] = {"rows": len(rows), "model": str(Path(cfg.out) / "models" / name / "model")}
     judge = PairwiseJudge(judge_model, JUDGE_TEMPLATE, max_tokens=3, name="synth eval")
     pairs = [(f"{SEED}+{n}", SEED) for n in inp.sets] + ([(TOP, RANDOM)] if inp.pool else [])
     comparisons, rows = [], []
     for a, b in pairs:
-        c, r = compare(a, b, prompts, answers[a], answers[b], judge, inp.held.items, cfg.bootstrap, cfg.seed)
+        c, r = pairwise.compare(a, b, prompts, answers[a], answers[b], judge, inp.held.items, cfg.bootstrap, cfg.seed)
         comparisons.append(c)
         rows += r
-        wr = c["win_rate"]
-        log(f"{a} vs {b}: {c['wins']} wins, {c['ties']} ties, {c['losses']} losses, {c['unscored']} "
-            f"unscored" + (f"; win rate {wr['value']:.2f} [{wr['lo']:.2f}, {wr['hi']:.2f}]" if wr else ""))
+        log(pairwise.line(c))
     return SynthEvalResult(comparisons, models, inp.dropped, ifd_counts, getattr(judge_model, "model_id", ""), rows)

@@ -180,21 +180,34 @@ def pre_experience_rows(rows: Sequence[dict[str, Any]], n: int, per_cluster: int
     return [rows[i] for i in sorted(picked)[:n]]
 
 
-def select(rows: Sequence[dict[str, Any]], scores: Sequence[float], threshold: float = 0.0,
-           top_fraction: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Drop IFD > 1, then keep IFD >= threshold, or the top fraction by IFD. Rows get meta.ifd."""
-    scored = [({**r, "meta": {**r.get("meta", {}), "ifd": s}}, s) for r, s in zip(rows, scores)]
-    valid = [(r, s) for r, s in scored if s <= 1.0]
-    counts = {"input": len(rows), "ifd_above_1": len(rows) - len(valid)}
+def selected(scores: Sequence[float], threshold: float = 0.0, top_fraction: float = 0.0) -> tuple[list[int], list[int]]:
+    """(the indices with IFD <= 1, those of them kept: IFD >= threshold, or the top fraction by
+    IFD), both in input order.
+
+    >>> selected([0.9, 1.2, 0.5, 0.7], top_fraction=0.5)
+    ([0, 2, 3], [0, 3])
+    """
+    valid = [i for i, s in enumerate(scores) if s <= 1.0]
     if top_fraction > 0:
         k = max(1, round(top_fraction * len(valid))) if valid else 0
-        kept = sorted(valid, key=lambda rs: -rs[1])[:k]
+        kept = sorted(sorted(valid, key=lambda i: -scores[i])[:k])
     else:
-        kept = [(r, s) for r, s in valid if s >= threshold]
-    counts["below_selection"] = len(valid) - len(kept)
-    counts["kept"] = len(kept)
-    keep_ids = {id(r) for r, _ in kept}
-    return [r for r, _ in scored if id(r) in keep_ids], counts
+        kept = [i for i in valid if scores[i] >= threshold]
+    return valid, kept
+
+
+def with_ifd(row: dict[str, Any], score: float) -> dict[str, Any]:
+    return {**row, "meta": {**row.get("meta", {}), "ifd": score}}
+
+
+def select(rows: Sequence[dict[str, Any]], scores: Sequence[float], threshold: float = 0.0,
+           top_fraction: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Drop IFD > 1, then keep IFD >= threshold, or the top fraction by IFD (:func:`selected`).
+    Rows get meta.ifd."""
+    valid, kept = selected(scores, threshold, top_fraction)
+    counts = {"input": len(rows), "ifd_above_1": len(rows) - len(valid), "below_selection": len(valid) - len(kept),
+              "kept": len(kept)}
+    return [with_ifd(rows[i], scores[i]) for i in kept], counts
 
 
 @dataclass
