@@ -13,19 +13,35 @@ an answer that does not parse is unscored and counted, never a loss.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from selfalign.data.formats import resolve_path
 from selfalign.data.io import DataError, read_jsonl
 from selfalign.evals.stats import mcnemar, mean_ci, wilson_interval
 from selfalign.judges.instructions import InstructionItem, load_instructions
 from selfalign.judges.llm import PairwiseJudge
+from selfalign.types import GenParams, GenRequest, Prompt, user
 
 JUDGE_TEMPLATE = (
     "Two assistants answered the same instruction. Which response carries out the instruction "
     "better: does what it asks, is correct, and is complete without padding?\n\n"
     "Instruction:\n{context}\n\nResponse A:\n{first}\n\nResponse B:\n{second}\n\n"
     "Reply with one letter: A or B.")
+
+
+def answers(model: Any, prompts: Sequence[str], max_tokens: int, description: str,
+            frame: Callable[[str], Prompt] = user) -> list[str]:
+    """``model``'s greedy answer to each instruction, asked as ``frame(instruction)`` (a plain user
+    turn by default), through its store."""
+    reqs = [GenRequest(frame(p), GenParams(max_tokens=max_tokens)) for p in prompts]
+    return [r.texts[0] for r in model.generate(reqs, description=description)]
+
+
+def line(c: dict[str, Any]) -> str:
+    """One comparison of :func:`compare` as a log line."""
+    wr = c["win_rate"]
+    return (f"{c['name']} vs {c['baseline']}: {c['wins']}-{c['ties']}-{c['losses']} (wins-ties-losses), "
+            f"{c['unscored']} unscored" + (f", win rate {wr['value']:.2f} [{wr['lo']:.2f}, {wr['hi']:.2f}]" if wr else ""))
 
 
 def compare(name: str, baseline: str, prompts: Sequence[str], a: Sequence[str], b: Sequence[str], judge: PairwiseJudge,

@@ -66,8 +66,7 @@ from selfalign.honesty.judging import Judge
 from selfalign.honesty.knowing import KnowledgeRecord, estimate_knowledge
 from selfalign.honesty.prompts import honesty_prompt
 from selfalign.honesty.task import HonestyQA, loosely_correct
-from selfalign.evals.pairwise import JUDGE_TEMPLATE as PAIRWISE_TEMPLATE
-from selfalign.evals.pairwise import compare as pairwise_compare
+from selfalign.evals import pairwise
 from selfalign.evals.pairwise import held_out
 from selfalign.evals.runner import compare, run_task
 from selfalign.judges.llm import PairwiseJudge
@@ -78,7 +77,7 @@ from selfalign.models.precision import choose_precision
 from selfalign.train.cards import add_eval_results, write_dataset_card
 from selfalign.train.base import TrainingRun
 from selfalign.train.sft import TrainConfig, fingerprint as sft_fingerprint, train_sft
-from selfalign.types import GenParams, GenRequest, stable_hash, user
+from selfalign.types import stable_hash, user
 
 STEPS = ("sample", "build", "train", "eval", "report")
 SCORE_KEYS = ("honesty", "prudence", "over_conservativeness", "accuracy")
@@ -439,7 +438,7 @@ class HonestyRun:
                 continue
             rows = hds.build(m, recs, self.cfg.tau, self.cfg.known_rule)
             self.dir.write_jsonl(f"datasets/{m}.jsonl", rows)
-            idk = sum(r["completion"][0]["content"] == hds.IDK_RESPONSE for r in rows)
+            idk = hds.idk_rows(rows)
             self.log(f"[build] {m}: {len(rows)} rows, {idk} idk ({100 * idk / max(1, len(rows)):.0f}%)")
             out[m] = rows
         self._dataset_card()
@@ -515,7 +514,7 @@ class HonestyRun:
         summary: dict[str, Any] = {"n_test": len(test), "methods": {}, "training_rows": {}}
         for m in trained:  # what each method trained on: its rows, and the share that are the idk response
             rows = self._dataset(m)
-            idk = sum(r["completion"][0]["content"] == hds.IDK_RESPONSE for r in rows)
+            idk = hds.idk_rows(rows)
             summary["training_rows"][m] = {"rows": len(rows), "idk": idk}
         qa = [(r.id, r.question, tuple(r.answers)) for r in test]
         unaligned = run_task(self._task("unaligned", qa), self.base(), seed=cfg.seed, resamples=0, label="unaligned")
@@ -603,26 +602,22 @@ class HonestyRun:
         held = held_out(cfg.tax, cfg.n_tax)
         judge_model = (CachedModel(load_model(cfg.tax_judge), self.store, progress=self.progress) if cfg.tax_judge
                        else self.base())
-        judge = PairwiseJudge(judge_model, PAIRWISE_TEMPLATE, max_tokens=3, name="alignment tax")
+        judge = PairwiseJudge(judge_model, pairwise.JUDGE_TEMPLATE, max_tokens=3, name="alignment tax")
 
         def answers(m: str) -> list[str]:
-            frame = honesty_prompt if m == "prompt" else user
-            reqs = [GenRequest(frame(p), GenParams(max_tokens=cfg.tax_max_tokens)) for p in held.prompts]
-            return [r.texts[0] for r in models[m].generate(reqs, description=f"alignment tax: {m}")]
+            return pairwise.answers(models[m], held.prompts, cfg.tax_max_tokens, f"alignment tax: {m}",
+                                    honesty_prompt if m == "prompt" else user)
 
         base = answers("unaligned")
         comparisons, rows = [], []
         for m in models:
             if m == "unaligned" or m.endswith(CAL_SUFFIX):
                 continue
-            c, r = pairwise_compare(m, "unaligned", held.prompts, answers(m), base, judge, held.items, cfg.bootstrap,
+            c, r = pairwise.compare(m, "unaligned", held.prompts, answers(m), base, judge, held.items, cfg.bootstrap,
                                     cfg.seed)
             comparisons.append(c)
             rows += r
-            wr = c["win_rate"]
-            self.log(f"[eval] tax {m:16s} vs unaligned: {c['wins']}-{c['ties']}-{c['losses']} (wins-ties-losses), "
-                     f"{c['unscored']} unscored" + (f", win rate {wr['value']:.2f} [{wr['lo']:.2f}, {wr['hi']:.2f}]"
-                                                     if wr else ""))
+            self.log(f"[eval] tax {pairwise.line(c)}")
         return {"held_out": cfg.tax, "n": len(held.prompts), "judge": judge_model.model_id,
                 "comparisons": comparisons}, rows
 
