@@ -176,3 +176,9 @@ def build(method: str, records: Sequence[KnowledgeRecord], tau: float = 0.1, rul
     if method == "prompt":
         return []
     raise ValueError(f"unknown method '{method}'; known: {', '.join(METHODS)}")
+
+
+def idk_rows(rows: list[dict[str, Any]]) -> int:
+    """How many training rows answer with the idk response (the share a report states)."""
+    return sum(r["completion"][0]["content"] == IDK_RESPONSE for r in rows)
+

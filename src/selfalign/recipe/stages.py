@@ -166,7 +166,7 @@ def honesty(cfg: HonestyConfig, models: Models, ctx: StageContext) -> HonestySta
         model=tr.model_dir, rows=len(rows), training=tr, method=method, n_questions=len(knowledge),
         greedy_accuracy=100 * sum(k.get("greedy_label") == "correct" for k in knowledge) / n,
         expected_accuracy=100 * sum(float(k.get("expected_accuracy", 0.0)) for k in knowledge) / n,
-        idk_rows=sum(r["completion"][0]["content"] == hds.IDK_RESPONSE for r in rows))
+        idk_rows=hds.idk_rows(rows))
 
 
 # ------------------------------------------------------------------ synthesis + IFD + SFT
