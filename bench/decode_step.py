@@ -23,7 +23,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from selfalign.models import embedded
-from selfalign.models.hf import HFModel, cache_kwarg, inference_dtype
+from selfalign.models.hf import HFModel, inference_dtype
+from selfalign.models.shared_prefix import cache_kwarg
 from selfalign.types import GenParams
 
 

@@ -11,7 +11,7 @@ the last loss, and which precision ``auto`` chooses here and whether it is the f
 
 "ours" is what ``TrainConfig()`` resolves to on this machine: the precision ``auto`` picks,
 gradient checkpointing off, the output layer on labelled positions only, eager attention on a CPU,
-and each batch's common prefix run once (``selfalign.train.shared_prefix``); "ours-noshare" is the
+and each batch's common prefix run once (``selfalign.models.shared_prefix``); "ours-noshare" is the
 same without the shared prefix, "ours-nopack" with it but its tails always padded.
 
     .venv/bin/python bench/train.py --variants ours,ours-nopack --steps 6 --rows runs/quick/datasets/confidence-verb.jsonl

@@ -42,7 +42,7 @@ def test_the_prefix_runs_once_with_the_plain_passes_losses_and_gradients(tiny_mo
     without position ids from the collator: the plain pass's loss and gradients."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    import selfalign.train.shared_prefix as sp
+    import selfalign.models.shared_prefix as sp
 
     monkeypatch.setattr(sp, "packing_pays", lambda *a: pack)
     if kind == "causal":
@@ -83,7 +83,7 @@ def test_the_prefix_runs_once_with_the_plain_passes_losses_and_gradients(tiny_mo
 def test_the_plain_forward_runs_where_sharing_would_not_be_exact(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from selfalign.train.shared_prefix import install, uninstall
+    from selfalign.models.shared_prefix import install, uninstall
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32, attn_implementation="eager")
     backbone = model.model
@@ -126,7 +126,7 @@ def test_lora_dropout_added_after_install_turns_sharing_off(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from selfalign.train.shared_prefix import install
+    from selfalign.models.shared_prefix import install
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32, attn_implementation="eager")
     stats = install(model.model)
@@ -141,12 +141,13 @@ def test_sft_trains_to_the_same_losses_and_weights_with_and_without_the_shared_p
                                                                                       monkeypatch):
     from safetensors.torch import load_file
 
-    import selfalign.train.shared_prefix as sp
+    import selfalign.train.base as tb
     from selfalign.train.sft import fingerprint, train_sft
 
     installed: list = []
-    real = sp.install
-    monkeypatch.setattr(sp, "install", lambda backbone, **kw: installed.append(real(backbone, **kw)) or installed[-1])
+    real = tb.install_shared_prefix
+    monkeypatch.setattr(tb, "install_shared_prefix",
+                        lambda backbone, **kw: installed.append(real(backbone, **kw)) or installed[-1])
     head = "Answer the question. If you do not know the answer to the question, say so. "
     rows = [{"prompt": [{"role": "user", "content": head + f"Q: what is the capital of country number {i}?"}],
              "completion": [{"role": "assistant", "content": "Paris" + " is it" * (i % 4)}]} for i in range(8)]

@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import inspect
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from typing import Any, Sequence
 
 from selfalign.models.precision import choose_precision
 from selfalign.models.base import ModelError, ProgressFn
+from selfalign.models.shared_prefix import cache_kwarg
 from selfalign.types import (
     Completion,
     GenParams,
@@ -89,16 +89,6 @@ def _local_revision(path: Path) -> str:
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
-
-
-def cache_kwarg(fn: Any) -> str:
-    """The name a transformers forward takes its KV cache by: ``cache`` since transformers 5.24
-    (``past_key_values`` is deprecated there and removed in 5.40), ``past_key_values`` before."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def _layer_kv(cache: Any) -> list[tuple[Any, Any]]:

@@ -11,7 +11,7 @@ next) is a short mapping from its rows and options to a TRL trainer:
 Speed defaults for a CPU: precision from the hardware (:mod:`selfalign.models.precision`);
 gradient checkpointing off (TRL turns it on; it recomputes the forward pass to save memory a
 135M model does not need on a 24 GiB machine); each batch's common prefix run once
-(:mod:`selfalign.train.shared_prefix`). A config can override each.
+(:mod:`selfalign.models.shared_prefix`). A config can override each.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from selfalign.config import config_to_dict
 from selfalign.models.base import MissingExtra, ModelError
 from selfalign.train.cards import write_model_card
 from selfalign.models.precision import PRECISIONS, Precision, choose_precision
+from selfalign.models.shared_prefix import install as install_shared_prefix
 from selfalign.store.runs import RunDir
 from selfalign.types import stable_hash
 
@@ -71,7 +72,7 @@ class TrainConfig:
     # losses, bench/train.py), the model's own default elsewhere; or a transformers attn_implementation
     attn_implementation: str = "auto"
     # run the tokens every row of a batch starts with once per step (the chat template and the task's
-    # instruction: 64 of ~105 tokens of each honesty row), see selfalign.train.shared_prefix; same losses
+    # instruction: 64 of ~105 tokens of each honesty row), see selfalign.models.shared_prefix; same losses
     shared_prefix: bool = True
     # where the trainer's logged steps also go: "" = what `selfalign --track` (or $SELFALIGN_TRACK)
     # says, else nowhere; none | trackio | tensorboard | wandb. trackio is the documented choice
@@ -609,19 +610,17 @@ def load_for_training(cfg: TrainConfig, run: TrainingRun, base: str) -> tuple[Pr
 
 
 def share_prefix(model: Any, cfg: Any, pack: bool = True) -> Any:
-    """Install the shared-prefix forward (:mod:`selfalign.train.shared_prefix`) on ``model``'s backbone
+    """Install the shared-prefix forward (:mod:`selfalign.models.shared_prefix`) on ``model``'s backbone
     when ``cfg.shared_prefix`` (default on; it applies only where it is exact), packing tails where it
     pays unless ``pack`` is off (``bench/train.py``'s ``ours-nopack``). Returns its counters (None when
     off or where the model has no separate backbone)."""
     if not getattr(cfg, "shared_prefix", False):
         return None
-    from selfalign.train.shared_prefix import install
-
     backbone = getattr(model, getattr(model, "base_model_prefix", ""), None)
     if backbone is None or backbone is model:
         return None
     log.info("shared-prefix forward: each batch's common prefix runs once")
-    return install(backbone, pack=pack)
+    return install_shared_prefix(backbone, pack=pack)
 
 
 def attn_kwargs(cfg: Any) -> dict[str, str]:

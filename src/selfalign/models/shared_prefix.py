@@ -46,9 +46,19 @@ that losses and gradients match the plain forward.
 from __future__ import annotations
 
 import functools
+import inspect
 from typing import Any
 
-from selfalign.models.hf import cache_kwarg
+
+def cache_kwarg(fn: Any) -> str:
+    """The name a transformers forward takes its KV cache by: ``cache`` since transformers 5.24
+    (``past_key_values`` is deprecated there and removed in 5.40), ``past_key_values`` before."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
 
 #: the fewest shared tokens worth a second backbone call
 MIN_PREFIX = 16
