@@ -171,6 +171,53 @@ def test_score_batches_by_tokens_and_matches_one_by_one(tiny_model):
     assert batches == [[0, 1], [2], [3], [4]]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_scoring_reads_each_prompt_once_with_the_plain_passes_log_probs(tiny_model_dir, dtype):
+    """Best-of-N-like calls (many answers per prompt, mixed lengths) beside prompts with one or two
+    answers: the shared-prefix batches give the plain pass's log-probs, and they did share."""
+    from selfalign.models.hf import HFModel
+
+    model = HFModel(str(tiny_model_dir), batch_size=8, dtype=dtype)
+    model.score_token_budget = 400  # a group of 9 answers splits over two batches
+    words = "one two three four five six seven eight nine ten".split()
+    reqs = [ScoreRequest(user(QS[0]), " ".join(words[:k])) for k in range(1, 10)]  # 9 answers, one prompt
+    reqs += [ScoreRequest(user(QS[1] + " Think first."), w * k) for w, k in zip(words, (3, 1, 7, 2, 5))]
+    reqs += [ScoreRequest(user(q), "Paris " * k) for q, k in zip(QS[2:], (4, 1))]  # fewer than score_group_min
+    reqs += [ScoreRequest(user(QS[0]), "one two")]  # a repeat, after its group's others
+    shuffled = [reqs[i] for i in (5, 0, 14, 9, 3, 15, 1, 12, 7, 2, 10, 6, 13, 4, 11, 8)]
+    model.score_shared_prefix = False
+    plain = model.score(shuffled)
+    model.score_shared_prefix = True
+    shared = model.score(shuffled)
+    stats = model._split_head()[0]._selfalign_shared_prefix
+    assert stats.shared_calls >= 3 and stats.saved_fraction() > 0.3
+    tol = 1e-4 if dtype == "float32" else 1e-2  # bf16: rounding of another batch shape (bench/score.py measures it)
+    worst = max(abs(x - y) for a, b in zip(plain, shared) for x, y in zip(a.token_logprobs, b.token_logprobs))
+    assert worst <= tol
+    assert [r.request for r in shared] == shuffled
+    assert [len(a.token_logprobs) for a in plain] == [len(b.token_logprobs) for b in shared]
+    again = model.score(list(reversed(shuffled)))  # other batches, same rows: still within the tolerance
+    assert max(abs(x - y) for a, b in zip(reversed(again), shared) for x, y in zip(a.token_logprobs, b.token_logprobs)) <= tol
+    if model.invariant_attention:  # bf16 scoring runs SDPA, and decoding gets its invariant attention back
+        from selfalign.models.hf import INVARIANT_ATTENTION
+
+        seen: list[str] = []
+        model.model.model.register_forward_pre_hook(lambda m, a: seen.append(m.config._attn_implementation))
+        model.score(shuffled[:3])
+        assert seen and set(seen) == {"sdpa"} and model.model.config._attn_implementation == INVARIANT_ATTENTION
+
+
+def test_score_batches_put_a_prompts_answers_together(tiny_model):
+    p, q = [1, 2, 3], [1, 2, 4]
+    pairs = [(p, [5] * 3), (q, [5]), (p, [5]), (p, [5] * 2), (p, [5] * 9), (q, [6, 6])]
+    tiny_model.score_group_min = 4
+    assert tiny_model._score_batches(pairs) == [[2, 3, 0, 4], [1, 5]]
+    tiny_model.score_group_min = 2
+    assert tiny_model._score_batches(pairs) == [[2, 3, 0, 4], [1, 5]]
+    tiny_model.score_token_budget = 24  # rows x longest row: [2, 3, 0] is 3 x 6, adding 4 makes 4 x 12
+    assert tiny_model._score_batches(pairs) == [[2, 3, 0], [4], [1, 5]]
+
+
 LONG_SCORE = """
 import resource, sys
 sys.path.insert(0, sys.argv[2])

@@ -101,6 +101,31 @@ def test_the_reward_is_read_at_the_end_of_context_token_even_when_pad_is_eos(eos
     assert len({len(pm.enc.encode(p, r)[0]) for p, r in zip(prompts, resps)}) == 3
 
 
+def test_best_of_n_answers_read_their_prompt_once_with_the_plain_passes_rewards(eos_pad_model):
+    """Many answers to one prompt (mixed lengths) beside single answers, shuffled: the shared-prefix
+    batches give the plain pass's rewards to 1e-4, and they did share."""
+    from selfalign.reward.pm import PreferenceModel
+
+    pm = PreferenceModel(eos_pad_model, seed=3)
+    pm.batch_tokens = 300  # a group of 10 splits over batches
+    q = [{"role": "user", "content": "Think step by step, then answer: what is the capital of France? " * 2}]
+    words = "Paris is the capital and largest city of France , on the Seine".split()
+    prompts = [q] * 10 + ["Name a fruit.", "hello", [{"role": "user", "content": "Name a fruit."}]]
+    resps = [" ".join(words[:k]) for k in range(1, 11)] + ["Apples.", "world", "A pear, or a plum."]
+    order = [7, 11, 0, 3, 12, 9, 1, 5, 10, 2, 8, 4, 6]
+    prompts, resps = [prompts[i] for i in order], [resps[i] for i in order]
+    pm.shared_prefix = False
+    plain = pm.rewards(prompts, resps)
+    pm.shared_prefix = True
+    shared = pm.rewards(prompts, resps)
+    stats = pm.model.model._selfalign_shared_prefix
+    assert stats.shared_calls >= 2 and stats.saved_fraction() > 0.3
+    assert shared == pytest.approx(plain, abs=1e-4)
+    assert len(set(round(v, 3) for v in plain)) > 5  # the rewards differ, so a mix-up would show
+    pm.shared_prefix = False  # and the plain pass is back once sharing is off
+    assert pm.rewards(prompts, resps) == plain
+
+
 def test_long_conversations_lose_their_oldest_turns_and_are_counted(tiny_model_dir):
     from transformers import AutoTokenizer
 

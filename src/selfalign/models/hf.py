@@ -49,6 +49,7 @@ reused only for an identical head), and the store sends a re-run call the same c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -56,11 +57,11 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from selfalign.models.precision import choose_precision
 from selfalign.models.base import ModelError, ProgressFn
-from selfalign.models.shared_prefix import cache_kwarg
+from selfalign.models.shared_prefix import cache_kwarg, install as install_shared_prefix
 from selfalign.types import (
     Completion,
     GenParams,
@@ -937,12 +938,23 @@ class HFModel:
     gen_token_budget = 32768
     score_chunk = 256
 
+    #: scoring runs the prompt once for each batch of answers to it (:meth:`_score_batches`; False: every
+    #: row reads its whole prompt, the plain pass kept for ``bench/score.py`` and the equivalence test)
+    score_shared_prefix = True
+    #: a prompt with at least this many answers in one call gets batches of its own; fewer go with
+    #: other prompts' answers, sorted by length (their common template head is still shared)
+    score_group_min = 4
+
     def score(self, requests: Sequence[ScoreRequest]) -> list[ScoreResult]:
         """Per-token log-probabilities of each completion. Batches hold at most
         ``score_token_budget`` padded tokens (long texts go alone), and only the completion's
         positions go through the output layer, ``score_chunk`` positions at a time: memory is
-        O(budget x hidden + chunk x vocab), never [batch x length x vocab]."""
-        torch = self.torch
+        O(budget x hidden + chunk x vocab), never [batch x length x vocab].
+
+        Answers to one prompt are batched together and the backbone runs the tokens every row of
+        a batch starts with once (:mod:`selfalign.models.shared_prefix`): Best-of-N's N answers read
+        their prompt once instead of N times. The log-probs equal the plain pass's up to float
+        rounding (``tests/test_hf.py``; measured in ``bench/score.py``)."""
         pairs = []
         for r in requests:
             p = self.encode_prompt(r.prompt)
@@ -954,20 +966,58 @@ class HFModel:
                 raise ModelError(f"cannot score an empty completion (prompt {r.prompt!r})")
             pairs.append((p, c))
         results: list[ScoreResult | None] = [None] * len(requests)
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-        with torch.inference_mode():
-            for idx in self._token_batches(order, [len(p) + len(c) for p, c in pairs]):
-                seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-                width = max(len(s) for s in seqs)
-                ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-                att = torch.zeros((len(seqs), width), dtype=torch.long)
-                for j, s in enumerate(seqs):
-                    ids[j, : len(s)] = torch.tensor(s)
-                    att[j, : len(s)] = 1
+        backbone, _ = self._split_head()
+        if self.score_shared_prefix and backbone is not None:
+            install_shared_prefix(backbone)
+            batches = self._score_batches(pairs)
+        else:
+            order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+            batches = self._token_batches(order, [len(p) + len(c) for p, c in pairs])
+        plain = getattr(backbone, "_selfalign_plain_forward", None) if not self.score_shared_prefix else None
+        with self.torch.inference_mode(), self._scoring_attention():
+            for idx in batches:
                 spans = [(len(pairs[i][0]) - 1, len(pairs[i][1])) for i in idx]  # logit at t predicts token t+1
-                for j, (i, lp) in enumerate(zip(idx, self._completion_logprobs(ids, att, spans))):
+                seqs = [pairs[i][0] + pairs[i][1] for i in idx]
+                for i, lp in zip(idx, self._completion_logprobs(seqs, spans, plain)):
                     results[i] = ScoreResult(requests[i], tuple(lp))
         return results  # type: ignore[return-value]
+
+    #: the attention scoring runs with where decoding uses :func:`_invariant_attention` (bf16 on a CPU):
+    #: that function's matmuls avoid oneDNN, which made bf16 scoring 3.9x slower than SDPA on an AMX
+    #: Xeon (docs/RESULTS.md). Scoring needs no batch invariance: a re-run call gets the batches it had
+    #: (the store's chunks), and its linear layers' bits depend on the batch's rows anyway.
+    score_attention = "sdpa"
+
+    @contextlib.contextmanager
+    def _scoring_attention(self) -> Iterator[None]:
+        if not self.invariant_attention or not self.score_attention:
+            yield
+            return
+        self.model.set_attn_implementation(self.score_attention)
+        try:
+            yield
+        finally:
+            self.model.set_attn_implementation(INVARIANT_ATTENTION)
+
+    def _score_batches(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[int]]:
+        """Batches of ``pairs`` indices: each prompt with at least ``score_group_min`` answers in
+        batches of its own (answers by length), then every other answer in length order. Depends only
+        on ``pairs``, so a re-run call gets the batches it had."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (p, _) in enumerate(pairs):
+            groups.setdefault(tuple(p), []).append(i)
+        total = [len(p) + len(c) for p, c in pairs]
+        batches: list[list[int]] = []
+        rest: list[int] = []
+        for prompt in sorted(groups, key=lambda t: (len(t), t)):
+            g = groups[prompt]
+            if len(g) < self.score_group_min:
+                rest += g
+                continue
+            g = sorted(g, key=lambda i: (total[i], i))
+            batches += self._token_batches(g, total)
+        rest.sort(key=lambda i: (total[i], i))
+        return batches + self._token_batches(rest, total)
 
     def _token_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         """Consecutive items of ``order`` (sorted by length) in batches of at most ``batch_size``
@@ -988,16 +1038,25 @@ class HFModel:
             batches.append(cur)
         return batches
 
-    def _completion_logprobs(self, ids: Any, att: Any, spans: list[tuple[int, int]]) -> list[list[float]]:
-        """Log-probabilities of the tokens in ``spans`` ((first predicting position, length) per row)."""
+    def _completion_logprobs(self, seqs: list[list[int]], spans: list[tuple[int, int]],
+                             backbone_forward: Any = None) -> list[list[float]]:
+        """Log-probabilities of the tokens in ``spans`` ((first predicting position, length) per row)
+        of ``seqs``, right-padded into one batch. ``backbone_forward`` replaces the backbone's forward
+        (the plain pass, for comparison)."""
         torch = self.torch
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        att = torch.zeros((len(seqs), width), dtype=torch.long)
+        for j, s in enumerate(seqs):
+            ids[j, : len(s)] = torch.tensor(s)
+            att[j, : len(s)] = 1
         ids, att = ids.to(self.device), att.to(self.device)
         decoder, head = self._split_head()
         if decoder is None:  # a model whose logits are not plainly lm_head(hidden): the full forward
             logits = self.model(input_ids=ids, attention_mask=att).logits
             hidden, project = logits, (lambda h: h)
         else:
-            hidden, project = decoder(input_ids=ids, attention_mask=att).last_hidden_state, head
+            hidden, project = (backbone_forward or decoder)(input_ids=ids, attention_mask=att).last_hidden_state, head
         out = []
         for j, (start, n) in enumerate(spans):
             targets = ids[j, start + 1:start + 1 + n]
@@ -1008,4 +1067,3 @@ class HFModel:
                 vals.append(logp.gather(-1, targets[a:a + len(h), None])[:, 0])
             out.append(torch.cat(vals).cpu().tolist())
         return out
-

@@ -44,11 +44,13 @@ its earlier name, still runs it. A script, so ``accelerate launch`` trains it da
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from selfalign.models.hf import model_revision
+from selfalign.models.shared_prefix import install as install_shared_prefix
 from selfalign.store.cache import Store
 from selfalign.types import stable_hash
 from selfalign.train.base import (
@@ -222,33 +224,72 @@ class PreferenceModel:
         self.model_id = f"pm:{self.path}@{model_revision(self.path, None)}#seed{seed}#max{max_length}"
         self.truncated = 0
 
+    #: False: every answer reads its whole prompt (the plain pass, for ``bench/score.py`` and the tests)
+    shared_prefix = True
+    #: a prompt with at least this many answers in one call gets batches of its own (see :meth:`rewards`)
+    group_min = 4
+
     def rewards(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]:
+        """One reward per (prompt, response). Answers to one prompt (at least ``group_min`` of them)
+        are batched together, and the backbone runs the tokens every row of a batch starts with
+        once (:mod:`selfalign.models.shared_prefix`, exact up to float rounding): Best-of-16's 16
+        answers read their prompt once. The rest go in length order, as all did before."""
         torch = self.torch
-        encoded = []
-        for p, r in zip(prompts, responses):
+        encoded, groups = [], {}
+        for i, (p, r) in enumerate(zip(prompts, responses)):
             ids, cut = self.enc.encode(p, r)
             self.truncated += cut
             encoded.append(ids)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+            groups.setdefault(stable_hash(_messages(p)), []).append(i)
+        backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
+        if self.shared_prefix and backbone is not None and backbone is not self.model:
+            install_shared_prefix(backbone)
+            big = [sorted(g, key=lambda i: (len(encoded[i]), i)) for g in groups.values() if len(g) >= self.group_min]
+            big.sort(key=lambda g: (len(encoded[g[0]]), g[0]))
+            rest = sorted((i for g in groups.values() if len(g) < self.group_min for i in g),
+                          key=lambda i: (len(encoded[i]), i))
+            runs = big + [rest]
+        else:
+            runs = [sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))]
+        plain = None if self.shared_prefix else getattr(backbone, "_selfalign_plain_forward", None)
         out = [0.0] * len(encoded)
-        i = 0
-        while i < len(order):
-            j = i + 1
-            while j < len(order) and (j - i + 1) * len(encoded[order[j]]) <= self.batch_tokens:
-                j += 1
-            batch = [encoded[k] for k in order[i:j]]
-            width = max(len(b) for b in batch)
-            ids = torch.full((len(batch), width), self.enc.pad_id, dtype=torch.long)
-            att = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, seq in enumerate(batch):
-                ids[b, :len(seq)] = torch.tensor(seq)
-                att[b, :len(seq)] = 1
-            with torch.no_grad():
-                logits = self.model(input_ids=ids, attention_mask=att).logits[:, 0]
-            for k, v in zip(order[i:j], logits.tolist()):
-                out[k] = float(v)
-            i = j
+        for order in runs:
+            i = 0
+            while i < len(order):
+                j = i + 1
+                while j < len(order) and (j - i + 1) * len(encoded[order[j]]) <= self.batch_tokens:
+                    j += 1
+                batch = [encoded[k] for k in order[i:j]]
+                width = max(len(b) for b in batch)
+                ids = torch.full((len(batch), width), self.enc.pad_id, dtype=torch.long)
+                att = torch.zeros((len(batch), width), dtype=torch.long)
+                for b, seq in enumerate(batch):
+                    ids[b, :len(seq)] = torch.tensor(seq)
+                    att[b, :len(seq)] = 1
+                with torch.no_grad(), _forward_of(backbone, plain):
+                    logits = self.model(input_ids=ids, attention_mask=att).logits[:, 0]
+                for k, v in zip(order[i:j], logits.tolist()):
+                    out[k] = float(v)
+                i = j
         return out
+
+
+@contextlib.contextmanager
+def _forward_of(module: Any, forward: Any) -> Iterator[None]:
+    """``module.forward`` replaced by ``forward`` inside the block (nothing when ``forward`` is None)."""
+    if forward is None:
+        yield
+        return
+    had = "forward" in vars(module)
+    old = vars(module).get("forward")
+    module.forward = forward
+    try:
+        yield
+    finally:
+        if had:
+            module.forward = old
+        else:
+            del module.forward
 
 
 class CachedPM:
