@@ -407,3 +407,23 @@ def test_learning_curve_trains_nested_shares_and_scores_the_same_held_out_pairs(
         PMCurveConfig(data=str(rows), fractions=[0.5, 0.5])
     kept = json.loads((tmp_path / "c" / "pm-25" / "train.json").read_text())["n_rows"]
     assert kept == small["train_pairs"]
+
+
+def test_cached_pm_reads_a_repeated_answer_once(tmp_path):
+    from selfalign.reward.pm import CachedPM
+    from selfalign.store.cache import Store
+
+    class Counting:
+        model_id = "pm:counting"
+
+        def __init__(self):
+            self.seen = []
+
+        def rewards(self, prompts, responses):
+            self.seen += list(responses)
+            return [float(len(r)) for r in responses]
+
+    pm = Counting()
+    got = CachedPM(pm, Store(tmp_path / "s.sqlite")).rewards(["q"] * 5, ["Paris", "Lyon", "Paris", "Paris", "Nice"])
+    assert got == [5.0, 4.0, 5.0, 5.0, 4.0]
+    assert pm.seen == ["Paris", "Lyon", "Nice"]

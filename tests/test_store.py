@@ -83,6 +83,16 @@ def test_scores_are_cached(tmp_path):
     assert len(backend.calls) == 2
 
 
+def test_a_score_request_asked_twice_in_one_call_is_scored_once(tmp_path):
+    backend = ScriptedModel()
+    m = CachedModel(backend, Store(tmp_path / "s.sqlite"), progress=False, chunk_size=8)  # one chunk: repeats meet inside it
+    a, b = ScoreRequest(user("Name a fruit."), "apple"), ScoreRequest(user("Name a fruit."), "pear")
+    got = m.score([a, b, a, a, b])
+    assert backend.calls == [a, b]  # every request the backend got, in order
+    assert [r.request for r in got] == [a, b, a, a, b]
+    assert got[0].token_logprobs == got[2].token_logprobs == got[3].token_logprobs
+
+
 def _writer(path, worker):
     m = CachedModel(ScriptedModel(default=lambda t, i, s: f"{t}|{i}|w{worker}"), Store(path), progress=False, chunk_size=3)
     return [r.texts for r in m.generate(requests(20, 2))]

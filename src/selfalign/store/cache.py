@@ -412,8 +412,11 @@ class CachedModel:
         t0 = time.time()
         keys = [score_key(self.model_id, r) for r in requests]
         found = self.store.get_scores(keys)
-        # chunks cut from all the requests, as in generate: a re-run scores the same batches
-        chunks = [[i for i in c if keys[i] not in found] for c in _chunks(list(range(len(requests))), self.chunk_size)]
+        # chunks cut from all the requests, as in generate: a re-run scores the same batches; a request
+        # asked twice is scored once (Best-of-N's repeated short answers)
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        chunks = [[i for i in c if keys[i] not in found and first[keys[i]] == i]
+                  for c in _chunks(list(range(len(requests))), self.chunk_size)]
         missing = [i for c in chunks for i in c]
         for chunk in (c for c in chunks if c):
             res = self.backend.score([requests[i] for i in chunk])

@@ -306,7 +306,8 @@ class CachedPM:
     def rewards(self, prompts: Sequence[Any], responses: Sequence[Any]) -> list[float]:
         keys = [self._key(p, r) for p, r in zip(prompts, responses)]
         have = self.store.get_scores(keys)
-        todo = [i for i, k in enumerate(keys) if k not in have]
+        first = {k: i for i, k in reversed(list(enumerate(keys)))}
+        todo = [i for i, k in enumerate(keys) if k not in have and first[k] == i]  # a repeated answer: read once
         if todo:
             got = self.pm.rewards([prompts[i] for i in todo], [responses[i] for i in todo])
             self.store.put_scores([(keys[i], self.model_id, {"pm": True}, (v,)) for i, v in zip(todo, got)])
