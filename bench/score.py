@@ -159,7 +159,6 @@ def main() -> None:
         row("PM rewards, shared prompt", "bfloat16", s_half, plain_positions, run,
             max(abs(a - b) for a, b in zip(plain, half)),
             f"{s_plain / s_half:.2f}x fp32 plain; best-of-{args.m} pick unchanged on {same}/{len(prompts)} prompts")
-    del pm
 
     # log-probs: the policy in its own precision, then fp32
     reqs = [ScoreRequest(p, t) for p, t in answers]
