@@ -235,7 +235,8 @@ class PreferenceModel:
         once (:mod:`selfalign.models.shared_prefix`, exact up to float rounding): Best-of-16's 16
         answers read their prompt once. The rest go in length order, as all did before."""
         torch = self.torch
-        encoded, groups = [], {}
+        encoded: list[list[int]] = []
+        groups: dict[str, list[int]] = {}
         for i, (p, r) in enumerate(zip(prompts, responses)):
             ids, cut = self.enc.encode(p, r)
             self.truncated += cut
