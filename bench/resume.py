@@ -3,9 +3,9 @@
 N questions of the bundled QA set (plain prompt) on the embedded model, asked greedily and for M
 samples at T = 1 (``--m 0``: greedy only), up to T new tokens: once as one call and once in calls of 5 requests (what a
 resumed run does: it regenerates only the missing requests, in other batches). Prints how many
-requests got different completions. bf16 runs it with the batch-invariant attention (the default
-for bf16 on a CPU, ``selfalign.models.hf._invariant_attention``) and with torch's SDPA (the default
-before), then times the one-call runs of both alternately (``--rounds`` times each, A B A B) for
+requests got different completions. bf16 runs it with the batch-invariant attention (opt-in,
+``HFModel(attention="invariant")``, ``selfalign.models.hf._invariant_attention``) and with torch's
+SDPA (the default), then times the one-call runs of both alternately (``--rounds`` times each, A B A B) for
 the speed ratio; fp32 keeps SDPA and is checked for invariance only.
 
     .venv/bin/python bench/resume.py                         # 24 questions, 2 samples, 24 tokens; bf16 and fp32
@@ -59,7 +59,8 @@ def main() -> None:
     args = ap.parse_args()
     reqs = requests(args.n, args.m, args.tokens, args.seed)
     for prec in args.precisions.split(","):
-        model = load_model(f"smollm2-135m+{prec}")
+        # bf16: the opt-in padding-invariant attention first, then SDPA (the default)
+        model = load_model(f"smollm2-135m+{prec}", **({"attention": "invariant"} if prec == "bf16" else {}))
         attn = model.model.config._attn_implementation
         print(f"{prec}: {model.model_id}, attention {attn}", flush=True)
         if prec != "bf16":

@@ -177,7 +177,9 @@ def test_scoring_reads_each_prompt_once_with_the_plain_passes_log_probs(tiny_mod
     answers: the shared-prefix batches give the plain pass's log-probs, and they did share."""
     from selfalign.models.hf import HFModel
 
-    model = HFModel(str(tiny_model_dir), batch_size=8, dtype=dtype)
+    # bf16 with the opt-in invariant attention: scoring must switch to SDPA and back
+    model = HFModel(str(tiny_model_dir), batch_size=8, dtype=dtype, attention="invariant" if dtype == "bfloat16" else "auto")
+    assert model.invariant_attention == (dtype == "bfloat16")
     model.score_token_budget = 400  # a group of 9 answers splits over two batches
     words = "one two three four five six seven eight nine ten".split()
     reqs = [ScoreRequest(user(QS[0]), " ".join(words[:k])) for k in range(1, 10)]  # 9 answers, one prompt

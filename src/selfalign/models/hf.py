@@ -35,9 +35,11 @@ counted over real tokens only, so every row sees exactly its own prompt.
 That is exact in arithmetic, not always in floating point: torch's SDPA kernel sums a row's
 positions in blocks that padding shifts, so a row's logits depend in the last bit on the batch,
 and bf16 rounding carries that into other tokens (2 of 24 greedy answers of the embedded model
-between one call and calls of 5; issue 26). A bf16 model on a CPU therefore attends with
-:func:`_invariant_attention`, whose sums padding does not regroup: a sample is then the same in any
-batch, head split or chunk as far as attention goes. The linear layers are not: oneDNN's and MKL's
+between one call and calls of 5; issue 26). :func:`_invariant_attention` (``attention="invariant"``)
+sums so that padding does not regroup: a sample is then the same in any batch, head split or chunk
+as far as attention goes. It is opt-in: on a CPU with native bf16 (the only CPU where ``auto``
+loads bf16) its matmuls, kept off oneDNN, decoded 2.2x slower than SDPA and scored 3.7x slower
+(an AMX Xeon, docs/RESULTS.md), and exact resume does not need it. The linear layers are not invariant either: oneDNN's and MKL's
 kernels give a row other last bits depending on how many rows they multiply
 (``bench/linear_rows.py``), so the embedded model still changed 1 of 24 greedy answers in bf16
 between one call and calls of 5, and 4 of 24 sampled requests in fp32 (``bench/resume.py``; the
@@ -281,6 +283,7 @@ class HFModel:
         model: Any = None,
         tokenizer: Any = None,
         model_id: str | None = None,
+        attention: str = "auto",
     ):
         import torch
 
@@ -333,10 +336,12 @@ class HFModel:
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
         elif quantize not in (None, "", "none"):
             raise ModelError(f"unknown quantize={quantize!r}; known: int8")
-        # bf16/fp16 on a CPU: batch-invariant attention (:func:`_invariant_attention`), so a sample does
-        # not depend on the batch it was decoded in and a resumed run repeats an uninterrupted one
-        half = next(self.model.parameters()).dtype in (torch.bfloat16, torch.float16)
-        self.invariant_attention = half and self.device == "cpu" and use_invariant_attention(self.model)
+        # attention="invariant": padding-invariant attention (:func:`_invariant_attention`), so a sample
+        # depends less on the batch it was decoded in (opt-in: slower where bf16 is native; "auto" keeps
+        # the model's own, SDPA for these models)
+        if attention not in ("auto", "invariant"):
+            raise ModelError(f"unknown attention={attention!r}; known: auto, invariant")
+        self.invariant_attention = attention == "invariant" and use_invariant_attention(self.model)
         if model_id is None:
             rev = model_revision(self.name, revision, getattr(self.model.config, "_commit_hash", None))
             model_id = f"hf:{self.name}@{rev}"
@@ -982,7 +987,7 @@ class HFModel:
                     results[i] = ScoreResult(requests[i], tuple(lp))
         return results  # type: ignore[return-value]
 
-    #: the attention scoring runs with where decoding uses :func:`_invariant_attention` (bf16 on a CPU):
+    #: the attention scoring runs with where decoding uses :func:`_invariant_attention` (``attention="invariant"``):
     #: that function's matmuls avoid oneDNN, which made bf16 scoring 3.9x slower than SDPA on an AMX
     #: Xeon (docs/RESULTS.md). Scoring needs no batch invariance: a re-run call gets the batches it had
     #: (the store's chunks), and its linear layers' bits depend on the batch's rows anyway.

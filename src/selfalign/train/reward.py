@@ -45,6 +45,7 @@ its earlier name, still runs it. A script, so ``accelerate launch`` trains it da
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -310,10 +311,13 @@ class CachedPM:
         first = {k: i for i, k in reversed(list(enumerate(keys)))}
         todo = [i for i, k in enumerate(keys) if k not in have and first[k] == i]  # a repeated answer: read once
         if todo:
+            t0 = time.time()
             got = self.pm.rewards([prompts[i] for i in todo], [responses[i] for i in todo])
             self.store.put_scores([(keys[i], self.model_id, {"pm": True}, (v,)) for i, v in zip(todo, got)])
             for i, v in zip(todo, got):
                 have[keys[i]] = (v,)
+            # in the call log (kind "pm") beside generate and score, for bench/profile.py
+            self.store.log_call("pm", self.model_id, len(keys), len(keys) - len(todo), 0, time.time() - t0)
         return [float(have[k][0]) for k in keys]
 
 
