@@ -30,6 +30,8 @@ from selfalign.models.hf import HFModel, inference_dtype
 from selfalign.models.precision import cpu_model
 from selfalign.types import GenParams, GenRequest
 
+from peak import flops_per_position, peak_gflops, share
+
 
 def count_new_tokens(seqs: torch.Tensor, start: int, eos_ids: list[int]) -> tuple[int, list[list[int]]]:
     total, outs = 0, []
@@ -106,6 +108,11 @@ def main() -> None:
     first = loaded[names[0]]
     rows_per_batch = first.batch_size  # the baseline gets the same rows per forward pass as ours
     prompts = [first.encode_prompt(plain_prompt(it.question)) for it in items]
+    # the ceiling: this CPU's best GEMM rate at the model's shapes, in each precision measured
+    peaks = {p: max(peak_gflops({"fp32": torch.float32, "bf16": torch.bfloat16}[p]).values()) for p in names}
+    if "fp32" not in peaks:
+        peaks["fp32"] = max(peak_gflops(torch.float32).values())
+    fpp = flops_per_position(first.model)
     answers = [it.answers for it in items]
 
     def quality(texts: list[str], n_items: int) -> tuple[int, int]:
@@ -172,14 +179,18 @@ def main() -> None:
     print(f"\n{args.n} questions; sampling {args.m} samples at T=1.0, <= {args.tokens} new tokens; greedy <= "
           f"{args.greedy_tokens} new tokens; torch threads {torch.get_num_threads()}; CPU {cpu_model()}; "
           f"default precision here {auto}\n")
+    print(f"GEMM peak at the model's shapes (bench/peak.py), GFLOP/s: {', '.join(f'{p} {v:.0f}' for p, v in peaks.items())}; "
+          f"{fpp / 1e9:.3f} GFLOP per position; share of peak counts each prompt's positions once and every new token\n")
     print("| way | prompts x samples | new tokens | seconds | new tokens/s | vs batched generate, same precision | "
-          "samples with gold answer [95% Wilson] |")
-    print("|---|---|---|---|---|---|---|")
+          "samples with gold answer [95% Wilson] | GFLOP/s | share of peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, shape, n, dt, (hits, total), ref in rows:
         lo, hi = wilson_interval(hits, total)
         ratio = f"{n / dt / ref:.2f}x" if ref else "-"
+        positions = sum(len(p) for p in prompts[:int(shape.split("x")[0])]) + n
+        gflops, frac = share(positions, dt, fpp, peaks["bf16" if "bf16" in name else "fp32"])
         print(f"| {name} | {shape} | {n} | {dt:.1f} | {n / dt:.0f} | {ratio} | {100 * hits / total:.1f}% "
-              f"[{100 * lo:.1f}, {100 * hi:.1f}] |")
+              f"[{100 * lo:.1f}, {100 * hi:.1f}] | {gflops:.0f} | {100 * frac:.1f}% |")
     for p, (med, ratios) in medians.items():
         print(f"\ngreedy ({p}), ours vs batched generate by round: {', '.join(f'{x:.2f}x' for x in ratios)}; "
               f"median {med:.2f}x")

@@ -40,27 +40,7 @@ from selfalign.models.precision import cpu_flags, cpu_model, native_cpu_bf16
 from selfalign.reward.pm import PreferenceModel
 from selfalign.types import GenParams, GenRequest, ScoreRequest
 
-
-def peak_gflops(dtype: torch.dtype, rows: int = 512) -> dict[str, float]:
-    """GEMM GFLOP/s at the embedded model's linear-layer shapes (K x N) with ``rows`` rows; best of 5."""
-    out = {}
-    for k, n in ((576, 576), (576, 192), (576, 1536), (1536, 576)):
-        a, b = torch.randn(rows, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-        a @ b
-        best = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
-            for _ in range(10):
-                a @ b
-            best = min(best, (time.perf_counter() - t) / 10)
-        out[f"{k}x{n}"] = 2 * rows * k * n / best / 1e9
-    return out
-
-
-def linear_flops_per_position(model: torch.nn.Module) -> int:
-    """2 x the weights of the backbone's linear layers (the output layer and score head left out)."""
-    backbone = getattr(model, getattr(model, "base_model_prefix", ""), model)
-    return 2 * sum(m.weight.numel() for m in backbone.modules() if isinstance(m, torch.nn.Linear))
+from peak import flops_per_position, peak_gflops, share
 
 
 def timed(fn):
@@ -106,16 +86,16 @@ def main() -> None:
         [GenRequest(p, GenParams(1.0, 1.0, args.tokens), n=args.m, seed=0) for p in prompts]))
     answers = [(p, t) for p, r in zip(prompts, res) for t in r.texts if t.strip()]
     new_tokens = sum(len(policy.tokenizer(t, add_special_tokens=False)["input_ids"]) for _, t in answers)
-    fpp = linear_flops_per_position(policy.model)
+    fpp = flops_per_position(policy.model)
     rows = []
 
     def row(what: str, dtype: str, seconds: float, plain_positions: int, run_positions: int, diff: float | None,
             note: str = "") -> None:
-        achieved = run_positions * fpp / seconds / 1e9
+        achieved, frac = share(run_positions, seconds, fpp, peak.get(dtype, peak["float32"]))
         rows.append({"what": what, "dtype": dtype, "seconds": round(seconds, 2),
                      "tokens_per_s": round(plain_positions / seconds), "positions_run": run_positions,
                      "gflops": round(achieved, 1), "peak_gflops": round(peak.get(dtype, peak["float32"])),
-                     "share_of_peak": round(achieved / peak.get(dtype, peak["float32"]), 3),
+                     "share_of_peak": round(frac, 3),
                      "max_abs_diff": diff, "note": note})
 
     prompt_ids = {id(p): len(policy.encode_prompt(p)) for p in prompts}

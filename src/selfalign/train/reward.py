@@ -316,7 +316,7 @@ class CachedPM:
             self.store.put_scores([(keys[i], self.model_id, {"pm": True}, (v,)) for i, v in zip(todo, got)])
             for i, v in zip(todo, got):
                 have[keys[i]] = (v,)
-            # in the call log (kind "pm") beside generate and score, for bench/profile.py
+            # in the call log (kind "pm") beside generate and score, for bench/run_profile.py
             self.store.log_call("pm", self.model_id, len(keys), len(keys) - len(todo), 0, time.time() - t0)
         return [float(have[k][0]) for k in keys]
 

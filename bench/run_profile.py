@@ -3,8 +3,8 @@ one or more run folders, and inside each step's window the store's call log (``c
 score and PM calls with their items, tokens and seconds). What no call accounts for is training and
 everything else in the step (its trainer logs: ``train.json``'s seconds where the step trained).
 
-    .venv/bin/python bench/profile.py runs/rlhf-quick/pm runs/rlhf-quick/frontier --store $SELFALIGN_STORE
-    .venv/bin/python bench/profile.py runs/quick                      # the demo's run, default store
+    .venv/bin/python bench/run_profile.py runs/rlhf-quick/pm runs/rlhf-quick/frontier --store $SELFALIGN_STORE
+    .venv/bin/python bench/run_profile.py runs/quick                      # the demo's run, default store
 
 Only steps this store saw run are split (a step reused from an earlier run made no calls).
 """
