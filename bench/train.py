@@ -32,6 +32,8 @@ from selfalign.train.base import (TrainConfig, attn_kwargs, completion_positions
                                   trainer_args)
 from selfalign.models.precision import choose_precision, cpu_flags, cpu_model, native_cpu_bf16
 
+from peak import flops_per_position, peak_gflops, share
+
 # name -> (precision, gradient checkpointing, output layer on completion positions only, padding-free,
 # adapters on the top N layers only (0: every layer), attention kernel ("" = the model's default, SDPA),
 # shared-prefix forward, its packed tails where they pay); "trl-defaults" is what SFTConfig() gives a CPU user,
@@ -141,6 +143,19 @@ def main() -> None:
     flags = cpu_flags()
     print(f"flags: avx2={'avx2' in flags} avx512f={'avx512f' in flags} avx512_bf16={'avx512_bf16' in flags} "
           f"amx_bf16={'amx_bf16' in flags}")
+    # share of peak: a LoRA step on frozen weights runs each position forward once and backward once
+    # (input gradients; the adapters' own are small), ~2 x the forward's linear-layer FLOPs per position
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    per_row = sum(len(tok.apply_chat_template(r["prompt"] + r["completion"], tokenize=True)["input_ids"])
+                  for r in rows) / len(rows)
+    fpp = 2 * flops_per_position(AutoModelForCausalLM.from_pretrained(base))
+    peaks = {"fp32": max(peak_gflops(torch.float32).values())}
+    if native_cpu_bf16():
+        peaks["bf16"] = max(peak_gflops(torch.bfloat16).values())
+    print(f"GEMM peak (bench/peak.py), GFLOP/s: {', '.join(f'{k} {v:.0f}' for k, v in peaks.items())}; "
+          f"{per_row:.0f} tokens per row; {fpp / 1e9:.3f} GFLOP per position (forward + backward)")
     results = []
     for name in names:
         r = run_variant(name, base, rows, a.warmup, a.steps, a.batch_size)
@@ -148,12 +163,14 @@ def main() -> None:
         print(f"  {name:13s} {r['examples_per_s']:7.2f} examples/s  {r['s_per_step']:7.1f} s/step  "
               f"last loss {r['last_loss']:.3f}", flush=True)
     by = {r["variant"]: r for r in results}
-    print("\n| variant | precision | examples/s | s/step | last loss | vs TRL defaults |\n|---|---|---|---|---|---|")
+    print("\n| variant | precision | examples/s | s/step | last loss | vs TRL defaults | GFLOP/s | share of peak |"
+          "\n|---|---|---|---|---|---|---|---|")
     ref = by.get("trl-defaults")
     for r in results:
         ratio = f"{r['examples_per_s'] / ref['examples_per_s']:.2f}x" if ref else "n/a"
+        gflops, frac = share(round(r["examples_per_s"] * per_row), 1.0, fpp, peaks.get(r["precision"], peaks["fp32"]))
         print(f"| {r['variant']} | {r['precision']} | {r['examples_per_s']:.2f} | {r['s_per_step']:.1f} | "
-              f"{r['last_loss']:.3f} | {ratio} |")
+              f"{r['last_loss']:.3f} | {ratio} | {gflops:.0f} | {100 * frac:.1f}% |")
     for suffix in ("", "-compact"):  # like with like: the same output-layer path in both precisions
         f32, b16 = by.get("fp32" + suffix), by.get("bf16" + suffix)
         if f32 and b16:
