@@ -210,14 +210,23 @@ def test_scoring_reads_each_prompt_once_with_the_plain_passes_log_probs(tiny_mod
 
 
 def test_score_batches_put_a_prompts_answers_together(tiny_model):
+    """What HFModel.score cuts: prompt_runs' runs, each in token batches."""
+    from selfalign.models.shared_prefix import prompt_runs
+
     p, q = [1, 2, 3], [1, 2, 4]
     pairs = [(p, [5] * 3), (q, [5]), (p, [5]), (p, [5] * 2), (p, [5] * 9), (q, [6, 6])]
+    total = [len(a) + len(b) for a, b in pairs]
+
+    def batches():
+        runs = prompt_runs([tuple(a) for a, _ in pairs], total, tiny_model.score_group_min)
+        return [b for run in runs for b in tiny_model._token_batches(run, total)]
+
     tiny_model.score_group_min = 4
-    assert tiny_model._score_batches(pairs) == [[2, 3, 0, 4], [1, 5]]
+    assert batches() == [[2, 3, 0, 4], [1, 5]]
     tiny_model.score_group_min = 2
-    assert tiny_model._score_batches(pairs) == [[2, 3, 0, 4], [1, 5]]
+    assert batches() == [[2, 3, 0, 4], [1, 5]]
     tiny_model.score_token_budget = 24  # rows x longest row: [2, 3, 0] is 3 x 6, adding 4 makes 4 x 12
-    assert tiny_model._score_batches(pairs) == [[2, 3, 0], [4], [1, 5]]
+    assert batches() == [[2, 3, 0], [4], [1, 5]]
 
 
 LONG_SCORE = """

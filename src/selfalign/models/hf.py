@@ -63,7 +63,7 @@ from typing import Any, Iterator, Sequence
 
 from selfalign.models.precision import choose_precision
 from selfalign.models.base import ModelError, ProgressFn
-from selfalign.models.shared_prefix import cache_kwarg, install as install_shared_prefix
+from selfalign.models.shared_prefix import cache_kwarg, install as install_shared_prefix, plain_forward, prompt_runs
 from selfalign.types import (
     Completion,
     GenParams,
@@ -943,7 +943,7 @@ class HFModel:
     gen_token_budget = 32768
     score_chunk = 256
 
-    #: scoring runs the prompt once for each batch of answers to it (:meth:`_score_batches`; False: every
+    #: scoring runs the prompt once for each batch of answers to it (:func:`prompt_runs`; False: every
     #: row reads its whole prompt, the plain pass kept for ``bench/score.py`` and the equivalence test)
     score_shared_prefix = True
     #: a prompt with at least this many answers in one call gets batches of its own; fewer go with
@@ -972,18 +972,18 @@ class HFModel:
             pairs.append((p, c))
         results: list[ScoreResult | None] = [None] * len(requests)
         backbone, _ = self._split_head()
-        if self.score_shared_prefix and backbone is not None:
+        share = self.score_shared_prefix and backbone is not None
+        if share:
             install_shared_prefix(backbone)
-            batches = self._score_batches(pairs)
-        else:
-            order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
-            batches = self._token_batches(order, [len(p) + len(c) for p, c in pairs])
-        plain = getattr(backbone, "_selfalign_plain_forward", None) if not self.score_shared_prefix else None
-        with self.torch.inference_mode(), self._scoring_attention():
+        total = [len(p) + len(c) for p, c in pairs]
+        runs = prompt_runs([tuple(p) for p, _ in pairs], total, self.score_group_min if share else None)
+        batches = [b for run in runs for b in self._token_batches(run, total)]
+        with self.torch.inference_mode(), self._scoring_attention(), \
+                (contextlib.nullcontext() if self.score_shared_prefix else plain_forward(backbone)):
             for idx in batches:
                 spans = [(len(pairs[i][0]) - 1, len(pairs[i][1])) for i in idx]  # logit at t predicts token t+1
                 seqs = [pairs[i][0] + pairs[i][1] for i in idx]
-                for i, lp in zip(idx, self._completion_logprobs(seqs, spans, plain)):
+                for i, lp in zip(idx, self._completion_logprobs(seqs, spans)):
                     results[i] = ScoreResult(requests[i], tuple(lp))
         return results  # type: ignore[return-value]
 
@@ -1004,26 +1004,6 @@ class HFModel:
         finally:
             self.model.set_attn_implementation(INVARIANT_ATTENTION)
 
-    def _score_batches(self, pairs: list[tuple[list[int], list[int]]]) -> list[list[int]]:
-        """Batches of ``pairs`` indices: each prompt with at least ``score_group_min`` answers in
-        batches of its own (answers by length), then every other answer in length order. Depends only
-        on ``pairs``, so a re-run call gets the batches it had."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, (p, _) in enumerate(pairs):
-            groups.setdefault(tuple(p), []).append(i)
-        total = [len(p) + len(c) for p, c in pairs]
-        batches: list[list[int]] = []
-        rest: list[int] = []
-        for prompt in sorted(groups, key=lambda t: (len(t), t)):
-            g = groups[prompt]
-            if len(g) < self.score_group_min:
-                rest += g
-                continue
-            g = sorted(g, key=lambda i: (total[i], i))
-            batches += self._token_batches(g, total)
-        rest.sort(key=lambda i: (total[i], i))
-        return batches + self._token_batches(rest, total)
-
     def _token_batches(self, order: list[int], lengths: list[int]) -> list[list[int]]:
         """Consecutive items of ``order`` (sorted by length) in batches of at most ``batch_size``
         rows and ``score_token_budget`` padded tokens; a longer text forms a batch alone."""
@@ -1043,11 +1023,9 @@ class HFModel:
             batches.append(cur)
         return batches
 
-    def _completion_logprobs(self, seqs: list[list[int]], spans: list[tuple[int, int]],
-                             backbone_forward: Any = None) -> list[list[float]]:
+    def _completion_logprobs(self, seqs: list[list[int]], spans: list[tuple[int, int]]) -> list[list[float]]:
         """Log-probabilities of the tokens in ``spans`` ((first predicting position, length) per row)
-        of ``seqs``, right-padded into one batch. ``backbone_forward`` replaces the backbone's forward
-        (the plain pass, for comparison)."""
+        of ``seqs``, right-padded into one batch."""
         torch = self.torch
         width = max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
@@ -1061,7 +1039,7 @@ class HFModel:
             logits = self.model(input_ids=ids, attention_mask=att).logits
             hidden, project = logits, (lambda h: h)
         else:
-            hidden, project = (backbone_forward or decoder)(input_ids=ids, attention_mask=att).last_hidden_state, head
+            hidden, project = decoder(input_ids=ids, attention_mask=att).last_hidden_state, head
         out = []
         for j, (start, n) in enumerate(spans):
             targets = ids[j, start + 1:start + 1 + n]

@@ -45,9 +45,10 @@ that losses and gradients match the plain forward.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-from typing import Any
+from typing import Any, Hashable, Iterator, Sequence
 
 
 def cache_kwarg(fn: Any) -> str:
@@ -229,3 +230,46 @@ def uninstall(backbone: Any) -> None:
     del backbone.forward  # the instance attribute: the class's forward shows through again
     backbone._selfalign_shared_prefix = None
     backbone._selfalign_plain_forward = None
+
+
+@contextlib.contextmanager
+def plain_forward(backbone: Any) -> Iterator[None]:
+    """Inside the block ``backbone`` runs its plain forward (every row reads its whole prefix), the
+    comparison the scoring benches and tests make; nothing changes where nothing is installed."""
+    original = getattr(backbone, "_selfalign_plain_forward", None)
+    if original is None:
+        yield
+        return
+    shared = backbone.forward
+    backbone.forward = original
+    try:
+        yield
+    finally:
+        backbone.forward = shared
+
+
+def prompt_runs(keys: Sequence[Hashable], lengths: Sequence[int], group_min: int | None) -> list[list[int]]:
+    """Runs of item indices to cut into batches, for scorers whose items share prompts: each prompt
+    (``keys``) with at least ``group_min`` items is a run of its own (by ``lengths``), so the
+    shared-prefix forward runs that prompt once per batch; the other items form one run in length
+    order, as a plain scorer batches everything (``group_min`` None: that one run only). Depends
+    only on the items, so a re-run call gets the batches it had.
+
+    >>> prompt_runs(["a", "b", "a", "a", "b"], [5, 3, 9, 7, 4], 3)
+    [[0, 3, 2], [1, 4]]
+    >>> prompt_runs(["a", "b", "a", "a", "b"], [5, 3, 9, 7, 4], None)
+    [[1, 4, 0, 3, 2]]
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    runs: list[list[int]] = []
+    rest: list[int] = []
+    for g in groups.values():
+        if group_min is not None and len(g) >= group_min:
+            runs.append(sorted(g, key=lambda i: (lengths[i], i)))
+        else:
+            rest += g
+    if rest:
+        runs.append(sorted(rest, key=lambda i: (lengths[i], i)))
+    return runs

@@ -48,10 +48,10 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from selfalign.models.hf import model_revision
-from selfalign.models.shared_prefix import install as install_shared_prefix
+from selfalign.models.shared_prefix import install as install_shared_prefix, plain_forward, prompt_runs
 from selfalign.store.cache import Store
 from selfalign.types import stable_hash
 from selfalign.train.base import (
@@ -237,23 +237,16 @@ class PreferenceModel:
         answers read their prompt once. The rest go in length order, as all did before."""
         torch = self.torch
         encoded: list[list[int]] = []
-        groups: dict[str, list[int]] = {}
-        for i, (p, r) in enumerate(zip(prompts, responses)):
+        for p, r in zip(prompts, responses):
             ids, cut = self.enc.encode(p, r)
             self.truncated += cut
             encoded.append(ids)
-            groups.setdefault(stable_hash(_messages(p)), []).append(i)
         backbone = getattr(self.model, getattr(self.model, "base_model_prefix", ""), None)
-        if self.shared_prefix and backbone is not None and backbone is not self.model:
+        share = self.shared_prefix and backbone is not None and backbone is not self.model
+        if share:
             install_shared_prefix(backbone)
-            big = [sorted(g, key=lambda i: (len(encoded[i]), i)) for g in groups.values() if len(g) >= self.group_min]
-            big.sort(key=lambda g: (len(encoded[g[0]]), g[0]))
-            rest = sorted((i for g in groups.values() if len(g) < self.group_min for i in g),
-                          key=lambda i: (len(encoded[i]), i))
-            runs = big + [rest]
-        else:
-            runs = [sorted(range(len(encoded)), key=lambda i: (len(encoded[i]), i))]
-        plain = None if self.shared_prefix else getattr(backbone, "_selfalign_plain_forward", None)
+        runs = prompt_runs([stable_hash(_messages(p)) for p in prompts], [len(e) for e in encoded],
+                           self.group_min if share else None)
         out = [0.0] * len(encoded)
         for order in runs:
             i = 0
@@ -268,30 +261,12 @@ class PreferenceModel:
                 for b, seq in enumerate(batch):
                     ids[b, :len(seq)] = torch.tensor(seq)
                     att[b, :len(seq)] = 1
-                with torch.no_grad(), _forward_of(backbone, plain):
+                with torch.no_grad(), (contextlib.nullcontext() if self.shared_prefix else plain_forward(backbone)):
                     logits = self.model(input_ids=ids, attention_mask=att).logits[:, 0]
                 for k, v in zip(order[i:j], logits.tolist()):
                     out[k] = float(v)
                 i = j
         return out
-
-
-@contextlib.contextmanager
-def _forward_of(module: Any, forward: Any) -> Iterator[None]:
-    """``module.forward`` replaced by ``forward`` inside the block (nothing when ``forward`` is None)."""
-    if forward is None:
-        yield
-        return
-    had = "forward" in vars(module)
-    old = vars(module).get("forward")
-    module.forward = forward
-    try:
-        yield
-    finally:
-        if had:
-            module.forward = old
-        else:
-            del module.forward
 
 
 class CachedPM:
