@@ -42,6 +42,9 @@ def test_hf_by_local_path(tiny_model_dir):
     m = load_model(f"hf:{tiny_model_dir}")
     assert m.model_id.startswith(f"hf:{tiny_model_dir}@")
     assert load_model(str(tiny_model_dir)).model_id == m.model_id
+    # the hf backend's attention option reaches the model (bench/resume.py asks for the invariant one)
+    assert not m.invariant_attention
+    assert load_model(f"hf:{tiny_model_dir}+bf16", attention="invariant").invariant_attention
 
 
 def test_a_precision_suffix_loads_the_weights_in_that_precision(tiny_model_dir):

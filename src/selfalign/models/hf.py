@@ -38,8 +38,8 @@ and bf16 rounding carries that into other tokens (2 of 24 greedy answers of the 
 between one call and calls of 5; issue 26). :func:`_invariant_attention` (``attention="invariant"``)
 sums so that padding does not regroup: a sample is then the same in any batch, head split or chunk
 as far as attention goes. It is opt-in: on a CPU with native bf16 (the only CPU where ``auto``
-loads bf16) its matmuls, kept off oneDNN, decoded 2.2x slower than SDPA and scored 3.7x slower
-(an AMX Xeon, docs/RESULTS.md), and exact resume does not need it. The linear layers are not invariant either: oneDNN's and MKL's
+loads bf16) its matmuls, kept off oneDNN, decoded about 2x slower than SDPA (``bench/resume.py``:
+0.53x) and scored 3.7x slower (an AMX Xeon, docs/RESULTS.md), and exact resume does not need it. The linear layers are not invariant either: oneDNN's and MKL's
 kernels give a row other last bits depending on how many rows they multiply
 (``bench/linear_rows.py``), so the embedded model still changed 1 of 24 greedy answers in bf16
 between one call and calls of 5, and 4 of 24 sampled requests in fp32 (``bench/resume.py``; the

@@ -178,4 +178,4 @@ def require_trainable(spec: str | None, role: str = "base", convert: bool = True
 
 
 def _hf_options(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k in ("revision", "dtype", "device", "batch_size", "quantize") and v is not None}
+    return {k: v for k, v in options.items() if k in ("revision", "dtype", "device", "batch_size", "quantize", "attention") and v is not None}
