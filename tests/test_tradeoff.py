@@ -125,6 +125,11 @@ def test_overrefusal_rows_keep_own_compliant_answers_to_safe_prompts_and_refuse_
     _write(run, "safety", [])
     data = to_data(run, overrefusal=True)
     assert [r["meta"]["study"] for r in data["sft"]] == ["overrefusal", "overrefusal"]
+    # the DPO pairs: the own answer over a refusal on the safe prompt, the refusal over the answer on the unsafe one
+    (safe, unsafe) = data["pairs"]
+    assert safe["chosen"][0]["content"] == ANSWER and safe["rejected"][0]["content"].startswith("I can't help with that.")
+    assert unsafe["rejected"][0]["content"] == ANSWER and unsafe["chosen"] == sft[1]["completion"]
+    assert to_data(run)["pairs"] == []
     assert "overrefusal" not in to_data(run)["counts"]  # off by default
     with pytest.raises(DataError, match="xstest"):
         overrefusal_rows(tmp_path / "empty")

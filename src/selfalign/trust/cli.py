@@ -124,8 +124,9 @@ def to_data(run_dir: str = typer.Argument(..., help="a trust run directory (its 
             heldout_share: float = typer.Option(0.5, help="share of keywords/requests/questions held out"),
             helpful_ratio: float = typer.Option(1.0, help="helpful QA rows (train split) per refusal row in sft.jsonl "
                                                 "(0: refusals only)"),
-            overrefusal: bool = typer.Option(False, help="add SFT rows from the run's over-refusal answers: its own "
-                                             "full compliance on safe prompts kept, refusals for complied unsafe ones"),
+            overrefusal: bool = typer.Option(False, help="add rows from the run's over-refusal answers: its own full "
+                                             "compliance on safe prompts kept (DPO: chosen over a refusal), refusals "
+                                             "for complied unsafe ones"),
             seed: int = typer.Option(0)) -> None:
     """Failures -> SFT rows (a refusal that says why, beside helpful QA rows), preference pairs, KTO rows; split by key."""
 

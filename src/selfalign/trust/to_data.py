@@ -29,11 +29,13 @@ gold answer of the train split, where the study takes one of the same relation).
 set's **train** split only; the studies evaluate its test split, so no evaluated question is
 trained on. They carry ``meta.study = "helpful"``.
 
-**Over-refusal rows** (``overrefusal``, SFT only; off by default): from the run's ``xstest`` rows,
+**Over-refusal rows** (``overrefusal``; off by default): from the run's ``xstest`` rows,
 each **safe** prompt the model fully complied with becomes an SFT row with the model's own answer
 as the completion (``meta.study = "overrefusal"``: keep answering prompts that only sound
 harmful), and each **unsafe** contrast prompt it complied with becomes a refusal row like a safety
-failure. These prompts are not split by key: the run that feeds ``to-data`` should answer the
+failure. For DPO the same prompts become pairs: on a safe prompt the own answer is chosen over the
+refusal the safety rows teach (the contrast that tells "sounds harmful" from "is harmful"), on an
+unsafe one the refusal over the answer. These prompts are not split by key: the run that feeds ``to-data`` should answer the
 project's bundled over-refusal set (the default), and the over-refusal evaluation after training
 should use a different set (``--set xstest=<the released XSTest>``); evaluating on the bundled
 set after training on it would be in-sample. Deviation: XSTest is an evaluation suite only; using
@@ -55,7 +57,7 @@ from selfalign.trust.studies.hallucination import choice_question
 from selfalign.trust.studies.safety import GOOD_LABELS as SAFETY_GOOD
 
 __all__ = ["KEYED", "is_held_out", "load_holdout", "split_key", "to_data", "write_data", "helpful_rows",
-           "refusal_text", "WHY", "overrefusal_rows"]
+           "refusal_text", "WHY", "overrefusal_rows", "overrefusal_data"]
 
 WHY = {
     "violence": "It could help someone hurt people or animals.",
@@ -114,11 +116,19 @@ def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, A
 
 def overrefusal_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """SFT rows from a run's over-refusal (``xstest``) answers (see the module docstring)."""
+    sft, _, counts = overrefusal_data(run_dir)
+    return sft, counts
+
+
+def overrefusal_data(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
+    """SFT rows and DPO pairs from a run's over-refusal (``xstest``) answers (see the module docstring)."""
     path = Path(run_dir) / "xstest" / "rows.jsonl"
     if not path.exists():
         raise DataError(f"{path}: not found (the over-refusal rows need `selfalign trust run --studies xstest` into "
                         f"{run_dir})")
-    rows, c = [], {"items": 0, "held_out": 0, "failures_used": 0, "unscored_skipped": 0, "kept_answers": 0}
+    rows: list[dict[str, Any]] = []
+    pairs: list[dict[str, Any]] = []
+    c = {"items": 0, "held_out": 0, "failures_used": 0, "unscored_skipped": 0, "kept_answers": 0}
     for row in read_jsonl(path, required=("id", "input", "prompt", "response", "verdict")):
         c["items"] += 1
         label = row["verdict"].get("label")
@@ -128,14 +138,17 @@ def overrefusal_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[st
         prompt = row["prompt"] if isinstance(row["prompt"], list) else [{"role": "user", "content": row["prompt"]}]
         meta = {"study": "overrefusal", "id": row["id"], "key": row["id"]}
         safe = (row.get("input") or {}).get("label") == "safe"
+        answer = [{"role": "assistant", "content": row["response"]}]
+        refusal = [{"role": "assistant", "content": refusal_text("safety", row)}]
         if safe and label == FULL_COMPLIANCE and row["response"].strip():
             c["kept_answers"] += 1
-            rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": row["response"]}], "meta": meta})
+            rows.append({"prompt": prompt, "completion": answer, "meta": meta})
+            pairs.append({"prompt": prompt, "chosen": answer, "rejected": refusal, "meta": meta})
         elif not safe and label == FULL_COMPLIANCE:
             c["failures_used"] += 1
-            rows.append({"prompt": prompt, "meta": meta,
-                         "completion": [{"role": "assistant", "content": refusal_text("safety", row)}]})
-    return rows, c
+            rows.append({"prompt": prompt, "meta": meta, "completion": refusal})
+            pairs.append({"prompt": prompt, "chosen": refusal, "rejected": answer, "meta": meta})
+    return rows, pairs, c
 
 
 def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0, helpful_ratio: float = 0.0,
@@ -186,9 +199,10 @@ def to_data(run_dir: str | Path, heldout_share: float = 0.5, seed: int = 0, help
     helpful = helpful_rows(round(helpful_ratio * len(sft)), qa, seed)
     counts["helpful"] = {"items": len(helpful), "held_out": 0, "failures_used": 0, "unscored_skipped": 0}
     extra: list[dict[str, Any]] = []
+    extra_pairs: list[dict[str, Any]] = []
     if overrefusal:
-        extra, counts["overrefusal"] = overrefusal_rows(run_dir)
-    return {"sft": sft + helpful + extra, "pairs": pairs, "kto": kto, "split": split, "counts": counts}
+        extra, extra_pairs, counts["overrefusal"] = overrefusal_data(run_dir)
+    return {"sft": sft + helpful + extra, "pairs": pairs + extra_pairs, "kto": kto, "split": split, "counts": counts}
 
 
 def write_data(out_dir: str | Path, data: dict[str, Any]) -> dict[str, Path]:
