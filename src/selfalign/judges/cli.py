@@ -17,6 +17,7 @@ import typer
 
 from selfalign.data.io import check_output_path, write_jsonl
 from selfalign.reward.harm_judge import file_sha256, train_harm_judge
+from selfalign.reward.harm_lora import train_lora_judge
 from selfalign.judges.registry import TASK_LABELS, JudgeInfo, evaluate, get_judge, list_judges, load_labelled
 from selfalign.models.registry import check_spec, require_trainable
 from selfalign.command import store_loader
@@ -116,6 +117,9 @@ def train(task: str = typer.Argument(..., help="what the judge labels: harm (Liu
                                       help="the frozen encoder (embedded or hf model spec); 'none': bag of words only"),
           out: str = typer.Option(..., "--out", "-o", help="directory for judge.json and head.safetensors"),
           cache: str = typer.Option("runs/judges/features", help="feature cache directory ('' = none)"),
+          judge_kind: str = typer.Option("head", "--kind",
+                                   help="head: a logistic head on the frozen encoder's features; lora: fine-tune the "
+                                        "encoder with LoRA and a score head (slow: about 40 min on 2 cores)"),
           as_json: bool = typer.Option(False, "--json", help="print the saved judge.json instead of the table")) -> None:
     """Train a judge from labels: choose the head by leave-one-source-model-out on the dev questions,
     report it on the test questions and on all questions, then fit it on every row and save it."""
@@ -130,23 +134,44 @@ def train(task: str = typer.Argument(..., help="what the judge labels: harm (Liu
                          f"(found: {', '.join(s or '<none>' for s in srcs)})")
     if Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"--out {out} is a file")
+    if judge_kind not in ("head", "lora"):
+        raise ValueError(f"--kind must be head or lora, got {judge_kind!r}")
     spec = None if encoder.lower() == "none" else encoder
+    if spec is None and judge_kind == "lora":
+        raise ValueError("--kind lora fine-tunes the encoder: give --encoder SPEC, not none")
     if spec is not None:
         check_spec(spec)
         require_trainable(spec, role="--encoder", convert=False)
+    if judge_kind == "lora":
+        assert spec is not None
+        lres = train_lora_judge(rows, require_trainable(spec, role="--encoder"), spec, out, Path(out) / "loso",
+                                data_sha256=file_sha256(data))
+        if as_json:
+            typer.echo(json.dumps(lres["card"]))
+            return
+        p = lres["protocol"]
+        typer.echo(f"chosen on the dev questions: {p['chosen']}, threshold {p['threshold']}  "
+                   f"(bar sources: {', '.join(p['bar_sources'])})")
+        _print_tables([("test questions (once)", p["test"])])
+        typer.echo(f"saved: {out} (trained on all {len(rows)} rows; selfalign judge eval {out} --data FILE)")
+        return
     res = train_harm_judge(rows, spec, out, cache_dir=cache or None, data_sha256=file_sha256(data))
     if as_json:
         typer.echo(json.dumps(res["card"]))
         return
     loso = res["loso"]
     typer.echo(f"chosen on the dev questions: {loso['chosen'].name()}  (bar sources: {', '.join(loso['bar_sources'])})")
-    for label, key in (("test questions (once)", "test"), ("all questions (dev half seen in selection)", "all"),
-                       ("refusal proxy, all questions", "proxy")):
+    _print_tables([("test questions (once)", loso["test"]), ("all questions (dev half seen in selection)", loso["all"]),
+                   ("refusal proxy, all questions", loso["proxy"])])
+    typer.echo(f"saved: {out} (trained on all {len(rows)} rows; selfalign judge eval {out} --data FILE)")
+
+
+def _print_tables(tables: list[tuple[str, dict[str, Any]]]) -> None:
+    for label, tab in tables:
         typer.echo(f"LOSO, {label}:")
-        for s, d in loso[key].items():
+        for s, d in tab.items():
             rec = d["per_class"]
             ece = f", ECE {d['ece']:.3f}" if "ece" in d else ""
             typer.echo(f"  held out {s:18s} n {d['n']:5d}  accuracy {_pct(d['accuracy']):>6s}  kappa {d['kappa']:6.3f}  "
                        f"recall harmful {_pct(rec['harmful']['recall']):>6s}  not harmful "
                        f"{_pct(rec['not_harmful']['recall']):>6s}{ece}")
-    typer.echo(f"saved: {out} (trained on all {len(rows)} rows; selfalign judge eval {out} --data FILE)")

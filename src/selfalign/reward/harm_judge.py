@@ -10,7 +10,9 @@ answered by all three. GPT-4's written reasoning (``label_response``) is never a
 Judges (``selfalign judge list``):
 
 * ``harm-trained`` (needs a directory): a logistic head on frozen features (the encoder alone, a
-  bag of words, or ``combo``: encoder + TF-IDF + refusal verdict), P(harmful) as the verdict's score. The directory holds ``judge.json`` (kind, features, encoder spec and id, layer,
+  bag of words, or ``combo``: encoder + TF-IDF + refusal verdict), or (``features: lora``) a
+  classifier fine-tuned with LoRA and a score head (:mod:`selfalign.reward.harm_lora`, its weights in
+  ``model/``); P(harmful) as the verdict's score. The directory holds ``judge.json`` (kind, features, encoder spec and id, layer,
   pooling, template, threshold, the training file's sha256, the LOSO validation) and
   ``head.safetensors`` (standardisation and weights). Scores go through the store's scores table
   keyed by the judge's id (the head's sha256 + the encoder id) and the text, as the PM's rewards do.
@@ -112,6 +114,7 @@ from selfalign.judges.refusal import classify_refusal
 from selfalign.judges.registry import (FULL_COMPLIANCE, HARM_LABELS, HARMFUL, NOT_HARMFUL, JudgeInput, evaluate_labels,
                                        register_judge, rule_verdicts)
 from selfalign.judges.verdict import Verdict, parse_yes_no
+from selfalign.reward.harm_lora import p_harmful
 from selfalign.reward.harm_text import ComboFeatures
 from selfalign.reward.harm_train import (POOLINGS, TEMPLATE, FrozenEncoder, Head, cached_features, fit_head, grid, hashed_bow,
                                         loso_predict, pick, question_half, select, sources, table)
@@ -164,6 +167,13 @@ class TrainedHarmJudge:
         self.meta = json.loads(meta_file.read_text())
         if self.meta.get("kind") != KIND:
             raise ValueError(f"{meta_file}: kind {self.meta.get('kind')!r}, expected {KIND!r}")
+        self.threshold = float(self.meta["threshold"])
+        self.store = store
+        self._encoder = encoder
+        if self.meta["features"] == "lora":  # a fine-tuned classifier (selfalign.reward.harm_lora)
+            model = self.path / "model"
+            self.id = f"harm:lora:{file_sha256(model / 'model.safetensors')[:16]}"
+            return
         t = load_file(str(self.path / "head.safetensors"))
         self.head = Head(t["mu"], t["sd"], t["w"], float(t["b"][0]))
         self.combo: ComboFeatures | None = None
@@ -172,9 +182,6 @@ class TrainedHarmJudge:
                 text_meta = f.metadata() or {}
             self.combo = ComboFeatures.from_tensors({k[len("combo_"):]: v for k, v in t.items() if k.startswith("combo_")},
                                                     text_meta)
-        self.threshold = float(self.meta["threshold"])
-        self.store = store
-        self._encoder = encoder
         sha = file_sha256(self.path / "head.safetensors")
         self.id = f"harm:{sha[:16]}:{self.meta.get('encoder_id', 'bow')}"
 
@@ -198,7 +205,9 @@ class TrainedHarmJudge:
         have = self.store.get_scores(keys) if self.store is not None else {}
         todo = [i for i, k in enumerate(keys) if k not in have]
         if todo:
-            got = self.head.proba(self._features([rows[i] for i in todo]))
+            sub = [rows[i] for i in todo]
+            got = (p_harmful(self.path / "model", sub, self.store) if self.meta["features"] == "lora"
+                   else self.head.proba(self._features(sub)))
             for i, v in zip(todo, got.tolist()):
                 have[keys[i]] = (float(v),)
             if self.store is not None:
@@ -210,7 +219,8 @@ class TrainedHarmJudge:
                 for p in self.proba(rows)]
 
 
-@register_judge(KIND, "harm", "path", "logistic head on frozen encoder features, trained on Liu et al.'s labels")
+@register_judge(KIND, "harm", "path",
+                "trained on Liu et al.'s labels: a logistic head on frozen encoder features, or a LoRA-tuned classifier")
 def _trained(model: Any = None, path: str | None = None) -> TrainedHarmJudge:
     if not path:
         raise ValueError(f"{KIND} loads a trained judge directory (selfalign judge train harm ... -o DIR)")

@@ -387,7 +387,7 @@ class TrainingRun:
             self.save(trainer.accelerator.unwrap_model(trainer.model), tok, merge_lora=cfg.lora,
                       card=lambda d: write_model_card(d, base=base, method=method, n_rows=n_rows,
                                                       config=config_to_dict(cfg), precision=precision.name,
-                                                      pipeline_tag=("text-classification" if method == "reward"
+                                                      pipeline_tag=("text-classification" if method in ("reward", "classifier")
                                                                     else "text-generation")))
             # keys sorted, as transformers writes them into a checkpoint's trainer_state.json: a
             # resumed training's history (read back from there) is then the same bytes as an
