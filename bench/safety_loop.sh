@@ -20,8 +20,11 @@ t $S trust to-data "$OUT/base" -o "$OUT/data-a"
 t $S trust to-data "$OUT/base" -o "$OUT/data-b" --overrefusal
 t $S trust train "$OUT/data-a" --method sft --set epochs=5 -o "$OUT/sft-a"
 t $S trust train "$OUT/data-b" --method sft --set epochs=5 -o "$OUT/sft-b"
+#    (c) DPO on data-b's pairs: refusal over the failing answer on the train keywords, and the contrast pairs
+#        (own answer over a refusal on safe prompts, refusal over the answer on complied unsafe ones)
+t $S trust train "$OUT/data-b" --method dpo --set epochs=3 --set learning_rate=2e-4 -o "$OUT/dpo-b"
 # 3. every model on the held-out safety keywords, the bundled QA (hallucination) and the released XSTest
-models=("base=smollm2-135m" "sft-a=$OUT/sft-a/model" "sft-b=$OUT/sft-b/model")
+models=("base=smollm2-135m" "sft-a=$OUT/sft-a/model" "sft-b=$OUT/sft-b/model" "dpo-b=$OUT/dpo-b/model")
 [ -n "${HONESTY_MODEL:-}" ] && models+=("honesty=$HONESTY_MODEL")
 pairs=()
 for nm in "${models[@]}"; do

@@ -123,3 +123,15 @@ def kill_training_at(monkeypatch, step: int, exc: type[BaseException]):
 
     monkeypatch.setattr(base, "use_step_log", lambda trainer, name: (real(trainer, name), trainer.add_callback(Kill())))
     return lambda: monkeypatch.setattr(base, "use_step_log", real)
+
+
+@pytest.fixture(scope="session")
+def eos_pad_model(tmp_path_factory):
+    """The tiny model with SmolLM2's quirk: pad token = eos token."""
+    from transformers import AutoTokenizer
+
+    path = build_tiny_model(tmp_path_factory.mktemp("eospad") / "model")
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.pad_token = tok.eos_token
+    tok.save_pretrained(path)
+    return path

@@ -13,19 +13,6 @@ from selfalign.reward.harm_train import THRESHOLDS, question_half
 from selfalign.store.cache import Store
 
 
-@pytest.fixture(scope="module")
-def eos_pad_model(tmp_path_factory):
-    from transformers import AutoTokenizer
-
-    from tests.conftest import build_tiny_model
-
-    path = build_tiny_model(tmp_path_factory.mktemp("clf") / "model")
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.pad_token = tok.eos_token
-    tok.save_pretrained(path)
-    return path
-
-
 def _rows(n: int = 24) -> list[dict]:
     out = []
     for i in range(n):

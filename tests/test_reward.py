@@ -65,20 +65,6 @@ def test_verifiable_pairs_prefer_the_gold_answer_and_idk_for_unknown_questions()
     assert full[0]["rejected"][0]["content"] == IDK_RESPONSE and full[3]["chosen"][0]["content"] in ("Fe", "Fe.")
 
 
-@pytest.fixture(scope="module")
-def eos_pad_model(tmp_path_factory):
-    """The tiny model with SmolLM2's quirk: pad token = eos token."""
-    from transformers import AutoTokenizer
-
-    from tests.conftest import build_tiny_model
-
-    path = build_tiny_model(tmp_path_factory.mktemp("eospad") / "model")
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.pad_token = tok.eos_token
-    tok.save_pretrained(path)
-    return path
-
-
 def test_the_reward_is_read_at_the_end_of_context_token_even_when_pad_is_eos(eos_pad_model):
     import torch
 

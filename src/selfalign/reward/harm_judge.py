@@ -92,10 +92,10 @@ still loads and scores as it did.
 
 Deviations: Liu et al. use GPT-4 as the judge; here a 135M encoder with a linear head is trained on
 GPT-4's labels, so it inherits their errors. gpt-4's answers hold 6 harmful of 984, so its kappa
-is reported but exempt from the bar. Option (b), a LoRA-tuned score head on the PM's model
-(``load_seq_cls`` + ``lora_config`` from train/reward.py), was timed, not trained: ``bench/harm_judge.py
---pm-cost 32`` took 116 s for 32 rows (batch 8, one epoch, fp32, the two cores shared with other
-jobs) = 3.6 s per row per epoch, i.e. about 3 hours per epoch for the dev selection's six fits alone.
+is reported but exempt from the bar. Option (b), a LoRA-tuned score head on the PM's model, is
+:mod:`selfalign.reward.harm_lora` (``judge train harm --kind lora``); measured on the same test
+questions (``bench/harm_lora.py --threshold 0.5``, AMD EPYC with AVX-512 BF16, bf16): davinci 80.5% / kappa 0.179,
+text-davinci-003 92.5% / 0.442, so it does not replace this head (docs/RESULTS.md).
 Thresholds, L2 and weighting are chosen on a grid, not by inner cross-validation. Feature
 extraction here is a plain forward pass (transformers), not the project's hf generation path.
 """

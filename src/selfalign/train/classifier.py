@@ -29,18 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from selfalign.train.base import (
-    TrainingRun,
-    TrainResult,
-    attn_kwargs,
-    fingerprint as _fingerprint,
-    lora_config,
-    resolve_precision,
-    script_main,
-    share_prefix,
-    trainer_args,
-)
-from selfalign.train.reward import PMConfig, PMEncoder, load_seq_cls
+from selfalign.train.base import TrainingRun, TrainResult, fingerprint as _fingerprint, lora_config, script_main, trainer_args
+from selfalign.train.reward import PMConfig, load_for_scoring_head
 
 COLUMNS = ("prompt", "completion", "label")
 
@@ -102,13 +92,7 @@ def train_classifier(rows: Sequence[dict[str, Any]], base: str, out_dir: str | P
             loss = (w * torch.nn.functional.binary_cross_entropy_with_logits(logit, y, reduction="none")).mean()
             return (loss, out) if return_outputs else loss
 
-    precision = resolve_precision(cfg)
-    resume = run.prepare()
-    model, tok = load_seq_cls(base, cfg.seed, **attn_kwargs(cfg))
-    share_prefix(model, cfg)
-    enc = PMEncoder(tok, cfg.max_length)
-    tok.pad_token_id = enc.pad_id
-    model.config.pad_token_id = enc.pad_id
+    precision, resume, model, tok, enc = load_for_scoring_head(cfg, run, base)
     data, truncated = [], 0
     for r, y in zip(rows, labels):
         ids, cut = enc.encode(r["prompt"], r["completion"])

@@ -169,6 +169,20 @@ def load_seq_cls(path: str, seed: int = 0, **load: Any) -> tuple[Any, Any]:
     return model, tok
 
 
+def load_for_scoring_head(cfg: PMConfig, run: TrainingRun, base: str) -> tuple[Any, str | None, Any, Any, PMEncoder]:
+    """What a trainer of the score head starts with (the PM's and the classifier's): the precision
+    (logged), the checkpoint to resume from, the model with its head, the tokenizer, and the encoder
+    whose pad id (not eos) the model pools by."""
+    precision = resolve_precision(cfg)
+    resume = run.prepare()
+    model, tok = load_seq_cls(base, cfg.seed, **attn_kwargs(cfg))
+    share_prefix(model, cfg)
+    enc = PMEncoder(tok, cfg.max_length)
+    tok.pad_token_id = enc.pad_id
+    model.config.pad_token_id = enc.pad_id
+    return precision, resume, model, tok, enc
+
+
 def train_pm(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg: PMConfig | None = None,
              base_id: str | None = None) -> PMTrainResult:
     """Train a PM on preference rows; the merged model (with its score head) lands in ``out_dir/model``."""
@@ -179,13 +193,7 @@ def train_pm(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg
     from datasets import Dataset
     from trl import RewardConfig, RewardTrainer
 
-    precision = resolve_precision(cfg)
-    resume = run.prepare()
-    model, tok = load_seq_cls(base, cfg.seed, **attn_kwargs(cfg))
-    share_prefix(model, cfg)
-    enc = PMEncoder(tok, cfg.max_length)
-    tok.pad_token_id = enc.pad_id
-    model.config.pad_token_id = enc.pad_id
+    precision, resume, model, tok, enc = load_for_scoring_head(cfg, run, base)
     data, truncated = [], 0
     for r in rows:
         c, tc = enc.encode(r["prompt"], r["chosen"])
