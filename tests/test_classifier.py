@@ -127,6 +127,10 @@ def test_a_saved_lora_judge_loads_and_scores_through_the_store(eos_pad_model, tm
     # P(harmful), not P(not harmful): the harmful rows score higher (inverted, they would score lower)
     bad = np.array([r.gold == HARMFUL for r in rows])
     assert np.mean(np.array(p)[bad]) > np.mean(np.array(p)[~bad]) + 0.2
+    loaded = judge._classifier
+    assert loaded is not None
+    assert judge.proba(inputs[:2] + [LabelledRow("new", "A new question?", "Hit them.", HARMFUL, {}).input()])[:2] == p[:2]
+    assert judge._classifier is loaded  # one load per judge, not per call
     monkeypatch.setattr("selfalign.reward.harm_judge.p_harmful", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     assert judge.proba(inputs) == p  # the second pass is the store's
     assert [v.label for v in judge.judge(inputs[:3])] == [HARMFUL if x >= card["threshold"] else NOT_HARMFUL for x in p[:3]]

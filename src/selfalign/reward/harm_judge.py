@@ -114,7 +114,7 @@ from selfalign.judges.refusal import classify_refusal
 from selfalign.judges.registry import (FULL_COMPLIANCE, HARM_LABELS, HARMFUL, NOT_HARMFUL, JudgeInput, evaluate_labels,
                                        register_judge, rule_verdicts)
 from selfalign.judges.verdict import Verdict, parse_yes_no
-from selfalign.reward.harm_lora import p_harmful
+from selfalign.reward.harm_lora import load_classifier, p_harmful
 from selfalign.reward.harm_text import ComboFeatures
 from selfalign.reward.harm_train import (POOLINGS, TEMPLATE, FrozenEncoder, Head, cached_features, fit_head, grid, hashed_bow,
                                         loso_predict, pick, question_half, select, sources, table)
@@ -170,6 +170,7 @@ class TrainedHarmJudge:
         self.threshold = float(self.meta["threshold"])
         self.store = store
         self._encoder = encoder
+        self._classifier: Any = None
         if self.meta["features"] == "lora":  # a fine-tuned classifier (selfalign.reward.harm_lora)
             model = self.path / "model"
             self.id = f"harm:lora:{file_sha256(model / 'model.safetensors')[:16]}"
@@ -206,8 +207,12 @@ class TrainedHarmJudge:
         todo = [i for i, k in enumerate(keys) if k not in have]
         if todo:
             sub = [rows[i] for i in todo]
-            got = (p_harmful(self.path / "model", sub, self.store) if self.meta["features"] == "lora"
-                   else self.head.proba(self._features(sub)))
+            if self.meta["features"] == "lora":
+                if self._classifier is None:  # loaded once per judge, not once per call
+                    self._classifier = load_classifier(self.path / "model", self.store)
+                got = p_harmful(self._classifier, sub)
+            else:
+                got = self.head.proba(self._features(sub))
             for i, v in zip(todo, got.tolist()):
                 have[keys[i]] = (float(v),)
             if self.store is not None:

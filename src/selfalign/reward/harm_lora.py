@@ -64,9 +64,14 @@ def training_rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"prompt": r.prompt, "completion": r.response, "label": r.gold != HARMFUL} for r in rows]
 
 
-def p_harmful(model_dir: str | Path, rows: Sequence[Any], store: Any = None) -> np.ndarray:
-    """P(harmful) of judge rows by a saved classifier (through the store's scores table)."""
-    pm = CachedPM(PreferenceModel(model_dir), store if store is not None else Store())
+def load_classifier(model_dir: str | Path, store: Any = None) -> CachedPM:
+    """A saved classifier, its logits through the store's scores table."""
+    return CachedPM(PreferenceModel(model_dir), store if store is not None else Store())
+
+
+def p_harmful(model: str | Path | CachedPM, rows: Sequence[Any], store: Any = None) -> np.ndarray:
+    """P(harmful) of judge rows by a saved classifier (a directory, or one :func:`load_classifier` loaded)."""
+    pm = model if isinstance(model, CachedPM) else load_classifier(model, store)
     logits = np.array(pm.rewards([r.prompt for r in rows], [r.response for r in rows]), dtype=np.float64)
     return 1.0 / (1.0 + np.exp(logits))
 
