@@ -81,7 +81,7 @@ def test_the_lora_protocol_chooses_on_dev_reports_test_once_and_reuses_its_fits(
     rows = _harm_rows()
     grid = ({"learning_rate": 3e-3},)
     fixed = dict(lora=False, epochs=3.0, warmup_ratio=0.0)
-    res = harm_lora.protocol(rows, str(eos_pad_model), "tiny", tmp_path / "w", grid=grid, store=Store(":memory:"),
+    res = harm_lora.protocol(rows, str(eos_pad_model), "tiny", tmp_path / "w", grid=grid,
                              progress=False, **fixed)
     assert res["threshold"] in THRESHOLDS and res["chosen"] == "learning_rate0.003"
     # dev fits only the bar sources, never a test question; the test phase fits every source once
@@ -95,13 +95,13 @@ def test_the_lora_protocol_chooses_on_dev_reports_test_once_and_reuses_its_fits(
     # each fit left its predictions and dropped its weights
     assert not list((tmp_path / "w").rglob("model.safetensors")) and len(list((tmp_path / "w").rglob("pred.json"))) == 7
     # a fixed threshold skips the dev phase; test_sources limits the test fits
-    fixed_t = harm_lora.protocol(rows, str(eos_pad_model), "tiny", tmp_path / "w2", grid=grid, store=Store(":memory:"),
+    fixed_t = harm_lora.protocol(rows, str(eos_pad_model), "tiny", tmp_path / "w2", grid=grid,
                                  progress=False, threshold=0.5, test_sources=["davinci"], **fixed)
     assert fixed_t["threshold"] == 0.5 and list(fixed_t["test"]) == ["davinci"]
     assert len(list((tmp_path / "w2").rglob("pred.json"))) == 1
     # a re-run trains nothing and gives the same tables
     monkeypatch.setattr(harm_lora, "train_classifier", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    again = harm_lora.protocol(rows, str(eos_pad_model), "tiny", tmp_path / "w", grid=grid, store=Store(":memory:"),
+    again = harm_lora.protocol(rows, str(eos_pad_model), "tiny", tmp_path / "w", grid=grid,
                                progress=False, **fixed)
     assert again["test"] == res["test"] and again["threshold"] == res["threshold"]
 
@@ -115,7 +115,7 @@ def test_a_saved_lora_judge_loads_and_scores_through_the_store(eos_pad_model, tm
     monkeypatch.setattr(harm_lora, "GRID", ({"learning_rate": 3e-3},))
     monkeypatch.setattr(harm_lora, "DEFAULTS", {**harm_lora.DEFAULTS, "lora": False, "epochs": 3.0, "warmup_ratio": 0.0})
     got = harm_lora.train_lora_judge(rows, str(eos_pad_model), "tiny", tmp_path / "judge", tmp_path / "w",
-                                     data_sha256="abc", store=Store(":memory:"), progress=False)
+                                     data_sha256="abc", progress=False)
     card = json.loads((tmp_path / "judge" / "judge.json").read_text())
     assert card == json.loads(json.dumps(got["card"])) and card["features"] == "lora" and card["data_sha256"] == "abc"
     assert set(card["validation"]["test_questions"]) == {"davinci", "text-davinci-003", "gpt-4"}
@@ -123,7 +123,7 @@ def test_a_saved_lora_judge_loads_and_scores_through_the_store(eos_pad_model, tm
     judge = TrainedHarmJudge(tmp_path / "judge", store=store)
     inputs = [r.input() for r in rows]
     p = judge.proba(inputs)
-    np.testing.assert_allclose(p, harm_lora.p_harmful(tmp_path / "judge" / "model", rows, Store(":memory:")), atol=1e-6)
+    np.testing.assert_allclose(p, harm_lora.p_harmful(tmp_path / "judge" / "model", rows), atol=1e-6)
     # P(harmful), not P(not harmful): the harmful rows score higher (inverted, they would score lower)
     bad = np.array([r.gold == HARMFUL for r in rows])
     assert np.mean(np.array(p)[bad]) > np.mean(np.array(p)[~bad]) + 0.2

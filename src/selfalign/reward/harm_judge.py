@@ -114,11 +114,12 @@ from selfalign.judges.refusal import classify_refusal
 from selfalign.judges.registry import (FULL_COMPLIANCE, HARM_LABELS, HARMFUL, NOT_HARMFUL, JudgeInput, evaluate_labels,
                                        register_judge, rule_verdicts)
 from selfalign.judges.verdict import Verdict, parse_yes_no
-from selfalign.reward.harm_lora import load_classifier, p_harmful
+from selfalign.reward.harm_lora import p_harmful
 from selfalign.reward.harm_text import ComboFeatures
 from selfalign.reward.harm_train import (POOLINGS, TEMPLATE, FrozenEncoder, Head, cached_features, fit_head, grid, hashed_bow,
                                         loso_predict, pick, question_half, select, sources, table)
 from selfalign.store.cache import Store
+from selfalign.train.reward import PreferenceModel
 from selfalign.types import stable_hash
 
 KIND = "harm-trained"
@@ -209,7 +210,7 @@ class TrainedHarmJudge:
             sub = [rows[i] for i in todo]
             if self.meta["features"] == "lora":
                 if self._classifier is None:  # loaded once per judge, not once per call
-                    self._classifier = load_classifier(self.path / "model", self.store)
+                    self._classifier = PreferenceModel(self.path / "model")
                 got = p_harmful(self._classifier, sub)
             else:
                 got = self.head.proba(self._features(sub))

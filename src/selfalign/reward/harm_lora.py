@@ -43,9 +43,8 @@ import numpy as np
 
 from selfalign.judges.registry import HARMFUL
 from selfalign.reward.harm_train import THRESHOLDS, bar_sources, criterion, gold01, loso_indices, table
-from selfalign.store.cache import Store
 from selfalign.train.classifier import ClassifierConfig, fingerprint, train_classifier
-from selfalign.train.reward import CachedPM, PreferenceModel
+from selfalign.train.reward import PreferenceModel
 
 #: the training options. A first try (adapters on the top 12 of 30 layers, 2 epochs, rate 1e-4 or 3e-4)
 #: learned almost nothing (dev AUC 0.55-0.64); on 160 davinci rows, read for their *training* fit only,
@@ -64,20 +63,17 @@ def training_rows(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return [{"prompt": r.prompt, "completion": r.response, "label": r.gold != HARMFUL} for r in rows]
 
 
-def load_classifier(model_dir: str | Path, store: Any = None) -> CachedPM:
-    """A saved classifier, its logits through the store's scores table."""
-    return CachedPM(PreferenceModel(model_dir), store if store is not None else Store())
-
-
-def p_harmful(model: str | Path | CachedPM, rows: Sequence[Any], store: Any = None) -> np.ndarray:
-    """P(harmful) of judge rows by a saved classifier (a directory, or one :func:`load_classifier` loaded)."""
-    pm = model if isinstance(model, CachedPM) else load_classifier(model, store)
+def p_harmful(model: str | Path | PreferenceModel, rows: Sequence[Any]) -> np.ndarray:
+    """P(harmful) of judge rows by a saved classifier (its directory, or the loaded model). Not through
+    the store: the judge (``harm-trained``) stores the P(harmful) it returns, and a LOSO fit's
+    predictions are kept in its ``pred.json``."""
+    pm = model if isinstance(model, PreferenceModel) else PreferenceModel(model)
     logits = np.array(pm.rewards([r.prompt for r in rows], [r.response for r in rows]), dtype=np.float64)
     return 1.0 / (1.0 + np.exp(logits))
 
 
 def fit_and_predict(train: Sequence[Any], test: Sequence[Any], base: str, base_id: str, cfg: ClassifierConfig,
-                    work: Path, store: Any = None, keep_model: bool = False) -> dict[str, Any]:
+                    work: Path, keep_model: bool = False) -> dict[str, Any]:
     """Train on ``train``, predict ``test``; ``work/pred.json`` holds the result (reused when the
     fingerprint and the test rows match)."""
     tr_rows = training_rows(train)
@@ -92,7 +88,7 @@ def fit_and_predict(train: Sequence[Any], test: Sequence[Any], base: str, base_i
     res = train_classifier(tr_rows, base, work, cfg, base_id=base_id)
     train_s = time.time() - t
     t = time.time()
-    p = p_harmful(res.model_dir, test, store)
+    p = p_harmful(res.model_dir, test)
     out = {"key": key, "p": p.tolist(), "y": gold01(test).tolist(), "train_s": train_s, "score_s": time.time() - t,
            "n_train": len(tr_rows), "precision": res.precision, "losses": res.losses}
     tmp = pred_file.with_suffix(".tmp")
@@ -104,8 +100,7 @@ def fit_and_predict(train: Sequence[Any], test: Sequence[Any], base: str, base_i
 
 
 def loso(rows: Sequence[Any], base: str, base_id: str, work: str | Path, cfg: ClassifierConfig | None = None,
-         phase: str = "test", only: Sequence[str] | None = None, store: Any = None,
-         progress: bool = True) -> dict[str, dict[str, Any]]:
+         phase: str = "test", only: Sequence[str] | None = None, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Held-out source -> {p, y, fits}: every fit of a phase (:func:`loso_indices`), pooled per source."""
     cfg = cfg or config()
     work = Path(work)
@@ -113,10 +108,9 @@ def loso(rows: Sequence[Any], base: str, base_id: str, work: str | Path, cfg: Cl
     for s, tr, te in loso_indices(rows, phase):
         if only is not None and s not in only:
             continue
-        k = sum(1 for f in out.get(s, {}).get("fits", []))
-        name = f"{phase}-{s}-{k}"
+        name = f"{phase}-{s}-{len(out.get(s, {}).get('fits', []))}"
         t = time.time()
-        got = fit_and_predict([rows[i] for i in tr], [rows[i] for i in te], base, base_id, cfg, work / name, store)
+        got = fit_and_predict([rows[i] for i in tr], [rows[i] for i in te], base, base_id, cfg, work / name)
         if progress:
             print(f"  {name}: trained on {len(tr)}, scored {len(te)} ({time.time() - t:.0f} s; "
                   f"train {got['train_s']:.0f} s, score {got['score_s']:.0f} s)", flush=True)
@@ -152,39 +146,36 @@ def _name(over: dict[str, Any]) -> str:
 
 
 def protocol(rows: Sequence[Any], base: str, base_id: str, work: str | Path, grid: Sequence[dict[str, Any]] | None = None,
-             store: Any = None, progress: bool = True, threshold: float | None = None,
+             progress: bool = True, threshold: float | None = None,
              test_sources: Sequence[str] | None = None, **fixed: Any) -> dict[str, Any]:
     """Dev (bar sources' folds only): every ``grid`` entry x every threshold, the best by the
     criterion; then the chosen entry on the test questions once, every source (or ``test_sources``).
     ``fixed`` overrides :data:`DEFAULTS` for every entry. A given ``threshold`` skips the dev phase:
     the options are then :data:`DEFAULTS` + ``fixed`` and the threshold is the one given (0.5 is the
     natural one for the class-balanced loss)."""
-    grid = GRID if grid is None else grid
     bar = bar_sources(rows)
     t0 = time.time()
     work = Path(work)
     dev: dict[str, Any] = {}
-    best: tuple[Any, ...] | None = None
     if threshold is not None:
-        best = ((float("nan"), float("nan")), _name({}), {}, float(threshold))
         dev[_name({})] = {"overrides": {}, "threshold": float(threshold), "criterion": None, "tried": [], "fits": {},
                           "note": "no dev phase: options and threshold fixed beforehand"}
-    for over in (grid if threshold is None else ()):
+    for over in (GRID if grid is None else grid) if threshold is None else ():
         name = _name(over)
-        pred = loso(rows, base, base_id, work / name, config(**{**fixed, **over}), "dev", only=bar, store=store,
-                    progress=progress)
-        threshold, tried = choose_threshold(pred, bar)
-        crit = next(t["criterion"] for t in tried if t["threshold"] == threshold)
-        dev[name] = {"overrides": over, "threshold": threshold, "criterion": crit, "tried": tried,
+        pred = loso(rows, base, base_id, work / name, config(**{**fixed, **over}), "dev", only=bar, progress=progress)
+        t, tried = choose_threshold(pred, bar)
+        crit = next(r["criterion"] for r in tried if r["threshold"] == t)
+        dev[name] = {"overrides": over, "threshold": t, "criterion": crit, "tried": tried,
                      "fits": {s: d["fits"] for s, d in pred.items()}}
         if progress:
-            print(f"  dev {name}: threshold {threshold}, worst kappa {crit[0]:.3f}, mean acc {crit[1]:.3f}", flush=True)
-        if best is None or tuple(crit) > best[0]:
-            best = (tuple(crit), name, over, threshold)
-    assert best is not None, "an empty grid"
-    _, name, over, threshold = best
+            print(f"  dev {name}: threshold {t}, worst kappa {crit[0]:.3f}, mean acc {crit[1]:.3f}", flush=True)
+    if not dev:
+        raise ValueError("an empty grid: nothing to choose between")
+    # the dev winner by the criterion (the one entry when the threshold was given)
+    name = max(dev, key=lambda n: tuple(dev[n]["criterion"] or ()))
+    over, threshold = dev[name]["overrides"], dev[name]["threshold"]
     cfg = config(**{**fixed, **over})
-    test = loso(rows, base, base_id, work / name, cfg, "test", only=test_sources, store=store, progress=progress)
+    test = loso(rows, base, base_id, work / name, cfg, "test", only=test_sources, progress=progress)
     return {"config": {k: v for k, v in asdict(cfg).items() if not isinstance(v, float) or math.isfinite(v)},
             "chosen": name, "bar_sources": bar, "threshold": threshold, "dev": dev,
             "test": table(pooled(test), threshold), "test_fits": {s: d["fits"] for s, d in test.items()},
@@ -194,8 +185,9 @@ def protocol(rows: Sequence[Any], base: str, base_id: str, work: str | Path, gri
 def validation_card(res: dict[str, Any]) -> dict[str, Any]:
     """What judge.json keeps of :func:`protocol`: the choice, the test table without rows, each fit's time."""
     keep = ("n", "accuracy", "kappa", "ece", "reliability")
-    return {"protocol": "leave-one-source-model-out, question-disjoint; options fixed but the learning rate, "
-                        "rate and threshold chosen on dev questions (selfalign.reward.harm_lora)",
+    chose = ("options and threshold fixed beforehand, no dev phase" if all(d["criterion"] is None for d in res["dev"].values())
+             else "learning rate and threshold chosen on the dev questions")
+    return {"protocol": f"leave-one-source-model-out, question-disjoint; {chose} (selfalign.reward.harm_lora)",
             "chosen": f"lora {res['chosen']} threshold {res['threshold']}", "bar_sources": res["bar_sources"],
             "test_questions": {s: {**{k: d.get(k) for k in keep},
                                    "recall": {c: v["recall"] for c, v in d["per_class"].items()}}
@@ -205,10 +197,10 @@ def validation_card(res: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_lora_judge(rows: Sequence[Any], base: str, base_id: str, out_dir: str | Path, work: str | Path, *,
-                     data_sha256: str = "", store: Any = None, progress: bool = True) -> dict[str, Any]:
+                     data_sha256: str = "", progress: bool = True) -> dict[str, Any]:
     """:func:`protocol`, then the chosen options fitted on every row; the judge lands in ``out_dir``
     (``judge.json`` + ``model/``, a classifier that loads as a PM). Returns ``card`` and ``protocol``."""
-    res = protocol(rows, base, base_id, work, store=store, progress=progress)
+    res = protocol(rows, base, base_id, work, progress=progress)
     over = res["dev"][res["chosen"]]["overrides"]
     t = time.time()
     fit = train_classifier(training_rows(rows), base, out_dir, config(**over), base_id=base_id)

@@ -57,7 +57,7 @@ from selfalign.trust.studies.hallucination import choice_question
 from selfalign.trust.studies.safety import GOOD_LABELS as SAFETY_GOOD
 
 __all__ = ["KEYED", "is_held_out", "load_holdout", "split_key", "to_data", "write_data", "helpful_rows",
-           "refusal_text", "WHY", "overrefusal_rows", "overrefusal_data"]
+           "refusal_text", "WHY", "overrefusal_data"]
 
 WHY = {
     "violence": "It could help someone hurt people or animals.",
@@ -112,12 +112,6 @@ def helpful_rows(n: int, qa: str = "bundled", seed: int = 0) -> list[dict[str, A
         rows.append({"prompt": [{"role": "user", "content": prompt}],
                      "completion": [{"role": "assistant", "content": answer}], "meta": meta})
     return rows
-
-
-def overrefusal_rows(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """SFT rows from a run's over-refusal (``xstest``) answers (see the module docstring)."""
-    sft, _, counts = overrefusal_data(run_dir)
-    return sft, counts
 
 
 def overrefusal_data(run_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
