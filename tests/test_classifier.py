@@ -61,6 +61,16 @@ def test_labels_are_checked_before_any_model_loads(tmp_path):
         train_classifier([dict(r, label=True) for r in rows], "/nonexistent/model", tmp_path / "x", ClassifierConfig())
     assert class_weights([True, True, False, False], False) == (1.0, 1.0)
     assert not (tmp_path / "x").exists()
+    # the script names the file and line, and exits 2 before any model loads
+    import subprocess
+    import sys
+
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text("".join(json.dumps(r) + "\n" for r in _rows(4)[:2] + [dict(_rows(4)[2], label="yes")]))
+    r = subprocess.run([sys.executable, "-m", "selfalign.train.classifier", "--rows", str(bad), "--base",
+                        "/nonexistent/model", "--out", str(tmp_path / "x")], capture_output=True, text=True)
+    assert r.returncode == 2 and f"{bad}:3: field 'label' must be true/false" in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def _harm_rows(n_q: int = 48) -> list[LabelledRow]:

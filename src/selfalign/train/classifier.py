@@ -61,19 +61,24 @@ def class_weights(labels: Sequence[bool], balanced: bool) -> tuple[float, float]
     return len(labels) / (2 * n_false), len(labels) / (2 * n_true)
 
 
-def _label(value: Any, i: int) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value in (0, 1):
-        return bool(value)
-    raise ValueError(f"row {i + 1}: field 'label' must be true/false (or 1/0), got {value!r}")
+def check_labels(rows: Sequence[dict[str, Any]], source: str = "") -> list[bool]:
+    """Each row's ``label`` as a bool; the first that is not true/false (or 1/0) is an error naming
+    ``source`` (the file) and the row's line."""
+    out = []
+    for i, r in enumerate(rows):
+        value = r.get("label")
+        if not isinstance(value, bool) and value not in (0, 1):
+            where = f"{source}:{i + 1}" if source else f"row {i + 1}"
+            raise ValueError(f"{where}: field 'label' must be true/false (or 1/0), got {value!r}")
+        out.append(bool(value))
+    return out
 
 
 def train_classifier(rows: Sequence[dict[str, Any]], base: str, out_dir: str | Path, cfg: ClassifierConfig | None = None,
                      base_id: str | None = None) -> TrainResult:
     """Train the score head (and LoRA) on labelled rows; the merged model lands in ``out_dir/model``."""
     cfg = cfg or ClassifierConfig()
-    labels = [_label(r.get("label"), i) for i, r in enumerate(rows)]
+    labels = check_labels(rows)
     w_false, w_true = class_weights(labels, cfg.balanced) if rows else (1.0, 1.0)
     run = TrainingRun(out_dir, fingerprint(base_id or base, rows, cfg))
     if (earlier := run.begin(len(rows), "labelled rows")) is not None:
@@ -124,8 +129,12 @@ def train_classifier(rows: Sequence[dict[str, Any]], base: str, out_dir: str | P
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m selfalign.train.classifier``: one entry point for a single process and ``accelerate launch``."""
+    def bind(a: Any, rows: Sequence[dict[str, Any]]) -> Any:  # labels checked with the file's name, before loading
+        check_labels(rows, a.rows)
+        return train_classifier
+
     script_main(argv, "python -m selfalign.train.classifier", __doc__ or "", ClassifierConfig, COLUMNS,
-                train_classifier)
+                train_classifier, bind=bind)
 
 
 if __name__ == "__main__":
